@@ -1,0 +1,31 @@
+# fs/proto/chunk.capnp — the chunk server's data RPC. Every offset and length is a multiple of
+# 4 KiB (one checksummed block); `crcs` carries one CRC32C per block, computed by the writer and
+# verified by the server before it stores anything, and by the reader after it reads.
+@0xde0125fa71f72a4b;
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tessera::proto");
+using Common = import "common.capnp";
+
+struct ShardRef {
+  chunk @0 :UInt64;
+  shard @1 :UInt8;
+}
+
+interface ChunkService {
+  # Store `data` at `offset` of the shard. With `sync`, the reply comes after fdatasync.
+  write @0 (chunk :UInt64, shard :UInt8, layout :Common.Layout, offset :UInt64, data :Data,
+            crcs :List(UInt32), sync :Bool) -> (error :Common.Error);
+  # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
+  # exist here; corruption if a stored block fails its CRC.
+  read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32)
+      -> (error :Common.Error, data :Data, crcs :List(UInt32));
+  # Make every listed shard durable (fdatasync).
+  sync @2 (shards :List(ShardRef)) -> (error :Common.Error);
+  # Cut the shard to `length` bytes (a multiple of 4 KiB); notFound if absent.
+  truncate @3 (chunk :UInt64, shard :UInt8, length :UInt64) -> (error :Common.Error);
+  # Create an empty shard if it does not exist, so that a later read of an untouched range
+  # returns zeros rather than notFound.
+  create @4 (chunk :UInt64, shard :UInt8, layout :Common.Layout) -> (error :Common.Error);
+  # Delete every shard of the listed chunks held here. Absent shards are not an error.
+  remove @5 (chunks :List(UInt64)) -> (error :Common.Error);
+}

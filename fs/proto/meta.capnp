@@ -1,0 +1,105 @@
+# fs/proto/meta.capnp — the metadata service's RPC: namespace operations for mounts, registration
+# and heartbeats for chunk servers, and status for the admin command. Every reply carries an
+# `error`; its code is `ok` when the call succeeded.
+@0xa24a52c50501ced9;
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tessera::proto");
+using Common = import "common.capnp";
+
+# Which fields of a setattr request are meaningful (bit flags).
+const setMode :UInt32 = 1;
+const setUid :UInt32 = 2;
+const setGid :UInt32 = 4;
+const setSize :UInt32 = 8;
+const setAtime :UInt32 = 16;
+const setMtime :UInt32 = 32;
+const setAtimeNow :UInt32 = 64;
+const setMtimeNow :UInt32 = 128;
+const setCtime :UInt32 = 256;
+
+# rename flags, as in renameat2(2).
+const renameNoReplace :UInt32 = 1;
+const renameExchange :UInt32 = 2;
+
+# setxattr flags, as in setxattr(2).
+const xattrCreate :UInt32 = 1;
+const xattrReplace :UInt32 = 2;
+
+struct ServerInfo {
+  id @0 :UInt64;
+  address @1 :Text;
+  site @2 :Text;
+  rack @3 :Text;
+  host @4 :Text;
+  up @5 :Bool;
+  capacityBytes @6 :UInt64;
+  usedBytes @7 :UInt64;     # by shard files on the server's disks
+  freeBytes @8 :UInt64;     # what the file system still allows us to write
+  shards @9 :UInt64;
+  lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
+}
+
+struct StatFs {
+  totalBytes @0 :UInt64;    # usable capacity under the root's policy
+  freeBytes @1 :UInt64;
+  files @2 :UInt64;         # inodes in use
+}
+
+interface MetaService {
+  # --- mounts ---
+  openSession @0 (host :Text, mountpoint :Text) -> (error :Common.Error, session :UInt64);
+  lookup @1 (parent :UInt64, name :Text) -> (error :Common.Error, attr :Common.Attr);
+  getattr @2 (inode :UInt64) -> (error :Common.Error, attr :Common.Attr);
+  setattr @3 (inode :UInt64, valid :UInt32, mode :UInt32, uid :UInt32, gid :UInt32,
+              size :UInt64, atimeNs :Int64, mtimeNs :Int64)
+      -> (error :Common.Error, attr :Common.Attr);
+  # Creates any kind of inode: S_IFREG, S_IFDIR, S_IFLNK (with target), fifos, devices, sockets.
+  # With session != 0 the new file is also opened for that session (FUSE create).
+  mknod @4 (parent :UInt64, name :Text, mode :UInt32, rdev :UInt32, uid :UInt32, gid :UInt32,
+            target :Text, session :UInt64) -> (error :Common.Error, attr :Common.Attr);
+  link @5 (inode :UInt64, newParent :UInt64, newName :Text)
+      -> (error :Common.Error, attr :Common.Attr);
+  unlink @6 (parent :UInt64, name :Text, dir :Bool) -> (error :Common.Error);
+  rename @7 (parent :UInt64, name :Text, newParent :UInt64, newName :Text, flags :UInt32)
+      -> (error :Common.Error);
+  readlink @8 (inode :UInt64) -> (error :Common.Error, target :Text);
+  # Entries after `cookie` (0 = from the start), at most `max`; `plus` fills full attributes.
+  readdir @9 (inode :UInt64, cookie :UInt64, max :UInt32, plus :Bool)
+      -> (error :Common.Error, entries :List(Common.DirEntry), eof :Bool);
+  open @10 (session :UInt64, inode :UInt64) -> (error :Common.Error, attr :Common.Attr);
+  release @11 (session :UInt64, inode :UInt64) -> (error :Common.Error);
+  statfs @12 () -> (error :Common.Error, stat :StatFs);
+  setxattr @13 (inode :UInt64, name :Text, value :Data, flags :UInt32) -> (error :Common.Error);
+  getxattr @14 (inode :UInt64, name :Text) -> (error :Common.Error, value :Data);
+  listxattr @15 (inode :UInt64) -> (error :Common.Error, names :List(Text));
+  removexattr @16 (inode :UInt64, name :Text) -> (error :Common.Error);
+  # Make every metadata change so far durable on the meta server's disk.
+  fsync @17 () -> (error :Common.Error);
+
+  # --- data placement ---
+  # Chunk descriptors of `inode` with first <= index < first + count that exist.
+  getChunks @18 (inode :UInt64, first :UInt64, count :UInt64)
+      -> (error :Common.Error, chunks :List(Common.ChunkDesc));
+  # The chunk at `index`, placing it on servers if it does not exist yet.
+  allocChunk @19 (inode :UInt64, index :UInt64) -> (error :Common.Error, chunk :Common.ChunkDesc);
+  # Data up to `size` was written: grow the file to `size` if smaller and set mtime.
+  commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64)
+      -> (error :Common.Error, attr :Common.Attr);
+  # Addresses of chunk servers by id.
+  servers @21 (ids :List(UInt64)) -> (error :Common.Error, servers :List(ServerInfo));
+
+  # --- chunk servers ---
+  # id 0 asks for a new id. clusterId empty on a server's first start.
+  registerServer @22 (id :UInt64, clusterId :Text, address :Text, site :Text, rack :Text,
+                      host :Text, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
+                      shards :UInt64)
+      -> (error :Common.Error, id :UInt64, clusterId :Text);
+  # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
+  # by an earlier reply; `remove` lists chunks whose shards it must delete now.
+  heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
+                 shards :UInt64, removed :List(UInt64)) -> (error :Common.Error, remove :List(UInt64));
+
+  # --- admin ---
+  status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
+                    inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs);
+}

@@ -1,0 +1,123 @@
+# fs/proto/ns.capnp — the namespace state machine: the commands it applies (Op) and the records
+# it keeps in LevelDB. An Op is complete: the proposer puts the time and every new id into it, so
+# applying it reads nothing but the store and gives the same result on every replica.
+@0x984ae9d3fd65ae61;
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tessera::proto");
+using Common = import "common.capnp";
+
+struct Op {
+  nowNs @0 :Int64;
+  union {
+    init :group {             # format an empty store: root directory and cluster id
+      clusterId @1 :Text;
+      rootPolicy @2 :Common.Layout;
+    }
+    mknod :group {
+      parent @3 :UInt64;
+      name @4 :Text;
+      mode @5 :UInt32;
+      rdev @6 :UInt32;
+      uid @7 :UInt32;
+      gid @8 :UInt32;
+      target @9 :Text;
+      newInode @10 :UInt64;
+      session @11 :UInt64;    # != 0: also open the new file for this session
+    }
+    link :group {
+      inode @12 :UInt64;
+      newParent @13 :UInt64;
+      newName @14 :Text;
+    }
+    unlink :group {
+      parent @15 :UInt64;
+      name @16 :Text;
+      dir @17 :Bool;          # rmdir
+    }
+    rename :group {
+      parent @18 :UInt64;
+      name @19 :Text;
+      newParent @20 :UInt64;
+      newName @21 :Text;
+      flags @22 :UInt32;
+    }
+    setattr :group {
+      inode @23 :UInt64;
+      valid @24 :UInt32;
+      mode @25 :UInt32;
+      uid @26 :UInt32;
+      gid @27 :UInt32;
+      size @28 :UInt64;
+      atimeNs @29 :Int64;
+      mtimeNs @30 :Int64;
+    }
+    setxattr :group {
+      inode @31 :UInt64;
+      name @32 :Text;
+      value @33 :Data;
+      flags @34 :UInt32;
+    }
+    removexattr :group {
+      inode @35 :UInt64;
+      name @36 :Text;
+    }
+    open :group {
+      session @37 :UInt64;
+      inode @38 :UInt64;
+    }
+    release :group {
+      session @39 :UInt64;
+      inode @40 :UInt64;
+    }
+    allocChunk :group {
+      inode @41 :UInt64;
+      chunk @42 :Common.ChunkDesc;   # id, layout and servers chosen by the proposer
+    }
+    commitWrite :group {
+      inode @43 :UInt64;
+      size @44 :UInt64;
+      mtimeNs @45 :Int64;
+    }
+    openSession :group {
+      session @46 :UInt64;
+      host @47 :Text;
+      mountpoint @48 :Text;
+    }
+    registerServer :group {
+      server @49 :ServerRecord;
+    }
+    removed :group {                # a chunk server deleted these garbage chunks' shards
+      server @50 :UInt64;
+      chunks @51 :List(UInt64);
+    }
+  }
+}
+
+# --- records in LevelDB (keys in meta/ns/keys.h) ---
+
+struct InodeRecord {
+  attr @0 :Common.Attr;
+  policy @1 :Common.Layout;   # layout of new chunks (files) or of new children (directories)
+  target @2 :Text;            # symlink target
+  nextCookie @3 :UInt64;      # directories: readdir cookie of the next entry added
+}
+
+struct DentryRecord {
+  inode @0 :UInt64;
+  type @1 :UInt32;            # S_IFMT bits of the child's mode
+  cookie @2 :UInt64;
+}
+
+struct ServerRecord {
+  id @0 :UInt64;
+  address @1 :Text;
+  site @2 :Text;
+  rack @3 :Text;
+  host @4 :Text;
+}
+
+# A chunk of a deleted file (or of a truncated tail) whose shards are still on servers.
+struct GarbageRecord {
+  chunk @0 :Common.ChunkDesc;
+  pending @1 :List(UInt64);     # servers that have not yet confirmed deletion
+}

@@ -1,0 +1,97 @@
+#include "fs/wire.h"
+
+namespace tessera {
+
+void toWire(const Error& e, proto::Error::Builder b) {
+  b.setCode(static_cast<proto::Errc>(e.code));
+  b.setDetail(e.detail);
+}
+
+void okToWire(proto::Error::Builder b) { b.setCode(proto::Errc::OK); }
+
+Status fromWire(proto::Error::Reader r) {
+  auto code = static_cast<uint16_t>(r.getCode());
+  if (code == 0) return Status();
+  if (code > static_cast<uint16_t>(Errc::kWrongCluster)) {
+    return Error{Errc::kIo, "unknown error code " + std::to_string(code)};
+  }
+  return Error{static_cast<Errc>(code), std::string(r.getDetail().cStr())};
+}
+
+void toWire(const Attr& a, proto::Attr::Builder b) {
+  b.setInode(a.inode.value);
+  b.setMode(a.mode);
+  b.setNlink(a.nlink);
+  b.setUid(a.uid);
+  b.setGid(a.gid);
+  b.setRdev(a.rdev);
+  b.setSize(a.size);
+  b.setBlocks(a.blocks);
+  b.setAtimeNs(a.atimeNs);
+  b.setMtimeNs(a.mtimeNs);
+  b.setCtimeNs(a.ctimeNs);
+}
+
+Attr fromWire(proto::Attr::Reader r) {
+  Attr a;
+  a.inode = InodeId(r.getInode());
+  a.mode = r.getMode();
+  a.nlink = r.getNlink();
+  a.uid = r.getUid();
+  a.gid = r.getGid();
+  a.rdev = r.getRdev();
+  a.size = r.getSize();
+  a.blocks = r.getBlocks();
+  a.atimeNs = r.getAtimeNs();
+  a.mtimeNs = r.getMtimeNs();
+  a.ctimeNs = r.getCtimeNs();
+  return a;
+}
+
+void toWire(const Layout& l, proto::Layout::Builder b) {
+  b.setKind(l.kind == Layout::Kind::kEc ? proto::Layout::Kind::EC : proto::Layout::Kind::REPLICA);
+  b.setK(l.k);
+  b.setM(l.m);
+}
+
+Result<Layout> fromWire(proto::Layout::Reader r) {
+  Layout l;
+  switch (r.getKind()) {
+    case proto::Layout::Kind::EC: l.kind = Layout::Kind::kEc; break;
+    case proto::Layout::Kind::REPLICA: l.kind = Layout::Kind::kReplica; break;
+    default: return Error{Errc::kInvalid, "unknown layout kind"};
+  }
+  l.k = r.getK();
+  l.m = r.getM();
+  if (!l.valid()) return Error{Errc::kInvalid, "layout out of bounds: " + l.toString()};
+  return l;
+}
+
+void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b) {
+  b.setIndex(c.index);
+  b.setId(c.id.value);
+  b.setVersion(c.version);
+  toWire(c.layout, b.initLayout());
+  auto servers = b.initServers(c.servers.size());
+  for (size_t i = 0; i < c.servers.size(); ++i) servers.set(i, c.servers[i].value);
+}
+
+Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
+  auto layout = fromWire(r.getLayout());
+  if (!layout) return layout.error();
+  ChunkDesc c;
+  c.index = r.getIndex();
+  c.id = ChunkId(r.getId());
+  c.version = r.getVersion();
+  c.layout = *layout;
+  auto servers = r.getServers();
+  if (servers.size() != size_t(c.layout.shards())) {
+    return Error{Errc::kInvalid, "chunk descriptor lists " + std::to_string(servers.size()) +
+                                     " servers for " + c.layout.toString()};
+  }
+  c.servers.reserve(servers.size());
+  for (auto s : servers) c.servers.push_back(ServerId(s));
+  return c;
+}
+
+}  // namespace tessera
