@@ -100,6 +100,8 @@ struct InodeRecord {
   policy @1 :Common.Layout;   # layout of new chunks (files) or of new children (directories)
   target @2 :Text;            # symlink target
   nextCookie @3 :UInt64;      # directories: readdir cookie of the next entry added
+  parent @4 :UInt64;          # directories: the one directory that holds this one
+  chunkCount @5 :UInt64;      # regular files: chunk records that exist
 }
 
 struct DentryRecord {
