@@ -21,10 +21,14 @@ Result<Layout> fromWire(proto::Layout::Reader r);
 void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b);
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r);
 
-// Sets `error` of any reply builder from a Status.
-template <typename Builder>
-void setError(Builder b, const Status& s) {
-  if (s) okToWire(b.initError()); else toWire(s.error(), b.initError());
+// Sets `error` of any reply builder from a Result or Status.
+template <typename Builder, typename T>
+void setError(Builder b, const Result<T>& r) {
+  if (r) {
+    okToWire(b.initError());
+  } else {
+    toWire(r.error(), b.initError());
+  }
 }
 
 }  // namespace tessera

@@ -18,8 +18,8 @@ const setMtimeNow :UInt32 = 128;
 const setCtime :UInt32 = 256;
 
 # rename flags, as in renameat2(2).
-const renameNoReplace :UInt32 = 1;
-const renameExchange :UInt32 = 2;
+const renameFlagNoReplace :UInt32 = 1;
+const renameFlagExchange :UInt32 = 2;
 
 # setxattr flags, as in setxattr(2).
 const xattrCreate :UInt32 = 1;

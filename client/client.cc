@@ -1,0 +1,892 @@
+#include "client/client.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fs/log.h"
+#include "fs/proto/meta.capnp.h"
+#include "fs/wire.h"
+
+namespace tessera::client {
+namespace {
+
+using MetaClient = proto::MetaService::Client;
+
+int64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// How many chunk descriptors one getChunks asks for ahead of a read.
+constexpr uint64_t kChunkPrefetch = 64;
+
+kj::ArrayPtr<const kj::byte> bytesOf(const std::string& s) {
+  return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+}
+
+}  // namespace
+
+struct Client::FileState {
+  InodeId inode;
+  int opens = 0;
+  uint64_t size = 0;        // as this client knows it, including its own writes
+  int64_t mtimeNs = 0;
+  bool attrDirty = false;   // size/mtime written here and not yet committed
+  bool metaDirty = false;   // metadata changed since the meta server last synced for us
+  std::map<uint64_t, ChunkDesc> chunks;
+  std::set<uint64_t> absent;  // chunk indexes known not to exist
+  std::map<uint64_t, kj::ForkedPromise<void>> allocating;
+  std::map<ServerId, std::set<ShardKey>> unsynced;
+
+  // Write-back.
+  uint64_t pendingOff = 0;
+  std::vector<kj::byte> pending;
+  uint64_t inflightBytes = 0;
+  kj::Promise<void> flushChain = kj::READY_NOW;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
+  std::optional<Error> writeError;
+
+  uint64_t pendingEnd() const { return pendingOff + pending.size(); }
+  bool busy() const { return !pending.empty() || inflightBytes > 0 || !waiters.empty(); }
+  void wake() {
+    auto w = std::move(waiters);
+    waiters.clear();
+    for (auto& f : w) f->fulfill();
+  }
+};
+
+Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
+    : timer_(timer),
+      config_(kj::mv(config)),
+      meta_(network, timer, config_.meta, config_.connectTimeoutMs, config_.metaRetryMs,
+            config_.metaRetryMs),
+      servers_(network, timer,
+               [this](ServerId id) -> kj::Promise<Result<std::string>> {
+                 return meta_.call<std::string>(
+                     "servers", true, [id](MetaClient m) {
+                       auto req = m.serversRequest();
+                       req.initIds(1).set(0, id.value);
+                       return req.send().then([id](auto r) -> Result<std::string> {
+                         auto st = fromWire(r.getError());
+                         if (!st) return st.error();
+                         for (auto s : r.getServers()) {
+                           if (s.getId() == id.value) return std::string(s.getAddress().cStr());
+                         }
+                         return Error{Errc::kNotFound,
+                                      "meta server does not know chunk server " +
+                                          std::to_string(id.value)};
+                       });
+                     });
+               },
+               config_.connectTimeoutMs),
+      data_(servers_, timer, config_.ioTimeoutMs) {}
+
+Client::~Client() = default;
+
+kj::Promise<Status> Client::start() {
+  return meta_.connect().then([this](Status s) -> kj::Promise<Status> {
+    if (!s) return s;
+    return meta_
+        .call<uint64_t>("openSession", false,
+                        [this](MetaClient m) {
+                          auto req = m.openSessionRequest();
+                          req.setHost(config_.host);
+                          req.setMountpoint(config_.mountpoint);
+                          return req.send().then([](auto r) -> Result<uint64_t> {
+                            auto st = fromWire(r.getError());
+                            if (!st) return st.error();
+                            return r.getSession();
+                          });
+                        })
+        .then([this](Result<uint64_t> session) -> Status {
+          if (!session) return session.error();
+          session_ = SessionId(*session);
+          return Status();
+        });
+  });
+}
+
+// --- per-file state --------------------------------------------------------------------------
+
+Client::FileState& Client::state(InodeId inode, uint64_t metaSize) {
+  auto& f = files_[inode];
+  if (!f) {
+    f = std::make_unique<FileState>();
+    f->inode = inode;
+    f->size = metaSize;
+  }
+  return *f;
+}
+
+Client::FileState* Client::find(InodeId inode) {
+  auto it = files_.find(inode);
+  return it == files_.end() ? nullptr : it->second.get();
+}
+
+void Client::dropIfIdle(InodeId inode) {
+  auto it = files_.find(inode);
+  if (it == files_.end()) return;
+  auto& f = *it->second;
+  if (f.opens > 0 || f.busy() || f.attrDirty || !f.allocating.empty()) return;
+  files_.erase(it);
+}
+
+Attr Client::merge(Attr attr) {
+  if (auto* f = find(attr.inode)) {
+    if (f->attrDirty) {
+      attr.size = f->size;
+      attr.mtimeNs = std::max(attr.mtimeNs, f->mtimeNs);
+      attr.blocks = std::max(attr.blocks, (f->size + 511) / 512);
+    } else {
+      f->size = attr.size;
+    }
+  }
+  return attr;
+}
+
+// --- namespace -------------------------------------------------------------------------------
+
+namespace {
+
+template <typename Response>
+Result<Attr> attrOf(Response& r) {
+  auto st = fromWire(r.getError());
+  if (!st) return st.error();
+  return fromWire(r.getAttr());
+}
+
+template <typename Response>
+Status statusOf(Response& r) {
+  return fromWire(r.getError());
+}
+
+}  // namespace
+
+kj::Promise<Result<Attr>> Client::lookup(InodeId parent, std::string name) {
+  return meta_
+      .call<Attr>("lookup", true,
+                  [parent, name](MetaClient m) {
+                    auto req = m.lookupRequest();
+                    req.setParent(parent.value);
+                    req.setName(name);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this](Result<Attr> a) -> Result<Attr> {
+        if (a) return merge(*a);
+        return a;
+      });
+}
+
+kj::Promise<Result<Attr>> Client::getattr(InodeId inode) {
+  return meta_
+      .call<Attr>("getattr", true,
+                  [inode](MetaClient m) {
+                    auto req = m.getattrRequest();
+                    req.setInode(inode.value);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this](Result<Attr> a) -> Result<Attr> {
+        if (a) return merge(*a);
+        return a;
+      });
+}
+
+kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
+  auto metaCall = [this, inode, change]() {
+    return meta_.call<Attr>("setattr", true, [inode, change](MetaClient m) {
+      auto req = m.setattrRequest();
+      req.setInode(inode.value);
+      uint32_t valid = 0;
+      if (change.mode) valid |= proto::SET_MODE, req.setMode(*change.mode);
+      if (change.uid) valid |= proto::SET_UID, req.setUid(*change.uid);
+      if (change.gid) valid |= proto::SET_GID, req.setGid(*change.gid);
+      if (change.size) valid |= proto::SET_SIZE, req.setSize(*change.size);
+      if (change.atimeNs) valid |= proto::SET_ATIME, req.setAtimeNs(*change.atimeNs);
+      if (change.mtimeNs) valid |= proto::SET_MTIME, req.setMtimeNs(*change.mtimeNs);
+      if (change.atimeNow) valid |= proto::SET_ATIME_NOW;
+      if (change.mtimeNow) valid |= proto::SET_MTIME_NOW;
+      req.setValid(valid);
+      return req.send().then([](auto r) { return attrOf(r); });
+    });
+  };
+  if (!change.size) {
+    return metaCall().then([this](Result<Attr> a) -> Result<Attr> {
+      if (a) return merge(*a);
+      return a;
+    });
+  }
+  // A size change: write out what is buffered, cut the data, then tell the meta server, which
+  // drops the chunks past the new end.
+  uint64_t newSize = *change.size;
+  kj::Promise<Result<Attr>> current = nullptr;
+  if (find(inode)) {
+    current = Result<Attr>(Attr{});
+  } else {
+    current = getattr(inode);
+  }
+  return current.then([this, inode, newSize, metaCall](Result<Attr> a) mutable
+                      -> kj::Promise<Result<Attr>> {
+    if (!a) return a;
+    auto& f = state(inode, a->size);
+    f.opens++;  // keep the state alive across the calls below
+    return drain(f)
+        .then([this, &f, newSize](Status) { return truncateData(f, newSize); })
+        .then([this, &f, metaCall](Status s) mutable -> kj::Promise<Result<Attr>> {
+          if (!s) return Result<Attr>(s.error());
+          return metaCall();
+        })
+        .then([this, &f, newSize, inode](Result<Attr> r) -> Result<Attr> {
+          f.opens--;
+          if (r) {
+            f.size = newSize;
+            f.attrDirty = false;
+            f.metaDirty = true;
+          }
+          dropIfIdle(inode);
+          return r;
+        });
+  });
+}
+
+kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
+  if (newSize >= f.size) return Status();
+  // Forget descriptors of chunks the meta server will drop.
+  uint64_t keep = (newSize + kChunkSize - 1) / kChunkSize;
+  f.chunks.erase(f.chunks.lower_bound(keep), f.chunks.end());
+  f.absent.erase(f.absent.lower_bound(keep), f.absent.end());
+  if (newSize % kChunkSize == 0) return Status();
+  uint64_t index = newSize / kChunkSize;
+  return chunk(f, index, false).then([this, newSize](Result<std::optional<ChunkDesc>> c)
+                                         -> kj::Promise<Status> {
+    if (!c) return Status(c.error());
+    if (!*c) return Status();
+    return data_.truncate(**c, newSize % kChunkSize);
+  });
+}
+
+kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32_t mode,
+                                        uint32_t rdev, uint32_t uid, uint32_t gid,
+                                        std::string target) {
+  return meta_.call<Attr>("mknod", false, [=](MetaClient m) {
+    auto req = m.mknodRequest();
+    req.setParent(parent.value);
+    req.setName(name);
+    req.setMode(mode);
+    req.setRdev(rdev);
+    req.setUid(uid);
+    req.setGid(gid);
+    req.setTarget(target);
+    return req.send().then([](auto r) { return attrOf(r); });
+  });
+}
+
+kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint32_t mode,
+                                         uint32_t uid, uint32_t gid) {
+  uint64_t session = session_.value;
+  return meta_
+      .call<Attr>("create", false,
+                  [=](MetaClient m) {
+                    auto req = m.mknodRequest();
+                    req.setParent(parent.value);
+                    req.setName(name);
+                    req.setMode(mode);
+                    req.setUid(uid);
+                    req.setGid(gid);
+                    req.setSession(session);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this](Result<Attr> a) -> Result<Attr> {
+        if (!a) return a;
+        auto& f = state(a->inode, a->size);
+        f.opens++;
+        f.metaDirty = true;
+        return a;
+      });
+}
+
+kj::Promise<Result<Attr>> Client::link(InodeId inode, InodeId newParent, std::string newName) {
+  return meta_
+      .call<Attr>("link", false,
+                  [=](MetaClient m) {
+                    auto req = m.linkRequest();
+                    req.setInode(inode.value);
+                    req.setNewParent(newParent.value);
+                    req.setNewName(newName);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this](Result<Attr> a) -> Result<Attr> {
+        if (a) return merge(*a);
+        return a;
+      });
+}
+
+kj::Promise<Status> Client::unlink(InodeId parent, std::string name, bool dir) {
+  return meta_.call<bool>("unlink", false, [=](MetaClient m) {
+               auto req = m.unlinkRequest();
+               req.setParent(parent.value);
+               req.setName(name);
+               req.setDir(dir);
+               return req.send().then([](auto r) -> Result<bool> {
+                 auto st = statusOf(r);
+                 if (!st) return st.error();
+                 return true;
+               });
+             })
+      .then([](Result<bool> r) -> Status {
+        if (!r) return r.error();
+        return Status();
+      });
+}
+
+kj::Promise<Status> Client::rename(InodeId parent, std::string name, InodeId newParent,
+                                   std::string newName, uint32_t flags) {
+  return meta_.call<bool>("rename", false, [=](MetaClient m) {
+               auto req = m.renameRequest();
+               req.setParent(parent.value);
+               req.setName(name);
+               req.setNewParent(newParent.value);
+               req.setNewName(newName);
+               req.setFlags(flags);
+               return req.send().then([](auto r) -> Result<bool> {
+                 auto st = statusOf(r);
+                 if (!st) return st.error();
+                 return true;
+               });
+             })
+      .then([](Result<bool> r) -> Status {
+        if (!r) return r.error();
+        return Status();
+      });
+}
+
+kj::Promise<Result<std::string>> Client::readlink(InodeId inode) {
+  return meta_.call<std::string>("readlink", true, [inode](MetaClient m) {
+    auto req = m.readlinkRequest();
+    req.setInode(inode.value);
+    return req.send().then([](auto r) -> Result<std::string> {
+      auto st = statusOf(r);
+      if (!st) return st.error();
+      return std::string(r.getTarget().cStr(), r.getTarget().size());
+    });
+  });
+}
+
+kj::Promise<Result<DirPage>> Client::readdir(InodeId dir, uint64_t cookie, uint32_t max,
+                                             bool plus) {
+  return meta_
+      .call<DirPage>("readdir", true,
+                     [=](MetaClient m) {
+                       auto req = m.readdirRequest();
+                       req.setInode(dir.value);
+                       req.setCookie(cookie);
+                       req.setMax(max);
+                       req.setPlus(plus);
+                       return req.send().then([](auto r) -> Result<DirPage> {
+                         auto st = statusOf(r);
+                         if (!st) return st.error();
+                         DirPage page;
+                         page.eof = r.getEof();
+                         for (auto e : r.getEntries()) {
+                           page.entries.push_back(DirEntry{
+                               std::string(e.getName().cStr(), e.getName().size()),
+                               e.getCookie(), fromWire(e.getAttr())});
+                         }
+                         return page;
+                       });
+                     })
+      .then([this](Result<DirPage> page) -> Result<DirPage> {
+        if (page) {
+          for (auto& e : page->entries) e.attr = merge(e.attr);
+        }
+        return page;
+      });
+}
+
+kj::Promise<Result<StatFs>> Client::statfs() {
+  return meta_.call<StatFs>("statfs", true, [](MetaClient m) {
+    return m.statfsRequest().send().then([](auto r) -> Result<StatFs> {
+      auto st = statusOf(r);
+      if (!st) return st.error();
+      auto s = r.getStat();
+      return StatFs{s.getTotalBytes(), s.getFreeBytes(), s.getFiles()};
+    });
+  });
+}
+
+kj::Promise<Status> Client::setxattr(InodeId inode, std::string name, std::string value,
+                                     uint32_t flags) {
+  return meta_.call<bool>("setxattr", false, [=](MetaClient m) {
+               auto req = m.setxattrRequest();
+               req.setInode(inode.value);
+               req.setName(name);
+               req.setValue(bytesOf(value));
+               req.setFlags(flags);
+               return req.send().then([](auto r) -> Result<bool> {
+                 auto st = statusOf(r);
+                 if (!st) return st.error();
+                 return true;
+               });
+             })
+      .then([](Result<bool> r) -> Status {
+        if (!r) return r.error();
+        return Status();
+      });
+}
+
+kj::Promise<Result<std::string>> Client::getxattr(InodeId inode, std::string name) {
+  return meta_.call<std::string>("getxattr", true, [=](MetaClient m) {
+    auto req = m.getxattrRequest();
+    req.setInode(inode.value);
+    req.setName(name);
+    return req.send().then([](auto r) -> Result<std::string> {
+      auto st = statusOf(r);
+      if (!st) return st.error();
+      auto v = r.getValue();
+      return std::string(reinterpret_cast<const char*>(v.begin()), v.size());
+    });
+  });
+}
+
+kj::Promise<Result<std::vector<std::string>>> Client::listxattr(InodeId inode) {
+  return meta_.call<std::vector<std::string>>("listxattr", true, [=](MetaClient m) {
+    auto req = m.listxattrRequest();
+    req.setInode(inode.value);
+    return req.send().then([](auto r) -> Result<std::vector<std::string>> {
+      auto st = statusOf(r);
+      if (!st) return st.error();
+      std::vector<std::string> names;
+      for (auto n : r.getNames()) names.emplace_back(n.cStr(), n.size());
+      return names;
+    });
+  });
+}
+
+kj::Promise<Status> Client::removexattr(InodeId inode, std::string name) {
+  return meta_.call<bool>("removexattr", false, [=](MetaClient m) {
+               auto req = m.removexattrRequest();
+               req.setInode(inode.value);
+               req.setName(name);
+               return req.send().then([](auto r) -> Result<bool> {
+                 auto st = statusOf(r);
+                 if (!st) return st.error();
+                 return true;
+               });
+             })
+      .then([](Result<bool> r) -> Status {
+        if (!r) return r.error();
+        return Status();
+      });
+}
+
+kj::Promise<Status> Client::syncMeta() {
+  return meta_.call<bool>("fsync", true, [](MetaClient m) {
+               return m.fsyncRequest().send().then([](auto r) -> Result<bool> {
+                 auto st = statusOf(r);
+                 if (!st) return st.error();
+                 return true;
+               });
+             })
+      .then([](Result<bool> r) -> Status {
+        if (!r) return r.error();
+        return Status();
+      });
+}
+
+// --- open files ------------------------------------------------------------------------------
+
+kj::Promise<Result<Attr>> Client::open(InodeId inode) {
+  uint64_t session = session_.value;
+  return meta_
+      .call<Attr>("open", false,
+                  [=](MetaClient m) {
+                    auto req = m.openRequest();
+                    req.setSession(session);
+                    req.setInode(inode.value);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this, inode](Result<Attr> a) -> Result<Attr> {
+        if (!a) return a;
+        auto& f = state(inode, a->size);
+        if (f.opens == 0 && !f.busy() && !f.attrDirty) {
+          // Close-to-open: another client may have written since we last looked.
+          f.size = a->size;
+          f.chunks.clear();
+          f.absent.clear();
+        }
+        f.opens++;
+        return merge(*a);
+      });
+}
+
+kj::Promise<Status> Client::release(InodeId inode) {
+  auto* f = find(inode);
+  if (!f) return Status();
+  uint64_t session = session_.value;
+  return flush(inode).then([this, inode, session](Status flushed) {
+    return meta_
+        .call<bool>("release", false,
+                    [=](MetaClient m) {
+                      auto req = m.releaseRequest();
+                      req.setSession(session);
+                      req.setInode(inode.value);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = statusOf(r);
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
+        .then([this, inode, flushed](Result<bool> r) -> Status {
+          if (auto* f = find(inode)) {
+            if (f->opens > 0) f->opens--;
+            if (f->opens == 0) f->writeError.reset();
+            dropIfIdle(inode);
+          }
+          if (!flushed) return flushed;
+          if (!r) return r.error();
+          return Status();
+        });
+  });
+}
+
+kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64_t index,
+                                                            bool allocate) {
+  using R = Result<std::optional<ChunkDesc>>;
+  auto cached = f.chunks.find(index);
+  if (cached != f.chunks.end()) return R(std::optional<ChunkDesc>(cached->second));
+  auto busy = f.allocating.find(index);
+  if (busy != f.allocating.end()) {
+    return busy->second.addBranch().then([this, &f, index, allocate] { return chunk(f, index, allocate); });
+  }
+  InodeId inode = f.inode;
+  if (!allocate) {
+    if (f.absent.count(index)) return R(std::optional<ChunkDesc>());
+    return meta_
+        .call<std::vector<ChunkDesc>>(
+            "getChunks", true,
+            [inode, index](MetaClient m) {
+              auto req = m.getChunksRequest();
+              req.setInode(inode.value);
+              req.setFirst(index);
+              req.setCount(kChunkPrefetch);
+              return req.send().then([](auto r) -> Result<std::vector<ChunkDesc>> {
+                auto st = statusOf(r);
+                if (!st) return st.error();
+                std::vector<ChunkDesc> out;
+                for (auto c : r.getChunks()) {
+                  auto d = fromWire(c);
+                  if (!d) return d.error();
+                  out.push_back(kj::mv(*d));
+                }
+                return out;
+              });
+            })
+        .then([this, inode, index](Result<std::vector<ChunkDesc>> list) -> R {
+          if (!list) return list.error();
+          auto* f = find(inode);
+          std::optional<ChunkDesc> found;
+          std::set<uint64_t> present;
+          for (auto& c : *list) {
+            present.insert(c.index);
+            if (c.index == index) found = c;
+            if (f) f->chunks[c.index] = c;
+          }
+          if (f) {
+            for (uint64_t i = index; i < index + kChunkPrefetch; ++i) {
+              if (!present.count(i) && !f->chunks.count(i)) f->absent.insert(i);
+            }
+          }
+          return found;
+        });
+  }
+  // Allocate: the meta server places it (or returns the one another writer placed first), then
+  // every shard is created so untouched ranges read as zeros rather than as lost.
+  auto work = meta_
+                  .call<ChunkDesc>("allocChunk", true,
+                                   [inode, index](MetaClient m) {
+                                     auto req = m.allocChunkRequest();
+                                     req.setInode(inode.value);
+                                     req.setIndex(index);
+                                     return req.send().then([](auto r) -> Result<ChunkDesc> {
+                                       auto st = statusOf(r);
+                                       if (!st) return st.error();
+                                       return fromWire(r.getChunk());
+                                     });
+                                   })
+                  .then([this](Result<ChunkDesc> c) -> kj::Promise<Result<ChunkDesc>> {
+                    if (!c) return c;
+                    auto desc = *c;
+                    return data_.create(desc).then([desc](Status s) -> Result<ChunkDesc> {
+                      if (!s) return s.error();
+                      return desc;
+                    });
+                  })
+                  .then([this, inode, index](Result<ChunkDesc> c) -> R {
+                    auto* f = find(inode);
+                    if (f) f->allocating.erase(index);
+                    if (!c) return c.error();
+                    if (f) {
+                      f->chunks[index] = *c;
+                      f->absent.erase(index);
+                    }
+                    return std::optional<ChunkDesc>(*c);
+                  })
+                  .fork();
+  auto result = work.addBranch();
+  f.allocating.emplace(index, work.addBranch().ignoreResult().fork());
+  return result;
+}
+
+kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
+                                         kj::ArrayPtr<const kj::byte> data, bool sync) {
+  kj::Vector<kj::Promise<Status>> parts;
+  uint64_t end = off + data.size();
+  InodeId inode = f.inode;
+  for (uint64_t pos = off; pos < end;) {
+    uint64_t index = pos / kChunkSize;
+    uint64_t chunkOff = pos % kChunkSize;
+    uint64_t n = std::min(end - pos, kChunkSize - chunkOff);
+    auto piece = data.slice(pos - off, pos - off + n);
+    parts.add(chunk(f, index, true).then(
+        [this, inode, chunkOff, piece, sync](Result<std::optional<ChunkDesc>> c)
+            -> kj::Promise<Status> {
+          if (!c) return Status(c.error());
+          auto desc = **c;
+          return data_.write(desc, chunkOff, piece, sync).then([this, inode, desc](Status s) {
+            if (s) {
+              if (auto* f = find(inode)) {
+                for (int j = 0; j < desc.layout.shards(); ++j) {
+                  f->unsynced[desc.servers[j]].insert(ShardKey{desc.id, j});
+                }
+              }
+            }
+            return s;
+          });
+        }));
+    pos += n;
+  }
+  return joinStatus(parts.releaseAsArray());
+}
+
+void Client::startFlush(FileState& f) {
+  if (f.pending.empty()) return;
+  auto data = kj::heapArray<kj::byte>(f.pending.size());
+  memcpy(data.begin(), f.pending.data(), data.size());
+  uint64_t off = f.pendingOff;
+  uint64_t n = data.size();
+  f.pending.clear();
+  f.inflightBytes += n;
+  // One flush at a time per file, in order: a later write of the same bytes must land last.
+  f.flushChain = f.flushChain
+                     .then([this, &f, off, data = kj::mv(data)]() mutable {
+                       auto ptr = data.asPtr();
+                       return writeThrough(f, off, ptr, false).attach(kj::mv(data));
+                     })
+                     .then([&f, n, off](Status s) {
+                       if (!s && !f.writeError) {
+                         log::warn("write-back of inode ", f.inode.value, " at ", off, " failed: ",
+                                   s.error().toString().c_str());
+                         f.writeError = s.error();
+                       }
+                       f.inflightBytes -= n;
+                       f.wake();
+                     },
+                     [&f, n](kj::Exception&& e) {
+                       if (!f.writeError) f.writeError = errorFromException(e, "write-back");
+                       f.inflightBytes -= n;
+                       f.wake();
+                     })
+                     .eagerlyEvaluate(nullptr);
+}
+
+kj::Promise<Status> Client::drain(FileState& f) {
+  startFlush(f);
+  if (f.inflightBytes == 0) {
+    if (f.writeError) return Status(*f.writeError);
+    return Status();
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  f.waiters.push_back(kj::mv(paf.fulfiller));
+  return paf.promise.then([this, &f] { return drain(f); });
+}
+
+kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byte> data,
+                                  WriteMode mode) {
+  auto* fp = find(inode);
+  if (!fp) return Status(Error{Errc::kStale, "write to a file that is not open"});
+  auto& f = *fp;
+  uint64_t end = off + data.size();
+  if (end < off || end > uint64_t(INT64_MAX)) return Status(Error{Errc::kTooBig, "write past the largest file"});
+  if (data.size() == 0) return Status();
+  if (mode == WriteMode::kBuffered) {
+    if (!f.pending.empty() && off != f.pendingEnd()) startFlush(f);
+    if (f.pending.empty()) f.pendingOff = off;
+    f.pending.insert(f.pending.end(), data.begin(), data.end());
+    f.size = std::max(f.size, end);
+    f.mtimeNs = nowNs();
+    f.attrDirty = true;
+    if (f.pending.size() >= config_.flushThreshold) startFlush(f);
+    if (f.inflightBytes + f.pending.size() <= config_.pendingLimit) return Status();
+    // Too much in flight: hold this write's reply until the backlog shrinks.
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    f.waiters.push_back(kj::mv(paf.fulfiller));
+    return paf.promise.then([]() { return Status(); });
+  }
+  // Direct and sync writes go out now, after anything buffered before them.
+  f.opens++;
+  kj::Promise<Status> before = f.busy() ? drain(f) : kj::Promise<Status>(Status());
+  auto ptr = data.asPtr();
+  bool sync = mode == WriteMode::kSync;
+  return before
+      .then([this, &f, off, ptr, sync](Status) { return writeThrough(f, off, ptr, sync); })
+      .then([this, &f, end, sync](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        f.size = std::max(f.size, end);
+        f.mtimeNs = nowNs();
+        f.attrDirty = true;
+        if (!sync) return s;
+        // O_SYNC: the size that makes the data reachable is durable too.
+        return commit(f).then([this, &f](Status c) -> kj::Promise<Status> {
+          if (!c || !f.metaDirty) return c;
+          f.metaDirty = false;
+          return syncMeta();
+        });
+      })
+      .then([this, &f](Status s) {
+        f.opens--;
+        dropIfIdle(f.inode);
+        return s;
+      })
+      .attach(kj::mv(data));
+}
+
+kj::Promise<Status> Client::commit(FileState& f) {
+  if (!f.attrDirty) return Status();
+  InodeId inode = f.inode;
+  uint64_t size = f.size;
+  int64_t mtime = f.mtimeNs;
+  f.attrDirty = false;
+  return meta_
+      .call<Attr>("commitWrite", true,
+                  [=](MetaClient m) {
+                    auto req = m.commitWriteRequest();
+                    req.setInode(inode.value);
+                    req.setSize(size);
+                    req.setMtimeNs(mtime);
+                    return req.send().then([](auto r) { return attrOf(r); });
+                  })
+      .then([this, inode](Result<Attr> a) -> Status {
+        auto* f = find(inode);
+        if (!a) {
+          if (f) f->attrDirty = true;
+          return a.error();
+        }
+        if (f) f->metaDirty = true;
+        return Status();
+      });
+}
+
+kj::Promise<Result<kj::Array<kj::byte>>> Client::read(InodeId inode, uint64_t off, uint64_t len) {
+  using R = Result<kj::Array<kj::byte>>;
+  auto* fp = find(inode);
+  if (!fp) return R(Error{Errc::kStale, "read of a file that is not open"});
+  auto& f = *fp;
+  f.opens++;
+  // Reads see this client's own buffered writes: send them first.
+  kj::Promise<Status> before = f.busy() ? drain(f) : kj::Promise<Status>(Status());
+  return before
+      .then([this, &f, off, len](Status) -> kj::Promise<R> {
+        uint64_t n = off >= f.size ? 0 : std::min(len, f.size - off);
+        auto out = kj::heapArray<kj::byte>(n);
+        auto ptr = out.asPtr();
+        return readChunks(f, off, ptr).then([out = kj::mv(out)](Status s) mutable -> R {
+          if (!s) return s.error();
+          return kj::mv(out);
+        });
+      })
+      .then([this, &f](R r) {
+        f.opens--;
+        dropIfIdle(f.inode);
+        return r;
+      });
+}
+
+kj::Promise<Status> Client::readChunks(FileState& f, uint64_t off, kj::ArrayPtr<kj::byte> out) {
+  kj::Vector<kj::Promise<Status>> parts;
+  uint64_t end = off + out.size();
+  for (uint64_t pos = off; pos < end;) {
+    uint64_t index = pos / kChunkSize;
+    uint64_t chunkOff = pos % kChunkSize;
+    uint64_t n = std::min(end - pos, kChunkSize - chunkOff);
+    auto piece = out.slice(pos - off, pos - off + n);
+    parts.add(chunk(f, index, false).then(
+        [this, chunkOff, piece](Result<std::optional<ChunkDesc>> c) mutable -> kj::Promise<Status> {
+          if (!c) return Status(c.error());
+          if (!*c) {
+            memset(piece.begin(), 0, piece.size());  // a hole
+            return Status();
+          }
+          auto desc = kj::heap<ChunkDesc>(**c);
+          auto& d = *desc;
+          return data_.read(d, chunkOff, piece).attach(kj::mv(desc));
+        }));
+    pos += n;
+  }
+  return joinStatus(parts.releaseAsArray());
+}
+
+kj::Promise<Status> Client::flush(InodeId inode) {
+  auto* fp = find(inode);
+  if (!fp) return Status();
+  auto& f = *fp;
+  f.opens++;
+  return drain(f)
+      .then([this, &f](Status drained) {
+        return commit(f).then([drained](Status c) { return drained ? c : drained; });
+      })
+      .then([this, &f](Status s) {
+        f.opens--;
+        dropIfIdle(f.inode);
+        return s;
+      });
+}
+
+kj::Promise<Status> Client::fsync(InodeId inode) {
+  auto* fp = find(inode);
+  if (!fp) return syncMeta();
+  auto& f = *fp;
+  f.opens++;
+  return flush(inode)
+      .then([this, &f](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        auto unsynced = std::move(f.unsynced);
+        f.unsynced.clear();
+        kj::Vector<kj::Promise<Status>> syncs;
+        for (auto& [server, shards] : unsynced) {
+          syncs.add(data_.sync(server, std::vector<ShardKey>(shards.begin(), shards.end())));
+        }
+        return joinStatus(syncs.releaseAsArray());
+      })
+      .then([this, &f](Status s) -> kj::Promise<Status> {
+        if (!s || !f.metaDirty) return s;
+        f.metaDirty = false;
+        return syncMeta();
+      })
+      .then([this, &f](Status s) {
+        f.opens--;
+        dropIfIdle(f.inode);
+        return s;
+      });
+}
+
+kj::Promise<Status> Client::flushAll() {
+  kj::Vector<kj::Promise<Status>> all;
+  std::vector<InodeId> inodes;
+  for (auto& [inode, f] : files_) inodes.push_back(inode);
+  for (auto inode : inodes) all.add(flush(inode));
+  return joinStatus(all.releaseAsArray());
+}
+
+}  // namespace tessera::client

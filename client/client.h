@@ -1,0 +1,147 @@
+// client/client.h — the Tessera client library: the namespace through the meta server, file
+// data through the chunk servers (client/data_path.h), and per-file state for open files:
+// cached chunk descriptors, write-back buffering and the size this client has written.
+//
+// Write-back: a buffered write is copied into the file's pending buffer and acknowledged; the
+// buffer goes out in large, stripe-sized writes when it grows past a threshold, when a write is
+// not contiguous with it, and on flush/fsync/release/read/truncate. A failure of such a
+// background write is kept and reported by the next flush or fsync of the file (and every one
+// after, until the file is closed): it is never silently dropped. Direct (O_DIRECT) writes skip
+// the buffer; sync (O_SYNC/O_DSYNC) writes are durable on every shard before they return.
+//
+// Sizes: the meta server stores a file's size; a write past the end grows the size this client
+// reports at once and commits it (commitWrite) on flush, fsync and release.
+//
+// Not thread-safe: everything runs on the event loop that created the Client.
+#pragma once
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <kj/async-io.h>
+#include <kj/timer.h>
+
+#include "client/chunk_servers.h"
+#include "client/data_path.h"
+#include "client/meta_link.h"
+#include "fs/result.h"
+#include "fs/types.h"
+
+namespace tessera::client {
+
+struct ClientConfig {
+  Address meta;
+  std::string host;        // names this client's session on the meta server
+  std::string mountpoint;
+  uint64_t connectTimeoutMs = 5'000;
+  uint64_t ioTimeoutMs = 30'000;     // one shard RPC
+  uint64_t metaRetryMs = 30'000;     // how long a meta call is retried before EIO
+  uint64_t flushThreshold = 4 << 20; // pending bytes that start a background flush
+  uint64_t pendingLimit = 16 << 20;  // pending + in-flight bytes before writes wait
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t cookie = 0;
+  Attr attr;
+};
+
+struct DirPage {
+  std::vector<DirEntry> entries;
+  bool eof = false;
+};
+
+struct StatFs {
+  uint64_t totalBytes = 0, freeBytes = 0, files = 0;
+};
+
+// What setattr changes; unset fields stay.
+struct SetAttr {
+  std::optional<uint32_t> mode, uid, gid;
+  std::optional<uint64_t> size;
+  std::optional<int64_t> atimeNs, mtimeNs;  // a value, or
+  bool atimeNow = false, mtimeNow = false;  // the server's clock
+};
+
+enum class WriteMode { kBuffered, kDirect, kSync };
+
+class Client {
+ public:
+  Client(kj::Network& network, kj::Timer& timer, ClientConfig config);
+  ~Client();
+
+  // Connects to the meta server and opens this client's session.
+  kj::Promise<Status> start();
+  SessionId session() const { return session_; }
+
+  kj::Promise<Result<Attr>> lookup(InodeId parent, std::string name);
+  kj::Promise<Result<Attr>> getattr(InodeId inode);
+  kj::Promise<Result<Attr>> setattr(InodeId inode, SetAttr change);
+  // Any kind of node; `target` for symlinks.
+  kj::Promise<Result<Attr>> mknod(InodeId parent, std::string name, uint32_t mode, uint32_t rdev,
+                                  uint32_t uid, uint32_t gid, std::string target = {});
+  kj::Promise<Result<Attr>> link(InodeId inode, InodeId newParent, std::string newName);
+  kj::Promise<Status> unlink(InodeId parent, std::string name, bool dir);
+  kj::Promise<Status> rename(InodeId parent, std::string name, InodeId newParent,
+                             std::string newName, uint32_t flags);
+  kj::Promise<Result<std::string>> readlink(InodeId inode);
+  kj::Promise<Result<DirPage>> readdir(InodeId dir, uint64_t cookie, uint32_t max, bool plus);
+  kj::Promise<Result<StatFs>> statfs();
+  kj::Promise<Status> setxattr(InodeId inode, std::string name, std::string value, uint32_t flags);
+  kj::Promise<Result<std::string>> getxattr(InodeId inode, std::string name);
+  kj::Promise<Result<std::vector<std::string>>> listxattr(InodeId inode);
+  kj::Promise<Status> removexattr(InodeId inode, std::string name);
+
+  // Creates and opens a regular file (FUSE create).
+  kj::Promise<Result<Attr>> create(InodeId parent, std::string name, uint32_t mode, uint32_t uid,
+                                   uint32_t gid);
+  // Opens an existing file: registers the open with the meta server (so an unlinked file stays
+  // readable until released) and drops cached chunk descriptors (close-to-open).
+  kj::Promise<Result<Attr>> open(InodeId inode);
+  // Up to `len` bytes at `off`; fewer at the end of the file.
+  kj::Promise<Result<kj::Array<kj::byte>>> read(InodeId inode, uint64_t off, uint64_t len);
+  kj::Promise<Status> write(InodeId inode, uint64_t off, kj::Array<kj::byte> data, WriteMode mode);
+  // Writes out buffered data and commits the size; reports any write-back failure.
+  kj::Promise<Status> flush(InodeId inode);
+  // flush, then makes every shard written and the metadata durable.
+  kj::Promise<Status> fsync(InodeId inode);
+  // The last close of one open: flush and tell the meta server.
+  kj::Promise<Status> release(InodeId inode);
+  // Metadata durable on the meta server.
+  kj::Promise<Status> syncMeta();
+
+  // Called by the mount at unmount: flush everything still buffered.
+  kj::Promise<Status> flushAll();
+
+ private:
+  struct FileState;
+  FileState& state(InodeId inode, uint64_t metaSize);
+  FileState* find(InodeId inode);
+  void dropIfIdle(InodeId inode);
+  Attr merge(Attr attr);
+
+  kj::Promise<Result<std::optional<ChunkDesc>>> chunk(FileState& f, uint64_t index, bool allocate);
+  kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
+                                   bool sync);
+  // Starts writing the pending buffer out; the returned promise is for callers that wait.
+  void startFlush(FileState& f);
+  // Resolves when nothing is pending or in flight for the file; reports a kept failure.
+  kj::Promise<Status> drain(FileState& f);
+  kj::Promise<Status> readChunks(FileState& f, uint64_t off, kj::ArrayPtr<kj::byte> out);
+  kj::Promise<Status> commit(FileState& f);
+  kj::Promise<Status> truncateData(FileState& f, uint64_t newSize);
+
+  kj::Timer& timer_;
+  ClientConfig config_;
+  MetaLink meta_;
+  ChunkServers servers_;
+  DataPath data_;
+  SessionId session_;
+  std::unordered_map<InodeId, std::unique_ptr<FileState>> files_;
+};
+
+}  // namespace tessera::client

@@ -1,0 +1,508 @@
+#include "client/data_path.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "client/stripe.h"
+#include "fs/checksum.h"
+#include "fs/log.h"
+#include "fs/rpc.h"
+#include "fs/wire.h"
+
+namespace tessera::client {
+
+kj::Promise<Status> joinStatus(kj::Array<kj::Promise<Status>> all) {
+  return kj::joinPromises(kj::mv(all)).then([](kj::Array<Status> results) {
+    for (auto& r : results) {
+      if (!r) return r;
+    }
+    return Status();
+  });
+}
+
+DataPath::DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs)
+    : servers_(servers), timer_(timer), ioTimeoutMs_(ioTimeoutMs) {}
+
+ErasureCode& DataPath::code(const Layout& layout) {
+  auto& c = codes_[{layout.k, layout.m}];
+  if (!c) c = std::make_unique<ErasureCode>(layout.k, layout.m);
+  return *c;
+}
+
+// --- one shard -------------------------------------------------------------------------------
+
+kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
+                                        kj::ArrayPtr<kj::byte> dest) {
+  KJ_REQUIRE(lo % kBlockSize == 0 && dest.size() % kBlockSize == 0, lo, dest.size());
+  ServerId server = chunk.servers[shard];
+  uint64_t chunkId = chunk.id.value;
+  return servers_.get(server).then([this, server, chunkId, shard, lo, dest](
+                                       Result<proto::ChunkService::Client> service) mutable {
+    if (!service) return kj::Promise<Status>(service.error());
+    kj::Vector<kj::Promise<Status>> parts;
+    for (uint64_t done = 0; done < dest.size(); done += kMaxTransfer) {
+      uint64_t n = std::min<uint64_t>(kMaxTransfer, dest.size() - done);
+      auto req = service->readRequest();
+      req.setChunk(chunkId);
+      req.setShard(uint8_t(shard));
+      req.setOffset(lo + done);
+      req.setLength(uint32_t(n));
+      auto piece = dest.slice(done, done + n);
+      parts.add(withTimeout(timer_, ioTimeoutMs_, req.send())
+                    .then(
+                        [piece, chunkId, shard](capnp::Response<proto::ChunkService::ReadResults> r)
+                            mutable -> Status {
+                          auto st = fromWire(r.getError());
+                          if (!st) return st;
+                          auto data = r.getData();
+                          auto crcs = r.getCrcs();
+                          if (data.size() != piece.size() || crcs.size() != piece.size() / kBlockSize) {
+                            return Error{Errc::kCorruption, "malformed read reply"};
+                          }
+                          // The server checked these blocks against its stored CRCs; check them
+                          // again here so damage on the way is caught too.
+                          for (size_t b = 0; b < crcs.size(); ++b) {
+                            if (crc32c(data.begin() + b * kBlockSize, kBlockSize) != crcs[b]) {
+                              return Error{Errc::kCorruption,
+                                           "chunk " + std::to_string(chunkId) + " shard " +
+                                               std::to_string(shard) + ": block failed its CRC in transfer"};
+                            }
+                          }
+                          memcpy(piece.begin(), data.begin(), piece.size());
+                          return Status();
+                        },
+                        [this, server](kj::Exception&& e) -> Status {
+                          servers_.failed(server);
+                          return errorFromException(e, "read from chunk server");
+                        }));
+    }
+    return joinStatus(parts.releaseAsArray());
+  });
+}
+
+kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
+                                         kj::ArrayPtr<const kj::byte> data, bool sync) {
+  KJ_REQUIRE(lo % kBlockSize == 0 && data.size() % kBlockSize == 0, lo, data.size());
+  ServerId server = chunk.servers[shard];
+  uint64_t chunkId = chunk.id.value;
+  Layout layout = chunk.layout;
+  return servers_.get(server).then([this, server, chunkId, layout, shard, lo, data, sync](
+                                       Result<proto::ChunkService::Client> service) {
+    if (!service) return kj::Promise<Status>(service.error());
+    kj::Vector<kj::Promise<Status>> parts;
+    for (uint64_t done = 0; done < data.size(); done += kMaxTransfer) {
+      uint64_t n = std::min<uint64_t>(kMaxTransfer, data.size() - done);
+      auto req = service->writeRequest();
+      req.setChunk(chunkId);
+      req.setShard(uint8_t(shard));
+      toWire(layout, req.initLayout());
+      req.setOffset(lo + done);
+      req.setSync(sync);
+      auto piece = data.slice(done, done + n);
+      req.setData(piece);
+      auto crcs = req.initCrcs(uint32_t(n / kBlockSize));
+      for (size_t b = 0; b < crcs.size(); ++b) {
+        crcs.set(b, crc32c(piece.begin() + b * kBlockSize, kBlockSize));
+      }
+      parts.add(withTimeout(timer_, ioTimeoutMs_, req.send())
+                    .then([](capnp::Response<proto::ChunkService::WriteResults> r) {
+                      return fromWire(r.getError());
+                    },
+                    [this, server](kj::Exception&& e) -> Status {
+                      servers_.failed(server);
+                      return errorFromException(e, "write to chunk server");
+                    }));
+    }
+    return joinStatus(parts.releaseAsArray());
+  });
+}
+
+// --- ec reads --------------------------------------------------------------------------------
+
+kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> wants,
+                                     bool rowsLocked) {
+  auto chunkCopy = kj::heap<ChunkDesc>(chunk);
+  auto& c = *chunkCopy;
+  kj::Vector<kj::Promise<Status>> reads;
+  for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest));
+  return kj::joinPromises(reads.releaseAsArray())
+      .then([this, &c, wants = kj::mv(wants), rowsLocked](kj::Array<Status> results) mutable
+            -> kj::Promise<Status> {
+        std::vector<Want> failed;
+        std::set<int> missing;
+        for (size_t i = 0; i < wants.size(); ++i) {
+          if (!results[i]) {
+            log::debug("chunk ", c.id.value, " shard ", wants[i].shard, ": ",
+                       results[i].error().toString().c_str(), "; rebuilding");
+            failed.push_back(wants[i]);
+            missing.insert(wants[i].shard);
+          }
+        }
+        if (failed.empty()) return Status();
+        uint64_t lo = UINT64_MAX, hi = 0;
+        for (auto& w : failed) {
+          lo = std::min(lo, w.lo);
+          hi = std::max(hi, w.lo + w.dest.size());
+        }
+        std::vector<int> missingList(missing.begin(), missing.end());
+        if (rowsLocked) return rebuild(c, kj::mv(failed), kj::mv(missingList));
+        // A rebuild decodes rows across shards: keep this client's own writes out of them.
+        return rows_.lock(c.id.value, lo, hi).then(
+            [this, &c, failed = kj::mv(failed), missingList = kj::mv(missingList)](
+                RangeLock::Guard guard) mutable {
+              return rebuild(c, kj::mv(failed), kj::mv(missingList)).attach(kj::mv(guard));
+            });
+      })
+      .attach(kj::mv(chunkCopy));
+}
+
+// Reads rows [lo, hi) (the union of the failed Wants) from every shard not known missing,
+// rebuilds the missing ones and copies the rebuilt bytes into the failed Wants.
+kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
+                                      std::vector<int> missingIn) {
+  struct State {
+    ChunkDesc chunk;
+    std::vector<Want> failed;
+    std::vector<int> missing;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    std::vector<kj::Array<kj::byte>> rows;
+    std::vector<int> asked;
+  };
+  auto st = kj::heap<State>();
+  st->chunk = chunk;
+  st->failed = kj::mv(failed);
+  st->missing = kj::mv(missingIn);
+  for (auto& w : st->failed) {
+    st->lo = std::min(st->lo, w.lo);
+    st->hi = std::max(st->hi, w.lo + w.dest.size());
+  }
+  const int n = chunk.layout.shards();
+  st->rows.resize(n);
+  kj::Vector<kj::Promise<Status>> reads;
+  for (int s = 0; s < n; ++s) {
+    st->rows[s] = kj::heapArray<kj::byte>(st->hi - st->lo);
+    if (std::find(st->missing.begin(), st->missing.end(), s) != st->missing.end()) continue;
+    st->asked.push_back(s);
+    reads.add(readShard(st->chunk, s, st->lo, st->rows[s]));
+  }
+  auto& ref = *st;
+  return kj::joinPromises(reads.releaseAsArray())
+      .then([this, &ref](kj::Array<Status> results) -> Status {
+        auto& s = ref;
+        Status firstError;
+        for (size_t i = 0; i < results.size(); ++i) {
+          if (!results[i]) {
+            s.missing.push_back(s.asked[i]);
+            if (firstError) firstError = results[i];
+          }
+        }
+        const Layout& l = s.chunk.layout;
+        if (int(s.missing.size()) > l.m) {
+          return Error{Errc::kUnavailable,
+                       "chunk " + std::to_string(s.chunk.id.value) + ": " +
+                           std::to_string(s.missing.size()) + " of " +
+                           std::to_string(l.shards()) + " shards unreadable (" +
+                           (firstError ? std::string("missing") : firstError.error().toString()) + ")"};
+        }
+        std::vector<uint8_t*> ptrs;
+        for (auto& r : s.rows) ptrs.push_back(r.begin());
+        auto ok = code(l).reconstruct(ptrs.data(), s.missing, s.hi - s.lo);
+        if (!ok) return ok;
+        for (auto& w : s.failed) {
+          memcpy(w.dest.begin(), s.rows[w.shard].begin() + (w.lo - s.lo), w.dest.size());
+        }
+        return Status();
+      })
+      .attach(kj::mv(st));
+}
+
+// --- replicas --------------------------------------------------------------------------------
+
+kj::Promise<Status> DataPath::readReplica(const ChunkDesc& chunk, uint64_t lo,
+                                          kj::ArrayPtr<kj::byte> dest, int attempt) {
+  int n = chunk.layout.shards();
+  // Spread reads of different chunks and regions over the replicas.
+  int shard = int((chunk.id.value + lo / kChunkSize + uint64_t(attempt)) % uint64_t(n));
+  auto chunkCopy = kj::heap<ChunkDesc>(chunk);
+  auto& c = *chunkCopy;
+  return readShard(c, shard, lo, dest)
+      .then([this, &c, lo, dest, attempt, n, shard](Status s) -> kj::Promise<Status> {
+        if (s || attempt + 1 >= n) return s;
+        log::debug("chunk ", c.id.value, " replica ", shard, ": ", s.error().toString().c_str(),
+                   "; trying another");
+        return readReplica(c, lo, dest, attempt + 1);
+      })
+      .attach(kj::mv(chunkCopy));
+}
+
+// --- public ----------------------------------------------------------------------------------
+
+kj::Promise<Status> DataPath::read(const ChunkDesc& chunk, uint64_t off,
+                                   kj::ArrayPtr<kj::byte> out) {
+  if (out.size() == 0) return Status();
+  KJ_REQUIRE(off + out.size() <= kChunkSize, off, out.size());
+  const Layout& l = chunk.layout;
+  if (!l.isEc()) {
+    uint64_t lo = alignDown(off, kBlockSize), hi = alignUp(off + out.size(), kBlockSize);
+    if (lo == off && hi == off + out.size()) return readReplica(chunk, lo, out, 0);
+    auto buf = kj::heapArray<kj::byte>(hi - lo);
+    auto bufPtr = buf.asPtr();
+    return readReplica(chunk, lo, bufPtr, 0)
+        .then([bufPtr, out, skip = off - lo](Status s) mutable {
+          if (s) memcpy(out.begin(), bufPtr.begin() + skip, out.size());
+          return s;
+        })
+        .attach(kj::mv(buf));
+  }
+  // One aligned buffer per data shard touched; scatter into `out` afterwards.
+  auto extents = dataExtents(l, off, out.size());
+  struct Buffers {
+    std::vector<kj::Array<kj::byte>> bufs;
+    std::vector<uint64_t> base;
+  };
+  auto b = kj::heap<Buffers>();
+  b->bufs.resize(l.k);
+  b->base.resize(l.k);
+  std::vector<Want> wants;
+  for (int j = 0; j < l.k; ++j) {
+    if (extents[j].empty()) continue;
+    uint64_t lo = alignDown(extents[j].lo, kBlockSize), hi = alignUp(extents[j].hi, kBlockSize);
+    b->bufs[j] = kj::heapArray<kj::byte>(hi - lo);
+    b->base[j] = lo;
+    wants.push_back(Want{j, lo, b->bufs[j]});
+  }
+  auto& ref = *b;
+  Layout layout = l;
+  return readEc(chunk, kj::mv(wants), false)
+      .then([&ref, layout, off, out](Status s) mutable {
+        if (!s) return s;
+        forEachRun(layout, off, out.size(), [&](uint64_t chunkOff, int shard, uint64_t shardOff, uint64_t n) {
+          memcpy(out.begin() + (chunkOff - off), ref.bufs[shard].begin() + (shardOff - ref.base[shard]), n);
+        });
+        return s;
+      })
+      .attach(kj::mv(b));
+}
+
+kj::Promise<Status> DataPath::write(const ChunkDesc& chunk, uint64_t off,
+                                    kj::ArrayPtr<const kj::byte> data, bool sync) {
+  if (data.size() == 0) return Status();
+  KJ_REQUIRE(off + data.size() <= kChunkSize, off, data.size());
+  return chunk.layout.isEc() ? writeEc(chunk, off, data, sync)
+                             : writeReplica(chunk, off, data, sync);
+}
+
+kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
+                                      kj::ArrayPtr<const kj::byte> data, bool sync) {
+  struct State {
+    ChunkDesc chunk;
+    Extent rows;
+    std::vector<Extent> extents;
+    std::vector<kj::Array<kj::byte>> bufs;  // k + m shards, rows.lo .. rows.hi
+    RangeLock::Guard guard;
+  };
+  auto st = kj::heap<State>();
+  st->chunk = chunk;
+  const Layout& l = st->chunk.layout;
+  st->rows = rowExtent(l, off, data.size());
+  st->extents = dataExtents(l, off, data.size());
+  auto& s = *st;
+  return rows_.lock(chunk.id.value, s.rows.lo, s.rows.hi)
+      .then([this, &s, off, data](RangeLock::Guard guard) {
+        s.guard = kj::mv(guard);
+        const Layout& l = s.chunk.layout;
+        const uint64_t L = s.rows.lo, H = s.rows.hi;
+        s.bufs.resize(l.shards());
+        for (auto& b : s.bufs) b = kj::heapArray<kj::byte>(H - L);
+        // Old contents of the data blocks this write does not cover entirely.
+        std::vector<Want> wants;
+        auto want = [&](int j, uint64_t lo, uint64_t hi) {
+          if (hi > lo) wants.push_back(Want{j, lo, s.bufs[j].slice(lo - L, hi - L)});
+        };
+        for (int j = 0; j < l.k; ++j) {
+          const Extent& e = s.extents[j];
+          if (e.empty()) {
+            want(j, L, H);
+            continue;
+          }
+          uint64_t prefixEnd = e.lo % kBlockSize ? alignUp(e.lo, kBlockSize) : e.lo;
+          uint64_t suffixStart = e.hi % kBlockSize ? alignDown(e.hi, kBlockSize) : e.hi;
+          if (prefixEnd >= suffixStart) {
+            want(j, L, H);
+          } else {
+            want(j, L, prefixEnd);
+            want(j, suffixStart, H);
+          }
+        }
+        return readEc(s.chunk, kj::mv(wants), true);
+      })
+      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Status> {
+        if (!r) return r;
+        const Layout& l = s.chunk.layout;
+        const uint64_t L = s.rows.lo, H = s.rows.hi;
+        forEachRun(l, off, data.size(), [&](uint64_t chunkOff, int shard, uint64_t shardOff, uint64_t n) {
+          memcpy(s.bufs[shard].begin() + (shardOff - L), data.begin() + (chunkOff - off), n);
+        });
+        std::vector<const uint8_t*> in;
+        std::vector<uint8_t*> parity;
+        for (int j = 0; j < l.k; ++j) in.push_back(s.bufs[j].begin());
+        for (int j = l.k; j < l.shards(); ++j) parity.push_back(s.bufs[j].begin());
+        code(l).encode(in.data(), parity.data(), H - L);
+        kj::Vector<kj::Promise<Status>> writes;
+        for (int j = 0; j < l.k; ++j) {
+          const Extent& e = s.extents[j];
+          if (e.empty()) continue;
+          uint64_t lo = alignDown(e.lo, kBlockSize), hi = alignUp(e.hi, kBlockSize);
+          writes.add(writeShard(s.chunk, j, lo, s.bufs[j].slice(lo - L, hi - L), sync));
+        }
+        for (int j = l.k; j < l.shards(); ++j) {
+          writes.add(writeShard(s.chunk, j, L, s.bufs[j], sync));
+        }
+        return joinStatus(writes.releaseAsArray());
+      })
+      .attach(kj::mv(st));
+}
+
+kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
+                                           kj::ArrayPtr<const kj::byte> data, bool sync) {
+  struct State {
+    ChunkDesc chunk;
+    uint64_t lo, hi;
+    kj::Array<kj::byte> buf;
+    RangeLock::Guard guard;
+  };
+  auto st = kj::heap<State>();
+  st->chunk = chunk;
+  st->lo = alignDown(off, kBlockSize);
+  st->hi = alignUp(off + data.size(), kBlockSize);
+  auto& s = *st;
+  return rows_.lock(chunk.id.value, s.lo, s.hi)
+      .then([this, &s, off, data](RangeLock::Guard guard) -> kj::Promise<Status> {
+        s.guard = kj::mv(guard);
+        s.buf = kj::heapArray<kj::byte>(s.hi - s.lo);
+        kj::Vector<kj::Promise<Status>> edges;
+        bool headPartial = off != s.lo;
+        bool tailPartial = off + data.size() != s.hi;
+        if (headPartial) {
+          edges.add(readReplica(s.chunk, s.lo, s.buf.slice(0, kBlockSize), 0));
+        }
+        if (tailPartial && !(headPartial && s.hi - s.lo == kBlockSize)) {
+          edges.add(readReplica(s.chunk, s.hi - kBlockSize,
+                                s.buf.slice(s.buf.size() - kBlockSize, s.buf.size()), 0));
+        }
+        return joinStatus(edges.releaseAsArray());
+      })
+      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Status> {
+        if (!r) return r;
+        memcpy(s.buf.begin() + (off - s.lo), data.begin(), data.size());
+        kj::Vector<kj::Promise<Status>> writes;
+        for (int j = 0; j < s.chunk.layout.shards(); ++j) {
+          writes.add(writeShard(s.chunk, j, s.lo, s.buf, sync));
+        }
+        return joinStatus(writes.releaseAsArray());
+      })
+      .attach(kj::mv(st));
+}
+
+kj::Promise<Status> DataPath::create(const ChunkDesc& chunk) {
+  kj::Vector<kj::Promise<Status>> all;
+  for (int j = 0; j < chunk.layout.shards(); ++j) {
+    ServerId server = chunk.servers[j];
+    uint64_t chunkId = chunk.id.value;
+    Layout layout = chunk.layout;
+    all.add(servers_.get(server).then(
+        [this, server, chunkId, j, layout](Result<proto::ChunkService::Client> service)
+            -> kj::Promise<Status> {
+          if (!service) return Status(service.error());
+          auto req = service->createRequest();
+          req.setChunk(chunkId);
+          req.setShard(uint8_t(j));
+          toWire(layout, req.initLayout());
+          return withTimeout(timer_, ioTimeoutMs_, req.send())
+              .then([](capnp::Response<proto::ChunkService::CreateResults> r) {
+                return fromWire(r.getError());
+              },
+              [this, server](kj::Exception&& e) -> Status {
+                servers_.failed(server);
+                return errorFromException(e, "create shard");
+              });
+        }));
+  }
+  return joinStatus(all.releaseAsArray());
+}
+
+kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
+  KJ_REQUIRE(len > 0 && len < kChunkSize, len);
+  const Layout& l = chunk.layout;
+  // The stripe (ec) or block (replica) holding the new last byte keeps only zeros after it, so
+  // growing the file later reads zeros there; everything after that stripe is cut off.
+  uint64_t width = stripeWidth(l);
+  uint64_t end = alignUp(len, width);
+  uint64_t shardLen = l.isEc() ? end / l.k : end;
+  auto chunkCopy = kj::heap<ChunkDesc>(chunk);
+  auto& c = *chunkCopy;
+  kj::Promise<Status> zeroing = Status();
+  if (end > len) {
+    auto zeros = kj::heapArray<kj::byte>(end - len);
+    memset(zeros.begin(), 0, zeros.size());
+    auto ptr = zeros.asPtr();
+    zeroing = write(c, len, ptr, false).attach(kj::mv(zeros));
+  }
+  return zeroing
+      .then([this, &c, shardLen](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        kj::Vector<kj::Promise<Status>> cuts;
+        for (int j = 0; j < c.layout.shards(); ++j) {
+          ServerId server = c.servers[j];
+          uint64_t chunkId = c.id.value;
+          cuts.add(servers_.get(server).then(
+              [this, server, chunkId, j, shardLen](Result<proto::ChunkService::Client> service)
+                  -> kj::Promise<Status> {
+                if (!service) return Status(service.error());
+                auto req = service->truncateRequest();
+                req.setChunk(chunkId);
+                req.setShard(uint8_t(j));
+                req.setLength(shardLen);
+                return withTimeout(timer_, ioTimeoutMs_, req.send())
+                    .then([](capnp::Response<proto::ChunkService::TruncateResults> r) {
+                      auto st = fromWire(r.getError());
+                      // A shard never written has nothing to cut.
+                      if (!st && st.error().code == Errc::kNotFound) return Status();
+                      return st;
+                    },
+                    [this, server](kj::Exception&& e) -> Status {
+                      servers_.failed(server);
+                      return errorFromException(e, "truncate shard");
+                    });
+              }));
+        }
+        return joinStatus(cuts.releaseAsArray());
+      })
+      .attach(kj::mv(chunkCopy));
+}
+
+kj::Promise<Status> DataPath::sync(ServerId server, const std::vector<ShardKey>& shards) {
+  auto list = shards;
+  return servers_.get(server).then(
+      [this, server, list = kj::mv(list)](Result<proto::ChunkService::Client> service)
+          -> kj::Promise<Status> {
+        if (!service) return Status(service.error());
+        auto req = service->syncRequest();
+        auto refs = req.initShards(list.size());
+        for (size_t i = 0; i < list.size(); ++i) {
+          refs[i].setChunk(list[i].chunk.value);
+          refs[i].setShard(uint8_t(list[i].shard));
+        }
+        return withTimeout(timer_, ioTimeoutMs_, req.send())
+            .then([](capnp::Response<proto::ChunkService::SyncResults> r) {
+              return fromWire(r.getError());
+            },
+            [this, server](kj::Exception&& e) -> Status {
+              servers_.failed(server);
+              return errorFromException(e, "sync shards");
+            });
+      });
+}
+
+}  // namespace tessera::client

@@ -1,0 +1,100 @@
+// client/data_path.h — reads and writes the bytes of one chunk on its shard servers.
+//
+// Every shard transfer is whole 4 KiB blocks, each with the CRC32C the client computed (writes)
+// or checks (reads): a block the server or the wire damaged is a missing shard, never data.
+// ec(k,m) reads fetch only the data shards a range touches; when shards are missing or fail
+// their checksums, the same rows are read from every other shard and the lost ones rebuilt with
+// ISA-L, so up to m bad shards per row are invisible. A write of a partial stripe reads the old
+// contents of the untouched part of its rows, re-encodes parity over those rows and writes the
+// touched data blocks and every parity shard; a full-stripe write reads nothing. Writes that
+// touch the same rows of a chunk are serialised through a RangeLock, so this client never
+// interleaves two read-modify-writes of one row. (Crash consistency of a partial-stripe
+// overwrite — the write hole — is the per-chunk log of DESIGN.md rule 2, not yet here: a crash
+// mid-write can leave a row whose parity disagrees with its data.)
+// replica(n): reads go to one replica and fall back to the others; writes go to all.
+// Not thread-safe: lives on the client's event loop.
+#pragma once
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <kj/async.h>
+#include <kj/timer.h>
+
+#include "client/chunk_servers.h"
+#include "client/range_lock.h"
+#include "fs/erasure.h"
+#include "fs/types.h"
+
+namespace tessera::client {
+
+struct ShardKey {
+  ChunkId chunk;
+  int shard;
+  friend auto operator<=>(const ShardKey&, const ShardKey&) = default;
+};
+
+class DataPath {
+ public:
+  // `servers` and `timer` must outlive this. Each shard RPC fails after `ioTimeoutMs`.
+  DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs);
+
+  // Chunk bytes [off, off + out.size()) into `out`, which must stay alive until resolved.
+  // kUnavailable when more than m shards of a row (every replica) cannot be read.
+  kj::Promise<Status> read(const ChunkDesc& chunk, uint64_t off, kj::ArrayPtr<kj::byte> out);
+
+  // `data` (alive until resolved) at chunk offset `off`, on every shard. With `sync` every
+  // shard written is on disk when this resolves.
+  kj::Promise<Status> write(const ChunkDesc& chunk, uint64_t off,
+                            kj::ArrayPtr<const kj::byte> data, bool sync);
+
+  // Creates every shard of a newly allocated chunk, so untouched ranges read as zeros.
+  kj::Promise<Status> create(const ChunkDesc& chunk);
+
+  // Cuts the chunk to `len` bytes (0 < len < kChunkSize): zeroes the rest of the stripe that
+  // holds byte len - 1 and truncates every shard after it.
+  kj::Promise<Status> truncate(const ChunkDesc& chunk, uint64_t len);
+
+  // Makes the listed shards on `server` durable.
+  kj::Promise<Status> sync(ServerId server, const std::vector<ShardKey>& shards);
+
+  // Largest byte count of one shard RPC.
+  static constexpr uint64_t kMaxTransfer = 1 << 20;
+
+ private:
+  // One block-aligned range of one shard to read into `dest`.
+  struct Want {
+    int shard;
+    uint64_t lo;
+    kj::ArrayPtr<kj::byte> dest;
+  };
+
+  kj::Promise<Status> readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
+                                kj::ArrayPtr<kj::byte> dest);
+  kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
+                                 kj::ArrayPtr<const kj::byte> data, bool sync);
+  // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the
+  // caller already holds the RangeLock over every row involved.
+  kj::Promise<Status> readEc(const ChunkDesc& chunk, std::vector<Want> wants, bool rowsLocked);
+  kj::Promise<Status> rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
+                              std::vector<int> missing);
+  kj::Promise<Status> readReplica(const ChunkDesc& chunk, uint64_t lo,
+                                  kj::ArrayPtr<kj::byte> dest, int attempt);
+  kj::Promise<Status> writeEc(const ChunkDesc& chunk, uint64_t off,
+                              kj::ArrayPtr<const kj::byte> data, bool sync);
+  kj::Promise<Status> writeReplica(const ChunkDesc& chunk, uint64_t off,
+                                   kj::ArrayPtr<const kj::byte> data, bool sync);
+  ErasureCode& code(const Layout& layout);
+
+  ChunkServers& servers_;
+  kj::Timer& timer_;
+  uint64_t ioTimeoutMs_;
+  RangeLock rows_;
+  std::map<std::pair<int, int>, std::unique_ptr<ErasureCode>> codes_;
+};
+
+// Resolves to the first error among `all`, or ok.
+kj::Promise<Status> joinStatus(kj::Array<kj::Promise<Status>> all);
+
+}  // namespace tessera::client

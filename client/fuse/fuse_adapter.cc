@@ -1,0 +1,546 @@
+#include "client/fuse/fuse_adapter.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "fs/log.h"
+#include "fs/rpc.h"
+
+namespace tessera::client {
+namespace {
+
+FuseAdapter& self(fuse_req_t req) { return *static_cast<FuseAdapter*>(fuse_req_userdata(req)); }
+
+int errnoFor(const kj::Exception& e) {
+  return errorFromException(e, "").code == Errc::kTimedOut ? ETIMEDOUT : EIO;
+}
+
+int errnoFor(const Error& e) { return toErrno(e.code); }
+
+timespec toTimespec(int64_t ns) {
+  timespec t;
+  t.tv_sec = ns / 1'000'000'000;
+  t.tv_nsec = ns % 1'000'000'000;
+  if (t.tv_nsec < 0) {
+    t.tv_nsec += 1'000'000'000;
+    t.tv_sec -= 1;
+  }
+  return t;
+}
+
+int64_t toNs(const timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; }
+
+// --- static trampolines ------------------------------------------------------------------------
+
+void opInit(void* userdata, fuse_conn_info* conn) { static_cast<FuseAdapter*>(userdata)->init(conn); }
+void opLookup(fuse_req_t r, fuse_ino_t p, const char* n) { self(r).lookup(r, p, n); }
+void opForget(fuse_req_t r, fuse_ino_t, uint64_t) { fuse_reply_none(r); }
+void opForgetMulti(fuse_req_t r, size_t, fuse_forget_data*) { fuse_reply_none(r); }
+void opGetattr(fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r).getattr(r, i); }
+void opSetattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int s, fuse_file_info* fi) {
+  self(r).setattr(r, i, a, s, fi);
+}
+void opReadlink(fuse_req_t r, fuse_ino_t i) { self(r).readlink(r, i); }
+void opMknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) {
+  self(r).mknod(r, p, n, m, d);
+}
+void opMkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) {
+  self(r).mknod(r, p, n, (m & 07777) | S_IFDIR, 0);
+}
+void opUnlink(fuse_req_t r, fuse_ino_t p, const char* n) { self(r).unlink(r, p, n, false); }
+void opRmdir(fuse_req_t r, fuse_ino_t p, const char* n) { self(r).unlink(r, p, n, true); }
+void opSymlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) {
+  self(r).symlink(r, t, p, n);
+}
+void opRename(fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn,
+              unsigned f) {
+  self(r).rename(r, p, n, np, nn, f);
+}
+void opLink(fuse_req_t r, fuse_ino_t i, fuse_ino_t np, const char* nn) { self(r).link(r, i, np, nn); }
+void opOpen(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).open(r, i, fi); }
+void opRead(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  self(r).read(r, i, s, o, fi);
+}
+void opWrite(fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, fuse_file_info* fi) {
+  self(r).write(r, i, b, s, o, fi);
+}
+void opFlush(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).flush(r, i, fi); }
+void opRelease(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).release(r, i, fi); }
+void opFsync(fuse_req_t r, fuse_ino_t i, int, fuse_file_info* fi) { self(r).fsync(r, i, fi); }
+void opOpendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).opendir(r, i, fi); }
+void opReaddir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  self(r).readdir(r, i, s, o, fi, false);
+}
+void opReaddirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  self(r).readdir(r, i, s, o, fi, true);
+}
+void opReleasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).releasedir(r, i, fi); }
+void opFsyncdir(fuse_req_t r, fuse_ino_t, int, fuse_file_info*) { self(r).fsyncdir(r); }
+void opStatfs(fuse_req_t r, fuse_ino_t) { self(r).statfs(r); }
+void opSetxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
+  self(r).setxattr(r, i, n, v, s, f);
+}
+void opGetxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { self(r).getxattr(r, i, n, s); }
+void opListxattr(fuse_req_t r, fuse_ino_t i, size_t s) { self(r).listxattr(r, i, s); }
+void opRemovexattr(fuse_req_t r, fuse_ino_t i, const char* n) { self(r).removexattr(r, i, n); }
+void opCreate(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+  self(r).create(r, p, n, m, fi);
+}
+
+fuse_lowlevel_ops makeOps() {
+  fuse_lowlevel_ops ops{};
+  ops.init = opInit;
+  ops.lookup = opLookup;
+  ops.forget = opForget;
+  ops.forget_multi = opForgetMulti;
+  ops.getattr = opGetattr;
+  ops.setattr = opSetattr;
+  ops.readlink = opReadlink;
+  ops.mknod = opMknod;
+  ops.mkdir = opMkdir;
+  ops.unlink = opUnlink;
+  ops.rmdir = opRmdir;
+  ops.symlink = opSymlink;
+  ops.rename = opRename;
+  ops.link = opLink;
+  ops.open = opOpen;
+  ops.read = opRead;
+  ops.write = opWrite;
+  ops.flush = opFlush;
+  ops.release = opRelease;
+  ops.fsync = opFsync;
+  ops.opendir = opOpendir;
+  ops.readdir = opReaddir;
+  ops.readdirplus = opReaddirplus;
+  ops.releasedir = opReleasedir;
+  ops.fsyncdir = opFsyncdir;
+  ops.statfs = opStatfs;
+  ops.setxattr = opSetxattr;
+  ops.getxattr = opGetxattr;
+  ops.listxattr = opListxattr;
+  ops.removexattr = opRemovexattr;
+  ops.create = opCreate;
+  return ops;
+}
+
+const fuse_lowlevel_ops kOps = makeOps();
+
+}  // namespace
+
+struct stat toStat(const Attr& a) {
+  struct stat st {};
+  st.st_ino = a.inode.value;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_rdev = a.rdev;
+  st.st_size = off_t(a.size);
+  st.st_blocks = blkcnt_t(a.blocks);
+  st.st_blksize = 1 << 20;  // tools size their buffers by it; a MiB fills stripes
+  st.st_atim = toTimespec(a.atimeNs);
+  st.st_mtim = toTimespec(a.mtimeNs);
+  st.st_ctim = toTimespec(a.ctimeNs);
+  return st;
+}
+
+void FuseAdapter::ErrorHandler::taskFailed(kj::Exception&& e) {
+  log::error("request task failed: ", e.getDescription());
+}
+
+FuseAdapter::FuseAdapter(Client& client, kj::UnixEventPort& eventPort, const MountOptions& options)
+    : client_(client), eventPort_(eventPort), options_(options), tasks_(errorHandler_) {}
+
+FuseAdapter::~FuseAdapter() {
+  observer_ = nullptr;
+  if (session_) {
+    if (mounted_) fuse_session_unmount(session_);
+    fuse_session_destroy(session_);
+  }
+  free(buf_.mem);
+}
+
+Status FuseAdapter::mount(const std::string& mountpoint) {
+  std::string opts = "default_permissions,fsname=" + options_.fsname + ",subtype=tessera";
+  if (options_.allowOther) opts += ",allow_other";
+  std::vector<const char*> argv{"tessera-mount", "-o", opts.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(int(argv.size()), const_cast<char**>(argv.data()));
+  session_ = fuse_session_new(&args, &kOps, sizeof kOps, this);
+  if (!session_) return Error{Errc::kIo, "cannot create the FUSE session (options: " + opts + ")"};
+  if (fuse_session_mount(session_, mountpoint.c_str()) != 0) {
+    return Error{Errc::kIo, "cannot mount on " + mountpoint + " (is /dev/fuse available?)"};
+  }
+  mounted_ = true;
+  int fd = fuse_session_fd(session_);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return Error{Errc::kIo, std::string("cannot make /dev/fuse non-blocking: ") + strerror(errno)};
+  }
+  observer_ = kj::heap<kj::UnixEventPort::FdObserver>(eventPort_, fd,
+                                                      kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  return Status();
+}
+
+kj::Promise<void> FuseAdapter::run() {
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  stopped_ = kj::mv(paf.fulfiller);
+  return pump().exclusiveJoin(kj::mv(paf.promise));
+}
+
+void FuseAdapter::stop() {
+  if (stopped_ && stopped_->isWaiting()) stopped_->fulfill();
+}
+
+// Reads requests until /dev/fuse has none (it is edge-triggered, so we must reach EAGAIN before
+// waiting), yielding to the loop every few requests so replies and RPCs make progress.
+kj::Promise<void> FuseAdapter::pump() {
+  for (int i = 0; i < 32; ++i) {
+    int res = fuse_session_receive_buf(session_, &buf_);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) {
+      return observer_->whenBecomesReadable().then([this] { return pump(); });
+    }
+    if (res <= 0 || fuse_session_exited(session_)) {
+      if (res < 0 && res != -ENODEV) log::error("reading /dev/fuse: ", strerror(-res));
+      mounted_ = false;  // the kernel let go of it (fusermount3 -u)
+      return kj::READY_NOW;
+    }
+    fuse_session_process_buf(session_, &buf_);
+  }
+  return kj::evalLater([this] { return pump(); });
+}
+
+template <typename T, typename F>
+void FuseAdapter::handle(fuse_req_t req, kj::Promise<T> promise, F&& onValue) {
+  tasks_.add(promise.then(kj::fwd<F>(onValue), [req](kj::Exception&& e) {
+    log::warn("request failed: ", e.getDescription());
+    fuse_reply_err(req, errnoFor(e));
+  }));
+}
+
+void FuseAdapter::init(fuse_conn_info* conn) {
+  conn->max_write = 1 << 20;
+  conn->max_read = 0;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  auto want = [conn](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_ASYNC_READ);
+  want(FUSE_CAP_ASYNC_DIO);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_AUTO_INVAL_DATA);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_READDIRPLUS_AUTO);
+  // We truncate through setattr; locks are local to this host until they are cluster-wide.
+  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ |
+                  FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  log::info("kernel FUSE protocol ", conn->proto_major, ".", conn->proto_minor,
+            ", max_write ", conn->max_write);
+}
+
+void FuseAdapter::replyEntry(fuse_req_t req, const Attr& attr) {
+  fuse_entry_param e{};
+  e.ino = attr.inode.value;
+  e.generation = 1;
+  e.attr = toStat(attr);
+  e.attr_timeout = options_.attrTimeout;
+  e.entry_timeout = options_.attrTimeout;
+  fuse_reply_entry(req, &e);
+}
+
+void FuseAdapter::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  handle(req, client_.lookup(InodeId(parent), name), [this, req](Result<Attr> a) {
+    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    replyEntry(req, *a);
+  });
+}
+
+void FuseAdapter::getattr(fuse_req_t req, fuse_ino_t ino) {
+  handle(req, client_.getattr(InodeId(ino)), [this, req](Result<Attr> a) {
+    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    auto st = toStat(*a);
+    fuse_reply_attr(req, &st, options_.attrTimeout);
+  });
+}
+
+void FuseAdapter::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet,
+                          fuse_file_info* fi) {
+  SetAttr change;
+  if (toSet & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
+  if (toSet & FUSE_SET_ATTR_UID) change.uid = attr->st_uid;
+  if (toSet & FUSE_SET_ATTR_GID) change.gid = attr->st_gid;
+  if (toSet & FUSE_SET_ATTR_SIZE) change.size = uint64_t(attr->st_size);
+  if (toSet & FUSE_SET_ATTR_ATIME_NOW) change.atimeNow = true;
+  else if (toSet & FUSE_SET_ATTR_ATIME) change.atimeNs = toNs(attr->st_atim);
+  if (toSet & FUSE_SET_ATTR_MTIME_NOW) change.mtimeNow = true;
+  else if (toSet & FUSE_SET_ATTR_MTIME) change.mtimeNs = toNs(attr->st_mtim);
+  handle(req, client_.setattr(InodeId(ino), change), [this, req](Result<Attr> a) {
+    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    auto st = toStat(*a);
+    fuse_reply_attr(req, &st, options_.attrTimeout);
+  });
+}
+
+void FuseAdapter::readlink(fuse_req_t req, fuse_ino_t ino) {
+  handle(req, client_.readlink(InodeId(ino)), [req](Result<std::string> t) {
+    if (!t) return (void)fuse_reply_err(req, errnoFor(t.error()));
+    fuse_reply_readlink(req, t->c_str());
+  });
+}
+
+void FuseAdapter::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                        dev_t rdev) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  handle(req, client_.mknod(InodeId(parent), name, mode, uint32_t(rdev), ctx->uid, ctx->gid),
+         [this, req](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           replyEntry(req, *a);
+         });
+}
+
+void FuseAdapter::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  handle(req,
+         client_.mknod(InodeId(parent), name, S_IFLNK | 0777, 0, ctx->uid, ctx->gid, target),
+         [this, req](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           replyEntry(req, *a);
+         });
+}
+
+void FuseAdapter::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
+  handle(req, client_.unlink(InodeId(parent), name, dir), [req](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+  });
+}
+
+void FuseAdapter::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newParent,
+                         const char* newName, unsigned flags) {
+  handle(req, client_.rename(InodeId(parent), name, InodeId(newParent), newName, flags),
+         [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
+}
+
+void FuseAdapter::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const char* newName) {
+  handle(req, client_.link(InodeId(ino), InodeId(newParent), newName), [this, req](Result<Attr> a) {
+    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    replyEntry(req, *a);
+  });
+}
+
+void FuseAdapter::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  int flags = fi->flags;
+  handle(req, client_.open(InodeId(ino)), [this, req, flags, ino](Result<Attr> a) {
+    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    fuse_file_info out{};
+    out.flags = flags;
+    out.fh = nextHandle_++;
+    out.direct_io = (flags & O_DIRECT) ? 1 : 0;
+    out.keep_cache = 0;
+    files_[out.fh] = OpenFile{InodeId(ino), flags};
+    if (fuse_reply_open(req, &out) != 0) {
+      // The opener went away (interrupted): undo the open.
+      files_.erase(out.fh);
+      tasks_.add(client_.release(InodeId(ino)).ignoreResult());
+    }
+  });
+}
+
+void FuseAdapter::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                         fuse_file_info* fi) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  int flags = fi->flags;
+  handle(req, client_.create(InodeId(parent), name, (mode & 07777) | S_IFREG, ctx->uid, ctx->gid),
+         [this, req, flags](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           fuse_file_info out{};
+           out.flags = flags;
+           out.fh = nextHandle_++;
+           out.direct_io = (flags & O_DIRECT) ? 1 : 0;
+           files_[out.fh] = OpenFile{a->inode, flags};
+           fuse_entry_param e{};
+           e.ino = a->inode.value;
+           e.generation = 1;
+           e.attr = toStat(*a);
+           e.attr_timeout = options_.attrTimeout;
+           e.entry_timeout = options_.attrTimeout;
+           if (fuse_reply_create(req, &e, &out) != 0) {
+             files_.erase(out.fh);
+             tasks_.add(client_.release(a->inode).ignoreResult());
+           }
+         });
+}
+
+void FuseAdapter::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  handle(req, client_.read(InodeId(ino), uint64_t(off), size),
+         [req](Result<kj::Array<kj::byte>> data) {
+           if (!data) return (void)fuse_reply_err(req, errnoFor(data.error()));
+           fuse_reply_buf(req, reinterpret_cast<const char*>(data->begin()), data->size());
+         });
+}
+
+void FuseAdapter::write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                        fuse_file_info* fi) {
+  auto it = files_.find(fi->fh);
+  int flags = it == files_.end() ? fi->flags : it->second.flags;
+  WriteMode mode = WriteMode::kBuffered;
+  if (flags & (O_SYNC | O_DSYNC)) mode = WriteMode::kSync;
+  else if (flags & O_DIRECT) mode = WriteMode::kDirect;
+  // The request buffer is reused for the next request: keep a copy.
+  auto data = kj::heapArray<kj::byte>(reinterpret_cast<const kj::byte*>(buf), size);
+  handle(req, client_.write(InodeId(ino), uint64_t(off), kj::mv(data), mode), [req, size](Status s) {
+    if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
+    fuse_reply_write(req, size);
+  });
+}
+
+void FuseAdapter::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  handle(req, client_.flush(InodeId(ino)), [req](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+  });
+}
+
+void FuseAdapter::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  files_.erase(fi->fh);
+  handle(req, client_.release(InodeId(ino)), [req](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+  });
+}
+
+void FuseAdapter::fsync(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  handle(req, client_.fsync(InodeId(ino)), [req](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+  });
+}
+
+void FuseAdapter::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  fuse_file_info out = *fi;
+  out.fh = nextHandle_++;
+  dirs_[out.fh].inode = InodeId(ino);
+  fuse_reply_open(req, &out);
+}
+
+void FuseAdapter::releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  dirs_.erase(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void FuseAdapter::fsyncdir(fuse_req_t req) {
+  handle(req, client_.syncMeta(), [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
+}
+
+void FuseAdapter::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          fuse_file_info* fi, bool plus) {
+  uint64_t fh = fi->fh;
+  uint64_t cookie = uint64_t(off);
+  auto fill = [this, req, size, plus, fh, cookie]() {
+    auto it = dirs_.find(fh);
+    if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
+    const DirPage& page = it->second.cached;
+    std::vector<char> out(size);
+    size_t used = 0;
+    for (const auto& e : page.entries) {
+      if (e.cookie <= cookie) continue;
+      auto st = toStat(e.attr);
+      size_t n;
+      if (plus) {
+        fuse_entry_param p{};
+        p.ino = e.attr.inode.value;
+        p.generation = 1;
+        p.attr = st;
+        p.attr_timeout = options_.attrTimeout;
+        p.entry_timeout = options_.attrTimeout;
+        n = fuse_add_direntry_plus(req, out.data() + used, size - used, e.name.c_str(), &p,
+                                   off_t(e.cookie));
+      } else {
+        n = fuse_add_direntry(req, out.data() + used, size - used, e.name.c_str(), &st,
+                              off_t(e.cookie));
+      }
+      if (n > size - used) break;
+      used += n;
+    }
+    fuse_reply_buf(req, out.data(), used);
+  };
+  auto it = dirs_.find(fh);
+  if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
+  auto& dir = it->second;
+  // Serve from the page fetched last time when it still holds what comes after `cookie`.
+  if (dir.cachedPlus == plus && dir.cachedFrom <= cookie) {
+    const auto& entries = dir.cached.entries;
+    bool covers = !entries.empty() && entries.back().cookie > cookie;
+    if (covers || (dir.cached.eof && (entries.empty() || entries.back().cookie <= cookie))) {
+      return fill();
+    }
+  }
+  uint32_t max = uint32_t(std::min<size_t>(std::max<size_t>(size / 24, 16), 2048));
+  handle(req, client_.readdir(InodeId(ino), cookie, max, plus),
+         [this, req, fh, cookie, plus, fill](Result<DirPage> page) {
+           if (!page) return (void)fuse_reply_err(req, errnoFor(page.error()));
+           auto it = dirs_.find(fh);
+           if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
+           it->second.cached = kj::mv(*page);
+           it->second.cachedFrom = cookie;
+           it->second.cachedPlus = plus;
+           fill();
+         });
+}
+
+void FuseAdapter::statfs(fuse_req_t req) {
+  handle(req, client_.statfs(), [req](Result<StatFs> s) {
+    if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
+    struct statvfs v {};
+    v.f_bsize = 1 << 20;
+    v.f_frsize = 4096;
+    v.f_blocks = s->totalBytes / 4096;
+    v.f_bfree = s->freeBytes / 4096;
+    v.f_bavail = v.f_bfree;
+    v.f_files = s->files + (uint64_t(1) << 32);
+    v.f_ffree = uint64_t(1) << 32;
+    v.f_favail = v.f_ffree;
+    v.f_namemax = kMaxNameLen;
+    fuse_reply_statfs(req, &v);
+  });
+}
+
+void FuseAdapter::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                           size_t size, int flags) {
+  handle(req, client_.setxattr(InodeId(ino), name, std::string(value, size), uint32_t(flags)),
+         [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
+}
+
+void FuseAdapter::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  handle(req, client_.getxattr(InodeId(ino), name), [req, size](Result<std::string> v) {
+    if (!v) return (void)fuse_reply_err(req, errnoFor(v.error()));
+    if (size == 0) return (void)fuse_reply_xattr(req, v->size());
+    if (v->size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, v->data(), v->size());
+  });
+}
+
+void FuseAdapter::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  handle(req, client_.listxattr(InodeId(ino)), [req, size](Result<std::vector<std::string>> names) {
+    if (!names) return (void)fuse_reply_err(req, errnoFor(names.error()));
+    std::string all;
+    for (auto& n : *names) {
+      all += n;
+      all += '\0';
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, all.size());
+    if (all.size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, all.data(), all.size());
+  });
+}
+
+void FuseAdapter::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  handle(req, client_.removexattr(InodeId(ino), name), [req](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+  });
+}
+
+}  // namespace tessera::client

@@ -1,0 +1,254 @@
+// tessera-mount: mounts a Tessera cluster through FUSE.
+//   tessera-mount --meta HOST:PORT [-f] [options] MOUNTPOINT
+// Without -f it daemonises once the mount is up; the parent exits 0 only after the mount works,
+// and with the reason and exit 1 when it does not (meta server unreachable, mount point busy...).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <kj/async-unix.h>
+
+#include "client/client.h"
+#include "client/fuse/fuse_adapter.h"
+#include "fs/log.h"
+#include "fs/options.h"
+#include "fs/rpc.h"
+
+namespace po = boost::program_options;
+using namespace tessera;
+
+namespace {
+
+int statusFd = -1;  // daemon child: where to tell the parent how start-up went
+
+[[noreturn]] void die(const std::string& what) {
+  std::string line = "tessera-mount: error: " + what + "\n";
+  if (statusFd >= 0) {
+    ssize_t n = ::write(statusFd, line.data(), line.size());
+    (void)n;
+  } else {
+    std::cerr << line << std::flush;
+  }
+  _exit(1);
+}
+
+// /proc/self/mountinfo field 5 is the mount point, with spaces etc. as \ooo escapes.
+bool isMountPoint(const std::string& path) {
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string id, parent, dev, root, mp;
+    in >> id >> parent >> dev >> root >> mp;
+    std::string decoded;
+    for (size_t i = 0; i < mp.size(); ++i) {
+      if (mp[i] == '\\' && i + 3 < mp.size()) {
+        decoded += char(std::stoi(mp.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        decoded += mp[i];
+      }
+    }
+    if (decoded == path) return true;
+  }
+  return false;
+}
+
+// Forks; the parent waits for the child's report and exits with it. Returns in the child.
+void daemonize() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) die(std::string("pipe: ") + strerror(errno));
+  pid_t pid = fork();
+  if (pid < 0) die(std::string("fork: ") + strerror(errno));
+  if (pid > 0) {
+    close(fds[1]);
+    std::string report;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0) report.append(buf, size_t(n));
+    if (report == "ok\n") _exit(0);
+    if (report.empty()) {
+      int status = 0;
+      waitpid(pid, &status, 0);
+      report = "tessera-mount: error: the mount process died during start-up\n";
+    }
+    std::cerr << report << std::flush;
+    _exit(1);
+  }
+  close(fds[0]);
+  statusFd = fds[1];
+  setsid();
+}
+
+void reportReady(const std::string& logFile) {
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    dup2(null, STDIN_FILENO);
+    dup2(null, STDOUT_FILENO);
+    if (logFile.empty()) dup2(null, STDERR_FILENO);
+    close(null);
+  }
+  if (statusFd >= 0) {
+    ssize_t n = ::write(statusFd, "ok\n", 3);
+    (void)n;
+    close(statusFd);
+    statusFd = -1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description flags("tessera-mount options");
+  flags.add_options()
+      ("meta", po::value<std::string>(), "HOST:PORT of the meta server")
+      ("foreground,f", "stay in the foreground")
+      ("log-file", po::value<std::string>(), "append the log to FILE (default: stderr)")
+      ("pid-file", po::value<std::string>(), "write the mount process id to FILE")
+      ("name", po::value<std::string>(), "name of this mount in the cluster (default host:dir)")
+      ("attr-timeout", po::value<std::string>()->default_value("1s"),
+       "how long the kernel caches attributes and names")
+      ("io-timeout", po::value<std::string>()->default_value("30s"),
+       "a chunk server that does not answer this long has failed the request")
+      ("meta-timeout", po::value<std::string>()->default_value("30s"),
+       "how long an operation waits for the meta server before EIO")
+      ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
+      ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
+       "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
+      ("mountpoint", po::value<std::string>(), "where to mount");
+  po::positional_options_description positional;
+  positional.add("mountpoint", 1);
+  // parseOptions does not know positionals: give it the mount point as a flag.
+  std::vector<std::string> args(argv, argv + argc);
+  std::vector<std::string> rewritten{args[0]};
+  bool sawMountpoint = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    bool takesValue = a == "--meta" || a == "--log-file" || a == "--pid-file" || a == "--name" ||
+                      a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
+                      a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
+    if (takesValue && i + 1 < args.size()) {
+      rewritten.push_back(a);
+      rewritten.push_back(args[++i]);
+    } else if (!a.empty() && a[0] != '-' && !sawMountpoint) {
+      rewritten.push_back("--mountpoint");
+      rewritten.push_back(a);
+      sawMountpoint = true;
+    } else {
+      rewritten.push_back(a);
+    }
+  }
+  std::vector<const char*> cargs;
+  for (auto& a : rewritten) cargs.push_back(a.c_str());
+  auto opts = parseOptions(int(cargs.size()), cargs.data(), flags,
+                           "usage: tessera-mount --meta HOST:PORT [-f] [options] MOUNTPOINT\n"
+                           "Mounts a Tessera cluster. Unmount with: fusermount3 -u MOUNTPOINT");
+  if (!opts) die(opts.error().detail);
+  if (opts->help) return 0;
+  auto& vm = opts->values;
+  if (!vm.count("meta")) die("--meta HOST:PORT is required");
+  if (!vm.count("mountpoint")) die("a mount point is required");
+  auto meta = Address::parse(vm["meta"].as<std::string>());
+  if (!meta) die(meta.error().detail);
+  auto attrTimeout = parseDurationMs(vm["attr-timeout"].as<std::string>());
+  if (!attrTimeout) die(attrTimeout.error().detail);
+  auto ioTimeout = parseDurationMs(vm["io-timeout"].as<std::string>());
+  if (!ioTimeout) die(ioTimeout.error().detail);
+  auto metaTimeout = parseDurationMs(vm["meta-timeout"].as<std::string>());
+  if (!metaTimeout) die(metaTimeout.error().detail);
+  std::string level = vm["log-level"].as<std::string>();
+  if (level == "debug") log::setMinLevel(log::Level::kDebug);
+  else if (level == "warn") log::setMinLevel(log::Level::kWarn);
+  else if (level == "error") log::setMinLevel(log::Level::kError);
+  else if (level != "info") die("bad --log-level '" + level + "'");
+  bool allowOther = false;
+  if (vm.count("option")) {
+    for (auto& group : vm["option"].as<std::vector<std::string>>()) {
+      std::stringstream in(group);
+      std::string o;
+      while (std::getline(in, o, ',')) {
+        if (o == "allow_other") allowOther = true;
+        else if (o == "default_permissions" || o == "rw" || o == "suid" || o == "dev" ||
+                 o == "exec" || o == "noatime" || o == "relatime" || o == "_netdev" ||
+                 o == "defaults" || o.empty()) continue;
+        else die("unsupported mount option '" + o + "'");
+      }
+    }
+  }
+  if (geteuid() == 0) allowOther = true;  // a shared file system, as root: everyone may use it
+
+  char resolved[PATH_MAX];
+  std::string given = vm["mountpoint"].as<std::string>();
+  if (!realpath(given.c_str(), resolved)) die("mount point " + given + ": " + strerror(errno));
+  std::string mountpoint = resolved;
+  struct stat st;
+  if (stat(mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    die("mount point " + mountpoint + " is not a directory");
+  }
+  if (isMountPoint(mountpoint)) die("mount point " + mountpoint + " is busy (already mounted)");
+  if (access("/dev/fuse", R_OK | W_OK) != 0) die(std::string("/dev/fuse: ") + strerror(errno));
+
+  std::string logFile = vm.count("log-file") ? vm["log-file"].as<std::string>() : "";
+  if (!logFile.empty()) {
+    int fd = open(logFile.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) die("cannot open log file " + logFile + ": " + strerror(errno));
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+  }
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  std::string name = vm.count("name") ? vm["name"].as<std::string>()
+                                      : std::string(host) + ":" + mountpoint;
+  log::setTag("mount");
+
+  bool foreground = vm.count("foreground") > 0;
+  if (!foreground) daemonize();
+
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  signal(SIGPIPE, SIG_IGN);
+  auto io = kj::setupAsyncIo();
+  client::ClientConfig config;
+  config.meta = *meta;
+  config.host = name;
+  config.mountpoint = mountpoint;
+  config.ioTimeoutMs = *ioTimeout;
+  config.metaRetryMs = *metaTimeout;
+  config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
+  client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
+  auto started = client.start().wait(io.waitScope);
+  if (!started) die("cannot reach meta server at " + meta->toString() + ": " + started.error().toString());
+
+  client::MountOptions mountOptions;
+  mountOptions.attrTimeout = double(*attrTimeout) / 1000.0;
+  mountOptions.allowOther = allowOther;
+  mountOptions.fsname = "tessera:" + meta->toString();
+  client::FuseAdapter adapter(client, io.unixEventPort, mountOptions);
+  if (auto s = adapter.mount(mountpoint); !s) die(s.error().detail);
+  if (vm.count("pid-file")) {
+    auto s = writeFileAtomic(vm["pid-file"].as<std::string>(), std::to_string(getpid()) + "\n");
+    if (!s) die(s.error().detail);
+  }
+  log::info("mounted ", meta->toString().c_str(), " on ", mountpoint.c_str(), " as session ",
+            client.session().value);
+  reportReady(logFile);
+
+  auto serving = adapter.run();
+  auto signalled = io.unixEventPort.onSignal(SIGTERM)
+                       .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+                       .then([](siginfo_t info) { log::info("signal ", info.si_signo, ": unmounting"); });
+  serving.exclusiveJoin(kj::mv(signalled)).wait(io.waitScope);
+  auto flushed = client.flushAll().wait(io.waitScope);
+  if (!flushed) log::error("flushing at unmount: ", flushed.error().toString().c_str());
+  log::info("unmounted ", mountpoint.c_str());
+  return 0;
+}

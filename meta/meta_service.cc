@@ -1,0 +1,523 @@
+#include "meta/meta_service.h"
+
+#include <time.h>
+
+#include <capnp/message.h>
+
+#include "fs/log.h"
+#include "fs/options.h"
+#include "fs/wire.h"
+#include "meta/placement.h"
+
+namespace tessera::meta {
+namespace {
+
+std::string_view view(capnp::Text::Reader t) { return std::string_view(t.begin(), t.size()); }
+
+// Largest chunk index whose bytes still have offsets that fit in off_t.
+constexpr uint64_t kMaxChunkIndex = (uint64_t(INT64_MAX) / kChunkSize) - 1;
+
+}  // namespace
+
+MetaService::MetaService(Namespace& ns, kj::Timer& timer, const MetaConfig& config)
+    : ns_(ns), timer_(timer), config_(config), rng_(config.seed), started_(timer.now()) {
+  KJ_REQUIRE(ns_.initialized(), "namespace must be initialized before serving");
+  next_ = ns_.idMarks();
+  for (auto& rec : ns_.servers()) {
+    ServerState s;
+    s.record = rec;
+    servers_.emplace(rec.id, std::move(s));
+  }
+}
+
+int64_t MetaService::nowNs() const {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+kj::Promise<void> MetaService::run() {
+  return timer_.afterDelay(1 * kj::SECONDS).then([this] {
+    sweep();
+    return run();
+  });
+}
+
+void MetaService::sweep() {
+  auto now = timer_.now();
+  for (auto& [id, s] : servers_) {
+    if (s.up && now - s.lastHeartbeat > config_.serverTimeoutMs * kj::MILLISECONDS) {
+      s.up = false;
+      log::warn("chunk server ", id.value, " at ", s.record.address.c_str(),
+                " is down: no heartbeat for ", config_.serverTimeoutMs, " ms");
+    }
+  }
+}
+
+namespace {
+
+// Builds an Op stamped with the time, lets `fill` set its union member, applies it.
+template <typename Fill>
+Result<Applied> applyOp(Namespace& ns, int64_t now, Fill&& fill) {
+  capnp::MallocMessageBuilder message;
+  auto op = message.initRoot<proto::Op>();
+  op.setNowNs(now);
+  fill(op);
+  return ns.apply(op.asReader());
+}
+
+template <typename Results>
+void replyAttr(Results results, const Result<Applied>& r) {
+  setError(results, r);
+  if (r) toWire(r->attr, results.initAttr());
+}
+
+template <typename Results>
+void replyAttr(Results results, const Result<Attr>& r) {
+  setError(results, r);
+  if (r) toWire(*r, results.initAttr());
+}
+
+}  // namespace
+
+kj::Promise<void> MetaService::openSession(OpenSessionContext context) {
+  auto p = context.getParams();
+  uint64_t session = ++next_.session;
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto s = op.initOpenSession();
+    s.setSession(session);
+    s.setHost(p.getHost());
+    s.setMountpoint(p.getMountpoint());
+  });
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) {
+    results.setSession(session);
+    log::info("session ", session, " opened by ", p.getHost(), ":", p.getMountpoint());
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::lookup(LookupContext context) {
+  auto p = context.getParams();
+  replyAttr(context.getResults(), ns_.lookup(InodeId(p.getParent()), view(p.getName())));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::getattr(GetattrContext context) {
+  replyAttr(context.getResults(), ns_.getattr(InodeId(context.getParams().getInode())));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::setattr(SetattrContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto s = op.initSetattr();
+    s.setInode(p.getInode());
+    s.setValid(p.getValid());
+    s.setMode(p.getMode());
+    s.setUid(p.getUid());
+    s.setGid(p.getGid());
+    s.setSize(p.getSize());
+    s.setAtimeNs(p.getAtimeNs());
+    s.setMtimeNs(p.getMtimeNs());
+  });
+  replyAttr(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::mknod(MknodContext context) {
+  auto p = context.getParams();
+  uint64_t inode = ++next_.inode;
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto m = op.initMknod();
+    m.setParent(p.getParent());
+    m.setName(p.getName());
+    m.setMode(p.getMode());
+    m.setRdev(p.getRdev());
+    m.setUid(p.getUid());
+    m.setGid(p.getGid());
+    m.setTarget(p.getTarget());
+    m.setNewInode(inode);
+    m.setSession(p.getSession());
+  });
+  replyAttr(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::link(LinkContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto l = op.initLink();
+    l.setInode(p.getInode());
+    l.setNewParent(p.getNewParent());
+    l.setNewName(p.getNewName());
+  });
+  replyAttr(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::unlink(UnlinkContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto u = op.initUnlink();
+    u.setParent(p.getParent());
+    u.setName(p.getName());
+    u.setDir(p.getDir());
+  });
+  setError(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::rename(RenameContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto m = op.initRename();
+    m.setParent(p.getParent());
+    m.setName(p.getName());
+    m.setNewParent(p.getNewParent());
+    m.setNewName(p.getNewName());
+    m.setFlags(p.getFlags());
+  });
+  setError(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::readlink(ReadlinkContext context) {
+  auto r = ns_.readlink(InodeId(context.getParams().getInode()));
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) results.setTarget(*r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::readdir(ReaddirContext context) {
+  auto p = context.getParams();
+  uint32_t max = std::min<uint32_t>(std::max<uint32_t>(p.getMax(), 1), 4096);
+  auto r = ns_.readdir(InodeId(p.getInode()), p.getCookie(), max, p.getPlus());
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) {
+    auto entries = results.initEntries(r->entries.size());
+    for (size_t i = 0; i < r->entries.size(); ++i) {
+      const auto& e = r->entries[i];
+      auto b = entries[i];
+      b.setName(e.name);
+      b.setCookie(e.cookie);
+      toWire(e.attr, b.initAttr());
+    }
+    results.setEof(r->eof);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::open(OpenContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto o = op.initOpen();
+    o.setSession(p.getSession());
+    o.setInode(p.getInode());
+  });
+  replyAttr(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::release(ReleaseContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto o = op.initRelease();
+    o.setSession(p.getSession());
+    o.setInode(p.getInode());
+  });
+  setError(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+proto::StatFs::Builder MetaService::fillStatFs(proto::StatFs::Builder b) {
+  uint64_t capacity = 0, free = 0;
+  for (auto& [id, s] : servers_) {
+    if (!s.up) continue;
+    capacity += s.capacityBytes;
+    free += s.freeBytes;
+  }
+  // Report what fits under the root's policy: ec(4,2) stores 4 bytes of data in 6 of disk.
+  auto policy = ns_.policy(kRootInode);
+  Layout l = policy ? *policy : Layout::ec(4, 2);
+  b.setTotalBytes(uint64_t((unsigned __int128)capacity * l.k / l.shards()));
+  b.setFreeBytes(uint64_t((unsigned __int128)free * l.k / l.shards()));
+  b.setFiles(ns_.inodeCount());
+  return b;
+}
+
+kj::Promise<void> MetaService::statfs(StatfsContext context) {
+  auto results = context.getResults();
+  okToWire(results.initError());
+  fillStatFs(results.initStat());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::setxattr(SetxattrContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto x = op.initSetxattr();
+    x.setInode(p.getInode());
+    x.setName(p.getName());
+    x.setValue(p.getValue());
+    x.setFlags(p.getFlags());
+  });
+  setError(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::getxattr(GetxattrContext context) {
+  auto p = context.getParams();
+  auto r = ns_.getxattr(InodeId(p.getInode()), view(p.getName()));
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) {
+    results.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(r->data()), r->size()));
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::listxattr(ListxattrContext context) {
+  auto r = ns_.listxattr(InodeId(context.getParams().getInode()));
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) {
+    auto names = results.initNames(r->size());
+    for (size_t i = 0; i < r->size(); ++i) names.set(i, (*r)[i]);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::removexattr(RemovexattrContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto x = op.initRemovexattr();
+    x.setInode(p.getInode());
+    x.setName(p.getName());
+  });
+  setError(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::fsync(FsyncContext context) {
+  // TODO(perf): group commit once the Raft log takes over durability.
+  setError(context.getResults(), ns_.sync());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::getChunks(GetChunksContext context) {
+  auto p = context.getParams();
+  uint64_t count = std::min<uint64_t>(p.getCount(), 1024);
+  auto r = ns_.chunks(InodeId(p.getInode()), p.getFirst(), count);
+  auto results = context.getResults();
+  setError(results, r);
+  if (r) {
+    auto list = results.initChunks(r->size());
+    for (size_t i = 0; i < r->size(); ++i) toWire((*r)[i], list[i]);
+  }
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  InodeId inode(p.getInode());
+  uint64_t index = p.getIndex();
+  auto fail = [&](Error e) {
+    toWire(e, results.initError());
+    return kj::READY_NOW;
+  };
+  if (index > kMaxChunkIndex) return fail(Error{Errc::kTooBig, "offset beyond the largest file"});
+  auto existing = ns_.chunks(inode, index, 1);
+  if (!existing) return fail(existing.error());
+  if (!existing->empty()) {
+    okToWire(results.initError());
+    toWire(existing->front(), results.initChunk());
+    return kj::READY_NOW;
+  }
+  auto policy = ns_.policy(inode);
+  if (!policy) return fail(policy.error());
+  std::vector<Candidate> candidates;
+  for (auto& [id, s] : servers_) {
+    if (s.up) {
+      candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
+    }
+  }
+  auto placed = placeChunk(*policy, candidates, rng_);
+  if (!placed) return fail(placed.error());
+  ChunkDesc chunk;
+  chunk.index = index;
+  chunk.id = ChunkId(++next_.chunk);
+  chunk.version = 1;
+  chunk.layout = *policy;
+  chunk.servers = *placed;
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto a = op.initAllocChunk();
+    a.setInode(inode.value);
+    toWire(chunk, a.initChunk());
+  });
+  if (!r) return fail(r.error());
+  okToWire(results.initError());
+  KJ_ASSERT(r->chunk != std::nullopt, "allocChunk applied without a chunk");
+  toWire(*r->chunk, results.initChunk());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
+  auto p = context.getParams();
+  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    auto c = op.initCommitWrite();
+    c.setInode(p.getInode());
+    c.setSize(p.getSize());
+    c.setMtimeNs(p.getMtimeNs());
+  });
+  replyAttr(context.getResults(), r);
+  return kj::READY_NOW;
+}
+
+void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b) {
+  b.setId(s.record.id.value);
+  b.setAddress(s.record.address);
+  b.setSite(s.record.site);
+  b.setRack(s.record.rack);
+  b.setHost(s.record.host);
+  b.setUp(s.up);
+  b.setCapacityBytes(s.capacityBytes);
+  b.setUsedBytes(s.usedBytes);
+  b.setFreeBytes(s.freeBytes);
+  b.setShards(s.shards);
+  if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
+    b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
+  } else {
+    b.setLastHeartbeatMs(UINT64_MAX);
+  }
+}
+
+kj::Promise<void> MetaService::servers(ServersContext context) {
+  auto ids = context.getParams().getIds();
+  std::vector<const ServerState*> found;
+  for (auto id : ids) {
+    auto it = servers_.find(ServerId(id));
+    if (it != servers_.end()) found.push_back(&it->second);
+  }
+  auto results = context.getResults();
+  okToWire(results.initError());
+  auto list = results.initServers(found.size());
+  for (size_t i = 0; i < found.size(); ++i) fillServerInfo(*found[i], list[i]);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  std::string cluster = ns_.clusterId();
+  auto fail = [&](Error e) {
+    log::warn("refused chunk server at ", p.getAddress(), ": ", e.toString().c_str());
+    toWire(e, results.initError());
+    return kj::READY_NOW;
+  };
+  if (p.getClusterId().size() > 0 && view(p.getClusterId()) != cluster) {
+    return fail(Error{Errc::kWrongCluster, "data directory belongs to cluster " +
+                                               std::string(view(p.getClusterId())) +
+                                               ", this is cluster " + cluster});
+  }
+  if (p.getId() != 0 && p.getClusterId().size() == 0) {
+    return fail(Error{Errc::kInvalid, "server id without a cluster id"});
+  }
+  ServerRecordOut rec;
+  rec.id = p.getId() ? ServerId(p.getId()) : ServerId(++next_.server);
+  rec.address = view(p.getAddress());
+  rec.site = view(p.getSite());
+  rec.rack = view(p.getRack());
+  rec.host = view(p.getHost());
+  if (!Address::parse(rec.address)) return fail(Error{Errc::kInvalid, "bad address"});
+  auto it = servers_.find(rec.id);
+  bool changed = it == servers_.end() || it->second.record.address != rec.address ||
+                 it->second.record.site != rec.site || it->second.record.rack != rec.rack ||
+                 it->second.record.host != rec.host;
+  if (changed) {
+    auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+      auto s = op.initRegisterServer().initServer();
+      s.setId(rec.id.value);
+      s.setAddress(rec.address);
+      s.setSite(rec.site);
+      s.setRack(rec.rack);
+      s.setHost(rec.host);
+    });
+    if (!r) return fail(r.error());
+  }
+  auto& s = servers_[rec.id];
+  s.record = rec;
+  s.up = true;
+  s.lastHeartbeat = timer_.now();
+  s.capacityBytes = p.getCapacityBytes();
+  s.usedBytes = p.getUsedBytes();
+  s.freeBytes = p.getFreeBytes();
+  s.shards = p.getShards();
+  log::info("chunk server ", rec.id.value, " registered at ", rec.address.c_str());
+  okToWire(results.initError());
+  results.setId(rec.id.value);
+  results.setClusterId(cluster);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  ServerId id(p.getId());
+  auto it = servers_.find(id);
+  if (it == servers_.end()) {
+    toWire(Error{Errc::kNotFound, "unknown server; register first"}, results.initError());
+    return kj::READY_NOW;
+  }
+  auto& s = it->second;
+  if (!s.up) log::info("chunk server ", id.value, " is up again");
+  s.up = true;
+  s.lastHeartbeat = timer_.now();
+  s.capacityBytes = p.getCapacityBytes();
+  s.usedBytes = p.getUsedBytes();
+  s.freeBytes = p.getFreeBytes();
+  s.shards = p.getShards();
+  if (p.getRemoved().size() > 0) {
+    auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+      auto rm = op.initRemoved();
+      rm.setServer(id.value);
+      rm.setChunks(p.getRemoved());
+    });
+    if (!r) log::warn("recording removed shards of server ", id.value, ": ", r.error().toString().c_str());
+  }
+  std::vector<uint64_t> orders;
+  for (auto& g : ns_.garbage(10'000)) {
+    for (auto server : g.pending) {
+      if (server == id) {
+        orders.push_back(g.chunk.id.value);
+        break;
+      }
+    }
+    if (orders.size() >= 1000) break;
+  }
+  okToWire(results.initError());
+  auto list = results.initRemove(orders.size());
+  for (size_t i = 0; i < orders.size(); ++i) list.set(i, orders[i]);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::status(StatusContext context) {
+  auto results = context.getResults();
+  okToWire(results.initError());
+  results.setClusterId(ns_.clusterId());
+  results.setAddress(config_.address);
+  results.setUptimeMs((timer_.now() - started_) / kj::MILLISECONDS);
+  results.setInodes(ns_.inodeCount());
+  results.setChunks(ns_.chunkCount());
+  auto list = results.initServers(servers_.size());
+  size_t i = 0;
+  for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
+  fillStatFs(results.initStat());
+  return kj::READY_NOW;
+}
+
+}  // namespace tessera::meta
