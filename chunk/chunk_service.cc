@@ -1,0 +1,146 @@
+#include "chunk/chunk_service.h"
+
+#include <capnp/orphan.h>
+#include <kj/vector.h>
+
+#include <unordered_set>
+
+#include "fs/wire.h"
+
+namespace tessera::chunk {
+namespace {
+
+Status invalid(std::string what) { return Error{Errc::kInvalid, std::move(what)}; }
+
+// A shard named on the wire: a real chunk id and an index any layout could have.
+Result<ShardKey> shardKey(uint64_t chunk, uint8_t shard) {
+  if (chunk == 0) return Error{Errc::kInvalid, "chunk id 0"};
+  if (shard >= kMaxShards) {
+    return Error{Errc::kInvalid, "shard index " + std::to_string(shard) + " out of range"};
+  }
+  return ShardKey{ChunkId(chunk), shard};
+}
+
+// The layout of a write or create, and that `key` is one of its shards.
+Result<Layout> shardLayout(ShardKey key, proto::Layout::Reader wire) {
+  auto layout = fromWire(wire);
+  if (!layout) return layout;
+  if (key.shard >= layout->shards()) {
+    return Error{Errc::kInvalid,
+                 "shard " + key.toString() + " is not part of " + layout->toString()};
+  }
+  return layout;
+}
+
+template <typename Context>
+kj::Promise<void> reply(Context& context, const Status& s) {
+  setError(context.getResults(), s);
+  return kj::READY_NOW;
+}
+
+}  // namespace
+
+ChunkServiceImpl::ChunkServiceImpl(Disk& disk) : disk_(disk) {}
+
+kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  auto data = p.getData();
+  if (auto s = checkRange(p.getOffset(), data.size()); !s) return reply(context, s);
+  auto wireCrcs = p.getCrcs();
+  if (wireCrcs.size() != data.size() / kBlockSize) {
+    return reply(context, invalid(std::to_string(wireCrcs.size()) + " CRCs for " +
+                                  std::to_string(data.size() / kBlockSize) + " blocks"));
+  }
+  auto crcs = kj::heapArray<uint32_t>(wireCrcs.size());
+  for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = wireCrcs[i];
+  // `data` points into the request, which lives until this call's promise is done.
+  return disk_.write(*key, *layout, p.getOffset(), data, kj::mv(crcs), p.getSync())
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
+kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  uint64_t length = p.getLength();
+  if (auto s = checkRange(p.getOffset(), length); !s) return reply(context, s);
+  if (length > kMaxReadBytes) {
+    return reply(context, invalid("read of " + std::to_string(length) + " bytes (at most " +
+                                  std::to_string(kMaxReadBytes) + ")"));
+  }
+  // Read straight into the reply message; only a verified buffer is adopted into it. A failed
+  // read's orphan is zeroed when it is dropped.
+  auto results = context.getResults();
+  auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(length);
+  auto crcs = kj::heapArray<uint32_t>(length / kBlockSize);
+  auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs);
+  return promise.then([context, data = kj::mv(data), crcs = kj::mv(crcs)](Status s) mutable {
+    auto results = context.getResults();
+    setError(results, s);
+    if (!s) return;
+    results.adoptData(kj::mv(data));
+    auto list = results.initCrcs(crcs.size());
+    for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {
+  auto refs = context.getParams().getShards();
+  if (refs.size() > kMaxSyncShards) {
+    return reply(context, invalid("sync of " + std::to_string(refs.size()) + " shards (at most " +
+                                  std::to_string(kMaxSyncShards) + ")"));
+  }
+  kj::Vector<ShardKey> keys(refs.size());
+  std::unordered_set<ShardKey> seen;
+  for (auto ref : refs) {
+    auto key = shardKey(ref.getChunk(), ref.getShard());
+    if (!key) return reply(context, key.error());
+    if (seen.insert(*key).second) keys.add(*key);
+  }
+  return disk_.sync(keys.releaseAsArray()).then([context](Status s) mutable {
+    setError(context.getResults(), s);
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  if (auto s = checkRange(0, p.getLength()); !s) return reply(context, s);
+  return disk_.truncate(*key, p.getLength()).then([context](Status s) mutable {
+    setError(context.getResults(), s);
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  return disk_.create(*key, *layout).then([context](Status s) mutable {
+    setError(context.getResults(), s);
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
+  auto ids = context.getParams().getChunks();
+  if (ids.size() > kMaxRemoveChunks) {
+    return reply(context, invalid("remove of " + std::to_string(ids.size()) + " chunks (at most " +
+                                  std::to_string(kMaxRemoveChunks) + ")"));
+  }
+  auto chunks = kj::heapArrayBuilder<ChunkId>(ids.size());
+  for (uint64_t id : ids) {
+    if (id == 0) return reply(context, invalid("chunk id 0"));
+    chunks.add(ChunkId(id));
+  }
+  return disk_.remove(chunks.finish()).then([context](Status s) mutable {
+    setError(context.getResults(), s);
+  });
+}
+
+}  // namespace tessera::chunk

@@ -1,0 +1,35 @@
+// chunk/chunk_service.h — the chunk server's data RPC (proto::ChunkService, fs/proto/chunk.capnp)
+// over one Disk. Every request is validated before it reaches the disk: a chunk id of 0, a
+// shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
+// length, a read longer than kMaxReadBytes or a CRC list that does not match the data is
+// answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
+// never sent.
+// Not thread-safe: owned by the chunk server's main event loop.
+#pragma once
+#include "chunk/disk.h"
+#include "fs/proto/chunk.capnp.h"
+
+namespace tessera::chunk {
+
+constexpr uint64_t kMaxReadBytes = 4 * 1024 * 1024;
+// Bounds on the lists of one request.
+constexpr size_t kMaxSyncShards = 4096;
+constexpr size_t kMaxRemoveChunks = 65536;
+
+class ChunkServiceImpl final : public proto::ChunkService::Server {
+ public:
+  explicit ChunkServiceImpl(Disk& disk);  // `disk` must outlive the service.
+
+ protected:
+  kj::Promise<void> write(WriteContext context) override;
+  kj::Promise<void> read(ReadContext context) override;
+  kj::Promise<void> sync(SyncContext context) override;
+  kj::Promise<void> truncate(TruncateContext context) override;
+  kj::Promise<void> create(CreateContext context) override;
+  kj::Promise<void> remove(RemoveContext context) override;
+
+ private:
+  Disk& disk_;
+};
+
+}  // namespace tessera::chunk

@@ -1,0 +1,377 @@
+#include "chunk/disk.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+
+#include "fs/log.h"
+#include "fs/rpc.h"
+
+namespace tessera::chunk {
+namespace {
+
+std::string bucketName(ChunkId chunk) {
+  char name[4];
+  snprintf(name, sizeof name, "%02x", unsigned(chunk.value & 0xff));
+  return name;
+}
+
+bool endsWith(const std::string& s, const char* tail) {
+  size_t n = strlen(tail);
+  return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+}
+
+// mkdir that is fine with an existing directory.
+Status makeDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0) return Status();
+  int err = errno;
+  struct stat st;
+  if (err == EEXIST && ::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return Status();
+    return Error{Errc::kNotDir, path + " is not a directory"};
+  }
+  return Error{err == ENOSPC ? Errc::kNoSpace : Errc::kIo,
+               "cannot create " + path + ": " + strerror(err)};
+}
+
+struct Scan {
+  uint64_t usedBytes = 0;
+  uint64_t shards = 0;
+};
+
+// Adds up the shard files of one bucket and deletes the NAME.tmp files of creates that a crash
+// interrupted (they never became shards).
+Status scanBucket(const std::string& path, Scan& scan) {
+  DIR* d = ::opendir(path.c_str());
+  if (!d) return Error{Errc::kIo, "cannot read " + path + ": " + strerror(errno)};
+  KJ_DEFER(::closedir(d));
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (!S_ISREG(st.st_mode)) continue;
+    if (endsWith(name, ".tmp")) {
+      ::unlinkat(::dirfd(d), e->d_name, 0);
+      continue;
+    }
+    scan.usedBytes += uint64_t(st.st_blocks) * 512;
+    ++scan.shards;
+  }
+  return Status();
+}
+
+}  // namespace
+
+// The worker thread's side: the cache of open shard files. Used only on the worker thread.
+class Disk::Store {
+ public:
+  explicit Store(Disk& disk) : disk_(disk) {}
+
+  Status write(ShardKey key, Layout layout, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+               kj::ArrayPtr<const uint32_t> crcs, bool sync) {
+    if (auto s = checkRange(offset, data.size()); !s) return s;
+    auto found = get(key);
+    ShardFile* file;
+    if (found) {
+      file = *found;
+    } else {
+      if (found.code() != Errc::kNotFound) return found.error();
+      // Check before creating: a write damaged in transit leaves nothing behind.
+      if (auto s = verifyBlocks(offset, data, crcs); !s) return s;
+      auto created = createFile(key, layout);
+      if (!created) return created.error();
+      file = *created;
+    }
+    if (file->layout() != layout) return layoutMismatch(*file, layout);
+    uint64_t before = file->allocatedBytes();
+    Status s = file->write(offset, data, crcs);
+    account(before, file->allocatedBytes());
+    if (s && sync) return file->sync();
+    return s;
+  }
+
+  Status read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+              kj::ArrayPtr<uint32_t> crcs) {
+    auto file = get(key);
+    if (!file) {
+      memset(out.begin(), 0, out.size());
+      return file.error();
+    }
+    return (*file)->read(offset, out, crcs);
+  }
+
+  Status sync(kj::ArrayPtr<const ShardKey> keys) {
+    Status result;
+    for (auto key : keys) {
+      auto file = get(key);
+      Status s = file ? (*file)->sync() : Status(file.error());
+      if (!s && result) result = s;
+    }
+    return result;
+  }
+
+  Status truncate(ShardKey key, uint64_t length) {
+    auto file = get(key);
+    if (!file) return file.error();
+    uint64_t before = (*file)->allocatedBytes();
+    Status s = (*file)->truncate(length);
+    account(before, (*file)->allocatedBytes());
+    return s;
+  }
+
+  Status create(ShardKey key, Layout layout) {
+    auto found = get(key);
+    if (found) {
+      if ((*found)->layout() != layout) return layoutMismatch(**found, layout);
+      return Status();
+    }
+    if (found.code() != Errc::kNotFound) return found.error();
+    auto created = createFile(key, layout);
+    if (!created) return created.error();
+    return Status();
+  }
+
+  Status remove(kj::ArrayPtr<const ChunkId> chunks) {
+    Status result;
+    for (ChunkId chunk : chunks) {
+      for (unsigned shard = 0; shard < kMaxShards; ++shard) {
+        ShardKey key{chunk, uint8_t(shard)};
+        std::string path = disk_.shardPath(key);
+        uint64_t allocated = 0;
+        auto it = cache_.find(key);
+        if (it != cache_.end()) {
+          allocated = it->second.file.allocatedBytes();
+          cache_.erase(it);
+        } else {
+          struct stat st;
+          if (::lstat(path.c_str(), &st) != 0) continue;  // not here
+          allocated = uint64_t(st.st_blocks) * 512;
+        }
+        if (::unlink(path.c_str()) != 0) {
+          if (errno != ENOENT && result) {
+            result = Error{Errc::kIo, "remove " + path + ": " + strerror(errno)};
+          }
+          continue;
+        }
+        disk_.usedBytes_.fetch_sub(allocated);
+        disk_.shards_.fetch_sub(1);
+      }
+    }
+    return result;
+  }
+
+ private:
+  struct Entry {
+    ShardFile file;
+    uint64_t lastUse;
+  };
+
+  // The open shard file: from the cache, else opened (kNotFound, kCorruption, kIo).
+  Result<ShardFile*> get(ShardKey key) {
+    auto it = cache_.find(key);
+    if (it != cache_.end()) {
+      it->second.lastUse = ++tick_;
+      return &it->second.file;
+    }
+    auto opened = ShardFile::open(disk_.shardPath(key), key);
+    if (!opened) return opened.error();
+    return insert(kj::mv(*opened));
+  }
+
+  Result<ShardFile*> createFile(ShardKey key, Layout layout) {
+    auto created = ShardFile::create(disk_.shardPath(key), key, layout);
+    if (!created) return created.error();
+    disk_.shards_.fetch_add(1);
+    disk_.usedBytes_.fetch_add(created->allocatedBytes());
+    return insert(kj::mv(*created));
+  }
+
+  ShardFile* insert(ShardFile file) {
+    if (cache_.size() >= disk_.config_.maxOpenFiles) {
+      // Linear, but only on a miss with a full cache of a few hundred entries.
+      auto oldest = cache_.begin();
+      for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+        if (it->second.lastUse < oldest->second.lastUse) oldest = it;
+      }
+      cache_.erase(oldest);
+    }
+    ShardKey key = file.key();
+    auto [it, inserted] = cache_.insert_or_assign(key, Entry{kj::mv(file), ++tick_});
+    return &it->second.file;
+  }
+
+  void account(uint64_t before, uint64_t after) {
+    if (after >= before) {
+      disk_.usedBytes_.fetch_add(after - before);
+    } else {
+      disk_.usedBytes_.fetch_sub(before - after);
+    }
+  }
+
+  static Status layoutMismatch(const ShardFile& file, Layout layout) {
+    return Error{Errc::kInvalid, "shard " + file.key().toString() + " has layout " +
+                                     file.layout().toString() + ", not " + layout.toString()};
+  }
+
+  Disk& disk_;
+  std::unordered_map<ShardKey, Entry> cache_;
+  uint64_t tick_ = 0;
+};
+
+Result<kj::Own<Disk>> Disk::open(Config config) {
+  const std::string& dir = config.dir;
+  if (dir.empty()) return Error{Errc::kInvalid, "the data directory is empty"};
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT || ::mkdir(dir.c_str(), 0755) != 0) {
+      return Error{Errc::kIo, "cannot create data directory " + dir + ": " + strerror(errno)};
+    }
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Error{Errc::kNotDir, "data directory " + dir + " is not a directory"};
+  }
+
+  std::string lockPath = dir + "/lock";
+  int raw = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (raw < 0) {
+    return Error{Errc::kAccess, "data directory " + dir + " is not writable: " + strerror(errno)};
+  }
+  kj::AutoCloseFd lockFd(raw);
+  if (::flock(lockFd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Error{Errc::kBusy, "data directory " + dir + " is in use by another tessera-chunk"};
+    }
+    return Error{Errc::kIo, "cannot lock " + lockPath + ": " + strerror(errno)};
+  }
+  // Writing our pid proves the directory takes writes, and says who holds it.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lockFd.get(), 0) != 0 ||
+      ::pwrite(lockFd.get(), pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+    return Error{Errc::kAccess, "data directory " + dir + " is not writable: " + strerror(errno)};
+  }
+
+  std::string shards = dir + "/shards";
+  if (auto s = makeDir(shards); !s) return s.error();
+  Scan scan;
+  for (unsigned b = 0; b < 256; ++b) {
+    char name[4];
+    snprintf(name, sizeof name, "%02x", b);
+    std::string bucket = shards + "/" + name;
+    if (auto s = makeDir(bucket); !s) return s.error();
+    if (auto s = scanBucket(bucket, scan); !s) return s.error();
+  }
+  return kj::heap<Disk>(kj::mv(config), lockFd.release(), scan.usedBytes, scan.shards);
+}
+
+Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards)
+    : config_(kj::mv(config)),
+      lockFd_(lockFd),
+      usedBytes_(usedBytes),
+      shards_(shards),
+      store_(kj::heap<Store>(*this)),
+      thread_([this] { runWorker(); }) {
+  published_.when([](const kj::Maybe<Published>& p) { return p != nullptr; },
+                  [this](kj::Maybe<Published>& p) {
+                    KJ_IF_MAYBE(published, p) {
+                      executor_ = kj::mv(published->executor);
+                      stop_ = kj::mv(published->stop);
+                    }
+                  });
+}
+
+Disk::~Disk() noexcept(false) {
+  // thread_ is destroyed (joined) first of the members, after its loop was told to stop.
+  stop_->fulfill();
+}
+
+void Disk::runWorker() {
+  kj::EventLoop loop;
+  kj::WaitScope waitScope(loop);
+  auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+  *published_.lockExclusive() =
+      Published{kj::getCurrentThreadExecutor().addRef(), kj::mv(stop.fulfiller)};
+  stop.promise.wait(waitScope);
+}
+
+std::string Disk::shardPath(ShardKey key) const {
+  return config_.dir + "/shards/" + bucketName(key.chunk) + "/" + key.toString();
+}
+
+kj::Promise<Status> Disk::write(ShardKey key, Layout layout, uint64_t offset,
+                                kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs,
+                                bool sync) {
+  return onWorker([this, key, layout, offset, data, crcs = kj::mv(crcs), sync]() {
+    return store_->write(key, layout, offset, data, crcs, sync);
+  });
+}
+
+kj::Promise<Status> Disk::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                               kj::ArrayPtr<uint32_t> crcs) {
+  return onWorker(
+      [this, key, offset, out, crcs]() { return store_->read(key, offset, out, crcs); });
+}
+
+kj::Promise<Status> Disk::sync(kj::Array<ShardKey> keys) {
+  return onWorker([this, keys = kj::mv(keys)]() { return store_->sync(keys); });
+}
+
+kj::Promise<Status> Disk::truncate(ShardKey key, uint64_t length) {
+  return onWorker([this, key, length]() { return store_->truncate(key, length); });
+}
+
+kj::Promise<Status> Disk::create(ShardKey key, Layout layout) {
+  return onWorker([this, key, layout]() { return store_->create(key, layout); });
+}
+
+kj::Promise<Status> Disk::remove(kj::Array<ChunkId> chunks) {
+  return onWorker([this, chunks = kj::mv(chunks)]() { return store_->remove(chunks); });
+}
+
+kj::Promise<Disk::Stats> Disk::stats() {
+  return onWorker([this]() {
+    Stats s;
+    s.usedBytes = usedBytes_.load();
+    s.shards = shards_.load();
+    struct statvfs vfs;
+    if (::statvfs(config_.dir.c_str(), &vfs) == 0) {
+      s.capacityBytes = uint64_t(vfs.f_blocks) * vfs.f_frsize;
+      s.freeBytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    }
+    if (config_.capacityCap != 0 && config_.capacityCap < s.capacityBytes) {
+      s.capacityBytes = config_.capacityCap;
+    }
+    if (config_.capacityCap != 0) {
+      uint64_t room = config_.capacityCap > s.usedBytes ? config_.capacityCap - s.usedBytes : 0;
+      if (room < s.freeBytes) s.freeBytes = room;
+    }
+    return s;
+  });
+}
+
+kj::Promise<Result<std::string>> Disk::readFile(std::string name) {
+  return onWorker([this, name = kj::mv(name)]() -> Result<std::string> {
+    std::string path = config_.dir + "/" + name;
+    if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
+      return Error{Errc::kNotFound, path + " does not exist"};
+    }
+    auto text = tessera::readFile(path);
+    if (!text) return Error{Errc::kIo, "cannot read " + path};
+    return text;
+  });
+}
+
+kj::Promise<Status> Disk::writeFile(std::string name, std::string text) {
+  return onWorker([this, name = kj::mv(name), text = kj::mv(text)]() {
+    return writeFileAtomic(config_.dir + "/" + name, text);
+  });
+}
+
+}  // namespace tessera::chunk

@@ -1,0 +1,110 @@
+// chunk/disk.h — one data directory of a chunk server and the thread that does its I/O.
+//
+//   DIR/lock               flock'ed while a server uses DIR (two servers on one DIR refuse)
+//   DIR/server.id          the server's id and cluster id (chunk/meta_link.h)
+//   DIR/shards/XX/NAME     shard files (chunk/shard_file.h); XX = last two hex digits of the
+//                          chunk id, NAME = ShardKey::toString()
+//
+// Every blocking file operation runs on the Disk's own worker thread, which runs a
+// kj::EventLoop of its own; the methods below are called from the owning (main) event loop and
+// return promises that resolve there, so that loop never blocks on the disk. Operations run one
+// at a time, in the order they were called.
+//
+// Buffers passed by reference (write's data, read's out) must stay valid until the promise
+// resolves or is destroyed; destroying a promise whose operation is running waits for it.
+//
+// Not thread-safe: owned by the main event loop; its worker-side state is touched only on the
+// worker thread.
+#pragma once
+#include <kj/async.h>
+#include <kj/mutex.h>
+#include <kj/thread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "chunk/shard_file.h"
+#include "fs/result.h"
+#include "fs/types.h"
+
+namespace tessera::chunk {
+
+class Disk {
+ public:
+  struct Config {
+    std::string dir;
+    uint64_t capacityCap = 0;  // 0: report what the file system holds
+    size_t maxOpenFiles = 256;
+  };
+  struct Stats {
+    uint64_t capacityBytes = 0;  // file system size, capped by capacityCap
+    uint64_t usedBytes = 0;      // disk space taken by shard files
+    uint64_t freeBytes = 0;      // what may still be written (also under the cap)
+    uint64_t shards = 0;
+  };
+
+  // Creates DIR (its parent must exist) and DIR/shards, checks DIR is a writable directory no
+  // other server uses, deletes leftover temporary files, adds up the shard files, and starts
+  // the worker thread. Blocks; call before serving. The Error says what is wrong with DIR.
+  static Result<kj::Own<Disk>> open(Config config);
+  ~Disk() noexcept(false);
+  KJ_DISALLOW_COPY(Disk);
+
+  // Writes whole blocks checked against `crcs` (chunk/shard_file.h), creating the shard if it
+  // does not exist; with `sync`, fdatasync before resolving. kInvalid for a bad range or a
+  // layout other than the one the shard was created with; kCorruption if a block does not
+  // match its CRC (then nothing is stored); kNoSpace, kIo.
+  kj::Promise<Status> write(ShardKey key, Layout layout, uint64_t offset,
+                            kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs, bool sync);
+  // Reads out.size() bytes and their CRCs (ShardFile::read). kNotFound if the shard does not
+  // exist; kCorruption naming the first bad block.
+  kj::Promise<Status> read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                           kj::ArrayPtr<uint32_t> crcs);
+  // fdatasync of each shard; kNotFound if one does not exist (the others are still synced).
+  kj::Promise<Status> sync(kj::Array<ShardKey> keys);
+  // kNotFound if the shard does not exist.
+  kj::Promise<Status> truncate(ShardKey key, uint64_t length);
+  // Creates an empty shard; fine if it exists with the same layout (kInvalid if with another).
+  kj::Promise<Status> create(ShardKey key, Layout layout);
+  // Deletes every shard of the chunks; absent ones are fine.
+  kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
+  kj::Promise<Stats> stats();
+
+  // A small file directly in DIR (server.id): kNotFound if absent.
+  kj::Promise<Result<std::string>> readFile(std::string name);
+  // Replaces a small file in DIR atomically (fs/rpc.h writeFileAtomic).
+  kj::Promise<Status> writeFile(std::string name, std::string text);
+
+  const std::string& dir() const { return config_.dir; }
+  std::string shardPath(ShardKey key) const;
+
+  // Needed by kj::heap; use open().
+  Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards);
+
+ private:
+  class Store;
+
+  template <typename Func>
+  auto onWorker(Func&& func) {
+    return executor_->executeAsync(kj::fwd<Func>(func));
+  }
+  void runWorker();
+
+  Config config_;
+  kj::AutoCloseFd lockFd_;
+  std::atomic<uint64_t> usedBytes_;
+  std::atomic<uint64_t> shards_;
+  kj::Own<Store> store_;  // touched only on the worker thread
+
+  struct Published {
+    kj::Own<const kj::Executor> executor;
+    kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
+  };
+  kj::MutexGuarded<kj::Maybe<Published>> published_;
+  kj::Own<const kj::Executor> executor_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+  kj::Thread thread_;  // last: starts in the constructor, joins first in the destructor
+};
+
+}  // namespace tessera::chunk

@@ -1,0 +1,252 @@
+// chunk/main.cc — tessera-chunk: serves the shards in one data directory over
+// proto::ChunkService and keeps the meta server informed. Runs in the foreground, logs to
+// stderr, exits 0 on SIGTERM or SIGINT. A bad flag, data directory or address, or a meta
+// server that does not answer in time, prints one line "tessera-chunk: error: ..." and exits 1.
+#include <kj/async-unix.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "chunk/chunk_service.h"
+#include "chunk/disk.h"
+#include "chunk/meta_link.h"
+#include "fs/log.h"
+#include "fs/options.h"
+#include "fs/rpc.h"
+
+namespace po = boost::program_options;
+
+namespace tessera::chunk {
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tessera-chunk --data DIR --meta HOST:PORT [options]\n"
+    "Serves the shards of Tessera chunks stored in DIR and registers with the meta server.";
+
+int fail(std::string what) {
+  for (char& c : what) {
+    if (c == '\n') c = ' ';
+  }
+  std::string line = "tessera-chunk: error: " + what + "\n";
+  ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)n;
+  return 1;
+}
+
+po::options_description flags() {
+  auto text = [](const char* name) { return po::value<std::string>()->value_name(name); };
+  po::options_description d("Options");
+  // clang-format off
+  d.add_options()
+      ("data", text("DIR"), "data directory, created if missing (required)")
+      ("meta", text("HOST:PORT"), "meta server address (required)")
+      ("listen", text("HOST:PORT")->default_value("127.0.0.1:0"),
+       "serve chunk RPC here (port 0 picks a free one)")
+      ("advertise", text("HOST"),
+       "host part of the address registered with the meta server (default: the listen host)")
+      ("site", text("LABEL")->default_value(""), "site label")
+      ("rack", text("LABEL")->default_value(""), "rack label")
+      ("host", text("LABEL"), "host label (default: this machine's hostname)")
+      ("capacity", text("SIZE"), "report at most SIZE of capacity (e.g. 500G)")
+      ("port-file", text("FILE"), "write the bound port to FILE once listening")
+      ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
+      ("connect-timeout", text("DURATION")->default_value("10s"),
+       "how long the first registration with the meta server may take")
+      ("log-level", text("LEVEL")->default_value("info"), "debug, info, warn or error");
+  // clang-format on
+  return d;
+}
+
+std::string hostname() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
+  return name;
+}
+
+Result<log::Level> parseLevel(const std::string& s) {
+  if (s == "debug") return log::Level::kDebug;
+  if (s == "info") return log::Level::kInfo;
+  if (s == "warn") return log::Level::kWarn;
+  if (s == "error") return log::Level::kError;
+  return Error{Errc::kInvalid, "bad --log-level '" + s + "' (debug, info, warn or error)"};
+}
+
+// Sends what KJ itself logs (on this thread and on threads it starts, such as its DNS lookups)
+// through fs/log, one line each, instead of raw multi-line text on stderr.
+class KjLog final : public kj::ExceptionCallback {
+ public:
+  void logMessage(kj::LogSeverity severity, const char* file, int line, int contextDepth,
+                  kj::String&& text) override {
+    std::string message = text.cStr();
+    for (char& c : message) {
+      if (c == '\n') c = ' ';
+    }
+    while (!message.empty() && message.back() == ' ') message.pop_back();
+    // A failed lookup of a host name also comes back as an Error to whoever asked; KJ's own
+    // report of it from the lookup thread is noise.
+    bool lookupNoise = message.find("detached thread") != std::string::npos &&
+                       message.find("DNS lookup failed") != std::string::npos;
+    log::Level level = log::Level::kDebug;
+    if (!lookupNoise) {
+      switch (severity) {
+        case kj::LogSeverity::INFO:
+          level = log::Level::kInfo;
+          break;
+        case kj::LogSeverity::WARNING:
+          level = log::Level::kWarn;
+          break;
+        case kj::LogSeverity::ERROR:
+        case kj::LogSeverity::FATAL:
+          level = log::Level::kError;
+          break;
+        default:
+          break;
+      }
+    }
+    log::write(level, kj::str("kj: ", message.c_str()));
+  }
+
+  kj::Function<void(kj::Function<void()>)> getThreadInitializer() override {
+    return [](kj::Function<void()> func) {
+      KjLog log;
+      func();
+    };
+  }
+};
+
+// How a wait of main ended.
+struct Outcome {
+  bool signalled = false;
+  Status status;
+};
+
+// Logs what escaped a background task and ends the process: such a fault is a bug.
+class TaskErrors final : public kj::TaskSet::ErrorHandler {
+ public:
+  explicit TaskErrors(kj::PromiseFulfiller<Status>& fatal) : fatal_(fatal) {}
+  void taskFailed(kj::Exception&& e) override {
+    auto err = errorFromException(e, "internal error");
+    log::error(err.detail.c_str());
+    fatal_.fulfill(Status(err));
+  }
+
+ private:
+  kj::PromiseFulfiller<Status>& fatal_;
+};
+
+int run(int argc, char** argv) {
+  auto description = flags();
+  auto parsed = parseOptions(argc, argv, description, kUsage);
+  if (!parsed) return fail(parsed.error().detail);
+  if (parsed->help) return 0;
+  auto& vm = parsed->values;
+  auto get = [&](const char* key) -> std::string {
+    return vm.count(key) ? vm[key].as<std::string>() : std::string();
+  };
+
+  if (get("data").empty()) return fail("--data DIR is required");
+  if (get("meta").empty()) return fail("--meta HOST:PORT is required");
+  auto meta = Address::parse(get("meta"));
+  if (!meta) return fail("--meta: " + meta.error().detail);
+  auto listen = Address::parse(get("listen"));
+  if (!listen) return fail("--listen: " + listen.error().detail);
+  uint64_t capacity = 0;
+  if (!get("capacity").empty()) {
+    auto c = parseSize(get("capacity"));
+    if (!c) return fail("--capacity: " + c.error().detail);
+    if (*c == 0) return fail("--capacity must be more than 0");
+    capacity = *c;
+  }
+  auto heartbeat = parseDurationMs(get("heartbeat"));
+  if (!heartbeat) return fail("--heartbeat: " + heartbeat.error().detail);
+  if (*heartbeat == 0) return fail("--heartbeat must be more than 0");
+  auto connectTimeout = parseDurationMs(get("connect-timeout"));
+  if (!connectTimeout) return fail("--connect-timeout: " + connectTimeout.error().detail);
+  if (*connectTimeout == 0) return fail("--connect-timeout must be more than 0");
+  auto level = parseLevel(get("log-level"));
+  if (!level) return fail(level.error().detail);
+  std::string advertise = get("advertise");
+  if (advertise.empty()) {
+    advertise = listen->host;
+    if (advertise == "0.0.0.0" || advertise == "::" || advertise == "*") advertise = hostname();
+  }
+  if (advertise.find_first_of(" \t/") != std::string::npos) {
+    return fail("--advertise: bad host '" + advertise + "'");
+  }
+  std::string host = vm.count("host") ? get("host") : hostname();
+
+  log::setTag("chunk");
+  log::setMinLevel(*level);
+  ::signal(SIGPIPE, SIG_IGN);
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto io = kj::setupAsyncIo();
+  auto& network = io.provider->getNetwork();
+  auto& timer = io.provider->getTimer();
+
+  auto disk = Disk::open({.dir = get("data"), .capacityCap = capacity});
+  if (!disk) return fail(disk.error().detail);
+  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk);
+  auto server = RpcServer::listen(network, io.waitScope, *listen, service);
+  if (!server) return fail(server.error().detail);
+  uint16_t port = (*server)->port();
+  if (!get("port-file").empty()) {
+    if (auto s = writeFileAtomic(get("port-file"), std::to_string(port) + "\n"); !s) {
+      return fail("--port-file: " + s.error().detail);
+    }
+  }
+
+  TcpMetaDialer dialer(network, timer, *meta);
+  MetaLink link(dialer, timer, **disk,
+                {.advertise = Address{advertise, port}.toString(),
+                 .site = get("site"),
+                 .rack = get("rack"),
+                 .host = host,
+                 .heartbeatMs = *heartbeat,
+                 .connectTimeoutMs = *connectTimeout});
+
+  auto signals = io.unixEventPort.onSignal(SIGTERM)
+                     .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+                     .then([](siginfo_t info) { return info.si_signo; })
+                     .fork();
+  auto untilSignal = [&](kj::Promise<Status> p) {
+    return p.then([](Status s) {
+              return Outcome{false, kj::mv(s)};
+            })
+        .exclusiveJoin(signals.addBranch().then([](int signo) {
+          log::info("stopping on signal ", signo);
+          return Outcome{true, Status()};
+        }))
+        .wait(io.waitScope);
+  };
+
+  Outcome started = untilSignal(link.start());
+  if (started.signalled) return 0;
+  if (!started.status) return fail(started.status.error().detail);
+  log::info("serving ", (*disk)->dir().c_str(), " on port ", port, " as chunk server ",
+            link.id().value, " of cluster ", link.clusterId().c_str());
+
+  auto fatal = kj::newPromiseAndFulfiller<Status>();
+  TaskErrors errors(*fatal.fulfiller);
+  kj::TaskSet tasks(errors);
+  tasks.add(
+      link.run().then([&fulfiller = *fatal.fulfiller](Status s) { fulfiller.fulfill(kj::mv(s)); }));
+  Outcome ended = untilSignal(kj::mv(fatal.promise));
+  if (ended.signalled) return 0;
+  log::error(ended.status ? "stopped" : ended.status.error().toString().c_str());
+  return 1;
+}
+
+}  // namespace
+}  // namespace tessera::chunk
+
+int main(int argc, char** argv) {
+  tessera::chunk::KjLog kjLog;
+  int code = 1;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { code = tessera::chunk::run(argc, argv); })) {
+    // A bug, not bad input: say it in one line all the same.
+    return tessera::chunk::fail("internal error: " + std::string(e->getDescription().cStr()));
+  }
+  return code;
+}

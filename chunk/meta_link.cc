@@ -1,0 +1,286 @@
+#include "chunk/meta_link.h"
+
+#include <algorithm>
+#include <charconv>
+#include <sstream>
+
+#include "fs/log.h"
+#include "fs/wire.h"
+
+namespace tessera::chunk {
+namespace {
+
+constexpr const char* kIdentityFile = "server.id";
+constexpr uint64_t kFirstBackoffMs = 100;
+constexpr uint64_t kMaxBackoffMs = 5'000;
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+TcpMetaDialer::TcpMetaDialer(kj::Network& network, kj::Timer& timer, Address address)
+    : network_(network), timer_(timer), address_(std::move(address)) {}
+
+kj::Promise<Result<proto::MetaService::Client>> TcpMetaDialer::dial(uint64_t timeoutMs) {
+  connection_ = nullptr;
+  return Connection::open(network_, timer_, address_, timeoutMs)
+      .then([this](Result<kj::Own<Connection>> c) -> Result<proto::MetaService::Client> {
+        if (!c) return c.error();
+        connection_ = kj::mv(*c);
+        return connection_->bootstrap<proto::MetaService>();
+      });
+}
+
+MetaLink::MetaLink(MetaDialer& dialer, kj::Timer& timer, Disk& disk, Config config)
+    : dialer_(dialer), timer_(timer), disk_(disk), config_(std::move(config)) {}
+
+Status MetaLink::parseIdentity(const std::string& text) {
+  std::string path = disk_.dir() + "/" + kIdentityFile;
+  auto bad = [&](const std::string& why) {
+    return Error{Errc::kCorruption, path + " is malformed: " + why};
+  };
+  uint64_t id = 0;
+  std::string cluster;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    line = trim(line);
+    if (line.empty() || line[0] == '#') continue;
+    auto eq = line.find('=');
+    if (eq == std::string::npos) return bad("expected 'key = value'");
+    std::string key = trim(line.substr(0, eq));
+    std::string value = trim(line.substr(eq + 1));
+    if (key == "id") {
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), id);
+      if (ec != std::errc() || end != value.data() + value.size() || id == 0) {
+        return bad("bad id '" + value + "'");
+      }
+    } else if (key == "cluster") {
+      cluster = value;
+    } else {
+      return bad("unknown key '" + key + "'");
+    }
+  }
+  if (id == 0 || cluster.empty()) return bad("needs both id and cluster");
+  id_ = ServerId(id);
+  clusterId_ = cluster;
+  return Status();
+}
+
+kj::Promise<Status> MetaLink::start() {
+  return disk_.readFile(kIdentityFile)
+      .then([this](Result<std::string> text) -> kj::Promise<Status> {
+        if (text) {
+          if (auto s = parseIdentity(*text); !s) return s;
+        } else if (text.code() != Errc::kNotFound) {
+          return Status(text.error());
+        }
+        deadline_ = timer_.now() + int64_t(config_.connectTimeoutMs) * kj::MILLISECONDS;
+        return registerUntilDeadline(kFirstBackoffMs);
+      });
+}
+
+kj::Promise<Status> MetaLink::registerUntilDeadline(uint64_t backoffMs) {
+  int64_t leftMs = (deadline_ - timer_.now()) / kj::MILLISECONDS;
+  uint64_t timeoutMs = std::min(uint64_t(std::max<int64_t>(leftMs, 1)), config_.callTimeoutMs);
+  return connectAndRegister(timeoutMs).then([this, backoffMs](Status s) -> kj::Promise<Status> {
+    if (s || s.code() == Errc::kWrongCluster) return s;
+    // The last attempt is often cut short by the deadline; an earlier refusal or failed lookup
+    // says more than "timed out".
+    bool timedOut =
+        s.code() == Errc::kTimedOut || s.error().detail.find("timed out") != std::string::npos;
+    if (!timedOut || startError_.empty()) startError_ = s.error().detail;
+    kj::TimePoint now = timer_.now();
+    if (now >= deadline_) {
+      return Status(Error{Errc::kUnavailable,
+                          "cannot reach meta server at " + dialer_.address() + ": " + startError_});
+    }
+    log::debug("registering with ", dialer_.address().c_str(), ": ", s.error().toString().c_str(),
+               "; retrying");
+    kj::Duration delay = std::min(int64_t(backoffMs) * kj::MILLISECONDS, deadline_ - now);
+    return timer_.afterDelay(delay).then([this, backoffMs] {
+      return registerUntilDeadline(std::min(backoffMs * 2, kMaxBackoffMs));
+    });
+  });
+}
+
+kj::Promise<Status> MetaLink::connectAndRegister(uint64_t timeoutMs) {
+  auto client = [&]() -> kj::Promise<Result<proto::MetaService::Client>> {
+    KJ_IF_MAYBE(c, client_) {
+      return Result<proto::MetaService::Client>(*c);
+    }
+    return dialer_.dial(timeoutMs);
+  }();
+  return client.then([this, timeoutMs](Result<proto::MetaService::Client> c) {
+    if (!c) return kj::Promise<Status>(c.error());
+    client_ = *c;
+    return disk_.stats().then([this, timeoutMs, c = kj::mv(*c)](Disk::Stats st) mutable {
+      auto req = c.registerServerRequest();
+      req.setId(id_.value);
+      req.setClusterId(clusterId_);
+      req.setAddress(config_.advertise);
+      req.setSite(config_.site);
+      req.setRack(config_.rack);
+      req.setHost(config_.host);
+      req.setCapacityBytes(st.capacityBytes);
+      req.setUsedBytes(st.usedBytes);
+      req.setFreeBytes(st.freeBytes);
+      req.setShards(st.shards);
+      using Response = capnp::Response<proto::MetaService::RegisterServerResults>;
+      return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
+          .then(
+              [this](Response r) -> kj::Promise<Status> {
+                if (auto s = fromWire(r.getError()); !s) {
+                  if (s.code() != Errc::kWrongCluster) return s;
+                  return Status(Error{Errc::kWrongCluster,
+                                      "meta server at " + dialer_.address() +
+                                          " says data directory " + disk_.dir() +
+                                          " belongs to another cluster: " + s.error().detail});
+                }
+                return registered(r.getId(), r.getClusterId().cStr());
+              },
+              [this](kj::Exception&& e) -> kj::Promise<Status> {
+                client_ = nullptr;
+                return Status(errorFromException(e, "registerServer"));
+              });
+    });
+  });
+}
+
+kj::Promise<Status> MetaLink::registered(uint64_t id, std::string clusterId) {
+  if (id == 0 || clusterId.empty()) {
+    return Status(Error{Errc::kIo, "meta server at " + dialer_.address() +
+                                       " registered this server without an id or cluster id"});
+  }
+  if (!clusterId_.empty() && clusterId != clusterId_) {
+    return Status(Error{Errc::kWrongCluster, "data directory " + disk_.dir() +
+                                                 " belongs to cluster " + clusterId_ +
+                                                 ", meta server at " + dialer_.address() +
+                                                 " serves cluster " + clusterId});
+  }
+  if (id_ && id != id_.value) {
+    log::warn("meta server gave this data directory a new id ", id, " (it had ", id_.value, ")");
+  }
+  bool changed = id != id_.value || clusterId != clusterId_;
+  id_ = ServerId(id);
+  clusterId_ = std::move(clusterId);
+  log::setTag(kj::str("chunk", id));
+  if (!changed) return Status();
+  std::string text =
+      "# written by tessera-chunk: this data directory's identity\nid = " + std::to_string(id) +
+      "\ncluster = " + clusterId_ + "\n";
+  return disk_.writeFile(kIdentityFile, text).then([](Status s) -> Status {
+    if (!s) return Error{s.code(), "cannot save the server id: " + s.error().detail};
+    return s;
+  });
+}
+
+kj::Promise<Status> MetaLink::run() {
+  uint64_t delayMs = outage_ ? backoffMs_ : config_.heartbeatMs;
+  return timer_.afterDelay(int64_t(delayMs) * kj::MILLISECONDS)
+      .then([this] { return step(); })
+      .then([this](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return run();
+      });
+}
+
+// One heartbeat, or one attempt to register again after an outage. Resolves to an Error only
+// when it is fatal.
+kj::Promise<Status> MetaLink::step() {
+  if (needRegister_) {
+    return connectAndRegister(config_.callTimeoutMs).then([this](Status s) -> Status {
+      if (s) {
+        needRegister_ = false;
+        recovered();
+        return s;
+      }
+      if (s.code() == Errc::kWrongCluster) return s;
+      lost(s.error());
+      return Status();
+    });
+  }
+  return heartbeat().then([this](Status s) {
+    if (s) {
+      recovered();
+    } else {
+      needRegister_ = true;
+      lost(s.error());
+    }
+    return Status();
+  });
+}
+
+void MetaLink::lost(const Error& e) {
+  if (!outage_) {
+    log::warn("lost the meta server at ", dialer_.address().c_str(), ": ", e.toString().c_str(),
+              "; still serving data, reconnecting");
+    outage_ = true;
+    backoffMs_ = kFirstBackoffMs;
+  } else {
+    log::debug("meta server at ", dialer_.address().c_str(),
+               " still unreachable: ", e.toString().c_str());
+    backoffMs_ = std::min(backoffMs_ * 2, kMaxBackoffMs);
+  }
+}
+
+void MetaLink::recovered() {
+  if (!outage_) return;
+  outage_ = false;
+  log::info("meta server at ", dialer_.address().c_str(), " is back; registered as ", id_.value);
+}
+
+kj::Promise<Status> MetaLink::heartbeat() {
+  proto::MetaService::Client client = nullptr;
+  KJ_IF_MAYBE(c, client_) {
+    client = *c;
+  } else {
+    return Status(Error{Errc::kUnavailable, "not connected"});
+  }
+  return disk_.stats().then([this, client = kj::mv(client)](Disk::Stats st) mutable {
+    auto req = client.heartbeatRequest();
+    req.setId(id_.value);
+    req.setCapacityBytes(st.capacityBytes);
+    req.setUsedBytes(st.usedBytes);
+    req.setFreeBytes(st.freeBytes);
+    req.setShards(st.shards);
+    size_t sent = removed_.size();
+    auto list = req.initRemoved(sent);
+    for (size_t i = 0; i < sent; ++i) list.set(i, removed_[i].value);
+    using Response = capnp::Response<proto::MetaService::HeartbeatResults>;
+    return withTimeout(timer_, config_.callTimeoutMs, kj::Promise<Response>(req.send()))
+        .then(
+            [this, sent](Response r) -> kj::Promise<Status> {
+              if (auto s = fromWire(r.getError()); !s) return s;
+              removed_.erase(removed_.begin(), removed_.begin() + sent);
+              auto orders = r.getRemove();
+              if (orders.size() == 0) return Status();
+              std::vector<ChunkId> ids;
+              for (uint64_t id : orders) {
+                if (id != 0) ids.push_back(ChunkId(id));
+              }
+              auto chunks = kj::heapArray<ChunkId>(ids.begin(), ids.end());
+              return disk_.remove(kj::mv(chunks)).then([this, ids = std::move(ids)](Status s) {
+                // Report only what is surely gone: an unreported chunk is ordered again.
+                if (s) {
+                  removed_.insert(removed_.end(), ids.begin(), ids.end());
+                } else {
+                  log::warn("removing ", ids.size(),
+                            " chunks ordered by the meta server: ", s.error().toString().c_str());
+                }
+                return Status();
+              });
+            },
+            [this](kj::Exception&& e) -> kj::Promise<Status> {
+              client_ = nullptr;
+              return Status(errorFromException(e, "heartbeat"));
+            });
+  });
+}
+
+}  // namespace tessera::chunk

@@ -1,0 +1,300 @@
+#include "chunk/shard_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "fs/checksum.h"
+
+namespace tessera::chunk {
+namespace {
+
+constexpr char kMagic[8] = {'T', 'S', 'H', 'A', 'R', 'D', '0', '1'};
+constexpr size_t kHeaderCrcOffset = kShardHeaderSize - 4;
+
+void put32(kj::byte* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = kj::byte(v >> (8 * i));
+}
+void put64(kj::byte* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = kj::byte(v >> (8 * i));
+}
+uint32_t get32(const kj::byte* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t(p[i]) << (8 * i);
+  return v;
+}
+uint64_t get64(const kj::byte* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(p[i]) << (8 * i);
+  return v;
+}
+
+Errc codeFor(int err) {
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      return Errc::kNoSpace;
+    // ENOENT too: only open() may say a shard is missing, and it says so itself.
+    default:
+      return Errc::kIo;
+  }
+}
+
+Error sysError(const std::string& what, int err) {
+  return Error{codeFor(err), what + ": " + strerror(err)};
+}
+
+// Reads up to buf.size() bytes at `offset`; fewer only at the end of the file. -1 and errno on
+// failure.
+ssize_t preadFull(int fd, kj::ArrayPtr<kj::byte> buf, uint64_t offset) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd, buf.begin() + done, buf.size() - done, off_t(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) break;
+    done += size_t(n);
+  }
+  return ssize_t(done);
+}
+
+// 0, or -1 and errno.
+int pwriteFull(int fd, kj::ArrayPtr<const kj::byte> buf, uint64_t offset) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pwrite(fd, buf.begin() + done, buf.size() - done, off_t(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    // A zero-byte write of a non-empty buffer means no room is left.
+    if (n == 0) {
+      errno = ENOSPC;
+      return -1;
+    }
+    done += size_t(n);
+  }
+  return 0;
+}
+
+std::string dirOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// Makes a new directory entry durable.
+int fsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int r = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  errno = err;
+  return r;
+}
+
+void encodeHeader(kj::byte* h, ShardKey key, Layout layout) {
+  memset(h, 0, kShardHeaderSize);
+  memcpy(h, kMagic, sizeof kMagic);
+  put32(h + 8, kShardFormatVersion);
+  put64(h + 16, key.chunk.value);
+  h[24] = key.shard;
+  h[25] = kj::byte(layout.kind);
+  h[26] = layout.k;
+  h[27] = layout.m;
+  put32(h + kHeaderCrcOffset, crc32c(h, kHeaderCrcOffset));
+}
+
+}  // namespace
+
+std::string ShardKey::toString() const {
+  char name[32];
+  snprintf(name, sizeof name, "%016llx.%u", static_cast<unsigned long long>(chunk.value),
+           unsigned(shard));
+  return name;
+}
+
+Status checkRange(uint64_t offset, uint64_t length) {
+  if (offset % kBlockSize != 0 || length % kBlockSize != 0) {
+    return Error{Errc::kInvalid, "offset " + std::to_string(offset) + " and length " +
+                                     std::to_string(length) + " must be multiples of 4096"};
+  }
+  if (offset > kChunkSize || length > kChunkSize - offset) {
+    return Error{Errc::kInvalid, "range " + std::to_string(offset) + "+" + std::to_string(length) +
+                                     " exceeds a 64 MiB shard"};
+  }
+  return Status();
+}
+
+Status verifyBlocks(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+                    kj::ArrayPtr<const uint32_t> crcs) {
+  if (data.size() % kBlockSize != 0 || crcs.size() != data.size() / kBlockSize) {
+    return Error{Errc::kInvalid, std::to_string(crcs.size()) + " CRCs for " +
+                                     std::to_string(data.size()) + " bytes (one per 4096)"};
+  }
+  for (size_t i = 0; i < crcs.size(); ++i) {
+    if (crc32c(data.begin() + i * kBlockSize, kBlockSize) != crcs[i]) {
+      return Error{Errc::kCorruption, "block at offset " + std::to_string(offset + i * kBlockSize) +
+                                          " does not match its CRC: damaged in transit"};
+    }
+  }
+  return Status();
+}
+
+ShardFile::ShardFile(kj::AutoCloseFd fd, std::string path, ShardKey key, Layout layout)
+    : fd_(kj::mv(fd)), path_(std::move(path)), key_(key), layout_(layout) {
+  refreshAllocated();
+}
+
+Error ShardFile::ioError(const char* what, int err) const {
+  return sysError(std::string(what) + " shard " + key_.toString(), err);
+}
+
+void ShardFile::refreshAllocated() {
+  struct stat st;
+  // On failure keep the last value: the figure only feeds the capacity report.
+  if (::fstat(fd_.get(), &st) == 0) allocated_ = uint64_t(st.st_blocks) * 512;
+}
+
+Result<ShardFile> ShardFile::open(const std::string& path, ShardKey key) {
+  int raw = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (raw < 0) {
+    int err = errno;
+    if (err == ENOENT) return Error{Errc::kNotFound, "no shard " + key.toString()};
+    return sysError("open " + path, err);
+  }
+  kj::AutoCloseFd fd(raw);
+  kj::byte h[kShardHeaderSize];
+  ssize_t n = preadFull(fd.get(), kj::arrayPtr(h, sizeof h), 0);
+  if (n < 0) return sysError("read header of " + path, errno);
+  auto corrupt = [&](const char* why) {
+    return Error{Errc::kCorruption, "shard " + key.toString() + ": header " + why};
+  };
+  if (size_t(n) < sizeof h) return corrupt("is short");
+  if (memcmp(h, kMagic, sizeof kMagic) != 0) return corrupt("has a bad magic");
+  if (get32(h + kHeaderCrcOffset) != crc32c(h, kHeaderCrcOffset)) return corrupt("fails its CRC");
+  if (get32(h + 8) != kShardFormatVersion) return corrupt("has an unknown format version");
+  if (get64(h + 16) != key.chunk.value || h[24] != key.shard) {
+    return corrupt("names another shard");
+  }
+  if (h[25] > kj::byte(Layout::Kind::kReplica)) return corrupt("has an unknown layout kind");
+  Layout layout{Layout::Kind(h[25]), h[26], h[27]};
+  if (!layout.valid() || key.shard >= layout.shards()) return corrupt("has a bad layout");
+  return ShardFile(kj::mv(fd), path, key, layout);
+}
+
+Result<ShardFile> ShardFile::create(const std::string& path, ShardKey key, Layout layout) {
+  if (!layout.valid() || key.shard >= layout.shards()) {
+    return Error{Errc::kInvalid,
+                 "shard " + key.toString() + " is not part of " + layout.toString()};
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) return Error{Errc::kExists, "shard " + key.toString()};
+  if (errno != ENOENT) return sysError("stat " + path, errno);
+
+  std::string tmp = path + ".tmp";
+  int raw = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (raw < 0) return sysError("create " + tmp, errno);
+  kj::AutoCloseFd fd(raw);
+  kj::byte h[kShardHeaderSize];
+  encodeHeader(h, key, layout);
+  const char* step = nullptr;
+  if (pwriteFull(fd.get(), kj::arrayPtr(h, sizeof h), 0) != 0) {
+    step = "write header of ";
+  } else if (::fdatasync(fd.get()) != 0) {
+    step = "sync ";
+  } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    step = "rename ";
+  }
+  if (step) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return sysError(step + tmp, err);
+  }
+  if (fsyncDir(dirOf(path)) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return sysError("sync directory of " + path, err);
+  }
+  return ShardFile(kj::mv(fd), path, key, layout);
+}
+
+Status ShardFile::write(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+                        kj::ArrayPtr<const uint32_t> crcs) {
+  if (auto s = checkRange(offset, data.size()); !s) return s;
+  if (auto s = verifyBlocks(offset, data, crcs); !s) return s;
+  if (data.size() == 0) return Status();
+  if (pwriteFull(fd_.get(), data, kDataOffset + offset) != 0) return ioError("write", errno);
+  auto table = kj::heapArray<kj::byte>(crcs.size() * 4);
+  for (size_t i = 0; i < crcs.size(); ++i) put32(&table[i * 4], crcs[i] ^ zeroBlockCrc());
+  if (pwriteFull(fd_.get(), table, kCrcTableOffset + offset / kBlockSize * 4) != 0) {
+    return ioError("write CRCs of", errno);
+  }
+  refreshAllocated();
+  return Status();
+}
+
+Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs) {
+  if (auto s = checkRange(offset, out.size()); !s) return s;
+  if (crcs.size() != out.size() / kBlockSize) {
+    return Error{Errc::kInvalid, "read: CRC buffer does not match the length"};
+  }
+  auto fail = [&](Error e) -> Status {
+    memset(out.begin(), 0, out.size());
+    return e;
+  };
+  ssize_t got = preadFull(fd_.get(), out, kDataOffset + offset);
+  if (got < 0) return fail(ioError("read", errno));
+  memset(out.begin() + got, 0, out.size() - size_t(got));
+  auto table = kj::heapArray<kj::byte>(crcs.size() * 4);
+  ssize_t tgot = preadFull(fd_.get(), table, kCrcTableOffset + offset / kBlockSize * 4);
+  if (tgot < 0) return fail(ioError("read CRCs of", errno));
+  memset(table.begin() + tgot, 0, table.size() - size_t(tgot));
+  for (size_t i = 0; i < crcs.size(); ++i) {
+    uint32_t actual = crc32c(out.begin() + i * kBlockSize, kBlockSize);
+    if (actual != (get32(&table[i * 4]) ^ zeroBlockCrc())) {
+      uint64_t at = offset + i * kBlockSize;
+      return fail(Error{Errc::kCorruption, "shard " + key_.toString() + ": block " +
+                                               std::to_string(at / kBlockSize) + " (offset " +
+                                               std::to_string(at) + ") fails its CRC"});
+    }
+    crcs[i] = actual;
+  }
+  return Status();
+}
+
+Status ShardFile::truncate(uint64_t length) {
+  if (auto s = checkRange(0, length); !s) return s;
+  uint64_t from = kCrcTableOffset + length / kBlockSize * 4;
+  if (from < kDataOffset) {
+    // Clear the CRCs first: see the crash notes in the header. Punching keeps the table sparse.
+    if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(from),
+                    off_t(kDataOffset - from)) != 0) {
+      if (errno != EOPNOTSUPP) return ioError("truncate", errno);
+      auto zeros = kj::heapArray<kj::byte>(kDataOffset - from);
+      memset(zeros.begin(), 0, zeros.size());
+      if (pwriteFull(fd_.get(), zeros, from) != 0) return ioError("truncate", errno);
+    }
+  }
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return ioError("truncate", errno);
+  if (uint64_t(st.st_size) > kDataOffset + length &&
+      ::ftruncate(fd_.get(), off_t(kDataOffset + length)) != 0) {
+    return ioError("truncate", errno);
+  }
+  refreshAllocated();
+  return Status();
+}
+
+Status ShardFile::sync() {
+  if (::fdatasync(fd_.get()) != 0) return ioError("sync", errno);
+  return Status();
+}
+
+}  // namespace tessera::chunk

@@ -1,0 +1,129 @@
+// chunk/shard_file.h — one shard of one chunk, stored as one file of 4 KiB blocks, each
+// with its CRC32C. A block that fails its CRC is never returned: the read reports kCorruption
+// and the client reads around it (parity or another replica). Blocking calls: they run on the
+// Disk's worker thread only (chunk/disk.h). Not thread-safe.
+//
+// On-disk format, all integers little-endian:
+//
+//   [0, 4096)           header
+//     0   8  magic "TSHARD01"
+//     8   4  format version (1)
+//     12  4  zero
+//     16  8  chunk id
+//     24  1  shard index
+//     25  1  layout kind (0 ec, 1 replica)
+//     26  1  layout k
+//     27  1  layout m
+//     28  4064 zero
+//     4092 4 crc32c of bytes [0, 4092)
+//   [4096, 69632)       CRC table: 16384 u32, entry i for data block i (bytes [4096 i, 4096 i
+//                       + 4096) of the shard). entry = crc32c(block) XOR zeroBlockCrc(), so a
+//                       hole (never written: 0) matches an all-zero block.
+//   [69632, ...)        data: shard offset x lives at file offset 69632 + x.
+//
+// A shard holds at most kChunkSize (64 MiB) of data. Files stay sparse: an unwritten range
+// takes no disk blocks and reads back as zeros with a valid CRC. Data beyond the end of the file
+// reads as zeros; the table entries there are always zero (truncate clears them).
+//
+// Crash behaviour. A shard file is created whole: header written to NAME.tmp, fdatasync'ed,
+// renamed to NAME, and the directory fsync'ed, so NAME never exists without a valid header;
+// a leftover NAME.tmp is deleted when the Disk starts. A write stores the data first, then the
+// table entries; sync writes fdatasync afterwards. A crash (or an I/O error) between or during
+// those writes can leave blocks whose data and table entry disagree. Those blocks read back as
+// kCorruption — never as the mixed bytes — and a client treats them as a missing shard for
+// that range, so they are rebuilt from the other shards; the next full write of such a block
+// repairs it. A truncate clears the table entries beyond the new length, then cuts the data;
+// a crash in between leaves the cut blocks reading as kCorruption in the same way. A header
+// that fails its magic, version or CRC, or names another shard, makes every operation on the
+// shard kCorruption: the meta server replaces such a shard like a lost one.
+#pragma once
+#include <kj/array.h>
+#include <kj/common.h>
+#include <kj/io.h>
+
+#include <cstdint>
+#include <string>
+
+#include "fs/result.h"
+#include "fs/types.h"
+
+namespace tessera::chunk {
+
+// The widest layout Layout::valid() allows, ec(16,8), has 24 shards.
+constexpr unsigned kMaxShards = 24;
+constexpr uint64_t kBlocksPerShard = kChunkSize / kBlockSize;  // 16384
+constexpr uint64_t kShardHeaderSize = 4096;
+constexpr uint64_t kCrcTableOffset = kShardHeaderSize;
+constexpr uint64_t kCrcTableSize = kBlocksPerShard * 4;  // 64 KiB
+constexpr uint64_t kDataOffset = kCrcTableOffset + kCrcTableSize;
+constexpr uint32_t kShardFormatVersion = 1;
+
+// Which shard: a chunk id and a shard index (0 .. k + m - 1).
+struct ShardKey {
+  ChunkId chunk;
+  uint8_t shard = 0;
+
+  // "00000000000000ab.2": also the file name.
+  std::string toString() const;
+  friend bool operator==(const ShardKey&, const ShardKey&) = default;
+};
+
+// kInvalid unless offset and length are multiples of 4 KiB and offset + length <= kChunkSize.
+Status checkRange(uint64_t offset, uint64_t length);
+// kInvalid unless `crcs` has one entry per block of `data` (and `data` is whole blocks);
+// kCorruption naming the first block of `data` whose CRC32C differs from its entry.
+// `offset` (of data within the shard) only names the block in the message.
+Status verifyBlocks(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+                    kj::ArrayPtr<const uint32_t> crcs);
+
+class ShardFile {
+ public:
+  // Opens an existing shard file. kNotFound if it does not exist; kCorruption if its header is
+  // damaged or names another shard; kIo for other failures.
+  static Result<ShardFile> open(const std::string& path, ShardKey key);
+  // Creates the shard file with an empty data region (see the crash notes above). kExists if
+  // `path` exists already; kInvalid for a bad layout.
+  static Result<ShardFile> create(const std::string& path, ShardKey key, Layout layout);
+
+  ShardFile(ShardFile&&) = default;
+  ShardFile& operator=(ShardFile&&) = default;
+
+  ShardKey key() const { return key_; }
+  const Layout& layout() const { return layout_; }
+
+  // Stores whole blocks at `offset` after checking each against `crcs` (see verifyBlocks):
+  // on kInvalid or kCorruption nothing is written. kNoSpace / kIo from the file system.
+  Status write(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+               kj::ArrayPtr<const uint32_t> crcs);
+  // Reads out.size() bytes at `offset` into `out` and the CRC32C of each block into `crcs`
+  // (out.size() / 4096 entries). Every block is checked against its table entry first:
+  // kCorruption names the first bad block, and `out` is zeroed on any error.
+  Status read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs);
+  // Cuts the data to `length` bytes (a multiple of 4 KiB) and clears the CRCs beyond it.
+  Status truncate(uint64_t length);
+  // fdatasync.
+  Status sync();
+
+  // Bytes of disk the file takes (st_blocks * 512), as of the last write or truncate.
+  uint64_t allocatedBytes() const { return allocated_; }
+
+ private:
+  ShardFile(kj::AutoCloseFd fd, std::string path, ShardKey key, Layout layout);
+  Error ioError(const char* what, int err) const;
+  void refreshAllocated();
+
+  kj::AutoCloseFd fd_;
+  std::string path_;
+  ShardKey key_;
+  Layout layout_;
+  uint64_t allocated_ = 0;
+};
+
+}  // namespace tessera::chunk
+
+template <>
+struct std::hash<tessera::chunk::ShardKey> {
+  size_t operator()(const tessera::chunk::ShardKey& k) const noexcept {
+    return std::hash<uint64_t>()(k.chunk.value * 31 + k.shard);
+  }
+};

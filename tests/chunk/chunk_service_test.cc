@@ -1,0 +1,228 @@
+#include "chunk/chunk_service.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "fs/wire.h"
+#include "tests/chunk/chunk_helpers.h"
+#include "tests/support/temp_dir.h"
+
+using namespace tessera;
+using namespace tessera::chunk;
+using tessera::test::crcsOf;
+using tessera::test::pattern;
+
+namespace {
+
+// A ChunkServiceImpl on a Disk in a temp dir, reached over an in-process Cap'n Proto pipe.
+struct Service {
+  test::Loop loop;
+  test::TempDir dir{"chunk-service-test"};
+  kj::Own<Disk> disk = [this] {
+    auto d = Disk::open({.dir = dir.path()});
+    REQUIRE(d.ok());
+    return kj::mv(*d);
+  }();
+  kj::TwoWayPipe pipe = loop.io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk)};
+  capnp::TwoPartyClient rpc{*pipe.ends[0]};
+  proto::ChunkService::Client client = rpc.bootstrap().castAs<proto::ChunkService>();
+
+  Service() { server.accept(kj::mv(pipe.ends[1])); }
+
+  // Sends a write; `tweak` may spoil the request before it goes.
+  template <typename Tweak>
+  Status write(uint64_t chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+               Tweak&& tweak, bool sync = false) {
+    auto req = client.writeRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    toWire(Layout::ec(4, 2), req.initLayout());
+    req.setOffset(offset);
+    req.setData(data);
+    auto crcs = crcsOf(data);
+    auto list = req.initCrcs(crcs.size());
+    for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+    req.setSync(sync);
+    tweak(req);
+    return fromWire(loop.wait(req.send()).getError());
+  }
+  Status write(uint64_t chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+               bool sync = false) {
+    return write(
+        chunk, shard, offset, data, [](auto&) {}, sync);
+  }
+
+  struct Read {
+    Status status;
+    kj::Array<kj::byte> data;
+    kj::Array<uint32_t> crcs;
+  };
+  Read read(uint64_t chunk, uint8_t shard, uint64_t offset, uint32_t length) {
+    auto req = client.readRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    req.setOffset(offset);
+    req.setLength(length);
+    auto reply = loop.wait(req.send());
+    Read r{fromWire(reply.getError()), kj::heapArray(reply.getData()),
+           kj::heapArray<uint32_t>(reply.getCrcs().size())};
+    for (size_t i = 0; i < r.crcs.size(); ++i) r.crcs[i] = reply.getCrcs()[i];
+    return r;
+  }
+
+  Status create(uint64_t chunk, uint8_t shard, Layout layout = Layout::ec(4, 2)) {
+    auto req = client.createRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    toWire(layout, req.initLayout());
+    return fromWire(loop.wait(req.send()).getError());
+  }
+
+  Status truncate(uint64_t chunk, uint8_t shard, uint64_t length) {
+    auto req = client.truncateRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    req.setLength(length);
+    return fromWire(loop.wait(req.send()).getError());
+  }
+
+  Status sync(std::initializer_list<ShardKey> keys) {
+    auto req = client.syncRequest();
+    auto list = req.initShards(keys.size());
+    size_t i = 0;
+    for (auto k : keys) {
+      list[i].setChunk(k.chunk.value);
+      list[i].setShard(k.shard);
+      ++i;
+    }
+    return fromWire(loop.wait(req.send()).getError());
+  }
+
+  Status remove(std::initializer_list<uint64_t> chunks) {
+    auto req = client.removeRequest();
+    auto list = req.initChunks(chunks.size());
+    size_t i = 0;
+    for (auto c : chunks) list.set(i++, c);
+    return fromWire(loop.wait(req.send()).getError());
+  }
+};
+
+bool same(kj::ArrayPtr<const kj::byte> a, kj::ArrayPtr<const kj::byte> b) {
+  return a.size() == b.size() && memcmp(a.begin(), b.begin(), a.size()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("chunk service: a write reads back with the CRC of every block") {
+  Service svc;
+  auto data = pattern(8 * kBlockSize, 1);
+  REQUIRE(svc.write(42, 3, 64 * 1024, data, /*sync=*/true).ok());
+  auto r = svc.read(42, 3, 64 * 1024, 8 * kBlockSize);
+  REQUIRE(r.status.ok());
+  CHECK(same(r.data, data));
+  CHECK((r.crcs.asPtr() == crcsOf(data).asPtr()));
+
+  auto wider = svc.read(42, 3, 0, 128 * 1024);  // with zeros on both sides
+  REQUIRE(wider.status.ok());
+  CHECK(test::allZero(wider.data.slice(0, 64 * 1024)));
+  CHECK(same(wider.data.slice(64 * 1024, 96 * 1024), data));
+  CHECK(wider.crcs[0] == zeroBlockCrc());
+}
+
+TEST_CASE("chunk service: a missing shard is notFound until created, then reads as zeros") {
+  Service svc;
+  CHECK(svc.read(9, 0, 0, kBlockSize).status.code() == Errc::kNotFound);
+  REQUIRE(svc.create(9, 0).ok());
+  CHECK(svc.create(9, 0).ok());  // idempotent
+  auto r = svc.read(9, 0, 0, 2 * kBlockSize);
+  REQUIRE(r.status.ok());
+  CHECK(test::allZero(r.data));
+  CHECK(r.crcs.size() == 2);
+  CHECK(svc.create(9, 0, Layout::replica(2)).code() == Errc::kInvalid);
+}
+
+TEST_CASE("chunk service: sync and truncate act on existing shards, notFound otherwise") {
+  Service svc;
+  auto data = pattern(4 * kBlockSize, 2);
+  REQUIRE(svc.write(11, 0, 0, data).ok());
+  REQUIRE(svc.write(11, 1, 0, data).ok());
+  CHECK(svc.sync({{ChunkId(11), 0}, {ChunkId(11), 1}, {ChunkId(11), 0}}).ok());
+  CHECK(svc.sync({{ChunkId(11), 0}, {ChunkId(12), 0}}).code() == Errc::kNotFound);
+
+  REQUIRE(svc.truncate(11, 0, kBlockSize).ok());
+  auto r = svc.read(11, 0, 0, 4 * kBlockSize);
+  REQUIRE(r.status.ok());
+  CHECK(same(r.data.slice(0, kBlockSize), data.slice(0, kBlockSize)));
+  CHECK(test::allZero(r.data.slice(kBlockSize, 4 * kBlockSize)));
+  CHECK(svc.truncate(12, 0, 0).code() == Errc::kNotFound);
+}
+
+TEST_CASE("chunk service: remove deletes every shard of the listed chunks, absent ones too") {
+  Service svc;
+  auto data = pattern(kBlockSize, 3);
+  for (uint8_t shard = 0; shard < 6; ++shard) REQUIRE(svc.write(20, shard, 0, data).ok());
+  REQUIRE(svc.write(21, 0, 0, data).ok());
+  REQUIRE(svc.remove({20, 77}).ok());
+  for (uint8_t shard = 0; shard < 6; ++shard) {
+    CHECK(svc.read(20, shard, 0, kBlockSize).status.code() == Errc::kNotFound);
+  }
+  CHECK(svc.read(21, 0, 0, kBlockSize).status.ok());
+  CHECK(svc.remove({}).ok());
+}
+
+TEST_CASE("chunk service: a write damaged in transit is refused with corruption") {
+  Service svc;
+  auto data = pattern(2 * kBlockSize, 4);
+  auto s = svc.write(30, 0, 0, data, [](auto& req) { req.getData()[5000] ^= 1; });
+  CHECK(s.code() == Errc::kCorruption);
+  CHECK(svc.read(30, 0, 0, kBlockSize).status.code() == Errc::kNotFound);
+}
+
+TEST_CASE("chunk service: a block that rotted on disk is reported, its bytes never sent") {
+  Service svc;
+  auto data = pattern(2 * kBlockSize, 5);
+  REQUIRE(svc.write(31, 2, 0, data).ok());
+  test::flipByte(svc.disk->shardPath({ChunkId(31), 2}), kDataOffset + kBlockSize + 7);
+  auto r = svc.read(31, 2, 0, 2 * kBlockSize);
+  CHECK(r.status.code() == Errc::kCorruption);
+  CHECK(r.data.size() == 0);
+  CHECK(r.crcs.size() == 0);
+  CHECK(svc.read(31, 2, 0, kBlockSize).status.ok());
+}
+
+TEST_CASE("chunk service: malformed requests are answered with errors, never a crash") {
+  Service svc;
+  auto data = pattern(2 * kBlockSize, 6);
+  auto invalid = [](Status s) { return s.code() == Errc::kInvalid; };
+
+  CHECK(invalid(svc.write(1, 0, 0, data, [](auto& req) { req.initCrcs(1); })));
+  CHECK(invalid(svc.write(1, 0, 0, data, [](auto& req) { req.initCrcs(3); })));
+  CHECK(invalid(svc.write(1, 0, 100, data)));
+  CHECK(invalid(svc.write(1, 0, 0, data.slice(0, 5000))));
+  CHECK(invalid(svc.write(1, 0, kChunkSize - kBlockSize, data)));
+  CHECK(invalid(svc.write(1, 0, ~uint64_t(0) - 4095, data)));
+  CHECK(invalid(svc.write(0, 0, 0, data)));
+  CHECK(invalid(svc.write(1, 6, 0, data)));  // ec(4,2) has shards 0..5
+  CHECK(invalid(svc.write(1, 200, 0, data)));
+  CHECK(invalid(svc.write(1, 0, 0, data, [](auto& req) { req.getLayout().setK(0); })));
+  CHECK(invalid(svc.write(1, 0, 0, data, [](auto& req) { req.getLayout().setM(200); })));
+
+  CHECK(invalid(svc.read(1, 0, 0, 8 << 20).status));  // more than 4 MiB
+  CHECK(invalid(svc.read(1, 0, 0, 100).status));
+  CHECK(invalid(svc.read(1, 0, 3, kBlockSize).status));
+  CHECK(invalid(svc.read(1, 0, kChunkSize, kBlockSize).status));
+  CHECK(invalid(svc.read(1, 99, 0, kBlockSize).status));
+  CHECK(invalid(svc.read(0, 0, 0, kBlockSize).status));
+  CHECK(invalid(svc.truncate(1, 0, 100)));
+  CHECK(invalid(svc.truncate(1, 0, kChunkSize + kBlockSize)));
+  CHECK(invalid(svc.create(1, 7)));
+  CHECK(invalid(svc.sync({{ChunkId(0), 0}})));
+  CHECK(invalid(svc.remove({5, 0})));
+
+  // Still serving.
+  REQUIRE(svc.write(1, 0, 0, data).ok());
+  CHECK(svc.read(1, 0, 0, 2 * kBlockSize).status.ok());
+}
