@@ -5,6 +5,7 @@
 
 #include <unordered_set>
 
+#include "fs/log.h"
 #include "fs/wire.h"
 
 namespace tessera::chunk {
@@ -59,7 +60,13 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = wireCrcs[i];
   // `data` points into the request, which lives until this call's promise is done.
   return disk_.write(*key, *layout, p.getOffset(), data, kj::mv(crcs), p.getSync())
-      .then([context](Status s) mutable { setError(context.getResults(), s); });
+      .then([context, key = *key](Status s) mutable {
+        if (s.code() == Errc::kCorruption) {
+          log::warn("refused a write to shard ", key.toString().c_str(), ": ",
+                    s.error().detail.c_str());
+        }
+        setError(context.getResults(), s);
+      });
 }
 
 kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
@@ -81,6 +88,8 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   return promise.then([context, data = kj::mv(data), crcs = kj::mv(crcs)](Status s) mutable {
     auto results = context.getResults();
     setError(results, s);
+    // The client reads around the block; the operator should still hear of a rotting disk.
+    if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
     if (!s) return;
     results.adoptData(kj::mv(data));
     auto list = results.initCrcs(crcs.size());

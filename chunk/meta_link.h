@@ -26,21 +26,8 @@
 
 #include "chunk/disk.h"
 #include "fs/options.h"
-#include "fs/rpc.h"
-
-// TODO(cleanup): fs/proto/meta.capnp's constants RENAME_EXCHANGE, XATTR_CREATE and
-// XATTR_REPLACE collide with macros of <stdio.h> and <sys/xattr.h>; hide those while the
-// generated header is read.
-#pragma push_macro("RENAME_EXCHANGE")
-#pragma push_macro("XATTR_CREATE")
-#pragma push_macro("XATTR_REPLACE")
-#undef RENAME_EXCHANGE
-#undef XATTR_CREATE
-#undef XATTR_REPLACE
 #include "fs/proto/meta.capnp.h"
-#pragma pop_macro("XATTR_REPLACE")
-#pragma pop_macro("XATTR_CREATE")
-#pragma pop_macro("RENAME_EXCHANGE")
+#include "fs/rpc.h"
 
 namespace tessera::chunk {
 
