@@ -123,3 +123,11 @@ struct GarbageRecord {
   chunk @0 :Common.ChunkDesc;
   pending @1 :List(UInt64);     # servers that have not yet confirmed deletion
 }
+
+# A mount's session, as opened by openSession.
+struct SessionRecord {
+  id @0 :UInt64;
+  host @1 :Text;
+  mountpoint @2 :Text;
+  openedNs @3 :Int64;
+}

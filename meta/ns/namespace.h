@@ -80,14 +80,15 @@ class Namespace {
   bool initialized();
   std::string clusterId();
 
-  // Applies one op. Errors are values (kNotFound, kExists, ...) and leave the store unchanged.
+  // Applies one op. Errors are values (kNotFound, kExists, ...) and leave the store unchanged;
+  // kCorruption if a record the op needs is damaged, kInvalid if the op's bytes do not parse.
   Result<Applied> apply(proto::Op::Reader op);
 
   Result<Attr> getattr(InodeId inode);
   Result<Attr> lookup(InodeId parent, std::string_view name);
   Result<std::string> readlink(InodeId inode);
-  // Entries with cookie > `cookie`, at most `max`, in cookie order; "." (cookie 1) and ".."
-  // (cookie 2) first. A cookie stays valid while entries are added and removed.
+  // Entries with cookie > `cookie`, at most `max` (kInvalid if 0), in cookie order; "." (cookie 1)
+  // and ".." (cookie 2) first. A cookie stays valid while entries are added and removed.
   Result<DirPage> readdir(InodeId dir, uint64_t cookie, uint32_t max, bool plus);
   Result<std::string> getxattr(InodeId inode, std::string_view name);
   Result<std::vector<std::string>> listxattr(InodeId inode);
@@ -106,8 +107,8 @@ class Namespace {
   Status sync();
 
  private:
-  explicit Namespace(std::unique_ptr<leveldb::DB> db);
   struct Impl;
+  explicit Namespace(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,132 @@
+// meta/ns/keys.h — how the namespace lays its records out in LevelDB.
+//
+// Every key starts with one byte naming the record kind; ids follow as big-endian u64 so that
+// LevelDB's bytewise order is numeric order and a prefix scan visits one inode's records in
+// order. Values are Cap'n Proto flat messages (fs/proto/ns.capnp) unless noted.
+//
+//   'i' inode                        → InodeRecord
+//   'd' parent  name                 → DentryRecord (child inode, S_IFMT type, readdir cookie)
+//   'r' parent  cookie               → name, raw bytes: the readdir index. Cookies are handed out
+//                                      from the directory's nextCookie and never reused, so a
+//                                      reader that continues "after cookie c" neither skips nor
+//                                      repeats entries while others are added or removed.
+//   'x' inode   name                 → xattr value, raw bytes
+//   'k' inode   index                → ChunkDesc (the chunk of the file at index * 64 MiB)
+//   'o' inode   session              → open-handle count, u64 big-endian
+//   's' session                      → SessionRecord
+//   'v' server                       → ServerRecord
+//   'g' chunk                        → GarbageRecord
+//   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
+//
+// A dentry and its readdir index entry are always written and removed in the same WriteBatch, so
+// a crash never leaves one without the other (each apply is one batch). Nothing else spans
+// records except the counters, which the same batch updates.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "fs/types.h"
+
+namespace tessera::meta::keys {
+
+enum Kind : char {
+  kInode = 'i',
+  kDentry = 'd',
+  kReaddir = 'r',
+  kXattr = 'x',
+  kChunk = 'k',
+  kOpen = 'o',
+  kSession = 's',
+  kServer = 'v',
+  kGarbage = 'g',
+  kCounter = 'c',
+};
+
+// The second byte of a counter key.
+enum Counter : char {
+  kInodeMark = 'I',    // highest inode id ever used
+  kChunkMark = 'K',    // highest chunk id ever used
+  kSessionMark = 'S',  // highest session id ever used
+  kServerMark = 'V',   // highest server id ever used
+  kInodeCount = 'n',   // inodes that exist (orphans included)
+  kChunkCount = 'm',   // chunk records that exist
+  kClusterId = 'C',
+  kInitialized = 'Z',
+};
+
+inline void appendU64(std::string& s, uint64_t v) {
+  char bytes[8];
+  for (int i = 7; i >= 0; --i, v >>= 8) bytes[i] = char(v & 0xff);
+  s.append(bytes, 8);
+}
+
+// Reads the big-endian u64 at `s[pos]`; the caller checked the length.
+inline uint64_t readU64(std::string_view s, size_t pos = 0) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v = (v << 8) | uint8_t(s[pos + i]);
+  return v;
+}
+
+inline std::string u64Value(uint64_t v) {
+  std::string s;
+  appendU64(s, v);
+  return s;
+}
+
+inline std::string prefix(Kind kind, uint64_t id) {
+  std::string s;
+  s.reserve(1 + 8);
+  s.push_back(char(kind));
+  appendU64(s, id);
+  return s;
+}
+
+inline std::string withU64(Kind kind, uint64_t a, uint64_t b) {
+  std::string s;
+  s.reserve(1 + 8 + 8);
+  s.push_back(char(kind));
+  appendU64(s, a);
+  appendU64(s, b);
+  return s;
+}
+
+inline std::string withName(Kind kind, uint64_t id, std::string_view name) {
+  std::string s;
+  s.reserve(1 + 8 + name.size());
+  s.push_back(char(kind));
+  appendU64(s, id);
+  s.append(name);
+  return s;
+}
+
+inline std::string inode(InodeId id) { return prefix(kInode, id.value); }
+inline std::string dentry(InodeId parent, std::string_view name) {
+  return withName(kDentry, parent.value, name);
+}
+inline std::string dentries(InodeId parent) { return prefix(kDentry, parent.value); }
+inline std::string readdir(InodeId dir, uint64_t cookie) {
+  return withU64(kReaddir, dir.value, cookie);
+}
+inline std::string readdirs(InodeId dir) { return prefix(kReaddir, dir.value); }
+inline std::string xattr(InodeId id, std::string_view name) {
+  return withName(kXattr, id.value, name);
+}
+inline std::string xattrs(InodeId id) { return prefix(kXattr, id.value); }
+inline std::string chunk(InodeId id, uint64_t index) { return withU64(kChunk, id.value, index); }
+inline std::string chunks(InodeId id) { return prefix(kChunk, id.value); }
+inline std::string open(InodeId id, SessionId session) {
+  return withU64(kOpen, id.value, session.value);
+}
+inline std::string opens(InodeId id) { return prefix(kOpen, id.value); }
+inline std::string session(SessionId id) { return prefix(kSession, id.value); }
+inline std::string server(ServerId id) { return prefix(kServer, id.value); }
+inline std::string servers() { return std::string(1, char(kServer)); }
+inline std::string garbage(ChunkId id) { return prefix(kGarbage, id.value); }
+inline std::string garbages() { return std::string(1, char(kGarbage)); }
+inline std::string counter(Counter c) { return std::string{char(kCounter), char(c)}; }
+
+// Length of the kind byte plus one id: where the name or second id of a key starts.
+constexpr size_t kIdPrefixLen = 9;
+
+}  // namespace tessera::meta::keys

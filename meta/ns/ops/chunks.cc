@@ -1,0 +1,77 @@
+// allocChunk, commitWrite and removed: the chunk map of files and the garbage list.
+#include <algorithm>
+
+#include "fs/wire.h"
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+
+Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getAllocChunk();
+  InodeId id(args.getInode());
+  auto inode = txn.inode(id);
+  if (!inode) return inode.error();
+  if ((*inode)->isDir()) return err(Errc::kIsDir, "allocChunk", idStr(id));
+  if (!(*inode)->isReg()) return err(Errc::kInvalid, "allocChunk of a special file", idStr(id));
+  auto chunk = fromWire(args.getChunk());  // kInvalid: bad layout, servers != k + m
+  if (!chunk) return err(Errc::kInvalid, "allocChunk:", chunk.error().detail);
+  if (!chunk->id) return err(Errc::kInvalid, "allocChunk: chunk id 0");
+  // The file's last byte must stay addressable as an off_t.
+  if (chunk->index >= uint64_t(INT64_MAX) / kChunkSize + 1) {
+    return err(Errc::kTooBig, "allocChunk: index", std::to_string(chunk->index));
+  }
+
+  std::string key = keys::chunk(id, chunk->index);
+  auto existing = txn.get(key);
+  if (!existing) return existing.error();
+  if (*existing) {
+    // Two writers raced to allocate this chunk; the first one's placement stands.
+    auto stored = decodeChunk(chunk->index, **existing);
+    if (!stored) return stored.error();
+    return Applied{attrOf(**inode), std::move(*stored)};
+  }
+  txn.put(key, encode(*chunk));
+  ++(*inode)->chunkCount;
+  if (Status s = txn.addToCounter(keys::kChunkCount, 1); !s) return s.error();
+  if (Status s = txn.raiseMark(keys::kChunkMark, chunk->id.value); !s) return s.error();
+  return Applied{attrOf(**inode), std::move(*chunk)};
+}
+
+Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getCommitWrite();
+  InodeId id(args.getInode());
+  auto inode = txn.inode(id);
+  if (!inode) return inode.error();
+  if ((*inode)->isDir()) return err(Errc::kIsDir, "commitWrite", idStr(id));
+  if (!(*inode)->isReg()) return err(Errc::kInvalid, "commitWrite of a special file", idStr(id));
+  if (args.getSize() > uint64_t(INT64_MAX)) return err(Errc::kTooBig, "commitWrite: size");
+  Attr& a = (*inode)->attr;
+  // Writes may commit out of order; a file never shrinks by a write.
+  a.size = std::max(a.size, args.getSize());
+  a.mtimeNs = args.getMtimeNs();
+  a.ctimeNs = op.getNowNs();
+  return Applied{attrOf(**inode), std::nullopt};
+}
+
+Result<Applied> removed(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getRemoved();
+  ServerId server(args.getServer());
+  for (uint64_t chunkId : args.getChunks()) {
+    std::string key = keys::garbage(ChunkId(chunkId));
+    auto bytes = txn.get(key);
+    if (!bytes) return bytes.error();
+    // Already drained (a repeated report): nothing to do.
+    if (!*bytes) continue;
+    auto garbage = decodeGarbage(ChunkId(chunkId), **bytes);
+    if (!garbage) return garbage.error();
+    if (std::erase(garbage->pending, server) == 0) continue;
+    if (garbage->pending.empty()) {
+      txn.erase(key);
+    } else {
+      txn.put(key, encode(*garbage));
+    }
+  }
+  return Applied{};
+}
+
+}  // namespace tessera::meta::ops

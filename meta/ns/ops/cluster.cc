@@ -1,0 +1,63 @@
+// init, openSession, registerServer: the records that describe the cluster rather than files.
+#include "fs/wire.h"
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+
+Result<Applied> init(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getInit();
+  auto done = txn.get(keys::counter(keys::kInitialized));
+  if (!done) return done.error();
+  if (*done) return err(Errc::kExists, "init: store already initialized");
+  if (args.getClusterId().size() == 0) return err(Errc::kInvalid, "init: empty cluster id");
+  // A proposer that leaves the policy out gets the default, ec(4,2).
+  Layout policy;
+  if (args.hasRootPolicy()) {
+    auto parsed = fromWire(args.getRootPolicy());
+    if (!parsed) return err(Errc::kInvalid, "init:", parsed.error().detail);
+    policy = *parsed;
+  }
+
+  int64_t now = op.getNowNs();
+  Inode root;
+  root.attr.inode = kRootInode;
+  root.attr.mode = S_IFDIR | 0755;
+  root.attr.nlink = 2;
+  root.attr.size = kDirSize;
+  root.attr.atimeNs = root.attr.mtimeNs = root.attr.ctimeNs = now;
+  root.policy = policy;
+  root.nextCookie = kFirstCookie;
+  root.parent = kRootInode;  // ".." of the root is the root
+  txn.createInode(std::move(root));
+
+  txn.put(keys::counter(keys::kClusterId), toStd(args.getClusterId()));
+  txn.put(keys::counter(keys::kInitialized), "");
+  if (Status s = txn.raiseMark(keys::kInodeMark, kRootInode.value); !s) return s.error();
+  if (Status s = txn.addToCounter(keys::kInodeCount, 1); !s) return s.error();
+  return Applied{};
+}
+
+Result<Applied> openSession(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getOpenSession();
+  SessionId id(args.getSession());
+  if (!id) return err(Errc::kInvalid, "openSession: session 0");
+  // Opening a session again (a retried proposal) just refreshes its record.
+  txn.put(keys::session(id), encode(SessionRec{id, toStd(args.getHost()),
+                                               toStd(args.getMountpoint()), op.getNowNs()}));
+  if (Status s = txn.raiseMark(keys::kSessionMark, id.value); !s) return s.error();
+  return Applied{};
+}
+
+Result<Applied> registerServer(Txn& txn, proto::Op::Reader op) {
+  auto r = op.getRegisterServer().getServer();
+  ServerRecordOut server{ServerId(r.getId()), toStd(r.getAddress()), toStd(r.getSite()),
+                         toStd(r.getRack()), toStd(r.getHost())};
+  if (!server.id) return err(Errc::kInvalid, "registerServer: server 0");
+  if (server.address.empty()) return err(Errc::kInvalid, "registerServer: empty address");
+  // A server that restarts may come back on another address or with new labels: overwrite.
+  txn.put(keys::server(server.id), encode(server));
+  if (Status s = txn.raiseMark(keys::kServerMark, server.id.value); !s) return s.error();
+  return Applied{};
+}
+
+}  // namespace tessera::meta::ops

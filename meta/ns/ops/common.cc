@@ -1,0 +1,120 @@
+#include <algorithm>
+
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+
+Status checkName(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") {
+    return err(Errc::kInvalid, "name", "'" + std::string(name) + "'");
+  }
+  if (name.size() > kMaxNameLen) {
+    return err(Errc::kNameTooLong, "name of", std::to_string(name.size()) + " bytes");
+  }
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return err(Errc::kInvalid, "name with '/' or NUL");
+  }
+  return Status();
+}
+
+Result<Inode*> directory(Txn& txn, InodeId id) {
+  auto dir = txn.inode(id);
+  if (!dir) return dir.error();
+  if (!(*dir)->isDir()) return err(Errc::kNotDir, "inode", idStr(id));
+  if ((*dir)->attr.nlink == 0) return err(Errc::kNotFound, "removed directory", idStr(id));
+  return *dir;
+}
+
+Result<std::optional<Dentry>> findEntry(Txn& txn, InodeId parent, std::string_view name) {
+  auto bytes = txn.get(keys::dentry(parent, name));
+  if (!bytes) return bytes.error();
+  if (!*bytes) return std::optional<Dentry>();
+  auto dentry = decodeDentry(**bytes);
+  if (!dentry) return dentry.error();
+  return std::optional<Dentry>(*dentry);
+}
+
+uint64_t addEntry(Txn& txn, Inode& dir, std::string_view name, const Inode& child) {
+  uint64_t cookie = dir.nextCookie++;
+  putEntry(txn, dir.id(), name, child, cookie);
+  return cookie;
+}
+
+void putEntry(Txn& txn, InodeId dir, std::string_view name, const Inode& child, uint64_t cookie) {
+  txn.put(keys::dentry(dir, name), encode(Dentry{child.id(), child.type(), cookie}));
+  txn.put(keys::readdir(dir, cookie), std::string(name));
+}
+
+void removeEntry(Txn& txn, InodeId dir, std::string_view name, uint64_t cookie) {
+  txn.erase(keys::dentry(dir, name));
+  txn.erase(keys::readdir(dir, cookie));
+}
+
+Result<bool> isEmptyDir(Txn& txn, InodeId dir) {
+  auto first = txn.list(keys::dentries(dir), {}, 1);
+  if (!first) return first.error();
+  return first->empty();
+}
+
+Result<bool> isOpen(Txn& txn, InodeId inode) {
+  auto first = txn.list(keys::opens(inode), {}, 1);
+  if (!first) return first.error();
+  return !first->empty();
+}
+
+Status dropLink(Txn& txn, Inode& inode, int64_t nowNs) {
+  // A directory has exactly one name; its count is 2 + subdirectories only while it has that
+  // name, and rmdir checked it is empty.
+  if (inode.isDir()) {
+    inode.attr.nlink = 0;
+  } else if (inode.attr.nlink > 0) {
+    --inode.attr.nlink;
+  }
+  inode.attr.ctimeNs = nowNs;
+  if (inode.attr.nlink > 0) return Status();
+  // POSIX: an unlinked file stays readable through descriptors already open; the last release
+  // deletes it (ops/open.cc).
+  auto open = isOpen(txn, inode.id());
+  if (!open) return open.error();
+  if (*open) return Status();
+  return deleteInode(txn, inode);
+}
+
+Status deleteInode(Txn& txn, Inode& inode) {
+  auto xattrs = txn.list(keys::xattrs(inode.id()));
+  if (!xattrs) return xattrs.error();
+  for (auto& [key, value] : *xattrs) txn.erase(key);
+  // Only regular files have chunks.
+  if (inode.isReg()) {
+    if (Status s = chunksToGarbage(txn, inode, 0); !s) return s;
+  }
+  txn.eraseInode(inode.id());
+  return txn.addToCounter(keys::kInodeCount, -1);
+}
+
+Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first) {
+  auto chunks = txn.list(keys::chunks(inode.id()), keys::chunk(inode.id(), first));
+  if (!chunks) return chunks.error();
+  for (auto& [key, value] : *chunks) {
+    if (key.size() != keys::kIdPrefixLen + 8) return corruption("chunk key", "wrong length");
+    auto chunk = decodeChunk(keys::readU64(key, keys::kIdPrefixLen), value);
+    if (!chunk) return chunk.error();
+    txn.erase(key);
+    // Each server is asked once per chunk, whatever number of its shards it holds; 0 marks a
+    // shard that was never placed.
+    GarbageOut garbage{*chunk, {}};
+    for (ServerId s : chunk->servers) {
+      if (s &&
+          std::find(garbage.pending.begin(), garbage.pending.end(), s) == garbage.pending.end()) {
+        garbage.pending.push_back(s);
+      }
+    }
+    if (!garbage.pending.empty()) txn.put(keys::garbage(chunk->id), encode(garbage));
+  }
+  uint64_t n = chunks->size();
+  if (n == 0) return Status();
+  inode.chunkCount = inode.chunkCount > n ? inode.chunkCount - n : 0;
+  return txn.addToCounter(keys::kChunkCount, -int64_t(n));
+}
+
+}  // namespace tessera::meta::ops

@@ -1,0 +1,59 @@
+// open and release: per-session counts of open handles, which keep unlinked files alive.
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+
+Result<Applied> open(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getOpen();
+  SessionId session(args.getSession());
+  if (!session) return err(Errc::kInvalid, "open: session 0");
+  InodeId id(args.getInode());
+  auto inode = txn.inode(id);
+  if (!inode) return inode.error();
+  std::string key = keys::open(id, session);
+  auto count = txn.get(key);
+  if (!count) return count.error();
+  uint64_t n = 0;
+  if (*count) {
+    auto decoded = decodeU64(**count);
+    if (!decoded) return decoded.error();
+    n = *decoded;
+  }
+  txn.put(key, keys::u64Value(n + 1));
+  if (Status s = txn.raiseMark(keys::kSessionMark, session.value); !s) return s.error();
+  return Applied{attrOf(**inode), std::nullopt};
+}
+
+Result<Applied> release(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getRelease();
+  SessionId session(args.getSession());
+  InodeId id(args.getInode());
+  std::string key = keys::open(id, session);
+  auto count = txn.get(key);
+  if (!count) return count.error();
+  if (!*count) return err(Errc::kNotFound, "release: not open", idStr(id));
+  auto n = decodeU64(**count);
+  if (!n) return n.error();
+  if (*n > 1) {
+    txn.put(key, keys::u64Value(*n - 1));
+    return Applied{};
+  }
+  txn.erase(key);
+  auto inode = txn.inode(id);
+  if (!inode) {
+    return inode.code() == Errc::kNotFound
+               ? corruption("open handle", "of missing inode " + idStr(id))
+               : inode.error();
+  }
+  // The last handle of an unlinked file: now it goes.
+  if ((*inode)->attr.nlink == 0) {
+    auto stillOpen = isOpen(txn, id);
+    if (!stillOpen) return stillOpen.error();
+    if (!*stillOpen) {
+      if (Status s = deleteInode(txn, **inode); !s) return s.error();
+    }
+  }
+  return Applied{};
+}
+
+}  // namespace tessera::meta::ops

@@ -1,0 +1,81 @@
+// meta/ns/ops/ops.h — the namespace operations, one file each in meta/ns/ops/, and the steps
+// they share. Each op checks everything before it writes anything it could regret, but the Txn
+// makes that a courtesy, not a requirement: a failing op's Txn is dropped uncommitted.
+//
+// Every function reads `op` only through its own group of the union; the dispatcher in
+// namespace.cc picked it by op.which().
+#pragma once
+#include <optional>
+#include <string_view>
+
+#include "fs/proto/ns.capnp.h"
+#include "fs/result.h"
+#include "meta/ns/namespace.h"
+#include "meta/ns/txn.h"
+
+namespace tessera::meta::ops {
+
+Result<Applied> init(Txn& txn, proto::Op::Reader op);
+Result<Applied> mknod(Txn& txn, proto::Op::Reader op);
+Result<Applied> link(Txn& txn, proto::Op::Reader op);
+Result<Applied> unlink(Txn& txn, proto::Op::Reader op);
+Result<Applied> rename(Txn& txn, proto::Op::Reader op);
+Result<Applied> setattr(Txn& txn, proto::Op::Reader op);
+Result<Applied> setxattr(Txn& txn, proto::Op::Reader op);
+Result<Applied> removexattr(Txn& txn, proto::Op::Reader op);
+Result<Applied> open(Txn& txn, proto::Op::Reader op);
+Result<Applied> release(Txn& txn, proto::Op::Reader op);
+Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op);
+Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op);
+Result<Applied> openSession(Txn& txn, proto::Op::Reader op);
+Result<Applied> registerServer(Txn& txn, proto::Op::Reader op);
+Result<Applied> removed(Txn& txn, proto::Op::Reader op);
+
+// --- shared steps (common.cc) ---
+
+// The virtual xattr that shows and sets an inode's storage policy ("ec(4,2)", "replica(3)").
+constexpr std::string_view kPolicyXattr = "tessera.policy";
+// kInvalid for an empty name or one with NUL; kRange past 255 bytes (xattr.cc).
+Status checkXattrName(std::string_view name);
+
+// kInvalid for "", ".", "..", or a name with '/' or NUL; kNameTooLong past 255 bytes.
+Status checkName(std::string_view name);
+
+// The directory `id`, alive (a removed directory kept only because it is open takes no new
+// entries): kNotFound, kNotDir.
+Result<Inode*> directory(Txn& txn, InodeId id);
+
+// The entry `name` in `parent`, nullopt if there is none.
+Result<std::optional<Dentry>> findEntry(Txn& txn, InodeId parent, std::string_view name);
+
+// Adds `name` → `child` to `dir` with the directory's next readdir cookie and returns it.
+// Does not touch link counts or times.
+uint64_t addEntry(Txn& txn, Inode& dir, std::string_view name, const Inode& child);
+// Writes `name` → `child` to `dir` under an existing cookie (the entry keeps its place).
+void putEntry(Txn& txn, InodeId dir, std::string_view name, const Inode& child, uint64_t cookie);
+// Removes the entry and its readdir index record.
+void removeEntry(Txn& txn, InodeId dir, std::string_view name, uint64_t cookie);
+
+// True if `dir` has no entries.
+Result<bool> isEmptyDir(Txn& txn, InodeId dir);
+// True if any session holds `inode` open.
+Result<bool> isOpen(Txn& txn, InodeId inode);
+
+// One name of `inode` went away (its entry is already removed): drops nlink by one (a
+// directory's to 0), sets ctime, and deletes the inode unless a session still holds it open,
+// in which case it lives on as an orphan until its last release.
+Status dropLink(Txn& txn, Inode& inode, int64_t nowNs);
+// Deletes the inode with its xattrs and chunks; its chunks go to the garbage list.
+Status deleteInode(Txn& txn, Inode& inode);
+// Moves the chunks of `inode` with index >= `first` to the garbage list.
+Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
+
+// Error helpers that name the op and its argument.
+inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {
+  std::string detail(what);
+  if (!arg.empty()) detail.append(" ").append(arg);
+  return Error{code, std::move(detail)};
+}
+inline std::string idStr(InodeId id) { return std::to_string(id.value); }
+
+}  // namespace tessera::meta::ops

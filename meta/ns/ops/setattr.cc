@@ -1,0 +1,57 @@
+// setattr: chmod, chown, truncate, utimens.
+#include <limits>
+
+#include "fs/proto/meta.capnp.h"
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+
+Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getSetattr();
+  uint32_t valid = args.getValid();
+  constexpr uint32_t kKnown = proto::SET_MODE | proto::SET_UID | proto::SET_GID | proto::SET_SIZE |
+                              proto::SET_ATIME | proto::SET_MTIME | proto::SET_ATIME_NOW |
+                              proto::SET_MTIME_NOW | proto::SET_CTIME;
+  if ((valid & ~kKnown) != 0) return err(Errc::kInvalid, "setattr: unknown valid bits");
+  InodeId id(args.getInode());
+  auto inodeOr = txn.inode(id);
+  if (!inodeOr) return inodeOr.error();
+  Inode& inode = **inodeOr;
+  Attr& a = inode.attr;
+  int64_t now = op.getNowNs();
+
+  if (valid & proto::SET_SIZE) {
+    if (inode.isDir()) return err(Errc::kIsDir, "truncate", idStr(id));
+    if (!inode.isReg()) return err(Errc::kInvalid, "truncate of a special file", idStr(id));
+    uint64_t size = args.getSize();
+    if (size > uint64_t(std::numeric_limits<int64_t>::max())) {
+      return err(Errc::kTooBig, "truncate to", std::to_string(size));
+    }
+    if (size < a.size) {
+      // Chunks wholly past the new end go. The client already zeroed the tail of the last
+      // partial chunk, so a later extension reads zeros there, as POSIX requires.
+      uint64_t keep = size / kChunkSize + (size % kChunkSize != 0);
+      if (Status s = chunksToGarbage(txn, inode, keep); !s) return s.error();
+    }
+    if (size != a.size && !(valid & (proto::SET_MTIME | proto::SET_MTIME_NOW))) a.mtimeNs = now;
+    a.size = size;
+  }
+  if (valid & proto::SET_MODE) a.mode = (a.mode & S_IFMT) | (args.getMode() & 07777);
+  if (valid & proto::SET_UID) a.uid = args.getUid();
+  if (valid & proto::SET_GID) a.gid = args.getGid();
+  if (valid & proto::SET_ATIME_NOW) {
+    a.atimeNs = now;
+  } else if (valid & proto::SET_ATIME) {
+    a.atimeNs = args.getAtimeNs();
+  }
+  if (valid & proto::SET_MTIME_NOW) {
+    a.mtimeNs = now;
+  } else if (valid & proto::SET_MTIME) {
+    a.mtimeNs = args.getMtimeNs();
+  }
+  // Every attribute change is a status change; SET_CTIME adds nothing the op could carry.
+  a.ctimeNs = now;
+  return Applied{attrOf(inode), std::nullopt};
+}
+
+}  // namespace tessera::meta::ops

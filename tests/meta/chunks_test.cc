@@ -1,0 +1,233 @@
+// The data side of the namespace: chunk maps, sizes, truncation, the garbage list, chunk
+// servers and sessions; and setattr.
+#include "tests/meta/ns_fixture.h"
+
+using namespace tessera;
+using namespace tessera::test;
+
+namespace {
+
+const InodeId kRoot = kRootInode;
+
+std::vector<uint64_t> garbageIds(NsFixture& f) {
+  std::vector<uint64_t> ids;
+  for (auto& g : f.ns().garbage(1000)) ids.push_back(g.chunk.id.value);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("chunks: allocChunk stores a chunk once; a racing second allocation gets the first") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  auto first =
+      f->allocChunk(file, 2, 100, Layout::ec(4, 2), std::vector<uint64_t>{1, 2, 3, 4, 5, 6});
+  REQUIRE(first.ok());
+  CHECK(first->id == ChunkId(100));
+  auto second = f->allocChunk(file, 2, 101, Layout::replica(3), std::vector<uint64_t>{7, 8, 9});
+  REQUIRE(second.ok());
+  CHECK(second->id == ChunkId(100));
+  CHECK(second->layout == Layout::ec(4, 2));
+  CHECK(second->servers.size() == 6);
+  CHECK(f->ns().chunkCount() == 1);
+  CHECK(f->ns().idMarks().chunk == 100);
+
+  REQUIRE(f->allocChunk(file, 0, 102).ok());
+  REQUIRE(f->allocChunk(file, 9, 103).ok());
+  CHECK(f->ns().chunkCount() == 3);
+  auto all = f->ns().chunks(file, 0, UINT64_MAX);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 3);
+  CHECK(all->at(0).index == 0);
+  CHECK(all->at(1).index == 2);
+  CHECK(all->at(2).index == 9);
+  CHECK(f->ns().chunks(file, 1, 2)->size() == 1);
+  CHECK(f->ns().chunks(file, 3, 6)->empty());
+  CHECK(f->ns().chunks(file, 9, 1)->at(0).id == ChunkId(103));
+  CHECK(f->ns().chunks(InodeId(999), 0, 1).code() == Errc::kNotFound);
+}
+
+TEST_CASE("chunks: allocChunk refuses non-files, bad layouts and wrong server counts") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  InodeId dir = f->mkdirOk(kRoot, "dir");
+  InodeId link = f->symlink(kRoot, "link", "file")->inode;
+  auto before = f->dump();
+  CHECK(f->allocChunk(InodeId(999), 0, 1).code() == Errc::kNotFound);
+  CHECK(f->allocChunk(dir, 0, 1).code() == Errc::kIsDir);
+  CHECK(f->allocChunk(link, 0, 1).code() == Errc::kInvalid);
+  CHECK(f->allocChunk(file, 0, 1, Layout{Layout::Kind::kEc, 0, 2}, std::vector<uint64_t>{1, 2})
+            .code() == Errc::kInvalid);
+  CHECK(f->allocChunk(file, 0, 1, Layout::ec(4, 2), std::vector<uint64_t>{1, 2, 3}).code() ==
+        Errc::kInvalid);
+  CHECK(f->allocChunk(file, 0, 0).code() == Errc::kInvalid);
+  CHECK(f->allocChunk(file, uint64_t(1) << 40, 1).code() == Errc::kTooBig);
+  CHECK(f->dump() == before);
+}
+
+TEST_CASE("chunks: commitWrite grows the size, never shrinks it, and sets the times") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  auto a = f->commitWrite(file, 5000, 111);
+  REQUIRE(a.ok());
+  CHECK(a->size == 5000);
+  CHECK(a->mtimeNs == 111);
+  CHECK(a->ctimeNs == f->clock);
+  a = f->commitWrite(file, 100, 222);
+  REQUIRE(a.ok());
+  CHECK(a->size == 5000);
+  CHECK(a->mtimeNs == 222);
+  CHECK(f->commitWrite(InodeId(999), 1, 1).code() == Errc::kNotFound);
+  CHECK(f->commitWrite(kRoot, 1, 1).code() == Errc::kIsDir);
+  InodeId fifo = f->mknod(kRoot, "fifo", S_IFIFO | 0600)->inode;
+  CHECK(f->commitWrite(fifo, 1, 1).code() == Errc::kInvalid);
+}
+
+TEST_CASE("chunks: blocks count what existing chunks can hold, capped by the size") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  CHECK(f->attr(file).blocks == 0);
+  REQUIRE(f->commitWrite(file, 3 * kChunkSize, 1).ok());
+  CHECK(f->attr(file).blocks == 0);  // a hole: nothing written yet
+  REQUIRE(f->allocChunk(file, 1, 1).ok());
+  CHECK(f->attr(file).blocks == kChunkSize / 512);
+  InodeId small = f->createOk(kRoot, "small");
+  REQUIRE(f->allocChunk(small, 0, 2).ok());
+  REQUIRE(f->commitWrite(small, 1000, 1).ok());
+  CHECK(f->attr(small).blocks == 2);  // 1000 bytes round up to two sectors
+  CHECK(f->attr(kRoot).blocks == 8);
+}
+
+TEST_CASE("chunks: truncating a file moves the chunks past its new end to the garbage list") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  for (uint64_t i = 0; i < 4; ++i) REQUIRE(f->allocChunk(file, i, 10 + i).ok());
+  REQUIRE(f->commitWrite(file, 4 * kChunkSize, 1).ok());
+
+  // Into the middle of chunk 1: chunk 1 stays (its tail was zeroed by the client).
+  auto a = f->setattr(file, {.valid = proto::SET_SIZE, .size = kChunkSize + 1});
+  REQUIRE(a.ok());
+  CHECK(a->size == kChunkSize + 1);
+  CHECK(a->mtimeNs == f->clock);
+  CHECK(a->ctimeNs == f->clock);
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{12, 13});
+  CHECK(f->ns().chunks(file, 0, 10)->size() == 2);
+  CHECK(f->ns().chunkCount() == 2);
+
+  // Exactly at a chunk boundary: chunk 1 goes too.
+  REQUIRE(f->setattr(file, {.valid = proto::SET_SIZE, .size = kChunkSize}).ok());
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{11, 12, 13});
+  REQUIRE(f->setattr(file, {.valid = proto::SET_SIZE, .size = 0}).ok());
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{10, 11, 12, 13});
+  CHECK(f->attr(file).blocks == 0);
+  CHECK(f->ns().chunkCount() == 0);
+
+  // Growing adds no chunks: the new range is a hole.
+  REQUIRE(f->setattr(file, {.valid = proto::SET_SIZE, .size = 10 * kChunkSize}).ok());
+  CHECK(f->attr(file).size == 10 * kChunkSize);
+  CHECK(f->ns().chunks(file, 0, 100)->empty());
+}
+
+TEST_CASE(
+    "chunks: removed() drops a server from pending and deletes records nothing is pending on") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  REQUIRE(f->allocChunk(file, 0, 1, Layout::replica(3), std::vector<uint64_t>{1, 2, 3}).ok());
+  REQUIRE(f->allocChunk(file, 1, 2, Layout::replica(2), std::vector<uint64_t>{2, 4}).ok());
+  REQUIRE(f->unlink(kRoot, "file").ok());
+  REQUIRE(garbageIds(*f) == std::vector<uint64_t>{1, 2});
+  CHECK(f->ns().garbage(1).size() == 1);
+  CHECK(f->ns().garbage(0).empty());
+
+  REQUIRE(f->removed(2, {1, 2}).ok());
+  auto g = f->ns().garbage(10);
+  REQUIRE(g.size() == 2);
+  CHECK(g[0].pending == std::vector<ServerId>{ServerId(1), ServerId(3)});
+  CHECK(g[1].pending == std::vector<ServerId>{ServerId(4)});
+  REQUIRE(f->removed(2, {1, 2}).ok());    // a repeated report changes nothing
+  REQUIRE(f->removed(4, {2, 999}).ok());  // an unknown chunk is ignored
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{1});
+  REQUIRE(f->removed(1, {1}).ok());
+  REQUIRE(f->removed(3, {1}).ok());
+  CHECK(f->ns().garbage(10).empty());
+}
+
+TEST_CASE("setattr: mode keeps the file type; uid, gid and times are set as asked") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  auto a = f->setattr(file, {.valid = proto::SET_MODE, .mode = S_IFDIR | 04700});
+  REQUIRE(a.ok());
+  CHECK(a->mode == (S_IFREG | 04700));
+  CHECK(a->ctimeNs == f->clock);
+  a = f->setattr(file, {.valid = proto::SET_UID | proto::SET_GID, .uid = 5, .gid = 6});
+  REQUIRE(a.ok());
+  CHECK(a->uid == 5);
+  CHECK(a->gid == 6);
+  a = f->setattr(file,
+                 {.valid = proto::SET_ATIME | proto::SET_MTIME, .atimeNs = 10, .mtimeNs = 20});
+  REQUIRE(a.ok());
+  CHECK(a->atimeNs == 10);
+  CHECK(a->mtimeNs == 20);
+  a = f->setattr(file, {.valid = proto::SET_ATIME_NOW | proto::SET_MTIME_NOW});
+  REQUIRE(a.ok());
+  CHECK(a->atimeNs == f->clock);
+  CHECK(a->mtimeNs == f->clock);
+  // A size change with an explicit mtime keeps that mtime.
+  a = f->setattr(file, {.valid = proto::SET_SIZE | proto::SET_MTIME, .size = 9, .mtimeNs = 30});
+  REQUIRE(a.ok());
+  CHECK(a->size == 9);
+  CHECK(a->mtimeNs == 30);
+  a = f->setattr(file, {.valid = proto::SET_CTIME});
+  REQUIRE(a.ok());
+  CHECK(a->ctimeNs == f->clock);
+  CHECK(a->mtimeNs == 30);
+  CHECK(f->attr(file).mode == (S_IFREG | 04700));
+}
+
+TEST_CASE("setattr: size is refused on directories and special files; unknown bits are invalid") {
+  auto f = eachStore();
+  InodeId link = f->symlink(kRoot, "link", "x")->inode;
+  InodeId dir = f->mkdirOk(kRoot, "dir");
+  InodeId file = f->createOk(kRoot, "file");
+  auto before = f->dump();
+  CHECK(f->setattr(dir, {.valid = proto::SET_SIZE, .size = 0}).code() == Errc::kIsDir);
+  CHECK(f->setattr(link, {.valid = proto::SET_SIZE, .size = 0}).code() == Errc::kInvalid);
+  CHECK(f->setattr(InodeId(999), {.valid = proto::SET_MODE}).code() == Errc::kNotFound);
+  CHECK(f->setattr(file, {.valid = 1u << 20}).code() == Errc::kInvalid);
+  CHECK(f->setattr(file, {.valid = proto::SET_SIZE, .size = UINT64_MAX}).code() == Errc::kTooBig);
+  CHECK(f->dump() == before);
+  CHECK(f->setattr(dir, {.valid = proto::SET_MODE, .mode = 0700})->mode == (S_IFDIR | 0700));
+}
+
+TEST_CASE("servers: registerServer inserts, updates after a restart, and refuses id 0") {
+  auto f = eachStore();
+  REQUIRE(f->registerServer(2, "10.0.0.2:7000", "east", "r1", "h2").ok());
+  REQUIRE(f->registerServer(1, "10.0.0.1:7000").ok());
+  auto servers = f->ns().servers();
+  REQUIRE(servers.size() == 2);
+  CHECK(servers[0].id == ServerId(1));
+  CHECK(servers[1].address == "10.0.0.2:7000");
+  CHECK(servers[1].site == "east");
+  CHECK(servers[1].rack == "r1");
+  CHECK(servers[1].host == "h2");
+
+  REQUIRE(f->registerServer(2, "10.0.0.9:7001", "west", "r9", "h9").ok());
+  servers = f->ns().servers();
+  REQUIRE(servers.size() == 2);
+  CHECK(servers[1].address == "10.0.0.9:7001");
+  CHECK(servers[1].site == "west");
+  CHECK(f->registerServer(0, "x:1").code() == Errc::kInvalid);
+  CHECK(f->registerServer(3, "").code() == Errc::kInvalid);
+  CHECK(f->ns().idMarks().server == 2);
+}
+
+TEST_CASE("sessions: openSession records the session and raises the session mark") {
+  auto f = eachStore();
+  REQUIRE(f->openSession(5, "host-a", "/mnt/t").ok());
+  REQUIRE(f->openSession(5, "host-a", "/mnt/t").ok());  // a retried proposal
+  CHECK(f->ns().idMarks().session == 5);
+  CHECK(f->openSession(0, "h", "/m").code() == Errc::kInvalid);
+  size_t sessions = 0;
+  for (auto& [key, value] : f->dump()) sessions += key[0] == 's';
+  CHECK(sessions == 1);
+}
