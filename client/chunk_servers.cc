@@ -14,10 +14,6 @@ ChunkServers::ChunkServers(kj::Network& network, kj::Timer& timer, Resolver reso
 kj::Promise<Result<proto::ChunkService::Client>> ChunkServers::get(ServerId id) {
   auto& e = servers_[id];
   KJ_IF_MAYBE(s, e.service) { return Result<proto::ChunkService::Client>(*s); }
-  if (e.everFailed && timer_.now() - e.failedAt < kRetryAfterMs * kj::MILLISECONDS) {
-    return Result<proto::ChunkService::Client>(
-        Error{Errc::kUnavailable, "chunk server " + std::to_string(id.value) + " failed recently"});
-  }
   if (!e.inProgress) {
     // Replacing a finished attempt is safe here: we are not inside its continuation.
     e.inProgress = true;
@@ -27,64 +23,75 @@ kj::Promise<Result<proto::ChunkService::Client>> ChunkServers::get(ServerId id) 
     return c->addBranch().then([this, id]() -> Result<proto::ChunkService::Client> {
       auto& e = servers_[id];
       KJ_IF_MAYBE(s, e.service) { return *s; }
-      return Error{Errc::kUnavailable, "chunk server " + std::to_string(id.value) +
-                                           " unreachable" +
-                                           (e.address.empty() ? "" : " at " + e.address)};
+      return e.lastError;
     });
   }
   KJ_UNREACHABLE;
 }
 
-// Resolves once `id` has a service or is marked failed; never rejects.
+// Resolves once `id` has a service or lastError says why not; never rejects.
 kj::Promise<void> ChunkServers::connect(ServerId id) {
-  kj::Promise<Result<std::string>> address = nullptr;
-  if (!servers_[id].address.empty()) {
-    address = Result<std::string>(servers_[id].address);
-  } else {
-    address = resolver_(id);
-  }
-  return address
-      .then([this, id](Result<std::string> addr) -> kj::Promise<Result<kj::Own<Connection>>> {
-        if (!addr) return Result<kj::Own<Connection>>(addr.error());
-        auto parsed = Address::parse(*addr);
-        if (!parsed) return Result<kj::Own<Connection>>(parsed.error());
-        servers_[id].address = *addr;
-        return Connection::open(network_, timer_, *parsed, connectTimeoutMs_);
+  auto unavailable = [this, id](std::string why) {
+    auto& e = servers_[id];
+    e.inProgress = false;
+    e.lastError = Error{Errc::kUnavailable, "chunk server " + std::to_string(id.value) + " " + why};
+  };
+  return resolver_(id)
+      .then([this, id, unavailable](Result<Location> where) -> kj::Promise<void> {
+        auto& e = servers_[id];
+        if (!where) {
+          unavailable("has no known address: " + where.error().toString());
+          return kj::READY_NOW;
+        }
+        if (!where->up) {
+          unavailable("is down");
+          return kj::READY_NOW;
+        }
+        if (where->address == e.failedAddress &&
+            timer_.now() - e.failedAt < kRetryAfterMs * kj::MILLISECONDS) {
+          unavailable("failed at " + where->address + " just now");
+          return kj::READY_NOW;
+        }
+        auto parsed = Address::parse(where->address);
+        if (!parsed) {
+          unavailable("has a bad address: " + parsed.error().detail);
+          return kj::READY_NOW;
+        }
+        std::string address = where->address;
+        return Connection::open(network_, timer_, *parsed, connectTimeoutMs_)
+            .then([this, id, address, unavailable](Result<kj::Own<Connection>> conn) {
+              auto& e = servers_[id];
+              if (!conn) {
+                log::debug("chunk server ", id.value, ": ", conn.error().toString().c_str());
+                e.failedAddress = address;
+                e.failedAt = timer_.now();
+                unavailable("unreachable at " + address);
+                return;
+              }
+              e.inProgress = false;
+              e.address = address;
+              e.connection = kj::mv(*conn);
+              e.service = e.connection->bootstrap<proto::ChunkService>();
+              e.watch = e.connection->onDisconnect()
+                            .then([this, id] { failed(id); }, [this, id](kj::Exception&&) { failed(id); })
+                            .eagerlyEvaluate(nullptr);
+            });
       })
-      .then(
-          [this, id](Result<kj::Own<Connection>> conn) {
-            auto& e = servers_[id];
-            e.inProgress = false;
-            if (!conn) {
-              log::debug("chunk server ", id.value, ": ", conn.error().toString().c_str());
-              failed(id);
-              return;
-            }
-            e.connection = kj::mv(*conn);
-            e.service = e.connection->bootstrap<proto::ChunkService>();
-            e.watch = e.connection->onDisconnect()
-                          .then([this, id] { failed(id); }, [this, id](kj::Exception&&) { failed(id); })
-                          .eagerlyEvaluate(nullptr);
-          },
-          [this, id](kj::Exception&& ex) {
-            servers_[id].inProgress = false;
-            log::debug("chunk server ", id.value, ": ", ex.getDescription());
-            failed(id);
-          });
+      .catch_([unavailable](kj::Exception&& ex) {
+        unavailable(std::string("failed: ") + ex.getDescription().cStr());
+      });
 }
 
 void ChunkServers::failed(ServerId id) {
   auto& e = servers_[id];
+  if (e.service == nullptr && !e.connection) return;
   e.service = nullptr;
-  e.address.clear();
-  e.everFailed = true;
+  e.failedAddress = e.address;
   e.failedAt = timer_.now();
   // The watch may be what called us: let it finish before the connection goes.
-  if (e.connection) {
-    auto conn = kj::mv(e.connection);
-    auto watch = kj::mv(e.watch);
-    e.watch = kj::evalLater([c = kj::mv(conn), w = kj::mv(watch)]() mutable {}).eagerlyEvaluate(nullptr);
-  }
+  auto conn = kj::mv(e.connection);
+  auto watch = kj::mv(e.watch);
+  e.watch = kj::evalLater([c = kj::mv(conn), w = kj::mv(watch)]() mutable {}).eagerlyEvaluate(nullptr);
 }
 
 }  // namespace tessera::client

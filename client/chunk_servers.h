@@ -1,7 +1,9 @@
-// client/chunk_servers.h — the client's connections to chunk servers, by server id. Addresses
-// come from the meta server (a chunk server may come back on another port); a server that just
-// failed is not redialled for a short while, so a degraded read does not wait on it again and
-// again. Not thread-safe: lives on the client's event loop.
+// client/chunk_servers.h — the client's connections to chunk servers, by server id. Before
+// dialling, the meta server says where a server listens and whether it is up: a server the meta
+// server knows to be down is not dialled at all, one that came back (on a new port) is dialled
+// at once, and one that just failed at the address the meta server still gives is not redialled
+// for a second, so a degraded read does not wait on it again and again.
+// Not thread-safe: lives on the client's event loop.
 #pragma once
 #include <functional>
 #include <map>
@@ -18,14 +20,19 @@ namespace tessera::client {
 
 class ChunkServers {
  public:
-  // Asks the meta server where server `id` listens.
-  using Resolver = std::function<kj::Promise<Result<std::string>>(ServerId id)>;
+  struct Location {
+    std::string address;
+    bool up = false;
+  };
+  // Asks the meta server where server `id` listens and whether it is up.
+  using Resolver = std::function<kj::Promise<Result<Location>>(ServerId id)>;
 
   ChunkServers(kj::Network& network, kj::Timer& timer, Resolver resolver,
                uint64_t connectTimeoutMs);
 
-  // The service of server `id`, connecting first if needed. kUnavailable if it cannot be
-  // reached, or failed within the last `kRetryAfterMs`.
+  // The service of server `id`, connecting first if needed. kUnavailable if the meta server
+  // says it is down, if it cannot be reached, or if it failed at the same address within the
+  // last `kRetryAfterMs`.
   kj::Promise<Result<proto::ChunkService::Client>> get(ServerId id);
 
   // Called after a call to `id` failed in transport: drop the connection and its address so
@@ -36,13 +43,14 @@ class ChunkServers {
 
  private:
   struct Entry {
-    std::string address;
+    std::string address;         // of the current connection
+    std::string failedAddress;   // where the last attempt or connection failed
     kj::Own<Connection> connection;
     kj::Maybe<proto::ChunkService::Client> service;
     kj::Maybe<kj::ForkedPromise<void>> connecting;  // the latest attempt, maybe finished
     bool inProgress = false;
+    Error lastError;
     kj::TimePoint failedAt = kj::origin<kj::TimePoint>();
-    bool everFailed = false;
     kj::Promise<void> watch = nullptr;
   };
   kj::Promise<void> connect(ServerId id);

@@ -64,22 +64,21 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
       meta_(network, timer, config_.meta, config_.connectTimeoutMs, config_.metaRetryMs,
             config_.metaRetryMs),
       servers_(network, timer,
-               [this](ServerId id) -> kj::Promise<Result<std::string>> {
-                 return meta_.call<std::string>(
-                     "servers", true, [id](MetaClient m) {
-                       auto req = m.serversRequest();
-                       req.initIds(1).set(0, id.value);
-                       return req.send().then([id](auto r) -> Result<std::string> {
-                         auto st = fromWire(r.getError());
-                         if (!st) return st.error();
-                         for (auto s : r.getServers()) {
-                           if (s.getId() == id.value) return std::string(s.getAddress().cStr());
-                         }
-                         return Error{Errc::kNotFound,
-                                      "meta server does not know chunk server " +
-                                          std::to_string(id.value)};
-                       });
-                     });
+               [this](ServerId id) -> kj::Promise<Result<ChunkServers::Location>> {
+                 using L = ChunkServers::Location;
+                 return meta_.call<L>("servers", true, [id](MetaClient m) {
+                   auto req = m.serversRequest();
+                   req.initIds(1).set(0, id.value);
+                   return req.send().then([id](auto r) -> Result<L> {
+                     auto st = fromWire(r.getError());
+                     if (!st) return st.error();
+                     for (auto s : r.getServers()) {
+                       if (s.getId() == id.value) return L{s.getAddress().cStr(), s.getUp()};
+                     }
+                     return Error{Errc::kNotFound, "meta server does not know chunk server " +
+                                                       std::to_string(id.value)};
+                   });
+                 });
                },
                config_.connectTimeoutMs),
       data_(servers_, timer, config_.ioTimeoutMs) {}

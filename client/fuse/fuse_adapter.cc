@@ -159,7 +159,9 @@ FuseAdapter::FuseAdapter(Client& client, kj::UnixEventPort& eventPort, const Mou
 FuseAdapter::~FuseAdapter() {
   observer_ = nullptr;
   if (session_) {
-    if (mounted_) fuse_session_unmount(session_);
+    // Also after the kernel let go (fusermount3 -u): libfuse sees the dead device, skips the
+    // unmount and frees what it kept.
+    fuse_session_unmount(session_);
     fuse_session_destroy(session_);
   }
   free(buf_.mem);
@@ -171,11 +173,11 @@ Status FuseAdapter::mount(const std::string& mountpoint) {
   std::vector<const char*> argv{"tessera-mount", "-o", opts.c_str()};
   fuse_args args = FUSE_ARGS_INIT(int(argv.size()), const_cast<char**>(argv.data()));
   session_ = fuse_session_new(&args, &kOps, sizeof kOps, this);
+  fuse_opt_free_args(&args);
   if (!session_) return Error{Errc::kIo, "cannot create the FUSE session (options: " + opts + ")"};
   if (fuse_session_mount(session_, mountpoint.c_str()) != 0) {
     return Error{Errc::kIo, "cannot mount on " + mountpoint + " (is /dev/fuse available?)"};
   }
-  mounted_ = true;
   int fd = fuse_session_fd(session_);
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -207,7 +209,6 @@ kj::Promise<void> FuseAdapter::pump() {
     }
     if (res <= 0 || fuse_session_exited(session_)) {
       if (res < 0 && res != -ENODEV) log::error("reading /dev/fuse: ", strerror(-res));
-      mounted_ = false;  // the kernel let go of it (fusermount3 -u)
       return kj::READY_NOW;
     }
     fuse_session_process_buf(session_, &buf_);

@@ -91,7 +91,6 @@ class FuseAdapter {
   kj::UnixEventPort& eventPort_;
   MountOptions options_;
   fuse_session* session_ = nullptr;
-  bool mounted_ = false;
   kj::Own<kj::UnixEventPort::FdObserver> observer_;
   fuse_buf buf_ = {};
   struct ErrorHandler : kj::TaskSet::ErrorHandler {

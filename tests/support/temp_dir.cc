@@ -8,7 +8,10 @@
 namespace tessera::test {
 
 TempDir::TempDir(const std::string& prefix) {
-  const char* base = getenv("TMPDIR");
+  // A test run (tools/test) points TESSERA_TEST_TMP at its own directory, so its cleanup finds
+  // whatever a crashed test left behind.
+  const char* base = getenv("TESSERA_TEST_TMP");
+  if (!base || !*base) base = getenv("TMPDIR");
   std::string pattern = std::string(base && *base ? base : "/tmp") + "/" + prefix + ".XXXXXX";
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');

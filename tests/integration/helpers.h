@@ -1,0 +1,54 @@
+// tests/integration/helpers.h — small things every integration test uses.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "tests/support/cluster.h"
+
+// Integration tests need root and /dev/fuse; elsewhere they say why and do nothing.
+#define TESSERA_REQUIRE_FUSE()                                          \
+  do {                                                                  \
+    std::string why_ = ::tessera::test::fuseUnavailableReason();        \
+    if (!why_.empty()) {                                                \
+      MESSAGE("skipped: " << why_);                                     \
+      return;                                                           \
+    }                                                                   \
+  } while (0)
+
+namespace tessera::test {
+
+// The seed a randomized test uses: $TESSERA_SEED if set, else `pinned`. Printed so a failure
+// replays with TESSERA_SEED=<seed>.
+inline uint64_t testSeed(uint64_t pinned) {
+  const char* env = getenv("TESSERA_SEED");
+  uint64_t seed = env && *env ? std::strtoull(env, nullptr, 10) : pinned;
+  MESSAGE("seed " << seed << " (replay with TESSERA_SEED=" << seed << ")");
+  return seed;
+}
+
+inline std::string randomBytes(std::mt19937_64& rng, size_t n) {
+  std::string s(n, '\0');
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    memcpy(&s[i], &v, 8);
+  }
+  for (; i < n; ++i) s[i] = char(rng());
+  return s;
+}
+
+// sha256 of a file as `sha256sum` prints it, or "" on error.
+inline std::string sha256(const std::string& path) {
+  auto r = run({"/usr/bin/sha256sum", path}, 600'000);
+  if (r.exitCode != 0) return "";
+  return r.output.substr(0, 64);
+}
+
+inline std::string adminBin() { return buildDir() + "/tools/tessera"; }
+
+}  // namespace tessera::test
