@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fs/log.h"
 #include "fs/rpc.h"
@@ -95,7 +96,7 @@ class Disk::Store {
     uint64_t before = file->allocatedBytes();
     Status s = file->write(offset, data, crcs);
     account(before, file->allocatedBytes());
-    if (s && sync) return file->sync();
+    if (s && sync) return syncFile(key, *file);
     return s;
   }
 
@@ -113,7 +114,7 @@ class Disk::Store {
     Status result;
     for (auto key : keys) {
       auto file = get(key);
-      Status s = file ? (*file)->sync() : Status(file.error());
+      Status s = file ? syncFile(key, **file) : Status(file.error());
       if (!s && result) result = s;
     }
     return result;
@@ -188,8 +189,10 @@ class Disk::Store {
   }
 
   Result<ShardFile*> createFile(ShardKey key, Layout layout) {
-    auto created = ShardFile::create(disk_.shardPath(key), key, layout);
+    std::string path = disk_.shardPath(key);
+    auto created = ShardFile::create(path, key, layout);
     if (!created) return created.error();
+    unsyncedDirs_.insert(ShardFile::directoryOf(path));
     disk_.shards_.fetch_add(1);
     disk_.usedBytes_.fetch_add(created->allocatedBytes());
     return insert(kj::mv(*created));
@@ -222,8 +225,21 @@ class Disk::Store {
                                      file.layout().toString() + ", not " + layout.toString()};
   }
 
+  // The data of the shard, and its directory entry if a shard was created there since the last
+  // sync of that directory.
+  Status syncFile(ShardKey key, ShardFile& file) {
+    if (auto s = file.sync(); !s) return s;
+    std::string dir = ShardFile::directoryOf(disk_.shardPath(key));
+    auto it = unsyncedDirs_.find(dir);
+    if (it == unsyncedDirs_.end()) return Status();
+    if (auto s = ShardFile::syncDirectory(dir); !s) return s;
+    unsyncedDirs_.erase(it);
+    return Status();
+  }
+
   Disk& disk_;
   std::unordered_map<ShardKey, Entry> cache_;
+  std::unordered_set<std::string> unsyncedDirs_;  // bucket directories with unsynced creates
   uint64_t tick_ = 0;
 };
 
@@ -267,6 +283,11 @@ Result<kj::Own<Disk>> Disk::open(Config config) {
     std::string bucket = shards + "/" + name;
     if (auto s = makeDir(bucket); !s) return s.error();
     if (auto s = scanBucket(bucket, scan); !s) return s.error();
+  }
+  // Shards created by an earlier run may not have their directory entries on disk yet, and
+  // the Store only remembers this run's creates: flush the file system once now.
+  if (::syncfs(lockFd.get()) != 0) {
+    return Error{Errc::kIo, "cannot sync data directory " + dir + ": " + strerror(errno)};
   }
   return kj::heap<Disk>(kj::mv(config), lockFd.release(), scan.usedBytes, scan.shards);
 }

@@ -207,8 +207,6 @@ Result<ShardFile> ShardFile::create(const std::string& path, ShardKey key, Layou
   const char* step = nullptr;
   if (pwriteFull(fd.get(), kj::arrayPtr(h, sizeof h), 0) != 0) {
     step = "write header of ";
-  } else if (::fdatasync(fd.get()) != 0) {
-    step = "sync ";
   } else if (::rename(tmp.c_str(), path.c_str()) != 0) {
     step = "rename ";
   }
@@ -217,11 +215,8 @@ Result<ShardFile> ShardFile::create(const std::string& path, ShardKey key, Layou
     ::unlink(tmp.c_str());
     return sysError(step + tmp, err);
   }
-  if (fsyncDir(dirOf(path)) != 0) {
-    int err = errno;
-    ::unlink(path.c_str());
-    return sysError("sync directory of " + path, err);
-  }
+  // Not synced here: a shard only has to survive a crash once someone syncs it, and then
+  // sync() makes its data and its directory entry durable (see the crash notes).
   return ShardFile(kj::mv(fd), path, key, layout);
 }
 
@@ -296,5 +291,12 @@ Status ShardFile::sync() {
   if (::fdatasync(fd_.get()) != 0) return ioError("sync", errno);
   return Status();
 }
+
+Status ShardFile::syncDirectory(const std::string& dir) {
+  if (fsyncDir(dir) != 0) return sysError("sync directory " + dir, errno);
+  return Status();
+}
+
+std::string ShardFile::directoryOf(const std::string& path) { return dirOf(path); }
 
 }  // namespace tessera::chunk

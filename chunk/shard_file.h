@@ -25,9 +25,13 @@
 // takes no disk blocks and reads back as zeros with a valid CRC. Data beyond the end of the file
 // reads as zeros; the table entries there are always zero (truncate clears them).
 //
-// Crash behaviour. A shard file is created whole: header written to NAME.tmp, fdatasync'ed,
-// renamed to NAME, and the directory fsync'ed, so NAME never exists without a valid header;
-// a leftover NAME.tmp is deleted when the Disk starts. A write stores the data first, then the
+// Crash behaviour. A shard file is created whole: header written to NAME.tmp and renamed to
+// NAME, so a running server never sees NAME without its header; a leftover NAME.tmp is
+// deleted when the Disk starts. Creation is not synced (two fsyncs per shard of every new chunk
+// would cost more than the write): the Disk syncs the file and its directory when the shard is
+// first synced, and nothing is promised about a shard before that. A crash before then may
+// leave NAME missing (a lost shard) or with a torn header (kCorruption, below) — both are
+// what an unsynced shard may become, and both are read around like a missing shard. A write stores the data first, then the
 // table entries; sync writes fdatasync afterwards. A crash (or an I/O error) between or during
 // those writes can leave blocks whose data and table entry disagree. Those blocks read back as
 // kCorruption — never as the mixed bytes — and a client treats them as a missing shard for
@@ -84,6 +88,9 @@ class ShardFile {
   // Creates the shard file with an empty data region (see the crash notes above). kExists if
   // `path` exists already; kInvalid for a bad layout.
   static Result<ShardFile> create(const std::string& path, ShardKey key, Layout layout);
+  // fsync of a directory, so the entries created in it survive a crash.
+  static Status syncDirectory(const std::string& dir);
+  static std::string directoryOf(const std::string& path);
 
   ShardFile(ShardFile&&) = default;
   ShardFile& operator=(ShardFile&&) = default;

@@ -38,8 +38,14 @@ struct Client::FileState {
   bool metaDirty = false;   // metadata changed since the meta server last synced for us
   std::map<uint64_t, ChunkDesc> chunks;
   std::set<uint64_t> absent;  // chunk indexes known not to exist
+  // Bumped whenever the cached chunk map is dropped (truncate, close-to-open refresh): an answer
+  // to a lookup that started before must not be cached, it may name chunks since deleted.
+  uint64_t mapEpoch = 0;
   std::map<uint64_t, kj::ForkedPromise<void>> allocating;
-  std::map<ServerId, std::set<ShardKey>> unsynced;
+  // Chunks written since the last fsync (by chunk index): fsync syncs their shards. Kept after
+  // the last close too — a later fsync on a new open must cover them — until synced.
+  std::map<uint64_t, ChunkDesc> unsynced;
+  int commitsInFlight = 0;  // the meta server may not have the size we committed yet
 
   // Write-back.
   uint64_t pendingOff = 0;
@@ -103,6 +109,9 @@ kj::Promise<Status> Client::start() {
         .then([this](Result<uint64_t> session) -> Status {
           if (!session) return session.error();
           session_ = SessionId(*session);
+          syncLoop_ = syncClosedFiles().eagerlyEvaluate([](kj::Exception&& e) {
+            log::error("background sync stopped: ", e.getDescription());
+          });
           return Status();
         });
   });
@@ -129,13 +138,16 @@ void Client::dropIfIdle(InodeId inode) {
   auto it = files_.find(inode);
   if (it == files_.end()) return;
   auto& f = *it->second;
-  if (f.opens > 0 || f.busy() || f.attrDirty || !f.allocating.empty()) return;
+  if (f.opens > 0 || f.busy() || f.attrDirty || f.commitsInFlight > 0 || !f.allocating.empty() ||
+      !f.unsynced.empty()) {
+    return;
+  }
   files_.erase(it);
 }
 
 Attr Client::merge(Attr attr) {
   if (auto* f = find(attr.inode)) {
-    if (f->attrDirty) {
+    if (f->attrDirty || f->commitsInFlight > 0) {
       attr.size = f->size;
       attr.mtimeNs = std::max(attr.mtimeNs, f->mtimeNs);
       attr.blocks = std::max(attr.blocks, (f->size + 511) / 512);
@@ -239,6 +251,8 @@ kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
         })
         .then([this, &f, newSize, inode](Result<Attr> r) -> Result<Attr> {
           f.opens--;
+          // Lookups made while zeroing may have cached chunks the meta server dropped since.
+          forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
           if (r) {
             f.size = newSize;
             f.attrDirty = false;
@@ -251,11 +265,8 @@ kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
 }
 
 kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
-  if (newSize >= f.size) return Status();
-  // Forget descriptors of chunks the meta server will drop.
-  uint64_t keep = (newSize + kChunkSize - 1) / kChunkSize;
-  f.chunks.erase(f.chunks.lower_bound(keep), f.chunks.end());
-  f.absent.erase(f.absent.lower_bound(keep), f.absent.end());
+  log::debug("truncate inode ", f.inode.value, " to ", newSize);
+  forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
   if (newSize % kChunkSize == 0) return Status();
   uint64_t index = newSize / kChunkSize;
   return chunk(f, index, false).then([this, newSize](Result<std::optional<ChunkDesc>> c)
@@ -264,6 +275,13 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
     if (!*c) return Status();
     return data_.truncate(**c, newSize % kChunkSize);
   });
+}
+
+void Client::forgetChunksFrom(FileState& f, uint64_t first) {
+  f.mapEpoch++;
+  f.chunks.erase(f.chunks.lower_bound(first), f.chunks.end());
+  f.absent.erase(f.absent.lower_bound(first), f.absent.end());
+  f.unsynced.erase(f.unsynced.lower_bound(first), f.unsynced.end());
 }
 
 kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32_t mode,
@@ -514,6 +532,7 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
           f.size = a->size;
           f.chunks.clear();
           f.absent.clear();
+          f.mapEpoch++;
         }
         f.opens++;
         return merge(*a);
@@ -560,6 +579,7 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
     return busy->second.addBranch().then([this, &f, index, allocate] { return chunk(f, index, allocate); });
   }
   InodeId inode = f.inode;
+  uint64_t epoch = f.mapEpoch;
   if (!allocate) {
     if (f.absent.count(index)) return R(std::optional<ChunkDesc>());
     return meta_
@@ -582,12 +602,15 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
                 return out;
               });
             })
-        .then([this, inode, index](Result<std::vector<ChunkDesc>> list) -> R {
+        .then([this, inode, index, epoch](Result<std::vector<ChunkDesc>> list) -> R {
           if (!list) return list.error();
           auto* f = find(inode);
+          if (f && f->mapEpoch != epoch) f = nullptr;  // answers a question asked before a truncate
           std::optional<ChunkDesc> found;
           std::set<uint64_t> present;
           for (auto& c : *list) {
+            log::debug("inode ", inode.value, " chunk index ", c.index, " is chunk ", c.id.value,
+                       f ? " (cached)" : " (stale answer, not cached)");
             present.insert(c.index);
             if (c.index == index) found = c;
             if (f) f->chunks[c.index] = c;
@@ -622,11 +645,12 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
                       return desc;
                     });
                   })
-                  .then([this, inode, index](Result<ChunkDesc> c) -> R {
+                  .then([this, inode, index, epoch](Result<ChunkDesc> c) -> R {
                     auto* f = find(inode);
                     if (f) f->allocating.erase(index);
                     if (!c) return c.error();
-                    if (f) {
+                    log::debug("inode ", inode.value, " allocated index ", index, ": chunk ", c->id.value);
+                    if (f && f->mapEpoch == epoch) {
                       f->chunks[index] = *c;
                       f->absent.erase(index);
                     }
@@ -656,9 +680,7 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
           return data_.write(desc, chunkOff, piece, sync).then([this, inode, desc](Status s) {
             if (s) {
               if (auto* f = find(inode)) {
-                for (int j = 0; j < desc.layout.shards(); ++j) {
-                  f->unsynced[desc.servers[j]].insert(ShardKey{desc.id, j});
-                }
+                f->unsynced[desc.index] = desc;
               }
             }
             return s;
@@ -767,6 +789,7 @@ kj::Promise<Status> Client::commit(FileState& f) {
   uint64_t size = f.size;
   int64_t mtime = f.mtimeNs;
   f.attrDirty = false;
+  f.commitsInFlight++;
   return meta_
       .call<Attr>("commitWrite", true,
                   [=](MetaClient m) {
@@ -778,6 +801,7 @@ kj::Promise<Status> Client::commit(FileState& f) {
                   })
       .then([this, inode](Result<Attr> a) -> Status {
         auto* f = find(inode);
+        if (f) f->commitsInFlight--;
         if (!a) {
           if (f) f->attrDirty = true;
           return a.error();
@@ -846,6 +870,7 @@ kj::Promise<Status> Client::flush(InodeId inode) {
         return commit(f).then([drained](Status c) { return drained ? c : drained; });
       })
       .then([this, &f](Status s) {
+        if (!s) log::warn("flush of inode ", f.inode.value, ": ", s.error().toString().c_str());
         f.opens--;
         dropIfIdle(f.inode);
         return s;
@@ -860,13 +885,7 @@ kj::Promise<Status> Client::fsync(InodeId inode) {
   return flush(inode)
       .then([this, &f](Status s) -> kj::Promise<Status> {
         if (!s) return s;
-        auto unsynced = std::move(f.unsynced);
-        f.unsynced.clear();
-        kj::Vector<kj::Promise<Status>> syncs;
-        for (auto& [server, shards] : unsynced) {
-          syncs.add(data_.sync(server, std::vector<ShardKey>(shards.begin(), shards.end())));
-        }
-        return joinStatus(syncs.releaseAsArray());
+        return syncShards(f);
       })
       .then([this, &f](Status s) -> kj::Promise<Status> {
         if (!s || !f.metaDirty) return s;
@@ -874,10 +893,55 @@ kj::Promise<Status> Client::fsync(InodeId inode) {
         return syncMeta();
       })
       .then([this, &f](Status s) {
+        if (!s) log::warn("fsync of inode ", f.inode.value, ": ", s.error().toString().c_str());
         f.opens--;
         dropIfIdle(f.inode);
         return s;
       });
+}
+
+kj::Promise<Status> Client::syncShards(FileState& f) {
+  if (f.unsynced.empty()) return Status();
+  auto chunks = std::move(f.unsynced);
+  f.unsynced.clear();
+  std::map<ServerId, std::vector<ShardKey>> byServer;
+  for (auto& [index, c] : chunks) {
+    for (int j = 0; j < c.layout.shards(); ++j) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
+  }
+  kj::Vector<kj::Promise<Status>> syncs;
+  for (auto& [server, shards] : byServer) syncs.add(data_.sync(server, shards));
+  InodeId inode = f.inode;
+  return joinStatus(syncs.releaseAsArray())
+      .then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
+        // Not durable: keep them, so the next fsync tries again (and fails again if lost).
+        if (!s) {
+          if (auto* f = find(inode)) f->unsynced.merge(chunks);
+        }
+        return s;
+      });
+}
+
+kj::Promise<void> Client::syncClosedFiles() {
+  return timer_.afterDelay(3 * kj::SECONDS).then([this] {
+    kj::Vector<kj::Promise<void>> syncs;
+    std::vector<InodeId> idle;
+    for (auto& [inode, f] : files_) {
+      if (f->opens == 0 && !f->busy() && !f->unsynced.empty()) idle.push_back(inode);
+    }
+    for (InodeId inode : idle) {
+      auto* f = find(inode);
+      f->opens++;  // keep it while its sync runs
+      syncs.add(syncShards(*f).then([this, inode](Status s) {
+        if (!s) log::warn("background sync of inode ", inode.value, ": ", s.error().toString().c_str());
+        if (auto* f = find(inode)) {
+          f->opens--;
+          // A file whose shards cannot be synced is kept: its next fsync must report that.
+          dropIfIdle(inode);
+        }
+      }));
+    }
+    return kj::joinPromises(syncs.releaseAsArray()).then([this] { return syncClosedFiles(); });
+  });
 }
 
 kj::Promise<Status> Client::flushAll() {

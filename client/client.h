@@ -2,12 +2,22 @@
 // data through the chunk servers (client/data_path.h), and per-file state for open files:
 // cached chunk descriptors, write-back buffering and the size this client has written.
 //
+// Durability: fsync syncs every shard the file's writes touched since the last fsync, also
+// writes made through earlier opens of the file; shards that closed files leave unsynced are
+// synced in the background within a few seconds (as a local file system writes back dirty
+// pages), after which the file's state is dropped.
+//
 // Write-back: a buffered write is copied into the file's pending buffer and acknowledged; the
 // buffer goes out in large, stripe-sized writes when it grows past a threshold, when a write is
 // not contiguous with it, and on flush/fsync/release/read/truncate. A failure of such a
 // background write is kept and reported by the next flush or fsync of the file (and every one
 // after, until the file is closed): it is never silently dropped. Direct (O_DIRECT) writes skip
 // the buffer; sync (O_SYNC/O_DSYNC) writes are durable on every shard before they return.
+//
+// Truncation: everything past the new size must read as zeros afterwards, whatever this client
+// or the meta server believed the size was (there may be uncommitted writes past it): chunks
+// wholly past it are dropped by the meta server, and the rest of the stripe that holds the new
+// last byte is zeroed by the client first.
 //
 // Sizes: the meta server stores a file's size; a write past the end grows the size this client
 // reports at once and commits it (commitWrite) on flush, fsync and release.
@@ -133,7 +143,13 @@ class Client {
   kj::Promise<Status> drain(FileState& f);
   kj::Promise<Status> readChunks(FileState& f, uint64_t off, kj::ArrayPtr<kj::byte> out);
   kj::Promise<Status> commit(FileState& f);
+  // fdatasync of every shard of the chunks written since the last sync.
+  kj::Promise<Status> syncShards(FileState& f);
+  // Every few seconds: sync what closed files left unsynced, then forget those files.
+  kj::Promise<void> syncClosedFiles();
   kj::Promise<Status> truncateData(FileState& f, uint64_t newSize);
+  // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
+  void forgetChunksFrom(FileState& f, uint64_t first);
 
   kj::Timer& timer_;
   ClientConfig config_;
@@ -142,6 +158,7 @@ class Client {
   DataPath data_;
   SessionId session_;
   std::unordered_map<InodeId, std::unique_ptr<FileState>> files_;
+  kj::Promise<void> syncLoop_ = nullptr;
 };
 
 }  // namespace tessera::client

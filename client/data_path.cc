@@ -228,7 +228,12 @@ kj::Promise<Status> DataPath::readReplica(const ChunkDesc& chunk, uint64_t lo,
   auto& c = *chunkCopy;
   return readShard(c, shard, lo, dest)
       .then([this, &c, lo, dest, attempt, n, shard](Status s) -> kj::Promise<Status> {
-        if (s || attempt + 1 >= n) return s;
+        if (s) return s;
+        if (attempt + 1 >= n) {
+          return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(c.id.value) +
+                                                      ": no replica readable (last: " +
+                                                      s.error().toString() + ")"});
+        }
         log::debug("chunk ", c.id.value, " replica ", shard, ": ", s.error().toString().c_str(),
                    "; trying another");
         return readReplica(c, lo, dest, attempt + 1);
@@ -495,8 +500,15 @@ kj::Promise<Status> DataPath::sync(ServerId server, const std::vector<ShardKey>&
           refs[i].setShard(uint8_t(list[i].shard));
         }
         return withTimeout(timer_, ioTimeoutMs_, req.send())
-            .then([](capnp::Response<proto::ChunkService::SyncResults> r) {
-              return fromWire(r.getError());
+            .then([server](capnp::Response<proto::ChunkService::SyncResults> r) -> Status {
+              auto st = fromWire(r.getError());
+              // A shard this client wrote is gone: its data is lost there, not "no such file".
+              if (!st && st.error().code == Errc::kNotFound) {
+                return Error{Errc::kIo, "chunk server " + std::to_string(server.value) +
+                                            " lost a shard before it was synced: " +
+                                            st.error().detail};
+              }
+              return st;
             },
             [this, server](kj::Exception&& e) -> Status {
               servers_.failed(server);

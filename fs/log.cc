@@ -5,17 +5,27 @@
 
 #include <atomic>
 #include <cstdio>
+#include <mutex>
 #include <string>
 
 namespace tessera::log {
 namespace {
 
+std::mutex gTagMutex;
 std::string gTag = "tessera";
 std::atomic<Level> gMinLevel{Level::kInfo};
 
+std::string tag() {
+  std::lock_guard<std::mutex> lock(gTagMutex);
+  return gTag;
+}
+
 }  // namespace
 
-void setTag(kj::StringPtr tag) { gTag = tag.cStr(); }
+void setTag(kj::StringPtr tag) {
+  std::lock_guard<std::mutex> lock(gTagMutex);
+  gTag = tag.cStr();
+}
 void setMinLevel(Level level) { gMinLevel = level; }
 
 void write(Level level, kj::StringPtr message) {
@@ -28,13 +38,14 @@ void write(Level level, kj::StringPtr message) {
   snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", t.tm_year + 1900,
            t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1'000'000);
   static const char kLetters[] = "DIWE";
+  std::string name = tag();
   std::string line;
-  line.reserve(message.size() + gTag.size() + 40);
+  line.reserve(message.size() + name.size() + 40);
   line += stamp;
   line += ' ';
   line += kLetters[int(level)];
   line += ' ';
-  line += gTag;
+  line += name;
   line += ": ";
   line.append(message.begin(), message.size());
   line += '\n';

@@ -144,7 +144,10 @@ Result<Options> parseOptions(int argc, const char* const* argv,
   all.add(flags);
   Options out;
   try {
-    po::store(po::command_line_parser(argc, argv).options(all).run(), out.values);
+    // No positional arguments: a stray word is a mistake, not something to ignore.
+    po::positional_options_description none;
+    po::store(po::command_line_parser(argc, argv).options(all).positional(none).run(),
+              out.values);
   } catch (const std::exception& e) {
     return invalid(e.what());
   }

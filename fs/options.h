@@ -33,8 +33,8 @@ struct Options {
 };
 
 // Parses argv against `flags`, adding --help and --config FILE. `usage` heads the --help text.
-// kInvalid for an unknown flag, a missing or malformed value, an unreadable or malformed config
-// file; the detail names the flag or file and line.
+// kInvalid for an unknown flag, a stray argument, a missing or malformed value, an unreadable
+// or malformed config file; the detail names the flag or file and line.
 Result<Options> parseOptions(int argc, const char* const* argv,
                              const boost::program_options::options_description& flags,
                              std::string_view usage);

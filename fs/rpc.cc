@@ -25,7 +25,7 @@ kj::Promise<Result<kj::Own<Connection>>> Connection::open(kj::Network& network, 
       .then([](kj::Own<Connection> c) -> Result<kj::Own<Connection>> { return kj::mv(c); },
             [where](kj::Exception&& e) -> Result<kj::Own<Connection>> {
               auto err = errorFromException(e, kj::str("connect to ", where.c_str()));
-              err.code = Errc::kUnavailable;
+              if (err.code != Errc::kTimedOut) err.code = Errc::kUnavailable;
               return err;
             });
 }
@@ -80,6 +80,16 @@ Status writeFileAtomic(const std::string& path, const std::string& text) {
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     return Error{Errc::kIo, "cannot write " + path + ": " + strerror(errno)};
   }
+  // The rename is durable only once the directory is.
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  int dirFd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dirFd < 0 || ::fsync(dirFd) != 0) {
+    int e = errno;
+    if (dirFd >= 0) ::close(dirFd);
+    return Error{Errc::kIo, "cannot sync directory " + dir + ": " + strerror(e)};
+  }
+  ::close(dirFd);
   return Status();
 }
 

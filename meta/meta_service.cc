@@ -63,7 +63,9 @@ Result<Applied> applyOp(Namespace& ns, int64_t now, Fill&& fill) {
   auto op = message.initRoot<proto::Op>();
   op.setNowNs(now);
   fill(op);
-  return ns.apply(op.asReader());
+  auto r = ns.apply(op.asReader());
+  if (!r) log::debug("op ", int(op.which()), " failed: ", r.error().toString().c_str());
+  return r;
 }
 
 template <typename Results>

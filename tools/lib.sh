@@ -17,7 +17,7 @@ tessera_binaries() {
         || die "cmake failed"
     fi
     say "building (Release) in $dir ..."
-    cmake --build "$dir" -j2 --target tessera-meta tessera-chunk tessera-mount tessera >/dev/null \
+    cmake --build "$dir" -j2 --target tessera-meta tessera-chunk tessera-mount tessera bench_meta >/dev/null \
       || { cmake --build "$dir" -j1 --target tessera-meta tessera-chunk tessera-mount tessera 2>&1 | tail -30; die "build failed"; }
   fi
   BIN_META=$dir/meta/tessera-meta

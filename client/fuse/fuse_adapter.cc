@@ -380,8 +380,11 @@ void FuseAdapter::create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
 
 void FuseAdapter::read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   handle(req, client_.read(InodeId(ino), uint64_t(off), size),
-         [req](Result<kj::Array<kj::byte>> data) {
-           if (!data) return (void)fuse_reply_err(req, errnoFor(data.error()));
+         [req, ino, off](Result<kj::Array<kj::byte>> data) {
+           if (!data) {
+             log::warn("read of inode ", ino, " at ", off, ": ", data.error().toString().c_str());
+             return (void)fuse_reply_err(req, errnoFor(data.error()));
+           }
            fuse_reply_buf(req, reinterpret_cast<const char*>(data->begin()), data->size());
          });
 }
@@ -395,8 +398,12 @@ void FuseAdapter::write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t 
   else if (flags & O_DIRECT) mode = WriteMode::kDirect;
   // The request buffer is reused for the next request: keep a copy.
   auto data = kj::heapArray<kj::byte>(reinterpret_cast<const kj::byte*>(buf), size);
-  handle(req, client_.write(InodeId(ino), uint64_t(off), kj::mv(data), mode), [req, size](Status s) {
-    if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
+  handle(req, client_.write(InodeId(ino), uint64_t(off), kj::mv(data), mode),
+         [req, size, ino, off](Status s) {
+    if (!s) {
+      log::warn("write of inode ", ino, " at ", off, ": ", s.error().toString().c_str());
+      return (void)fuse_reply_err(req, errnoFor(s.error()));
+    }
     fuse_reply_write(req, size);
   });
 }

@@ -89,7 +89,10 @@ void daemonize() {
   setsid();
 }
 
+// A daemon lets go of the terminal (stderr stays on the log file if there is one) and tells the
+// waiting parent that the mount works.
 void reportReady(const std::string& logFile) {
+  if (statusFd < 0) return;  // foreground: keep stdio as it is
   int null = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
     dup2(null, STDIN_FILENO);
@@ -97,12 +100,10 @@ void reportReady(const std::string& logFile) {
     if (logFile.empty()) dup2(null, STDERR_FILENO);
     close(null);
   }
-  if (statusFd >= 0) {
-    ssize_t n = ::write(statusFd, "ok\n", 3);
-    (void)n;
-    close(statusFd);
-    statusFd = -1;
-  }
+  ssize_t n = ::write(statusFd, "ok\n", 3);
+  (void)n;
+  close(statusFd);
+  statusFd = -1;
 }
 
 }  // namespace

@@ -198,7 +198,7 @@ TEST_CASE("meta link: start gives up after the connect timeout when meta cannot 
 }
 
 TEST_CASE(
-    "meta link: heartbeats carry the disk's figures; ordered removals are done and "
+    "meta link: heartbeats carry the disk's figures, and ordered removals are done and "
     "reported") {
   Fixture fx;
   fx.writeShard(5, 0);

@@ -24,7 +24,7 @@ Result<Options> parse(std::vector<const char*> args) {
 
 }  // namespace
 
-TEST_CASE("address: host:port forms parse; bad ones say what is wrong") {
+TEST_CASE("address: host:port forms parse — bad ones say what is wrong") {
   auto a = Address::parse("127.0.0.1:7420");
   REQUIRE(a.ok());
   CHECK(a->host == "127.0.0.1");
@@ -67,6 +67,7 @@ TEST_CASE("flags: unknown flag, missing value and wrong type are errors, not exc
   CHECK(parse({"--nope"}).code() == Errc::kInvalid);
   CHECK(parse({"--dir"}).code() == Errc::kInvalid);
   CHECK(parse({"--count", "many"}).code() == Errc::kInvalid);
+  CHECK(parse({"--dir", "/x", "stray"}).code() == Errc::kInvalid);
   auto ok = parse({"--dir", "/x", "--count", "3"});
   REQUIRE(ok.ok());
   CHECK(ok->values["dir"].as<std::string>() == "/x");

@@ -112,7 +112,7 @@ TEST_CASE("cli: a second meta server on the same directory and a second mount on
   CHECK(run({"/usr/bin/fusermount3", "-u", second}, 10'000).exitCode == 0);
 }
 
-TEST_CASE("cli: tools/up starts and mounts a cluster, reuses it, adds a mount; tools/down stops it") {
+TEST_CASE("cli: tools/up starts and mounts a cluster, reuses it, adds a mount — tools/down stops it") {
   TESSERA_REQUIRE_FUSE();
   TempDir tmp;
   std::string root = TESSERA_SOURCE_DIR;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <deque>
 #include <vector>
 
 #include "tests/integration/helpers.h"
@@ -49,6 +50,17 @@ void randomOpsAgainstModel(Cluster& cluster, const std::string& policy, uint64_t
   std::string model;
   int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
   REQUIRE(fd >= 0);
+  std::deque<std::string> history;  // the last ops, printed when a check fails
+  auto note = [&](std::string what) {
+    history.push_back(std::move(what));
+    if (history.size() > 12) history.pop_front();
+  };
+  auto recent = [&] {
+    std::string all;
+    for (auto& h : history) all += "\n  " + h;
+    return all;
+  };
+  INFO("recent ops:" << recent());
   for (int op = 0; op < 240; ++op) {
     CAPTURE(op);
     unsigned kind = unsigned(rng() % 20);
@@ -57,17 +69,21 @@ void randomOpsAgainstModel(Cluster& cluster, const std::string& policy, uint64_t
       uint64_t len = 1 + rng() % (rng() % 4 == 0 ? 3 * kMiB : 70'000);
       len = std::min(len, maxSize - off);
       std::string data = randomBytes(rng, len);
+      note(std::to_string(op) + ": pwrite " + std::to_string(off) + " +" + std::to_string(len));
       REQUIRE(pwrite(fd, data.data(), len, off_t(off)) == ssize_t(len));
       if (model.size() < off + len) model.resize(off + len, '\0');
       memcpy(&model[off], data.data(), len);
     } else if (kind < 15) {
       uint64_t size = rng() % 3 == 0 ? pickOffset(rng, maxSize) % maxSize : rng() % maxSize;
+      note(std::to_string(op) + ": ftruncate " + std::to_string(size));
       REQUIRE(ftruncate(fd, off_t(size)) == 0);
       model.resize(size, '\0');
     } else if (kind < 18) {
       uint64_t off = model.empty() ? 0 : rng() % model.size();
       uint64_t len = 1 + rng() % (2 * kMiB);
       std::string buf(len, '\0');
+      note(std::to_string(op) + ": pread " + std::to_string(off) + " +" + std::to_string(len) +
+           " (model size " + std::to_string(model.size()) + ")");
       ssize_t n = pread(fd, buf.data(), len, off_t(off));
       REQUIRE(n >= 0);
       uint64_t expect = off >= model.size() ? 0 : std::min(len, model.size() - off);
@@ -75,7 +91,9 @@ void randomOpsAgainstModel(Cluster& cluster, const std::string& policy, uint64_t
       CHECK(buf.compare(0, expect, model, off, expect) == 0);
     } else {
       // Close and reopen: write-back flushed, size committed, cached chunk map refreshed.
-      REQUIRE(close(fd) == 0);
+      note(std::to_string(op) + ": close, open");
+      int rc = close(fd), e = errno;
+      REQUIRE_MESSAGE(rc == 0, std::string(strerror(e)));
       fd = open(path.c_str(), O_RDWR);
       REQUIRE(fd >= 0);
       struct stat st;
@@ -83,8 +101,10 @@ void randomOpsAgainstModel(Cluster& cluster, const std::string& policy, uint64_t
       CHECK(uint64_t(st.st_size) == model.size());
     }
   }
-  REQUIRE(fsync(fd) == 0);
-  REQUIRE(close(fd) == 0);
+  int rc = fsync(fd), e = errno;
+  REQUIRE_MESSAGE(rc == 0, std::string(strerror(e)));
+  rc = close(fd), e = errno;
+  REQUIRE_MESSAGE(rc == 0, std::string(strerror(e)));
   checkAgainstModel(path, model);
   // A fresh mount (cold caches, new session) sees the same bytes.
   cluster.unmount();

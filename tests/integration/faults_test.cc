@@ -66,7 +66,7 @@ int damageShards(const std::string& dir, uint64_t offset) {
 
 }  // namespace
 
-TEST_CASE("faults: with two chunk servers killed every file reads back; a third gives EIO") {
+TEST_CASE("faults: with two chunk servers killed every file reads back — a third gives EIO") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;
   uint64_t seed = testSeed(7);

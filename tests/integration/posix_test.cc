@@ -61,7 +61,7 @@ TEST_CASE("posix: every error case returns its errno") {
   CHECK(errno == ENODATA);
 }
 
-TEST_CASE("posix: rename moves, replaces, refuses and exchanges; never EXDEV inside the mount") {
+TEST_CASE("posix: rename moves, replaces, refuses and exchanges — never EXDEV inside the mount") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;
   const std::string m = cluster.mnt();

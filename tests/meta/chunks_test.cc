@@ -17,7 +17,7 @@ std::vector<uint64_t> garbageIds(NsFixture& f) {
 
 }  // namespace
 
-TEST_CASE("chunks: allocChunk stores a chunk once; a racing second allocation gets the first") {
+TEST_CASE("chunks: allocChunk stores a chunk once — a racing second allocation gets the first") {
   auto f = eachStore();
   InodeId file = f->createOk(kRoot, "file");
   auto first =
@@ -152,7 +152,7 @@ TEST_CASE(
   CHECK(f->ns().garbage(10).empty());
 }
 
-TEST_CASE("setattr: mode keeps the file type; uid, gid and times are set as asked") {
+TEST_CASE("setattr: mode keeps the file type — uid, gid and times are set as asked") {
   auto f = eachStore();
   InodeId file = f->createOk(kRoot, "file");
   auto a = f->setattr(file, {.valid = proto::SET_MODE, .mode = S_IFDIR | 04700});
@@ -184,7 +184,7 @@ TEST_CASE("setattr: mode keeps the file type; uid, gid and times are set as aske
   CHECK(f->attr(file).mode == (S_IFREG | 04700));
 }
 
-TEST_CASE("setattr: size is refused on directories and special files; unknown bits are invalid") {
+TEST_CASE("setattr: size is refused on directories and special files — unknown bits are invalid") {
   auto f = eachStore();
   InodeId link = f->symlink(kRoot, "link", "x")->inode;
   InodeId dir = f->mkdirOk(kRoot, "dir");

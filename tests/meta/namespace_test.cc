@@ -165,7 +165,7 @@ TEST_CASE("namespace: getattr and readlink report missing inodes and non-symlink
   CHECK(f->ns().readlink(InodeId(999)).code() == Errc::kNotFound);
 }
 
-TEST_CASE("namespace: link adds a name and raises nlink; directories and taken names are refused") {
+TEST_CASE("namespace: link adds a name and raises nlink — directories and taken names are refused") {
   auto f = eachStore();
   InodeId dir = f->mkdirOk(kRoot, "dir");
   InodeId file = f->createOk(kRoot, "file");
@@ -299,7 +299,7 @@ TEST_CASE("namespace: a file unlinked while open lives on as an orphan until its
   CHECK(f->release(2, file).code() == Errc::kNotFound);
 }
 
-TEST_CASE("namespace: release of a linked file keeps it; open counts handles per session") {
+TEST_CASE("namespace: release of a linked file keeps it — open counts handles per session") {
   auto f = eachStore();
   InodeId file = f->createOk(kRoot, "file");
   auto opened = f->open(3, file);

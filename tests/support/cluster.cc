@@ -37,6 +37,12 @@ bool waitFor(int timeoutMs, F ready) {
   return ready();
 }
 
+// TESSERA_LOG_LEVEL=debug makes the daemons of test clusters log more.
+std::string logLevel() {
+  const char* l = getenv("TESSERA_LOG_LEVEL");
+  return l && *l ? l : "info";
+}
+
 std::string slurp(const std::string& path) {
   std::ifstream f(path);
   std::stringstream s;
@@ -102,7 +108,7 @@ void Cluster::startMeta() {
   std::string listen = "127.0.0.1:" + std::to_string(metaPort_);  // 0 the first time
   meta_ = Process::spawn({buildDir() + "/meta/tessera-meta", "--dir", dir() + "/meta", "--listen",
                           listen, "--port-file", portFile, "--default-policy", options_.policy,
-                          "--server-timeout", options_.serverTimeout},
+                          "--server-timeout", options_.serverTimeout, "--log-level", logLevel()},
                          dir() + "/meta.log");
   bool up = waitFor(15'000, [&] { return access(portFile.c_str(), R_OK) == 0 || !meta_.running(); });
   if (!up || !meta_.running()) throw std::runtime_error("tessera-meta did not start:\n" + slurp(dir() + "/meta.log"));
@@ -141,7 +147,7 @@ void Cluster::mount(const std::string& mountpoint) {
   mkdir(mountpoint_.c_str(), 0755);
   mount_ = Process::spawn({buildDir() + "/client/tessera-mount", "--meta", meta(), "-f",
                            "--io-timeout", options_.ioTimeout, "--meta-timeout", "20s",
-                           mountpoint_},
+                           "--log-level", logLevel(), mountpoint_},
                           dir() + "/mount.log");
   bool up = waitFor(15'000, [&] { return isMountPoint(mountpoint_) || !mount_.running(); });
   if (!up || !mount_.running()) {

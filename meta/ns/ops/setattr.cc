@@ -27,12 +27,12 @@ Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
     if (size > uint64_t(std::numeric_limits<int64_t>::max())) {
       return err(Errc::kTooBig, "truncate to", std::to_string(size));
     }
-    if (size < a.size) {
-      // Chunks wholly past the new end go. The client already zeroed the tail of the last
-      // partial chunk, so a later extension reads zeros there, as POSIX requires.
-      uint64_t keep = size / kChunkSize + (size % kChunkSize != 0);
-      if (Status s = chunksToGarbage(txn, inode, keep); !s) return s.error();
-    }
+    // Chunks wholly past the new end go — also when the stored size is smaller, because a
+    // client may have written past it without committing the size yet. The client already
+    // zeroed the tail of the last partial chunk, so a later extension reads zeros there, as
+    // POSIX requires.
+    uint64_t keep = size / kChunkSize + (size % kChunkSize != 0);
+    if (Status s = chunksToGarbage(txn, inode, keep); !s) return s.error();
     if (size != a.size && !(valid & (proto::SET_MTIME | proto::SET_MTIME_NOW))) a.mtimeNs = now;
     a.size = size;
   }
