@@ -37,6 +37,7 @@ struct Client::FileState {
   bool attrDirty = false;   // size/mtime written here and not yet committed
   bool metaDirty = false;   // metadata changed since the meta server last synced for us
   std::map<uint64_t, ChunkDesc> chunks;
+  std::map<uint64_t, std::shared_ptr<FreshChunk>> fresh;  // chunks this client placed
   std::set<uint64_t> absent;  // chunk indexes known not to exist
   // Bumped whenever the cached chunk map is dropped (truncate, close-to-open refresh): an answer
   // to a lookup that started before must not be cached, it may name chunks since deleted.
@@ -91,6 +92,10 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
 
 Client::~Client() = default;
 
+void Client::TaskErrors::taskFailed(kj::Exception&& e) {
+  log::error("client task failed: ", e.getDescription());
+}
+
 kj::Promise<Status> Client::start() {
   return meta_.connect().then([this](Status s) -> kj::Promise<Status> {
     if (!s) return s;
@@ -109,9 +114,6 @@ kj::Promise<Status> Client::start() {
         .then([this](Result<uint64_t> session) -> Status {
           if (!session) return session.error();
           session_ = SessionId(*session);
-          syncLoop_ = syncClosedFiles().eagerlyEvaluate([](kj::Exception&& e) {
-            log::error("background sync stopped: ", e.getDescription());
-          });
           return Status();
         });
   });
@@ -125,6 +127,11 @@ Client::FileState& Client::state(InodeId inode, uint64_t metaSize) {
     f = std::make_unique<FileState>();
     f->inode = inode;
     f->size = metaSize;
+    auto closed = closedUnsynced_.find(inode);
+    if (closed != closedUnsynced_.end()) {
+      f->unsynced = std::move(closed->second);
+      closedUnsynced_.erase(closed);
+    }
   }
   return *f;
 }
@@ -138,11 +145,13 @@ void Client::dropIfIdle(InodeId inode) {
   auto it = files_.find(inode);
   if (it == files_.end()) return;
   auto& f = *it->second;
-  if (f.opens > 0 || f.busy() || f.attrDirty || f.commitsInFlight > 0 || !f.allocating.empty() ||
-      !f.unsynced.empty()) {
+  if (f.opens > 0 || f.busy() || f.attrDirty || f.commitsInFlight > 0 || !f.allocating.empty()) {
     return;
   }
+  // A later fsync through a new open must still cover what was written through this one.
+  if (!f.unsynced.empty()) closedUnsynced_[inode] = std::move(f.unsynced);
   files_.erase(it);
+  if (closedUnsynced_.size() > kMaxClosedUnsynced) trimClosedUnsynced();
 }
 
 Attr Client::merge(Attr attr) {
@@ -280,6 +289,7 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
 void Client::forgetChunksFrom(FileState& f, uint64_t first) {
   f.mapEpoch++;
   f.chunks.erase(f.chunks.lower_bound(first), f.chunks.end());
+  f.fresh.erase(f.fresh.lower_bound(first), f.fresh.end());
   f.absent.erase(f.absent.lower_bound(first), f.absent.end());
   f.unsynced.erase(f.unsynced.lower_bound(first), f.unsynced.end());
 }
@@ -531,6 +541,7 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
           // Close-to-open: another client may have written since we last looked.
           f.size = a->size;
           f.chunks.clear();
+          f.fresh.clear();
           f.absent.clear();
           f.mapEpoch++;
         }
@@ -623,38 +634,38 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
           return found;
         });
   }
-  // Allocate: the meta server places it (or returns the one another writer placed first), then
-  // every shard is created so untouched ranges read as zeros rather than as lost.
+  // Allocate: the meta server places it, or returns the one another writer placed first. A
+  // chunk placed by this call is fresh: its first write creates its shards (FreshChunk).
+  struct Allocated {
+    ChunkDesc chunk;
+    bool created;
+  };
   auto work = meta_
-                  .call<ChunkDesc>("allocChunk", true,
+                  .call<Allocated>("allocChunk", true,
                                    [inode, index](MetaClient m) {
                                      auto req = m.allocChunkRequest();
                                      req.setInode(inode.value);
                                      req.setIndex(index);
-                                     return req.send().then([](auto r) -> Result<ChunkDesc> {
+                                     return req.send().then([](auto r) -> Result<Allocated> {
                                        auto st = statusOf(r);
                                        if (!st) return st.error();
-                                       return fromWire(r.getChunk());
+                                       auto c = fromWire(r.getChunk());
+                                       if (!c) return c.error();
+                                       return Allocated{kj::mv(*c), r.getCreated()};
                                      });
                                    })
-                  .then([this](Result<ChunkDesc> c) -> kj::Promise<Result<ChunkDesc>> {
-                    if (!c) return c;
-                    auto desc = *c;
-                    return data_.create(desc).then([desc](Status s) -> Result<ChunkDesc> {
-                      if (!s) return s.error();
-                      return desc;
-                    });
-                  })
-                  .then([this, inode, index, epoch](Result<ChunkDesc> c) -> R {
+                  .then([this, inode, index, epoch](Result<Allocated> a) -> R {
                     auto* f = find(inode);
                     if (f) f->allocating.erase(index);
-                    if (!c) return c.error();
-                    log::debug("inode ", inode.value, " allocated index ", index, ": chunk ", c->id.value);
+                    if (!a) return a.error();
+                    log::debug("inode ", inode.value, " allocated index ", index, ": chunk ",
+                               a->chunk.id.value, a->created ? " (new)" : "");
                     if (f && f->mapEpoch == epoch) {
-                      f->chunks[index] = *c;
+                      f->chunks[index] = a->chunk;
                       f->absent.erase(index);
+                      if (a->created) f->fresh[index] = std::make_shared<FreshChunk>();
                     }
-                    return std::optional<ChunkDesc>(*c);
+                    return std::optional<ChunkDesc>(a->chunk);
                   })
                   .fork();
   auto result = work.addBranch();
@@ -677,7 +688,13 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
             -> kj::Promise<Status> {
           if (!c) return Status(c.error());
           auto desc = **c;
-          return data_.write(desc, chunkOff, piece, sync).then([this, inode, desc](Status s) {
+          std::shared_ptr<FreshChunk> fresh;
+          if (auto* f = find(inode)) {
+            auto it = f->fresh.find(desc.index);
+            if (it != f->fresh.end()) fresh = it->second;
+          }
+          return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
+              .then([this, inode, desc](Status s) {
             if (s) {
               if (auto* f = find(inode)) {
                 f->unsynced[desc.index] = desc;
@@ -900,48 +917,43 @@ kj::Promise<Status> Client::fsync(InodeId inode) {
       });
 }
 
-kj::Promise<Status> Client::syncShards(FileState& f) {
-  if (f.unsynced.empty()) return Status();
-  auto chunks = std::move(f.unsynced);
-  f.unsynced.clear();
+kj::Promise<Status> Client::syncChunks(const std::map<uint64_t, ChunkDesc>& chunks) {
   std::map<ServerId, std::vector<ShardKey>> byServer;
   for (auto& [index, c] : chunks) {
     for (int j = 0; j < c.layout.shards(); ++j) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
   }
   kj::Vector<kj::Promise<Status>> syncs;
   for (auto& [server, shards] : byServer) syncs.add(data_.sync(server, shards));
-  InodeId inode = f.inode;
-  return joinStatus(syncs.releaseAsArray())
-      .then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
-        // Not durable: keep them, so the next fsync tries again (and fails again if lost).
-        if (!s) {
-          if (auto* f = find(inode)) f->unsynced.merge(chunks);
-        }
-        return s;
-      });
+  return joinStatus(syncs.releaseAsArray());
 }
 
-kj::Promise<void> Client::syncClosedFiles() {
-  return timer_.afterDelay(3 * kj::SECONDS).then([this] {
-    kj::Vector<kj::Promise<void>> syncs;
-    std::vector<InodeId> idle;
-    for (auto& [inode, f] : files_) {
-      if (f->opens == 0 && !f->busy() && !f->unsynced.empty()) idle.push_back(inode);
+kj::Promise<Status> Client::syncShards(FileState& f) {
+  if (f.unsynced.empty()) return Status();
+  auto chunks = std::move(f.unsynced);
+  f.unsynced.clear();
+  auto syncing = syncChunks(chunks);
+  InodeId inode = f.inode;
+  return syncing.then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
+    // Not durable: keep them, so the next fsync tries again (and fails again if lost).
+    if (!s) {
+      if (auto* f = find(inode)) f->unsynced.merge(chunks);
     }
-    for (InodeId inode : idle) {
-      auto* f = find(inode);
-      f->opens++;  // keep it while its sync runs
-      syncs.add(syncShards(*f).then([this, inode](Status s) {
-        if (!s) log::warn("background sync of inode ", inode.value, ": ", s.error().toString().c_str());
-        if (auto* f = find(inode)) {
-          f->opens--;
-          // A file whose shards cannot be synced is kept: its next fsync must report that.
-          dropIfIdle(inode);
-        }
-      }));
-    }
-    return kj::joinPromises(syncs.releaseAsArray()).then([this] { return syncClosedFiles(); });
+    return s;
   });
+}
+
+// Sync what closed files left unsynced once too many are remembered; arbitrary ones go first.
+void Client::trimClosedUnsynced() {
+  while (closedUnsynced_.size() > kMaxClosedUnsynced) {
+    auto it = closedUnsynced_.begin();
+    InodeId inode = it->first;
+    auto chunks = std::move(it->second);
+    closedUnsynced_.erase(it);
+    auto syncing = syncChunks(chunks);
+    tasks_.add(syncing.then([inode](Status s) {
+      if (!s) log::debug("sync of closed inode ", inode.value, ": ", s.error().toString().c_str());
+    }).attach(kj::mv(chunks)));
+  }
 }
 
 kj::Promise<Status> Client::flushAll() {

@@ -3,9 +3,8 @@
 // cached chunk descriptors, write-back buffering and the size this client has written.
 //
 // Durability: fsync syncs every shard the file's writes touched since the last fsync, also
-// writes made through earlier opens of the file; shards that closed files leave unsynced are
-// synced in the background within a few seconds (as a local file system writes back dirty
-// pages), after which the file's state is dropped.
+// through earlier opens of the file: what closed files leave unsynced is remembered (a chunk
+// list per file, bounded) until the next fsync. Nothing is synced that nobody asked for.
 //
 // Write-back: a buffered write is copied into the file's pending buffer and acknowledged; the
 // buffer goes out in large, stripe-sized writes when it grows past a threshold, when a write is
@@ -145,8 +144,8 @@ class Client {
   kj::Promise<Status> commit(FileState& f);
   // fdatasync of every shard of the chunks written since the last sync.
   kj::Promise<Status> syncShards(FileState& f);
-  // Every few seconds: sync what closed files left unsynced, then forget those files.
-  kj::Promise<void> syncClosedFiles();
+  kj::Promise<Status> syncChunks(const std::map<uint64_t, ChunkDesc>& chunks);
+  void trimClosedUnsynced();
   kj::Promise<Status> truncateData(FileState& f, uint64_t newSize);
   // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
   void forgetChunksFrom(FileState& f, uint64_t first);
@@ -158,7 +157,14 @@ class Client {
   DataPath data_;
   SessionId session_;
   std::unordered_map<InodeId, std::unique_ptr<FileState>> files_;
-  kj::Promise<void> syncLoop_ = nullptr;
+  // Chunks written through files that are closed now and not synced since; a new open takes
+  // them over. Past kMaxClosedUnsynced files, some are synced and forgotten.
+  std::unordered_map<InodeId, std::map<uint64_t, ChunkDesc>> closedUnsynced_;
+  static constexpr size_t kMaxClosedUnsynced = 100'000;
+  struct TaskErrors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } taskErrors_;
+  kj::TaskSet tasks_{taskErrors_};
 };
 
 }  // namespace tessera::client

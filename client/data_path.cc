@@ -21,6 +21,31 @@ kj::Promise<Status> joinStatus(kj::Array<kj::Promise<Status>> all) {
   });
 }
 
+bool FreshChunk::overlaps(int shard, uint64_t lo, uint64_t hi) const {
+  if (size_t(shard) >= written.size()) return false;
+  for (const Extent& e : written[shard]) {
+    if (e.lo < hi && lo < e.hi) return true;
+  }
+  return false;
+}
+
+void FreshChunk::add(int shard, uint64_t lo, uint64_t hi) {
+  if (size_t(shard) >= written.size()) written.resize(shard + 1);
+  auto& list = written[shard];
+  Extent merged{lo, hi};
+  std::vector<Extent> out;
+  for (const Extent& e : list) {
+    if (e.hi < merged.lo || merged.hi < e.lo) {
+      out.push_back(e);
+    } else {
+      merged = Extent{std::min(e.lo, merged.lo), std::max(e.hi, merged.hi)};
+    }
+  }
+  out.push_back(merged);
+  std::sort(out.begin(), out.end(), [](const Extent& a, const Extent& b) { return a.lo < b.lo; });
+  list = std::move(out);
+}
+
 DataPath::DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs)
     : servers_(servers), timer_(timer), ioTimeoutMs_(ioTimeoutMs) {}
 
@@ -91,7 +116,9 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
                                        Result<proto::ChunkService::Client> service) {
     if (!service) return kj::Promise<Status>(service.error());
     kj::Vector<kj::Promise<Status>> parts;
-    for (uint64_t done = 0; done < data.size(); done += kMaxTransfer) {
+    // An empty write creates the shard (see FreshChunk): one request, no data.
+    for (uint64_t done = 0; done < data.size() || (done == 0 && data.size() == 0);
+         done += kMaxTransfer) {
       uint64_t n = std::min<uint64_t>(kMaxTransfer, data.size() - done);
       auto req = service->writeRequest();
       req.setChunk(chunkId);
@@ -291,16 +318,19 @@ kj::Promise<Status> DataPath::read(const ChunkDesc& chunk, uint64_t off,
 }
 
 kj::Promise<Status> DataPath::write(const ChunkDesc& chunk, uint64_t off,
-                                    kj::ArrayPtr<const kj::byte> data, bool sync) {
+                                    kj::ArrayPtr<const kj::byte> data, bool sync,
+                                    std::shared_ptr<FreshChunk> fresh) {
   if (data.size() == 0) return Status();
   KJ_REQUIRE(off + data.size() <= kChunkSize, off, data.size());
-  return chunk.layout.isEc() ? writeEc(chunk, off, data, sync)
-                             : writeReplica(chunk, off, data, sync);
+  return chunk.layout.isEc() ? writeEc(chunk, off, data, sync, kj::mv(fresh))
+                             : writeReplica(chunk, off, data, sync, kj::mv(fresh));
 }
 
 kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
-                                      kj::ArrayPtr<const kj::byte> data, bool sync) {
+                                      kj::ArrayPtr<const kj::byte> data, bool sync,
+                                      std::shared_ptr<FreshChunk> fresh) {
   struct State {
+    std::shared_ptr<FreshChunk> fresh;
     ChunkDesc chunk;
     Extent rows;
     std::vector<Extent> extents;
@@ -312,6 +342,7 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
   const Layout& l = st->chunk.layout;
   st->rows = rowExtent(l, off, data.size());
   st->extents = dataExtents(l, off, data.size());
+  st->fresh = kj::mv(fresh);
   auto& s = *st;
   return rows_.lock(chunk.id.value, s.rows.lo, s.rows.hi)
       .then([this, &s, off, data](RangeLock::Guard guard) {
@@ -323,7 +354,13 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
         // Old contents of the data blocks this write does not cover entirely.
         std::vector<Want> wants;
         auto want = [&](int j, uint64_t lo, uint64_t hi) {
-          if (hi > lo) wants.push_back(Want{j, lo, s.bufs[j].slice(lo - L, hi - L)});
+          if (hi <= lo) return;
+          auto dest = s.bufs[j].slice(lo - L, hi - L);
+          if (s.fresh && !s.fresh->overlaps(j, lo, hi)) {
+            memset(dest.begin(), 0, dest.size());  // never written: zeros, nothing to read
+            return;
+          }
+          wants.push_back(Want{j, lo, dest});
         };
         for (int j = 0; j < l.k; ++j) {
           const Extent& e = s.extents[j];
@@ -364,14 +401,33 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
         for (int j = l.k; j < l.shards(); ++j) {
           writes.add(writeShard(s.chunk, j, L, s.bufs[j], sync));
         }
-        return joinStatus(writes.releaseAsArray());
+        if (s.fresh && !s.fresh->shardsCreated) {
+          for (int j = 0; j < l.k; ++j) {
+            if (s.extents[j].empty()) {
+              writes.add(writeShard(s.chunk, j, 0, kj::ArrayPtr<const kj::byte>(), sync));
+            }
+          }
+        }
+        return joinStatus(writes.releaseAsArray()).then([&s](Status r) {
+          // Recorded before the rows are unlocked: the next writer of these rows reads them.
+          if (r && s.fresh) {
+            for (int j = 0; j < s.chunk.layout.k; ++j) {
+              const Extent& e = s.extents[j];
+              if (!e.empty()) s.fresh->add(j, alignDown(e.lo, kBlockSize), alignUp(e.hi, kBlockSize));
+            }
+            s.fresh->shardsCreated = true;
+          }
+          return r;
+        });
       })
       .attach(kj::mv(st));
 }
 
 kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
-                                           kj::ArrayPtr<const kj::byte> data, bool sync) {
+                                           kj::ArrayPtr<const kj::byte> data, bool sync,
+                                           std::shared_ptr<FreshChunk> fresh) {
   struct State {
+    std::shared_ptr<FreshChunk> fresh;
     ChunkDesc chunk;
     uint64_t lo, hi;
     kj::Array<kj::byte> buf;
@@ -381,14 +437,20 @@ kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
   st->chunk = chunk;
   st->lo = alignDown(off, kBlockSize);
   st->hi = alignUp(off + data.size(), kBlockSize);
+  st->fresh = kj::mv(fresh);
   auto& s = *st;
   return rows_.lock(chunk.id.value, s.lo, s.hi)
       .then([this, &s, off, data](RangeLock::Guard guard) -> kj::Promise<Status> {
         s.guard = kj::mv(guard);
         s.buf = kj::heapArray<kj::byte>(s.hi - s.lo);
         kj::Vector<kj::Promise<Status>> edges;
-        bool headPartial = off != s.lo;
-        bool tailPartial = off + data.size() != s.hi;
+        memset(s.buf.begin(), 0, s.buf.size());
+        // Edge blocks of a fresh chunk this client never wrote are zeros: nothing to read.
+        auto unknown = [&](uint64_t lo) {
+          return !s.fresh || s.fresh->overlaps(0, lo, lo + kBlockSize);
+        };
+        bool headPartial = off != s.lo && unknown(s.lo);
+        bool tailPartial = off + data.size() != s.hi && unknown(s.hi - kBlockSize);
         if (headPartial) {
           edges.add(readReplica(s.chunk, s.lo, s.buf.slice(0, kBlockSize), 0));
         }
@@ -405,36 +467,15 @@ kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
         for (int j = 0; j < s.chunk.layout.shards(); ++j) {
           writes.add(writeShard(s.chunk, j, s.lo, s.buf, sync));
         }
-        return joinStatus(writes.releaseAsArray());
+        return joinStatus(writes.releaseAsArray()).then([&s](Status r) {
+          if (r && s.fresh) {
+            s.fresh->add(0, s.lo, s.hi);
+            s.fresh->shardsCreated = true;
+          }
+          return r;
+        });
       })
       .attach(kj::mv(st));
-}
-
-kj::Promise<Status> DataPath::create(const ChunkDesc& chunk) {
-  kj::Vector<kj::Promise<Status>> all;
-  for (int j = 0; j < chunk.layout.shards(); ++j) {
-    ServerId server = chunk.servers[j];
-    uint64_t chunkId = chunk.id.value;
-    Layout layout = chunk.layout;
-    all.add(servers_.get(server).then(
-        [this, server, chunkId, j, layout](Result<proto::ChunkService::Client> service)
-            -> kj::Promise<Status> {
-          if (!service) return Status(service.error());
-          auto req = service->createRequest();
-          req.setChunk(chunkId);
-          req.setShard(uint8_t(j));
-          toWire(layout, req.initLayout());
-          return withTimeout(timer_, ioTimeoutMs_, req.send())
-              .then([](capnp::Response<proto::ChunkService::CreateResults> r) {
-                return fromWire(r.getError());
-              },
-              [this, server](kj::Exception&& e) -> Status {
-                servers_.failed(server);
-                return errorFromException(e, "create shard");
-              });
-        }));
-  }
-  return joinStatus(all.releaseAsArray());
 }
 
 kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {

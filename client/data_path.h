@@ -24,6 +24,7 @@
 
 #include "client/chunk_servers.h"
 #include "client/range_lock.h"
+#include "client/stripe.h"
 #include "fs/erasure.h"
 #include "fs/types.h"
 
@@ -33,6 +34,18 @@ struct ShardKey {
   ChunkId chunk;
   int shard;
   friend auto operator<=>(const ShardKey&, const ShardKey&) = default;
+};
+
+// What a client knows of a chunk it placed itself (allocChunk said `created`): it holds nothing
+// but this client's own writes. Rows it never wrote need no reading before a partial-stripe
+// write (they are zeros), and its first write also creates the shards that write does not
+// touch, so that untouched ranges read as zeros rather than as lost.
+struct FreshChunk {
+  bool shardsCreated = false;
+  std::vector<std::vector<Extent>> written;  // per data shard: shard-offset ranges, sorted
+
+  bool overlaps(int shard, uint64_t lo, uint64_t hi) const;
+  void add(int shard, uint64_t lo, uint64_t hi);
 };
 
 class DataPath {
@@ -45,12 +58,11 @@ class DataPath {
   kj::Promise<Status> read(const ChunkDesc& chunk, uint64_t off, kj::ArrayPtr<kj::byte> out);
 
   // `data` (alive until resolved) at chunk offset `off`, on every shard. With `sync` every
-  // shard written is on disk when this resolves.
+  // shard written is on disk when this resolves. `fresh` (may be null) is what this client
+  // knows of a chunk it placed; it is updated when the write succeeds.
   kj::Promise<Status> write(const ChunkDesc& chunk, uint64_t off,
-                            kj::ArrayPtr<const kj::byte> data, bool sync);
-
-  // Creates every shard of a newly allocated chunk, so untouched ranges read as zeros.
-  kj::Promise<Status> create(const ChunkDesc& chunk);
+                            kj::ArrayPtr<const kj::byte> data, bool sync,
+                            std::shared_ptr<FreshChunk> fresh = nullptr);
 
   // Cuts the chunk to `len` bytes (0 < len < kChunkSize): zeroes the rest of the stripe that
   // holds byte len - 1 and truncates every shard after it.
@@ -82,9 +94,11 @@ class DataPath {
   kj::Promise<Status> readReplica(const ChunkDesc& chunk, uint64_t lo,
                                   kj::ArrayPtr<kj::byte> dest, int attempt);
   kj::Promise<Status> writeEc(const ChunkDesc& chunk, uint64_t off,
-                              kj::ArrayPtr<const kj::byte> data, bool sync);
+                              kj::ArrayPtr<const kj::byte> data, bool sync,
+                              std::shared_ptr<FreshChunk> fresh);
   kj::Promise<Status> writeReplica(const ChunkDesc& chunk, uint64_t off,
-                                   kj::ArrayPtr<const kj::byte> data, bool sync);
+                                   kj::ArrayPtr<const kj::byte> data, bool sync,
+                                   std::shared_ptr<FreshChunk> fresh);
   ErasureCode& code(const Layout& layout);
 
   ChunkServers& servers_;

@@ -365,6 +365,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   okToWire(results.initError());
   KJ_ASSERT(r->chunk != std::nullopt, "allocChunk applied without a chunk");
   toWire(*r->chunk, results.initChunk());
+  results.setCreated(r->chunk->id == chunk.id);
   return kj::READY_NOW;
 }
 

@@ -80,8 +80,10 @@ interface MetaService {
   # Chunk descriptors of `inode` with first <= index < first + count that exist.
   getChunks @18 (inode :UInt64, first :UInt64, count :UInt64)
       -> (error :Common.Error, chunks :List(Common.ChunkDesc));
-  # The chunk at `index`, placing it on servers if it does not exist yet.
-  allocChunk @19 (inode :UInt64, index :UInt64) -> (error :Common.Error, chunk :Common.ChunkDesc);
+  # The chunk at `index`, placing it on servers if it does not exist yet. `created`: this call
+  # placed it, so no shard of it exists yet and every byte of it reads as zero.
+  allocChunk @19 (inode :UInt64, index :UInt64)
+      -> (error :Common.Error, chunk :Common.ChunkDesc, created :Bool);
   # Data up to `size` was written: grow the file to `size` if smaller and set mtime.
   commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64)
       -> (error :Common.Error, attr :Common.Attr);
