@@ -365,6 +365,7 @@ kj::Promise<Disk::Stats> Disk::stats() {
     if (::statvfs(config_.dir.c_str(), &vfs) == 0) {
       s.capacityBytes = uint64_t(vfs.f_blocks) * vfs.f_frsize;
       s.freeBytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+      if (config_.capacityCap == 0) s.fsid = uint64_t(vfs.f_fsid) | 1;  // never 0
     }
     if (config_.capacityCap != 0 && config_.capacityCap < s.capacityBytes) {
       s.capacityBytes = config_.capacityCap;

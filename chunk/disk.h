@@ -42,6 +42,9 @@ class Disk {
     uint64_t usedBytes = 0;      // disk space taken by shard files
     uint64_t freeBytes = 0;      // what may still be written (also under the cap)
     uint64_t shards = 0;
+    // Identifies the file system the data directory is on (statvfs f_fsid), so the meta server
+    // counts a disk shared by several servers once; 0 with a --capacity cap.
+    uint64_t fsid = 0;
   };
 
   // Creates DIR (its parent must exist) and DIR/shards, checks DIR is a writable directory no

@@ -131,6 +131,7 @@ kj::Promise<Status> MetaLink::connectAndRegister(uint64_t timeoutMs) {
       req.setUsedBytes(st.usedBytes);
       req.setFreeBytes(st.freeBytes);
       req.setShards(st.shards);
+      req.setFsid(st.fsid);
       using Response = capnp::Response<proto::MetaService::RegisterServerResults>;
       return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
           .then(
@@ -249,6 +250,7 @@ kj::Promise<Status> MetaLink::heartbeat() {
     req.setUsedBytes(st.usedBytes);
     req.setFreeBytes(st.freeBytes);
     req.setShards(st.shards);
+    req.setFsid(st.fsid);
     size_t sent = removed_.size();
     auto list = req.initRemoved(sent);
     for (size_t i = 0; i < sent; ++i) list.set(i, removed_[i].value);

@@ -28,6 +28,8 @@ void setTag(kj::StringPtr tag) {
 }
 void setMinLevel(Level level) { gMinLevel = level; }
 
+bool enabled(Level level) { return level >= gMinLevel.load(std::memory_order_relaxed); }
+
 void write(Level level, kj::StringPtr message) {
   if (level < gMinLevel.load(std::memory_order_relaxed)) return;
   timespec ts;

@@ -11,10 +11,14 @@ enum class Level { kDebug, kInfo, kWarn, kError };
 // Names the process in every line ("meta", "chunk3", "mount").
 void setTag(kj::StringPtr tag);
 void setMinLevel(Level level);
+bool enabled(Level level);
 void write(Level level, kj::StringPtr message);
 
+// Formats nothing unless debug logging is on: debug lines sit on hot paths.
 template <typename... Params>
-void debug(Params&&... params) { write(Level::kDebug, kj::str(kj::fwd<Params>(params)...)); }
+void debug(Params&&... params) {
+  if (enabled(Level::kDebug)) write(Level::kDebug, kj::str(kj::fwd<Params>(params)...));
+}
 template <typename... Params>
 void info(Params&&... params) { write(Level::kInfo, kj::str(kj::fwd<Params>(params)...)); }
 template <typename... Params>

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <set>
+
 #include <capnp/message.h>
 
 #include "fs/log.h"
@@ -236,9 +238,16 @@ kj::Promise<void> MetaService::release(ReleaseContext context) {
 }
 
 proto::StatFs::Builder MetaService::fillStatFs(proto::StatFs::Builder b) {
+  // Several chunk servers on one disk (a test cluster, or one server per directory) report the
+  // same file system: count it once.
   uint64_t capacity = 0, free = 0;
+  std::set<std::pair<std::string, uint64_t>> seen;
   for (auto& [id, s] : servers_) {
     if (!s.up) continue;
+    if (s.fsid != 0) {
+      auto host = Address::parse(s.record.address);
+      if (!seen.insert({host ? host->host : s.record.address, s.fsid}).second) continue;
+    }
     capacity += s.capacityBytes;
     free += s.freeBytes;
   }
@@ -460,6 +469,7 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
   s.usedBytes = p.getUsedBytes();
   s.freeBytes = p.getFreeBytes();
   s.shards = p.getShards();
+  s.fsid = p.getFsid();
   log::info("chunk server ", rec.id.value, " registered at ", rec.address.c_str());
   okToWire(results.initError());
   results.setId(rec.id.value);
@@ -484,6 +494,7 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   s.usedBytes = p.getUsedBytes();
   s.freeBytes = p.getFreeBytes();
   s.shards = p.getShards();
+  s.fsid = p.getFsid();
   if (p.getRemoved().size() > 0) {
     auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
       auto rm = op.initRemoved();

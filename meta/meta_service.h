@@ -64,6 +64,7 @@ class MetaService final : public proto::MetaService::Server {
     bool up = false;
     kj::TimePoint lastHeartbeat = kj::origin<kj::TimePoint>();
     uint64_t capacityBytes = 0, usedBytes = 0, freeBytes = 0, shards = 0;
+    uint64_t fsid = 0;  // servers on one host with one fsid share a disk
   };
 
   int64_t nowNs() const;

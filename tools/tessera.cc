@@ -102,8 +102,8 @@ int status(const Address& meta, uint64_t timeoutMs) {
     printf("  %-4s %-22s %-5s %-28s %10s %10s %10s %8s  %s\n", "ID", "ADDRESS", "STATE",
            "SITE/RACK/HOST", "CAPACITY", "USED", "FREE", "SHARDS", "HEARTBEAT");
     for (auto s : servers) {
-      std::string where = std::string(s.getSite().cStr()) + "/" + s.getRack().cStr() + "/" +
-                          s.getHost().cStr();
+      auto label = [](capnp::Text::Reader t) { return t.size() ? std::string(t.cStr()) : "-"; };
+      std::string where = label(s.getSite()) + "/" + label(s.getRack()) + "/" + label(s.getHost());
       printf("  %-4lu %-22s %-5s %-28s %10s %10s %10s %8lu  %s\n", (unsigned long)s.getId(),
              s.getAddress().cStr(), s.getUp() ? "up" : "DOWN", where.c_str(),
              human(s.getCapacityBytes()).c_str(), human(s.getUsedBytes()).c_str(),

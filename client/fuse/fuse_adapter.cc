@@ -518,6 +518,9 @@ void FuseAdapter::statfs(fuse_req_t req) {
 
 void FuseAdapter::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                            size_t size, int flags) {
+  // POSIX ACLs are not enforced (yet): storing them as plain attributes would show a '+' in
+  // ls -l that means nothing. Refused, tools fall back to the mode bits.
+  if (strncmp(name, "system.posix_acl_", 17) == 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
   handle(req, client_.setxattr(InodeId(ino), name, std::string(value, size), uint32_t(flags)),
          [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
 }

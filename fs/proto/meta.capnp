@@ -92,14 +92,16 @@ interface MetaService {
 
   # --- chunk servers ---
   # id 0 asks for a new id. clusterId empty on a server's first start.
+  # fsid names the file system of the server's disk (0: do not share its capacity with others).
   registerServer @22 (id :UInt64, clusterId :Text, address :Text, site :Text, rack :Text,
                       host :Text, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                      shards :UInt64)
+                      shards :UInt64, fsid :UInt64)
       -> (error :Common.Error, id :UInt64, clusterId :Text);
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                 shards :UInt64, removed :List(UInt64)) -> (error :Common.Error, remove :List(UInt64));
+                 shards :UInt64, removed :List(UInt64), fsid :UInt64)
+      -> (error :Common.Error, remove :List(UInt64));
 
   # --- admin ---
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,

@@ -102,6 +102,10 @@ struct InodeRecord {
   nextCookie @3 :UInt64;      # directories: readdir cookie of the next entry added
   parent @4 :UInt64;          # directories: the one directory that holds this one
   chunkCount @5 :UInt64;      # regular files: chunk records that exist
+  # Counts of the inode's open-handle and xattr records, so that deleting an inode needs no
+  # scan (a LevelDB scan of a key range full of deleted keys walks every tombstone).
+  openSessions @6 :UInt64;
+  xattrCount @7 :UInt64;
 }
 
 struct DentryRecord {

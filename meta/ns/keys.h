@@ -51,6 +51,7 @@ enum Counter : char {
   kServerMark = 'V',   // highest server id ever used
   kInodeCount = 'n',   // inodes that exist (orphans included)
   kChunkCount = 'm',   // chunk records that exist
+  kGarbageCount = 'g', // garbage records that exist
   kClusterId = 'C',
   kInitialized = 'Z',
 };

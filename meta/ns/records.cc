@@ -109,6 +109,8 @@ std::string encode(const Inode& inode) {
     b.setNextCookie(inode.nextCookie);
     b.setParent(inode.parent.value);
     b.setChunkCount(inode.chunkCount);
+    b.setOpenSessions(inode.openSessions);
+    b.setXattrCount(inode.xattrCount);
   });
 }
 
@@ -126,6 +128,8 @@ Result<Inode> decodeInode(InodeId id, std::string_view bytes) {
         inode.nextCookie = r.getNextCookie();
         inode.parent = InodeId(r.getParent());
         inode.chunkCount = r.getChunkCount();
+        inode.openSessions = r.getOpenSessions();
+        inode.xattrCount = r.getXattrCount();
         if (inode.isDir() && (inode.nextCookie < kFirstCookie || !inode.parent)) {
           return Error{Errc::kInvalid, "directory without cookie or parent"};
         }

@@ -33,6 +33,8 @@ struct Inode {
   uint64_t nextCookie = 0;  // directories
   InodeId parent;           // directories
   uint64_t chunkCount = 0;  // regular files
+  uint64_t openSessions = 0;  // open-handle records ('o' keys) of this inode
+  uint64_t xattrCount = 0;    // xattr records ('x' keys) of this inode
 
   InodeId id() const { return attr.inode; }
   uint32_t type() const { return attr.mode & S_IFMT; }

@@ -171,7 +171,10 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
   std::map<uint64_t, uint32_t> names;    // inode → entries naming it
   std::map<uint64_t, uint64_t> holder;   // directory → the directory whose entry names it
   std::set<uint64_t> open;
+  std::map<uint64_t, uint64_t> openRecords, xattrRecords;  // inode → 'o' / 'x' records
   std::map<uint64_t, uint64_t> chunks;  // inode → chunk records
+  size_t garbageRecords = 0;
+  uint64_t garbageCount = 0;
   size_t dentries = 0, readdirs = 0, chunkRecords = 0;
   uint64_t inodeCount = 0, chunkCount = 0;
   for (auto& [key, value] : all) {
@@ -199,6 +202,13 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
         break;
       case keys::kOpen:
         open.insert(id);
+        ++openRecords[id];
+        break;
+      case keys::kXattr:
+        ++xattrRecords[id];
+        break;
+      case keys::kGarbage:
+        ++garbageRecords;
         break;
       case keys::kChunk:
         ++chunkRecords;
@@ -207,6 +217,7 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
       case keys::kCounter:
         if (key[1] == keys::kInodeCount) inodeCount = keys::readU64(value);
         if (key[1] == keys::kChunkCount) chunkCount = keys::readU64(value);
+        if (key[1] == keys::kGarbageCount) garbageCount = keys::readU64(value);
         break;
       default:
         break;
@@ -215,8 +226,11 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
   CHECK(dentries == readdirs);
   CHECK(inodeCount == inodes.size());
   CHECK(chunkCount == chunkRecords);
+  CHECK(garbageCount == garbageRecords);
   for (auto& [id, inode] : inodes) {
     CAPTURE(id);
+    CHECK(inode.openSessions == openRecords[id]);
+    CHECK(inode.xattrCount == xattrRecords[id]);
     if (inode.isDir()) {
       uint32_t expected = id == 1 || names[id] > 0 ? 2 + subdirs[id] : 0;
       CHECK(inode.attr.nlink == expected);

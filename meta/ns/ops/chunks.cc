@@ -67,6 +67,7 @@ Result<Applied> removed(Txn& txn, proto::Op::Reader op) {
     if (std::erase(garbage->pending, server) == 0) continue;
     if (garbage->pending.empty()) {
       txn.erase(key);
+      if (Status s = txn.addToCounter(keys::kGarbageCount, -1); !s) return s.error();
     } else {
       txn.put(key, encode(*garbage));
     }

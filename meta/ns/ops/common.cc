@@ -56,12 +56,6 @@ Result<bool> isEmptyDir(Txn& txn, InodeId dir) {
   return first->empty();
 }
 
-Result<bool> isOpen(Txn& txn, InodeId inode) {
-  auto first = txn.list(keys::opens(inode), {}, 1);
-  if (!first) return first.error();
-  return !first->empty();
-}
-
 Status dropLink(Txn& txn, Inode& inode, int64_t nowNs) {
   // A directory has exactly one name; its count is 2 + subdirectories only while it has that
   // name, and rmdir checked it is empty.
@@ -74,18 +68,19 @@ Status dropLink(Txn& txn, Inode& inode, int64_t nowNs) {
   if (inode.attr.nlink > 0) return Status();
   // POSIX: an unlinked file stays readable through descriptors already open; the last release
   // deletes it (ops/open.cc).
-  auto open = isOpen(txn, inode.id());
-  if (!open) return open.error();
-  if (*open) return Status();
+  if (inode.openSessions > 0) return Status();
   return deleteInode(txn, inode);
 }
 
 Status deleteInode(Txn& txn, Inode& inode) {
-  auto xattrs = txn.list(keys::xattrs(inode.id()));
-  if (!xattrs) return xattrs.error();
-  for (auto& [key, value] : *xattrs) txn.erase(key);
+  // The counts spare a scan when there is nothing (the common case).
+  if (inode.xattrCount > 0) {
+    auto xattrs = txn.list(keys::xattrs(inode.id()));
+    if (!xattrs) return xattrs.error();
+    for (auto& [key, value] : *xattrs) txn.erase(key);
+  }
   // Only regular files have chunks.
-  if (inode.isReg()) {
+  if (inode.isReg() && inode.chunkCount > 0) {
     if (Status s = chunksToGarbage(txn, inode, 0); !s) return s;
   }
   txn.eraseInode(inode.id());
@@ -109,7 +104,10 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first) {
         garbage.pending.push_back(s);
       }
     }
-    if (!garbage.pending.empty()) txn.put(keys::garbage(chunk->id), encode(garbage));
+    if (!garbage.pending.empty()) {
+      txn.put(keys::garbage(chunk->id), encode(garbage));
+      if (Status s = txn.addToCounter(keys::kGarbageCount, 1); !s) return s;
+    }
   }
   uint64_t n = chunks->size();
   if (n == 0) return Status();

@@ -55,11 +55,13 @@ Result<Applied> mknod(Txn& txn, proto::Op::Reader op) {
     child.parent = parentId;
     ++(*parent)->attr.nlink;  // the child's ".."
   }
+  SessionId session(args.getSession());
+  if (session) child.openSessions = 1;
   Inode* created = txn.createInode(std::move(child));
   addEntry(txn, **parent, name, *created);
   (*parent)->attr.mtimeNs = (*parent)->attr.ctimeNs = now;
 
-  if (SessionId session(args.getSession()); session) {
+  if (session) {
     txn.put(keys::open(id, session), keys::u64Value(1));
     if (Status s = txn.raiseMark(keys::kSessionMark, session.value); !s) return s.error();
   }

@@ -19,6 +19,7 @@ Result<Applied> open(Txn& txn, proto::Op::Reader op) {
     if (!decoded) return decoded.error();
     n = *decoded;
   }
+  if (n == 0) (*inode)->openSessions++;
   txn.put(key, keys::u64Value(n + 1));
   if (Status s = txn.raiseMark(keys::kSessionMark, session.value); !s) return s.error();
   return Applied{attrOf(**inode), std::nullopt};
@@ -45,13 +46,10 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
                ? corruption("open handle", "of missing inode " + idStr(id))
                : inode.error();
   }
+  if ((*inode)->openSessions > 0) (*inode)->openSessions--;
   // The last handle of an unlinked file: now it goes.
-  if ((*inode)->attr.nlink == 0) {
-    auto stillOpen = isOpen(txn, id);
-    if (!stillOpen) return stillOpen.error();
-    if (!*stillOpen) {
-      if (Status s = deleteInode(txn, **inode); !s) return s.error();
-    }
+  if ((*inode)->attr.nlink == 0 && (*inode)->openSessions == 0) {
+    if (Status s = deleteInode(txn, **inode); !s) return s.error();
   }
   return Applied{};
 }

@@ -59,7 +59,6 @@ void removeEntry(Txn& txn, InodeId dir, std::string_view name, uint64_t cookie);
 // True if `dir` has no entries.
 Result<bool> isEmptyDir(Txn& txn, InodeId dir);
 // True if any session holds `inode` open.
-Result<bool> isOpen(Txn& txn, InodeId inode);
 
 // One name of `inode` went away (its entry is already removed): drops nlink by one (a
 // directory's to 0), sets ctime, and deletes the inode unless a session still holds it open,

@@ -55,6 +55,7 @@ Result<Applied> setxattr(Txn& txn, proto::Op::Reader op) {
     if (!old) return old.error();
     if ((flags & proto::XATTR_CREATE) && *old) return err(Errc::kExists, "setxattr:", name);
     if ((flags & proto::XATTR_REPLACE) && !*old) return err(Errc::kNoData, "setxattr:", name);
+    if (!*old) (*inode)->xattrCount++;
     txn.put(key, toStd(value));
   }
   (*inode)->attr.ctimeNs = op.getNowNs();
@@ -74,6 +75,7 @@ Result<Applied> removexattr(Txn& txn, proto::Op::Reader op) {
   if (!old) return old.error();
   if (!*old) return err(Errc::kNoData, "removexattr:", name);
   txn.erase(key);
+  if ((*inode)->xattrCount > 0) (*inode)->xattrCount--;
   (*inode)->attr.ctimeNs = op.getNowNs();
   return Applied{attrOf(**inode), std::nullopt};
 }
