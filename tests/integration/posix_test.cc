@@ -176,7 +176,10 @@ TEST_CASE("posix: extended attributes set, get, list, replace and remove") {
   CHECK(getxattr(f.c_str(), "user.size", v, sizeof v) == -1);
   CHECK(errno == ENODATA);
   // ACLs are not enforced, so they are not stored either: tools fall back to the mode bits.
-  CHECK(setxattr(f.c_str(), "system.posix_acl_access", "x", 1, 0) == -1);
+  // (A well-formed ACL: the kernel refuses malformed ones itself.)
+  const uint32_t acl[] = {2, 1 | 6u << 16, 0xffffffff, 4 | 4u << 16, 0xffffffff,
+                          0x20 | 4u << 16, 0xffffffff};
+  CHECK(setxattr(f.c_str(), "system.posix_acl_access", acl, sizeof acl, 0) == -1);
   CHECK(errno == EOPNOTSUPP);
   std::string big(64 * 1024, 'b');
   REQUIRE(setxattr(f.c_str(), "user.big", big.data(), big.size(), 0) == 0);

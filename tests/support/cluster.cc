@@ -67,6 +67,7 @@ std::string fuseUnavailableReason() {
 
 Cluster::Cluster(Options options) : options_(options), tmp_("cluster") {
   chunks_.resize(options_.chunks);
+  chunkPorts_.resize(options_.chunks);
   startMeta();
   for (int i = 0; i < options_.chunks; ++i) startChunk(i);
   if (!waitChunksUp(options_.chunks)) {
@@ -127,10 +128,21 @@ void Cluster::stopMeta(int sig) {
 void Cluster::startChunk(int i) {
   std::string d = chunkDir(i);
   mkdir(d.c_str(), 0755);
+  std::string portFile = dir() + "/chunk" + std::to_string(i) + ".port";
+  unlink(portFile.c_str());
+  chunkPorts_[i] = 0;
   chunks_[i] = Process::spawn(
       {buildDir() + "/chunk/tessera-chunk", "--data", d, "--meta", meta(), "--host",
-       "host" + std::to_string(i), "--heartbeat", options_.heartbeat},
+       "host" + std::to_string(i), "--heartbeat", options_.heartbeat, "--port-file", portFile},
       dir() + "/chunk" + std::to_string(i) + ".log");
+  bool listening = waitFor(15'000, [&] {
+    return access(portFile.c_str(), R_OK) == 0 || !chunks_[i].running();
+  });
+  if (!listening || !chunks_[i].running()) {
+    throw std::runtime_error("tessera-chunk did not start:\n" +
+                             slurp(dir() + "/chunk" + std::to_string(i) + ".log"));
+  }
+  chunkPorts_[i] = uint16_t(std::stoi(slurp(portFile)));
 }
 
 void Cluster::stopChunk(int i, int sig) {
@@ -168,12 +180,24 @@ void Cluster::unmount() {
   }
 }
 
+// Up means: the meta server lists every running chunk server at the address it listens on now
+// (a restarted server has a new port; until it registers, the meta server still shows the old
+// instance as up for the server timeout) and counts `n` up in all.
 bool Cluster::waitChunksUp(int n, int timeoutMs) {
   return waitFor(timeoutMs, [&] {
     auto r = run({buildDir() + "/tools/tessera", "--meta", meta(), "status"}, 10'000);
     if (r.exitCode != 0) return false;
     auto pos = r.output.find("chunk servers: ");
-    return pos != std::string::npos && std::atoi(r.output.c_str() + pos + 15) == n;
+    if (pos == std::string::npos || std::atoi(r.output.c_str() + pos + 15) != n) return false;
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      if (!chunks_[i].running() || chunkPorts_[i] == 0) continue;
+      std::string address = " 127.0.0.1:" + std::to_string(chunkPorts_[i]) + " ";
+      auto at = r.output.find(address);
+      if (at == std::string::npos) return false;
+      auto lineEnd = r.output.find('\n', at);
+      if (r.output.substr(at, lineEnd - at).find(" up ") == std::string::npos) return false;
+    }
+    return true;
   });
 }
 

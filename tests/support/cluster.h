@@ -44,6 +44,7 @@ class Cluster {
 
   void startMeta();
   void stopMeta(int sig = SIGTERM);
+  // Returns once the server listens (not yet registered: see waitChunksUp).
   void startChunk(int i);
   void stopChunk(int i, int sig = SIGTERM);
   bool chunkRunning(int i) { return chunks_[i].running(); }
@@ -51,7 +52,8 @@ class Cluster {
   void mount(const std::string& mountpoint = "");
   void unmount();
 
-  // Waits until the meta server reports `n` chunk servers up; false after the timeout.
+  // Waits until the meta server reports `n` chunk servers up, every running one at its current
+  // address; false after the timeout.
   bool waitChunksUp(int n, int timeoutMs = 20'000);
   // `tessera status` output.
   std::string status();
@@ -64,6 +66,7 @@ class Cluster {
   uint16_t metaPort_ = 0;
   Process meta_;
   std::vector<Process> chunks_;
+  std::vector<uint16_t> chunkPorts_;  // 0 until the server listens
   Process mount_;
   std::string mountpoint_;
 };
