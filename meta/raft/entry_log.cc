@@ -130,11 +130,23 @@ SnapshotMeta EntryLog::snapshotMeta() const {
   return storage_.snapshot();
 }
 
-void EntryLog::stableTo(LogIndex index, Term t) {
-  if (unstable_.empty() || index < offset_ || index > unstable_.back().index) return;
-  if (unstable_[index - offset_].term != t) return;
-  unstable_.erase(unstable_.begin(), unstable_.begin() + (index - offset_ + 1));
-  offset_ = index.next();
+void EntryLog::stableTo(const std::vector<Entry>& persisted) {
+  if (persisted.empty() || unstable_.empty()) return;
+  LogIndex first = persisted.front().index;
+  // Unstable entries before the persisted ones are not durable: nothing after them is either.
+  if (first > offset_) return;
+  LogIndex hi = std::min(persisted.back().index, unstable_.back().index);
+  if (hi < offset_) return;
+  // The last unstable entry that was persisted with the same term: by Log Matching, every
+  // entry up to it is the same as the persisted one.
+  for (uint64_t n = hi - offset_ + 1; n > 0; --n) {
+    LogIndex i = offset_ + (n - 1);
+    if (unstable_[i - offset_].term == persisted[i - first].term) {
+      unstable_.erase(unstable_.begin(), unstable_.begin() + n);
+      offset_ = i.next();
+      return;
+    }
+  }
 }
 
 void EntryLog::stableSnapshotTo(LogIndex index) {

@@ -56,9 +56,10 @@ class EntryLog {
 
   const std::optional<SnapshotMeta>& unstableSnapshot() const { return unstableSnapshot_; }
   const std::vector<Entry>& unstableEntries() const { return unstable_; }
-  // The node made entries up to (index, term) durable. No-op if that entry was overwritten
-  // meanwhile (it will come again in the next Ready).
-  void stableTo(LogIndex index, Term term);
+  // The node made `persisted` durable (overwriting storage from its first index). Unstable
+  // entries it covers with the same term stop being unstable; any overwritten meanwhile
+  // stay, and come again in the next Ready.
+  void stableTo(const std::vector<Entry>& persisted);
   // The node installed the snapshot at `index`.
   void stableSnapshotTo(LogIndex index);
 

@@ -511,7 +511,7 @@ void RaftCore::advance(const Ready& done) {
     log_.stableSnapshotTo(done.snapshot->index);
     log_.appliedTo(done.snapshot->index);
   }
-  if (!done.entries.empty()) log_.stableTo(done.entries.back().index, done.entries.back().term);
+  log_.stableTo(done.entries);
   if (!done.committedEntries.empty()) log_.appliedTo(done.committedEntries.back().index);
   pruneConfHistory();
 }

@@ -51,10 +51,18 @@ Result<LogIndex> RaftCore::proposeConfChange(const ConfChange& change) {
     if (!c.contains(change.node)) return Error{Errc::kNotFound, "not a voter"};
     if (c.voters.size() == 1) return Error{Errc::kInvalid, "cannot remove the last voter"};
   }
+  ConfEntry payload{change, c};
+  auto pos = std::lower_bound(payload.voters.voters.begin(), payload.voters.voters.end(),
+                              change.node);
+  if (change.op == ConfChange::Op::kAddVoter) {
+    payload.voters.voters.insert(pos, change.node);
+  } else {
+    payload.voters.voters.erase(pos);
+  }
   LogIndex index = log_.lastIndex().next();
   std::vector<Entry> ents(1);
   ents[0].type = Entry::Type::kConfChange;
-  ents[0].data = change.encode();
+  ents[0].data = payload.encode();
   appendEntries(std::move(ents));
   return index;
 }
@@ -406,23 +414,13 @@ bool RaftCore::recordConfChanges(const std::vector<Entry>& appended) {
   confs_.erase(from, confs_.end());
   for (const Entry& e : appended) {
     if (e.type != Entry::Type::kConfChange) continue;
-    // An entry that does not decode or changes nothing (a leader never proposes one) is a
-    // no-op on every server alike.
-    auto cc = ConfChange::decode(e.data);
-    if (!cc) continue;
-    ConfState next = confs_.rbegin()->second;
-    auto pos = std::lower_bound(next.voters.begin(), next.voters.end(), cc->node);
-    bool present = pos != next.voters.end() && *pos == cc->node;
-    if (cc->op == ConfChange::Op::kAddVoter && !present) {
-      next.voters.insert(pos, cc->node);
-    } else if (cc->op == ConfChange::Op::kRemoveVoter && present && next.voters.size() > 1) {
-      next.voters.erase(pos);
-    } else {
-      continue;
-    }
+    // An entry that does not decode (a leader never writes one) is a no-op on every server
+    // alike.
+    auto payload = ConfEntry::decode(e.data);
+    if (!payload) continue;
     // Dissertation §4.1: "a server always uses the latest configuration in its log,
     // regardless of whether the entry is committed."
-    confs_[e.index] = std::move(next);
+    confs_[e.index] = std::move(payload->voters);
     changed = true;
   }
   return changed;

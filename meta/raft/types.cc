@@ -15,23 +15,50 @@ bool ConfState::contains(NodeId id) const {
   return std::binary_search(voters.begin(), voters.end(), id);
 }
 
-std::string ConfChange::encode() const {
-  std::string out(9, '\0');
-  out[0] = static_cast<char>(op);
-  for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((node.value >> (8 * i)) & 0xff);
+namespace {
+
+void putLe(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t getLe(std::string_view in, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t(static_cast<uint8_t>(in[at + i])) << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+std::string ConfEntry::encode() const {
+  std::string out;
+  out.reserve(13 + 8 * voters.voters.size());
+  out.push_back(static_cast<char>(change.op));
+  putLe(out, change.node.value, 8);
+  putLe(out, voters.voters.size(), 4);
+  for (NodeId v : voters.voters) putLe(out, v.value, 8);
   return out;
 }
 
-Result<ConfChange> ConfChange::decode(std::string_view data) {
-  if (data.size() != 9) return Error{Errc::kInvalid, "conf change: wrong size"};
+Result<ConfEntry> ConfEntry::decode(std::string_view data) {
+  if (data.size() < 13) return Error{Errc::kInvalid, "conf entry: too short"};
   auto op = static_cast<uint8_t>(data[0]);
-  if (op > static_cast<uint8_t>(Op::kRemoveVoter)) {
-    return Error{Errc::kInvalid, "conf change: unknown op"};
+  if (op > static_cast<uint8_t>(ConfChange::Op::kRemoveVoter)) {
+    return Error{Errc::kInvalid, "conf entry: unknown op"};
   }
-  uint64_t node = 0;
-  for (int i = 0; i < 8; ++i) node |= uint64_t(static_cast<uint8_t>(data[1 + i])) << (8 * i);
-  if (node == 0) return Error{Errc::kInvalid, "conf change: node 0"};
-  return ConfChange{static_cast<Op>(op), NodeId(node)};
+  ConfEntry e;
+  e.change.op = static_cast<ConfChange::Op>(op);
+  e.change.node = NodeId(getLe(data, 1, 8));
+  uint64_t n = getLe(data, 9, 4);
+  if (!e.change.node) return Error{Errc::kInvalid, "conf entry: node 0"};
+  if (n == 0 || data.size() != 13 + 8 * n) return Error{Errc::kInvalid, "conf entry: bad size"};
+  for (uint64_t i = 0; i < n; ++i) {
+    NodeId v(getLe(data, 13 + 8 * i, 8));
+    if (!v || (!e.voters.voters.empty() && v <= e.voters.voters.back())) {
+      return Error{Errc::kInvalid, "conf entry: voters not sorted and distinct"};
+    }
+    e.voters.voters.push_back(v);
+  }
+  return e;
 }
 
 const char* messageTypeName(MessageType type) {

@@ -49,7 +49,7 @@ struct Entry {
   LogIndex index;
   Type type = Type::kNormal;
   // kNormal: the application's command (empty for the no-op a new leader appends);
-  // kConfChange: ConfChange::encode().
+  // kConfChange: ConfEntry::encode().
   std::string data;
 
   friend bool operator==(const Entry&, const Entry&) = default;
@@ -78,11 +78,23 @@ struct ConfChange {
   Op op = Op::kAddVoter;
   NodeId node;
 
-  // 9 bytes: the op, then the node id little-endian.
-  std::string encode() const;
-  // kInvalid unless `data` is exactly what encode() produces for a nonzero node.
-  static Result<ConfChange> decode(std::string_view data);
   friend bool operator==(const ConfChange&, const ConfChange&) = default;
+};
+
+// The data of a kConfChange entry: the change and the whole configuration it results in, so
+// that a server replaying the log from any point (a new server starts from index 1 with no
+// configuration) learns the configuration and not just a difference.
+struct ConfEntry {
+  ConfChange change;
+  ConfState voters;
+
+  // The op (1 byte), the node (8 bytes), the number of voters (4 bytes), the voters (8 bytes
+  // each), integers little-endian.
+  std::string encode() const;
+  // kInvalid unless `data` is what encode() produces for a nonzero node and a nonempty,
+  // sorted set of distinct nonzero voters.
+  static Result<ConfEntry> decode(std::string_view data);
+  friend bool operator==(const ConfEntry&, const ConfEntry&) = default;
 };
 
 // Describes a snapshot: the state machine after applying every entry up to `index` (whose term
