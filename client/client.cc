@@ -43,9 +43,10 @@ struct Client::FileState {
   // to a lookup that started before must not be cached, it may name chunks since deleted.
   uint64_t mapEpoch = 0;
   std::map<uint64_t, kj::ForkedPromise<void>> allocating;
-  // Chunks written since the last fsync (by chunk index): fsync syncs their shards. Kept after
-  // the last close too — a later fsync on a new open must cover them — until synced.
-  std::map<uint64_t, ChunkDesc> unsynced;
+  // Chunks written since the last fsync (by chunk index) and which of their shards: fsync syncs
+  // those. Kept after the last close too — a later fsync on a new open must cover them.
+  std::map<uint64_t, Unsynced> unsynced;
+  uint64_t durableSize = 0;  // the size the meta server has on disk for us (fdatasync skips it)
   int commitsInFlight = 0;  // the meta server may not have the size we committed yet
 
   // Write-back.
@@ -127,6 +128,7 @@ Client::FileState& Client::state(InodeId inode, uint64_t metaSize) {
     f = std::make_unique<FileState>();
     f->inode = inode;
     f->size = metaSize;
+    f->durableSize = metaSize;
     auto closed = closedUnsynced_.find(inode);
     if (closed != closedUnsynced_.end()) {
       f->unsynced = std::move(closed->second);
@@ -540,6 +542,7 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
         if (f.opens == 0 && !f.busy() && !f.attrDirty) {
           // Close-to-open: another client may have written since we last looked.
           f.size = a->size;
+          f.durableSize = a->size;
           f.chunks.clear();
           f.fresh.clear();
           f.absent.clear();
@@ -693,11 +696,15 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
             auto it = f->fresh.find(desc.index);
             if (it != f->fresh.end()) fresh = it->second;
           }
+          uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
+                                          fresh && !fresh->shardsCreated);
           return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
-              .then([this, inode, desc](Status s) {
+              .then([this, inode, desc, shards](Status s) {
             if (s) {
               if (auto* f = find(inode)) {
-                f->unsynced[desc.index] = desc;
+                auto& u = f->unsynced[desc.index];
+                u.chunk = desc;
+                u.shards |= shards;
               }
             }
             return s;
@@ -894,20 +901,33 @@ kj::Promise<Status> Client::flush(InodeId inode) {
       });
 }
 
-kj::Promise<Status> Client::fsync(InodeId inode) {
+kj::Promise<Status> Client::fsync(InodeId inode, bool dataOnly) {
   auto* fp = find(inode);
-  if (!fp) return syncMeta();
+  if (!fp) return dataOnly ? kj::Promise<Status>(Status()) : syncMeta();
   auto& f = *fp;
   f.opens++;
-  return flush(inode)
+  // fdatasync needs the metadata only if it is what finds the data again: the size. An
+  // overwrite inside the file leaves mtime for the next close or fsync.
+  auto prepare = dataOnly ? drain(f).then([this, &f](Status drained) -> kj::Promise<Status> {
+    if (!drained || f.size == f.durableSize) return drained;
+    return commit(f);
+  })
+                          : flush(inode);
+  return prepare
       .then([this, &f](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         return syncShards(f);
       })
-      .then([this, &f](Status s) -> kj::Promise<Status> {
+      .then([this, &f, dataOnly](Status s) -> kj::Promise<Status> {
         if (!s || !f.metaDirty) return s;
+        if (dataOnly && f.size == f.durableSize) return s;
+        uint64_t size = f.size;
         f.metaDirty = false;
-        return syncMeta();
+        return syncMeta().then([&f, size](Status synced) {
+          if (synced) f.durableSize = size;
+          else f.metaDirty = true;
+          return synced;
+        });
       })
       .then([this, &f](Status s) {
         if (!s) log::warn("fsync of inode ", f.inode.value, ": ", s.error().toString().c_str());
@@ -917,10 +937,13 @@ kj::Promise<Status> Client::fsync(InodeId inode) {
       });
 }
 
-kj::Promise<Status> Client::syncChunks(const std::map<uint64_t, ChunkDesc>& chunks) {
+kj::Promise<Status> Client::syncChunks(const std::map<uint64_t, Unsynced>& chunks) {
   std::map<ServerId, std::vector<ShardKey>> byServer;
-  for (auto& [index, c] : chunks) {
-    for (int j = 0; j < c.layout.shards(); ++j) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
+  for (auto& [index, u] : chunks) {
+    const ChunkDesc& c = u.chunk;
+    for (int j = 0; j < c.layout.shards(); ++j) {
+      if (u.shards & (1u << j)) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
+    }
   }
   kj::Vector<kj::Promise<Status>> syncs;
   for (auto& [server, shards] : byServer) syncs.add(data_.sync(server, shards));
@@ -936,7 +959,13 @@ kj::Promise<Status> Client::syncShards(FileState& f) {
   return syncing.then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
     // Not durable: keep them, so the next fsync tries again (and fails again if lost).
     if (!s) {
-      if (auto* f = find(inode)) f->unsynced.merge(chunks);
+      if (auto* f = find(inode)) {
+        for (auto& [index, u] : chunks) {
+          auto& mine = f->unsynced[index];
+          mine.chunk = u.chunk;
+          mine.shards |= u.shards;
+        }
+      }
     }
     return s;
   });
@@ -954,6 +983,17 @@ void Client::trimClosedUnsynced() {
       if (!s) log::debug("sync of closed inode ", inode.value, ": ", s.error().toString().c_str());
     }).attach(kj::mv(chunks)));
   }
+}
+
+uint32_t Client::shardsWritten(const Layout& layout, uint64_t off, uint64_t len, bool creating) {
+  if (!layout.isEc() || creating) return (1u << layout.shards()) - 1;
+  uint32_t mask = 0;
+  auto extents = dataExtents(layout, off, len);
+  for (int j = 0; j < layout.k; ++j) {
+    if (!extents[j].empty()) mask |= 1u << j;
+  }
+  for (int j = layout.k; j < layout.shards(); ++j) mask |= 1u << j;
+  return mask;
 }
 
 kj::Promise<Status> Client::flushAll() {

@@ -116,8 +116,9 @@ class Client {
   kj::Promise<Status> write(InodeId inode, uint64_t off, kj::Array<kj::byte> data, WriteMode mode);
   // Writes out buffered data and commits the size; reports any write-back failure.
   kj::Promise<Status> flush(InodeId inode);
-  // flush, then makes every shard written and the metadata durable.
-  kj::Promise<Status> fsync(InodeId inode);
+  // flush, then makes every shard written and the metadata durable. With `dataOnly`
+  // (fdatasync) the metadata only if the size changed.
+  kj::Promise<Status> fsync(InodeId inode, bool dataOnly = false);
   // The last close of one open: flush and tell the meta server.
   kj::Promise<Status> release(InodeId inode);
   // Metadata durable on the meta server.
@@ -144,7 +145,13 @@ class Client {
   kj::Promise<Status> commit(FileState& f);
   // fdatasync of every shard of the chunks written since the last sync.
   kj::Promise<Status> syncShards(FileState& f);
-  kj::Promise<Status> syncChunks(const std::map<uint64_t, ChunkDesc>& chunks);
+  struct Unsynced {
+    ChunkDesc chunk;
+    uint32_t shards = 0;  // bit j: shard j was written
+  };
+  kj::Promise<Status> syncChunks(const std::map<uint64_t, Unsynced>& chunks);
+  // Which shards a write of [off, off+len) of a chunk touches; every one when `creating`.
+  static uint32_t shardsWritten(const Layout& layout, uint64_t off, uint64_t len, bool creating);
   void trimClosedUnsynced();
   kj::Promise<Status> truncateData(FileState& f, uint64_t newSize);
   // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
@@ -159,7 +166,7 @@ class Client {
   std::unordered_map<InodeId, std::unique_ptr<FileState>> files_;
   // Chunks written through files that are closed now and not synced since; a new open takes
   // them over. Past kMaxClosedUnsynced files, some are synced and forgotten.
-  std::unordered_map<InodeId, std::map<uint64_t, ChunkDesc>> closedUnsynced_;
+  std::unordered_map<InodeId, std::map<uint64_t, Unsynced>> closedUnsynced_;
   static constexpr size_t kMaxClosedUnsynced = 100'000;
   struct TaskErrors : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;

@@ -71,7 +71,9 @@ void opWrite(fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, fuse_
 }
 void opFlush(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).flush(r, i, fi); }
 void opRelease(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).release(r, i, fi); }
-void opFsync(fuse_req_t r, fuse_ino_t i, int, fuse_file_info* fi) { self(r).fsync(r, i, fi); }
+void opFsync(fuse_req_t r, fuse_ino_t i, int datasync, fuse_file_info* fi) {
+  self(r).fsync(r, i, datasync != 0, fi);
+}
 void opOpendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { self(r).opendir(r, i, fi); }
 void opReaddir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
   self(r).readdir(r, i, s, o, fi, false);
@@ -421,8 +423,8 @@ void FuseAdapter::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void FuseAdapter::fsync(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  handle(req, client_.fsync(InodeId(ino)), [req](Status s) {
+void FuseAdapter::fsync(fuse_req_t req, fuse_ino_t ino, bool datasync, fuse_file_info* fi) {
+  handle(req, client_.fsync(InodeId(ino), datasync), [req](Status s) {
     fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
   });
 }
