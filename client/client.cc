@@ -32,13 +32,13 @@ kj::ArrayPtr<const kj::byte> bytesOf(const std::string& s) {
 struct Client::FileState {
   InodeId inode;
   int opens = 0;
-  uint64_t size = 0;        // as this client knows it, including its own writes
+  uint64_t size = 0;  // as this client knows it, including its own writes
   int64_t mtimeNs = 0;
-  bool attrDirty = false;   // size/mtime written here and not yet committed
-  bool metaDirty = false;   // metadata changed since the meta server last synced for us
+  bool attrDirty = false;  // size/mtime written here and not yet committed
+  bool metaDirty = false;  // metadata changed since the meta server last synced for us
   std::map<uint64_t, ChunkDesc> chunks;
   std::map<uint64_t, std::shared_ptr<FreshChunk>> fresh;  // chunks this client placed
-  std::set<uint64_t> absent;  // chunk indexes known not to exist
+  std::set<uint64_t> absent;                              // chunk indexes known not to exist
   // Bumped whenever the cached chunk map is dropped (truncate, close-to-open refresh): an answer
   // to a lookup that started before must not be cached, it may name chunks since deleted.
   uint64_t mapEpoch = 0;
@@ -47,7 +47,7 @@ struct Client::FileState {
   // those. Kept after the last close too — a later fsync on a new open must cover them.
   std::map<uint64_t, Unsynced> unsynced;
   uint64_t durableSize = 0;  // the size the meta server has on disk for us (fdatasync skips it)
-  int commitsInFlight = 0;  // the meta server may not have the size we committed yet
+  int commitsInFlight = 0;   // the meta server may not have the size we committed yet
 
   // Write-back.
   uint64_t pendingOff = 0;
@@ -71,24 +71,25 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
       config_(kj::mv(config)),
       meta_(network, timer, config_.meta, config_.connectTimeoutMs, config_.metaRetryMs,
             config_.metaRetryMs),
-      servers_(network, timer,
-               [this](ServerId id) -> kj::Promise<Result<ChunkServers::Location>> {
-                 using L = ChunkServers::Location;
-                 return meta_.call<L>("servers", true, [id](MetaClient m) {
-                   auto req = m.serversRequest();
-                   req.initIds(1).set(0, id.value);
-                   return req.send().then([id](auto r) -> Result<L> {
-                     auto st = fromWire(r.getError());
-                     if (!st) return st.error();
-                     for (auto s : r.getServers()) {
-                       if (s.getId() == id.value) return L{s.getAddress().cStr(), s.getUp()};
-                     }
-                     return Error{Errc::kNotFound, "meta server does not know chunk server " +
-                                                       std::to_string(id.value)};
-                   });
-                 });
-               },
-               config_.connectTimeoutMs),
+      servers_(
+          network, timer,
+          [this](ServerId id) -> kj::Promise<Result<ChunkServers::Location>> {
+            using L = ChunkServers::Location;
+            return meta_.call<L>("servers", true, [id](MetaClient m) {
+              auto req = m.serversRequest();
+              req.initIds(1).set(0, id.value);
+              return req.send().then([id](auto r) -> Result<L> {
+                auto st = fromWire(r.getError());
+                if (!st) return st.error();
+                for (auto s : r.getServers()) {
+                  if (s.getId() == id.value) return L{s.getAddress().cStr(), s.getUp()};
+                }
+                return Error{Errc::kNotFound,
+                             "meta server does not know chunk server " + std::to_string(id.value)};
+              });
+            });
+          },
+          config_.connectTimeoutMs),
       data_(servers_, timer, config_.ioTimeoutMs) {}
 
 Client::~Client() = default;
@@ -115,6 +116,7 @@ kj::Promise<Status> Client::start() {
         .then([this](Result<uint64_t> session) -> Status {
           if (!session) return session.error();
           session_ = SessionId(*session);
+          meta_.setSession(*session);
           return Status();
         });
   });
@@ -218,8 +220,9 @@ kj::Promise<Result<Attr>> Client::getattr(InodeId inode) {
 
 kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
   auto metaCall = [this, inode, change]() {
-    return meta_.call<Attr>("setattr", true, [inode, change](MetaClient m) {
+    return meta_.mutate<Attr>("setattr", [inode, change](MetaClient m, MetaLink::Req r) {
       auto req = m.setattrRequest();
+      r.fill(req.initReq());
       req.setInode(inode.value);
       uint32_t valid = 0;
       if (change.mode) valid |= proto::SET_MODE, req.setMode(*change.mode);
@@ -249,30 +252,30 @@ kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
   } else {
     current = getattr(inode);
   }
-  return current.then([this, inode, newSize, metaCall](Result<Attr> a) mutable
-                      -> kj::Promise<Result<Attr>> {
-    if (!a) return a;
-    auto& f = state(inode, a->size);
-    f.opens++;  // keep the state alive across the calls below
-    return drain(f)
-        .then([this, &f, newSize](Status) { return truncateData(f, newSize); })
-        .then([this, &f, metaCall](Status s) mutable -> kj::Promise<Result<Attr>> {
-          if (!s) return Result<Attr>(s.error());
-          return metaCall();
-        })
-        .then([this, &f, newSize, inode](Result<Attr> r) -> Result<Attr> {
-          f.opens--;
-          // Lookups made while zeroing may have cached chunks the meta server dropped since.
-          forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
-          if (r) {
-            f.size = newSize;
-            f.attrDirty = false;
-            f.metaDirty = true;
-          }
-          dropIfIdle(inode);
-          return r;
-        });
-  });
+  return current.then(
+      [this, inode, newSize, metaCall](Result<Attr> a) mutable -> kj::Promise<Result<Attr>> {
+        if (!a) return a;
+        auto& f = state(inode, a->size);
+        f.opens++;  // keep the state alive across the calls below
+        return drain(f)
+            .then([this, &f, newSize](Status) { return truncateData(f, newSize); })
+            .then([this, &f, metaCall](Status s) mutable -> kj::Promise<Result<Attr>> {
+              if (!s) return Result<Attr>(s.error());
+              return metaCall();
+            })
+            .then([this, &f, newSize, inode](Result<Attr> r) -> Result<Attr> {
+              f.opens--;
+              // Lookups made while zeroing may have cached chunks the meta server dropped since.
+              forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
+              if (r) {
+                f.size = newSize;
+                f.attrDirty = false;
+                f.metaDirty = true;
+              }
+              dropIfIdle(inode);
+              return r;
+            });
+      });
 }
 
 kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
@@ -280,12 +283,12 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
   forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
   if (newSize % kChunkSize == 0) return Status();
   uint64_t index = newSize / kChunkSize;
-  return chunk(f, index, false).then([this, newSize](Result<std::optional<ChunkDesc>> c)
-                                         -> kj::Promise<Status> {
-    if (!c) return Status(c.error());
-    if (!*c) return Status();
-    return data_.truncate(**c, newSize % kChunkSize);
-  });
+  return chunk(f, index, false)
+      .then([this, newSize](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
+        if (!c) return Status(c.error());
+        if (!*c) return Status();
+        return data_.truncate(**c, newSize % kChunkSize);
+      });
 }
 
 void Client::forgetChunksFrom(FileState& f, uint64_t first) {
@@ -299,8 +302,9 @@ void Client::forgetChunksFrom(FileState& f, uint64_t first) {
 kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32_t mode,
                                         uint32_t rdev, uint32_t uid, uint32_t gid,
                                         std::string target) {
-  return meta_.call<Attr>("mknod", false, [=](MetaClient m) {
+  return meta_.mutate<Attr>("mknod", [=](MetaClient m, MetaLink::Req r) {
     auto req = m.mknodRequest();
+    r.fill(req.initReq());
     req.setParent(parent.value);
     req.setName(name);
     req.setMode(mode);
@@ -316,17 +320,18 @@ kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint3
                                          uint32_t uid, uint32_t gid) {
   uint64_t session = session_.value;
   return meta_
-      .call<Attr>("create", false,
-                  [=](MetaClient m) {
-                    auto req = m.mknodRequest();
-                    req.setParent(parent.value);
-                    req.setName(name);
-                    req.setMode(mode);
-                    req.setUid(uid);
-                    req.setGid(gid);
-                    req.setSession(session);
-                    return req.send().then([](auto r) { return attrOf(r); });
-                  })
+      .mutate<Attr>("create",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.mknodRequest();
+                      r.fill(req.initReq());
+                      req.setParent(parent.value);
+                      req.setName(name);
+                      req.setMode(mode);
+                      req.setUid(uid);
+                      req.setGid(gid);
+                      req.setSession(session);
+                      return req.send().then([](auto r) { return attrOf(r); });
+                    })
       .then([this](Result<Attr> a) -> Result<Attr> {
         if (!a) return a;
         auto& f = state(a->inode, a->size);
@@ -338,14 +343,15 @@ kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint3
 
 kj::Promise<Result<Attr>> Client::link(InodeId inode, InodeId newParent, std::string newName) {
   return meta_
-      .call<Attr>("link", false,
-                  [=](MetaClient m) {
-                    auto req = m.linkRequest();
-                    req.setInode(inode.value);
-                    req.setNewParent(newParent.value);
-                    req.setNewName(newName);
-                    return req.send().then([](auto r) { return attrOf(r); });
-                  })
+      .mutate<Attr>("link",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.linkRequest();
+                      r.fill(req.initReq());
+                      req.setInode(inode.value);
+                      req.setNewParent(newParent.value);
+                      req.setNewName(newName);
+                      return req.send().then([](auto r) { return attrOf(r); });
+                    })
       .then([this](Result<Attr> a) -> Result<Attr> {
         if (a) return merge(*a);
         return a;
@@ -353,17 +359,20 @@ kj::Promise<Result<Attr>> Client::link(InodeId inode, InodeId newParent, std::st
 }
 
 kj::Promise<Status> Client::unlink(InodeId parent, std::string name, bool dir) {
-  return meta_.call<bool>("unlink", false, [=](MetaClient m) {
-               auto req = m.unlinkRequest();
-               req.setParent(parent.value);
-               req.setName(name);
-               req.setDir(dir);
-               return req.send().then([](auto r) -> Result<bool> {
-                 auto st = statusOf(r);
-                 if (!st) return st.error();
-                 return true;
-               });
-             })
+  return meta_
+      .mutate<bool>("unlink",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.unlinkRequest();
+                      r.fill(req.initReq());
+                      req.setParent(parent.value);
+                      req.setName(name);
+                      req.setDir(dir);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = statusOf(r);
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
       .then([](Result<bool> r) -> Status {
         if (!r) return r.error();
         return Status();
@@ -372,19 +381,22 @@ kj::Promise<Status> Client::unlink(InodeId parent, std::string name, bool dir) {
 
 kj::Promise<Status> Client::rename(InodeId parent, std::string name, InodeId newParent,
                                    std::string newName, uint32_t flags) {
-  return meta_.call<bool>("rename", false, [=](MetaClient m) {
-               auto req = m.renameRequest();
-               req.setParent(parent.value);
-               req.setName(name);
-               req.setNewParent(newParent.value);
-               req.setNewName(newName);
-               req.setFlags(flags);
-               return req.send().then([](auto r) -> Result<bool> {
-                 auto st = statusOf(r);
-                 if (!st) return st.error();
-                 return true;
-               });
-             })
+  return meta_
+      .mutate<bool>("rename",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.renameRequest();
+                      r.fill(req.initReq());
+                      req.setParent(parent.value);
+                      req.setName(name);
+                      req.setNewParent(newParent.value);
+                      req.setNewName(newName);
+                      req.setFlags(flags);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = statusOf(r);
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
       .then([](Result<bool> r) -> Status {
         if (!r) return r.error();
         return Status();
@@ -406,26 +418,26 @@ kj::Promise<Result<std::string>> Client::readlink(InodeId inode) {
 kj::Promise<Result<DirPage>> Client::readdir(InodeId dir, uint64_t cookie, uint32_t max,
                                              bool plus) {
   return meta_
-      .call<DirPage>("readdir", true,
-                     [=](MetaClient m) {
-                       auto req = m.readdirRequest();
-                       req.setInode(dir.value);
-                       req.setCookie(cookie);
-                       req.setMax(max);
-                       req.setPlus(plus);
-                       return req.send().then([](auto r) -> Result<DirPage> {
-                         auto st = statusOf(r);
-                         if (!st) return st.error();
-                         DirPage page;
-                         page.eof = r.getEof();
-                         for (auto e : r.getEntries()) {
-                           page.entries.push_back(DirEntry{
-                               std::string(e.getName().cStr(), e.getName().size()),
-                               e.getCookie(), fromWire(e.getAttr())});
-                         }
-                         return page;
-                       });
-                     })
+      .call<DirPage>(
+          "readdir", true,
+          [=](MetaClient m) {
+            auto req = m.readdirRequest();
+            req.setInode(dir.value);
+            req.setCookie(cookie);
+            req.setMax(max);
+            req.setPlus(plus);
+            return req.send().then([](auto r) -> Result<DirPage> {
+              auto st = statusOf(r);
+              if (!st) return st.error();
+              DirPage page;
+              page.eof = r.getEof();
+              for (auto e : r.getEntries()) {
+                page.entries.push_back(DirEntry{std::string(e.getName().cStr(), e.getName().size()),
+                                                e.getCookie(), fromWire(e.getAttr())});
+              }
+              return page;
+            });
+          })
       .then([this](Result<DirPage> page) -> Result<DirPage> {
         if (page) {
           for (auto& e : page->entries) e.attr = merge(e.attr);
@@ -447,18 +459,21 @@ kj::Promise<Result<StatFs>> Client::statfs() {
 
 kj::Promise<Status> Client::setxattr(InodeId inode, std::string name, std::string value,
                                      uint32_t flags) {
-  return meta_.call<bool>("setxattr", false, [=](MetaClient m) {
-               auto req = m.setxattrRequest();
-               req.setInode(inode.value);
-               req.setName(name);
-               req.setValue(bytesOf(value));
-               req.setFlags(flags);
-               return req.send().then([](auto r) -> Result<bool> {
-                 auto st = statusOf(r);
-                 if (!st) return st.error();
-                 return true;
-               });
-             })
+  return meta_
+      .mutate<bool>("setxattr",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.setxattrRequest();
+                      r.fill(req.initReq());
+                      req.setInode(inode.value);
+                      req.setName(name);
+                      req.setValue(bytesOf(value));
+                      req.setFlags(flags);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = statusOf(r);
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
       .then([](Result<bool> r) -> Status {
         if (!r) return r.error();
         return Status();
@@ -494,16 +509,19 @@ kj::Promise<Result<std::vector<std::string>>> Client::listxattr(InodeId inode) {
 }
 
 kj::Promise<Status> Client::removexattr(InodeId inode, std::string name) {
-  return meta_.call<bool>("removexattr", false, [=](MetaClient m) {
-               auto req = m.removexattrRequest();
-               req.setInode(inode.value);
-               req.setName(name);
-               return req.send().then([](auto r) -> Result<bool> {
-                 auto st = statusOf(r);
-                 if (!st) return st.error();
-                 return true;
-               });
-             })
+  return meta_
+      .mutate<bool>("removexattr",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.removexattrRequest();
+                      r.fill(req.initReq());
+                      req.setInode(inode.value);
+                      req.setName(name);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = statusOf(r);
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
       .then([](Result<bool> r) -> Status {
         if (!r) return r.error();
         return Status();
@@ -511,13 +529,15 @@ kj::Promise<Status> Client::removexattr(InodeId inode, std::string name) {
 }
 
 kj::Promise<Status> Client::syncMeta() {
-  return meta_.call<bool>("fsync", true, [](MetaClient m) {
-               return m.fsyncRequest().send().then([](auto r) -> Result<bool> {
-                 auto st = statusOf(r);
-                 if (!st) return st.error();
-                 return true;
-               });
-             })
+  return meta_
+      .call<bool>("fsync", true,
+                  [](MetaClient m) {
+                    return m.fsyncRequest().send().then([](auto r) -> Result<bool> {
+                      auto st = statusOf(r);
+                      if (!st) return st.error();
+                      return true;
+                    });
+                  })
       .then([](Result<bool> r) -> Status {
         if (!r) return r.error();
         return Status();
@@ -529,13 +549,14 @@ kj::Promise<Status> Client::syncMeta() {
 kj::Promise<Result<Attr>> Client::open(InodeId inode) {
   uint64_t session = session_.value;
   return meta_
-      .call<Attr>("open", false,
-                  [=](MetaClient m) {
-                    auto req = m.openRequest();
-                    req.setSession(session);
-                    req.setInode(inode.value);
-                    return req.send().then([](auto r) { return attrOf(r); });
-                  })
+      .mutate<Attr>("open",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.openRequest();
+                      r.fill(req.initReq());
+                      req.setSession(session);
+                      req.setInode(inode.value);
+                      return req.send().then([](auto r) { return attrOf(r); });
+                    })
       .then([this, inode](Result<Attr> a) -> Result<Attr> {
         if (!a) return a;
         auto& f = state(inode, a->size);
@@ -559,17 +580,18 @@ kj::Promise<Status> Client::release(InodeId inode) {
   uint64_t session = session_.value;
   return flush(inode).then([this, inode, session](Status flushed) {
     return meta_
-        .call<bool>("release", false,
-                    [=](MetaClient m) {
-                      auto req = m.releaseRequest();
-                      req.setSession(session);
-                      req.setInode(inode.value);
-                      return req.send().then([](auto r) -> Result<bool> {
-                        auto st = statusOf(r);
-                        if (!st) return st.error();
-                        return true;
-                      });
-                    })
+        .mutate<bool>("release",
+                      [=](MetaClient m, MetaLink::Req r) {
+                        auto req = m.releaseRequest();
+                        r.fill(req.initReq());
+                        req.setSession(session);
+                        req.setInode(inode.value);
+                        return req.send().then([](auto r) -> Result<bool> {
+                          auto st = statusOf(r);
+                          if (!st) return st.error();
+                          return true;
+                        });
+                      })
         .then([this, inode, flushed](Result<bool> r) -> Status {
           if (auto* f = find(inode)) {
             if (f->opens > 0) f->opens--;
@@ -590,7 +612,8 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
   if (cached != f.chunks.end()) return R(std::optional<ChunkDesc>(cached->second));
   auto busy = f.allocating.find(index);
   if (busy != f.allocating.end()) {
-    return busy->second.addBranch().then([this, &f, index, allocate] { return chunk(f, index, allocate); });
+    return busy->second.addBranch().then(
+        [this, &f, index, allocate] { return chunk(f, index, allocate); });
   }
   InodeId inode = f.inode;
   uint64_t epoch = f.mapEpoch;
@@ -644,19 +667,20 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
     bool created;
   };
   auto work = meta_
-                  .call<Allocated>("allocChunk", true,
-                                   [inode, index](MetaClient m) {
-                                     auto req = m.allocChunkRequest();
-                                     req.setInode(inode.value);
-                                     req.setIndex(index);
-                                     return req.send().then([](auto r) -> Result<Allocated> {
-                                       auto st = statusOf(r);
-                                       if (!st) return st.error();
-                                       auto c = fromWire(r.getChunk());
-                                       if (!c) return c.error();
-                                       return Allocated{kj::mv(*c), r.getCreated()};
-                                     });
-                                   })
+                  .mutate<Allocated>("allocChunk",
+                                     [inode, index](MetaClient m, MetaLink::Req r) {
+                                       auto req = m.allocChunkRequest();
+                                       r.fill(req.initReq());
+                                       req.setInode(inode.value);
+                                       req.setIndex(index);
+                                       return req.send().then([](auto r) -> Result<Allocated> {
+                                         auto st = statusOf(r);
+                                         if (!st) return st.error();
+                                         auto c = fromWire(r.getChunk());
+                                         if (!c) return c.error();
+                                         return Allocated{kj::mv(*c), r.getCreated()};
+                                       });
+                                     })
                   .then([this, inode, index, epoch](Result<Allocated> a) -> R {
                     auto* f = find(inode);
                     if (f) f->allocating.erase(index);
@@ -686,30 +710,30 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
     uint64_t chunkOff = pos % kChunkSize;
     uint64_t n = std::min(end - pos, kChunkSize - chunkOff);
     auto piece = data.slice(pos - off, pos - off + n);
-    parts.add(chunk(f, index, true).then(
-        [this, inode, chunkOff, piece, sync](Result<std::optional<ChunkDesc>> c)
-            -> kj::Promise<Status> {
-          if (!c) return Status(c.error());
-          auto desc = **c;
-          std::shared_ptr<FreshChunk> fresh;
-          if (auto* f = find(inode)) {
-            auto it = f->fresh.find(desc.index);
-            if (it != f->fresh.end()) fresh = it->second;
-          }
-          uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
-                                          fresh && !fresh->shardsCreated);
-          return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
-              .then([this, inode, desc, shards](Status s) {
-            if (s) {
-              if (auto* f = find(inode)) {
-                auto& u = f->unsynced[desc.index];
-                u.chunk = desc;
-                u.shards |= shards;
-              }
-            }
-            return s;
-          });
-        }));
+    parts.add(chunk(f, index, true)
+                  .then([this, inode, chunkOff, piece,
+                         sync](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
+                    if (!c) return Status(c.error());
+                    auto desc = **c;
+                    std::shared_ptr<FreshChunk> fresh;
+                    if (auto* f = find(inode)) {
+                      auto it = f->fresh.find(desc.index);
+                      if (it != f->fresh.end()) fresh = it->second;
+                    }
+                    uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
+                                                    fresh && !fresh->shardsCreated);
+                    return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
+                        .then([this, inode, desc, shards](Status s) {
+                          if (s) {
+                            if (auto* f = find(inode)) {
+                              auto& u = f->unsynced[desc.index];
+                              u.chunk = desc;
+                              u.shards |= shards;
+                            }
+                          }
+                          return s;
+                        });
+                  }));
     pos += n;
   }
   return joinStatus(parts.releaseAsArray());
@@ -729,20 +753,21 @@ void Client::startFlush(FileState& f) {
                        auto ptr = data.asPtr();
                        return writeThrough(f, off, ptr, false).attach(kj::mv(data));
                      })
-                     .then([&f, n, off](Status s) {
-                       if (!s && !f.writeError) {
-                         log::warn("write-back of inode ", f.inode.value, " at ", off, " failed: ",
-                                   s.error().toString().c_str());
-                         f.writeError = s.error();
-                       }
-                       f.inflightBytes -= n;
-                       f.wake();
-                     },
-                     [&f, n](kj::Exception&& e) {
-                       if (!f.writeError) f.writeError = errorFromException(e, "write-back");
-                       f.inflightBytes -= n;
-                       f.wake();
-                     })
+                     .then(
+                         [&f, n, off](Status s) {
+                           if (!s && !f.writeError) {
+                             log::warn("write-back of inode ", f.inode.value, " at ", off,
+                                       " failed: ", s.error().toString().c_str());
+                             f.writeError = s.error();
+                           }
+                           f.inflightBytes -= n;
+                           f.wake();
+                         },
+                         [&f, n](kj::Exception&& e) {
+                           if (!f.writeError) f.writeError = errorFromException(e, "write-back");
+                           f.inflightBytes -= n;
+                           f.wake();
+                         })
                      .eagerlyEvaluate(nullptr);
 }
 
@@ -763,7 +788,8 @@ kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byt
   if (!fp) return Status(Error{Errc::kStale, "write to a file that is not open"});
   auto& f = *fp;
   uint64_t end = off + data.size();
-  if (end < off || end > uint64_t(INT64_MAX)) return Status(Error{Errc::kTooBig, "write past the largest file"});
+  if (end < off || end > uint64_t(INT64_MAX))
+    return Status(Error{Errc::kTooBig, "write past the largest file"});
   if (data.size() == 0) return Status();
   if (mode == WriteMode::kBuffered) {
     if (!f.pending.empty() && off != f.pendingEnd()) startFlush(f);
@@ -784,8 +810,7 @@ kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byt
   kj::Promise<Status> before = f.busy() ? drain(f) : kj::Promise<Status>(Status());
   auto ptr = data.asPtr();
   bool sync = mode == WriteMode::kSync;
-  return before
-      .then([this, &f, off, ptr, sync](Status) { return writeThrough(f, off, ptr, sync); })
+  return before.then([this, &f, off, ptr, sync](Status) { return writeThrough(f, off, ptr, sync); })
       .then([this, &f, end, sync](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         f.size = std::max(f.size, end);
@@ -815,14 +840,15 @@ kj::Promise<Status> Client::commit(FileState& f) {
   f.attrDirty = false;
   f.commitsInFlight++;
   return meta_
-      .call<Attr>("commitWrite", true,
-                  [=](MetaClient m) {
-                    auto req = m.commitWriteRequest();
-                    req.setInode(inode.value);
-                    req.setSize(size);
-                    req.setMtimeNs(mtime);
-                    return req.send().then([](auto r) { return attrOf(r); });
-                  })
+      .mutate<Attr>("commitWrite",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.commitWriteRequest();
+                      r.fill(req.initReq());
+                      req.setInode(inode.value);
+                      req.setSize(size);
+                      req.setMtimeNs(mtime);
+                      return req.send().then([](auto r) { return attrOf(r); });
+                    })
       .then([this, inode](Result<Attr> a) -> Status {
         auto* f = find(inode);
         if (f) f->commitsInFlight--;
@@ -868,17 +894,18 @@ kj::Promise<Status> Client::readChunks(FileState& f, uint64_t off, kj::ArrayPtr<
     uint64_t chunkOff = pos % kChunkSize;
     uint64_t n = std::min(end - pos, kChunkSize - chunkOff);
     auto piece = out.slice(pos - off, pos - off + n);
-    parts.add(chunk(f, index, false).then(
-        [this, chunkOff, piece](Result<std::optional<ChunkDesc>> c) mutable -> kj::Promise<Status> {
-          if (!c) return Status(c.error());
-          if (!*c) {
-            memset(piece.begin(), 0, piece.size());  // a hole
-            return Status();
-          }
-          auto desc = kj::heap<ChunkDesc>(**c);
-          auto& d = *desc;
-          return data_.read(d, chunkOff, piece).attach(kj::mv(desc));
-        }));
+    parts.add(chunk(f, index, false)
+                  .then([this, chunkOff,
+                         piece](Result<std::optional<ChunkDesc>> c) mutable -> kj::Promise<Status> {
+                    if (!c) return Status(c.error());
+                    if (!*c) {
+                      memset(piece.begin(), 0, piece.size());  // a hole
+                      return Status();
+                    }
+                    auto desc = kj::heap<ChunkDesc>(**c);
+                    auto& d = *desc;
+                    return data_.read(d, chunkOff, piece).attach(kj::mv(desc));
+                  }));
     pos += n;
   }
   return joinStatus(parts.releaseAsArray());
@@ -924,8 +951,10 @@ kj::Promise<Status> Client::fsync(InodeId inode, bool dataOnly) {
         uint64_t size = f.size;
         f.metaDirty = false;
         return syncMeta().then([&f, size](Status synced) {
-          if (synced) f.durableSize = size;
-          else f.metaDirty = true;
+          if (synced)
+            f.durableSize = size;
+          else
+            f.metaDirty = true;
           return synced;
         });
       })
@@ -979,9 +1008,13 @@ void Client::trimClosedUnsynced() {
     auto chunks = std::move(it->second);
     closedUnsynced_.erase(it);
     auto syncing = syncChunks(chunks);
-    tasks_.add(syncing.then([inode](Status s) {
-      if (!s) log::debug("sync of closed inode ", inode.value, ": ", s.error().toString().c_str());
-    }).attach(kj::mv(chunks)));
+    tasks_.add(syncing
+                   .then([inode](Status s) {
+                     if (!s)
+                       log::debug("sync of closed inode ", inode.value, ": ",
+                                  s.error().toString().c_str());
+                   })
+                   .attach(kj::mv(chunks)));
   }
 }
 

@@ -3,6 +3,7 @@
 // Not thread-safe: lives on the client's event loop.
 #pragma once
 #include <functional>
+#include <set>
 
 #include <kj/async.h>
 #include <kj/timer.h>
@@ -27,6 +28,33 @@ class MetaLink {
                               std::function<kj::Promise<Result<T>>(proto::MetaService::Client)> call) {
     return attempt<T>(kj::str(what), idempotent, kj::mv(call), timer_.now(), 0);
   }
+
+  // A mutating request's identity (fs/proto/common.capnp RequestId).
+  struct Req {
+    uint64_t session = 0, seq = 0, ackedBelow = 0;
+    void fill(proto::RequestId::Builder b) const {
+      b.setSession(session);
+      b.setSeq(seq);
+      b.setAckedBelow(ackedBelow);
+    }
+  };
+  // Runs a mutating call under one request id for all its attempts: the meta server applies it
+  // once however often it is sent, so it is always retried like an idempotent call.
+  template <typename T>
+  kj::Promise<Result<T>> mutate(kj::StringPtr what,
+                                std::function<kj::Promise<Result<T>>(proto::MetaService::Client, Req)> fn) {
+    uint64_t seq = nextSeq_++;
+    inflight_.insert(seq);
+    auto done = kj::defer([this, seq] { inflight_.erase(seq); });
+    return call<T>(what, true,
+                   [this, seq, fn = kj::mv(fn)](proto::MetaService::Client c) {
+                     // Every reply below the oldest request still waiting has reached us.
+                     return fn(kj::mv(c), Req{session_, seq, *inflight_.begin()});
+                   })
+        .attach(kj::mv(done));
+  }
+  // Requests carry this session from now on.
+  void setSession(uint64_t session) { session_ = session; }
 
   // Connects now; kUnavailable if the meta server does not answer within the connect timeout.
   kj::Promise<Status> connect();
@@ -86,6 +114,9 @@ class MetaLink {
   kj::Maybe<kj::ForkedPromise<void>> connecting_;
   bool connectingNow_ = false;
   Status lastConnect_;
+  uint64_t session_ = 0;
+  uint64_t nextSeq_ = 1;
+  std::set<uint64_t> inflight_;
 };
 
 }  // namespace tessera::client

@@ -58,7 +58,8 @@ void MetaService::sweep() {
 
 namespace {
 
-// Builds an Op stamped with the time, lets `fill` set its union member, applies it.
+// Builds an Op stamped with the time (and the client's request id, for exactly-once), lets
+// `fill` set its union member, applies it.
 template <typename Fill>
 Result<Applied> applyOp(Namespace& ns, int64_t now, Fill&& fill) {
   capnp::MallocMessageBuilder message;
@@ -68,6 +69,12 @@ Result<Applied> applyOp(Namespace& ns, int64_t now, Fill&& fill) {
   auto r = ns.apply(op.asReader());
   if (!r) log::debug("op ", int(op.which()), " failed: ", r.error().toString().c_str());
   return r;
+}
+
+void setRequest(proto::Op::Builder op, proto::RequestId::Reader req) {
+  op.setSession(req.getSession());
+  op.setSeq(req.getSeq());
+  op.setAckedBelow(req.getAckedBelow());
 }
 
 template <typename Results>
@@ -116,6 +123,7 @@ kj::Promise<void> MetaService::getattr(GetattrContext context) {
 kj::Promise<void> MetaService::setattr(SetattrContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto s = op.initSetattr();
     s.setInode(p.getInode());
     s.setValid(p.getValid());
@@ -134,6 +142,7 @@ kj::Promise<void> MetaService::mknod(MknodContext context) {
   auto p = context.getParams();
   uint64_t inode = ++next_.inode;
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto m = op.initMknod();
     m.setParent(p.getParent());
     m.setName(p.getName());
@@ -152,6 +161,7 @@ kj::Promise<void> MetaService::mknod(MknodContext context) {
 kj::Promise<void> MetaService::link(LinkContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto l = op.initLink();
     l.setInode(p.getInode());
     l.setNewParent(p.getNewParent());
@@ -164,6 +174,7 @@ kj::Promise<void> MetaService::link(LinkContext context) {
 kj::Promise<void> MetaService::unlink(UnlinkContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto u = op.initUnlink();
     u.setParent(p.getParent());
     u.setName(p.getName());
@@ -176,6 +187,7 @@ kj::Promise<void> MetaService::unlink(UnlinkContext context) {
 kj::Promise<void> MetaService::rename(RenameContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto m = op.initRename();
     m.setParent(p.getParent());
     m.setName(p.getName());
@@ -218,6 +230,7 @@ kj::Promise<void> MetaService::readdir(ReaddirContext context) {
 kj::Promise<void> MetaService::open(OpenContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto o = op.initOpen();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
@@ -229,6 +242,7 @@ kj::Promise<void> MetaService::open(OpenContext context) {
 kj::Promise<void> MetaService::release(ReleaseContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto o = op.initRelease();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
@@ -270,6 +284,7 @@ kj::Promise<void> MetaService::statfs(StatfsContext context) {
 kj::Promise<void> MetaService::setxattr(SetxattrContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto x = op.initSetxattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
@@ -305,6 +320,7 @@ kj::Promise<void> MetaService::listxattr(ListxattrContext context) {
 kj::Promise<void> MetaService::removexattr(RemovexattrContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto x = op.initRemovexattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
@@ -366,6 +382,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   chunk.layout = *policy;
   chunk.servers = *placed;
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto a = op.initAllocChunk();
     a.setInode(inode.value);
     toWire(chunk, a.initChunk());
@@ -381,6 +398,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
 kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   auto p = context.getParams();
   auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    setRequest(op, p.getReq());
     auto c = op.initCommitWrite();
     c.setInode(p.getInode());
     c.setSize(p.getSize());

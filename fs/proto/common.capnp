@@ -74,6 +74,15 @@ struct ChunkDesc {
   servers @4 :List(UInt64);
 }
 
+# Names one mutating request of a client session, so that the state machine applies it once
+# however often it is retried (Raft dissertation §6.3). Seqs count up from 1 per session;
+# `ackedBelow` says the client has every reply for seqs below it, which may be forgotten.
+struct RequestId {
+  session @0 :UInt64;
+  seq @1 :UInt64;
+  ackedBelow @2 :UInt64;
+}
+
 struct DirEntry {
   name @0 :Text;
   cookie @1 :UInt64;    # pass back to readdir to continue after this entry

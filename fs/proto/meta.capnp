@@ -45,34 +45,40 @@ struct StatFs {
   files @2 :UInt64;         # inodes in use
 }
 
+# Mutating calls carry `req`: retried with the same RequestId, a call is applied once and
+# answered with the reply of its first application (a session that expired: error stale).
 interface MetaService {
   # --- mounts ---
   openSession @0 (host :Text, mountpoint :Text) -> (error :Common.Error, session :UInt64);
   lookup @1 (parent :UInt64, name :Text) -> (error :Common.Error, attr :Common.Attr);
   getattr @2 (inode :UInt64) -> (error :Common.Error, attr :Common.Attr);
   setattr @3 (inode :UInt64, valid :UInt32, mode :UInt32, uid :UInt32, gid :UInt32,
-              size :UInt64, atimeNs :Int64, mtimeNs :Int64)
+              size :UInt64, atimeNs :Int64, mtimeNs :Int64, req :Common.RequestId)
       -> (error :Common.Error, attr :Common.Attr);
   # Creates any kind of inode: S_IFREG, S_IFDIR, S_IFLNK (with target), fifos, devices, sockets.
   # With session != 0 the new file is also opened for that session (FUSE create).
   mknod @4 (parent :UInt64, name :Text, mode :UInt32, rdev :UInt32, uid :UInt32, gid :UInt32,
-            target :Text, session :UInt64) -> (error :Common.Error, attr :Common.Attr);
-  link @5 (inode :UInt64, newParent :UInt64, newName :Text)
+            target :Text, session :UInt64, req :Common.RequestId)
       -> (error :Common.Error, attr :Common.Attr);
-  unlink @6 (parent :UInt64, name :Text, dir :Bool) -> (error :Common.Error);
-  rename @7 (parent :UInt64, name :Text, newParent :UInt64, newName :Text, flags :UInt32)
+  link @5 (inode :UInt64, newParent :UInt64, newName :Text, req :Common.RequestId)
+      -> (error :Common.Error, attr :Common.Attr);
+  unlink @6 (parent :UInt64, name :Text, dir :Bool, req :Common.RequestId)
       -> (error :Common.Error);
+  rename @7 (parent :UInt64, name :Text, newParent :UInt64, newName :Text, flags :UInt32,
+             req :Common.RequestId) -> (error :Common.Error);
   readlink @8 (inode :UInt64) -> (error :Common.Error, target :Text);
   # Entries after `cookie` (0 = from the start), at most `max`; `plus` fills full attributes.
   readdir @9 (inode :UInt64, cookie :UInt64, max :UInt32, plus :Bool)
       -> (error :Common.Error, entries :List(Common.DirEntry), eof :Bool);
-  open @10 (session :UInt64, inode :UInt64) -> (error :Common.Error, attr :Common.Attr);
-  release @11 (session :UInt64, inode :UInt64) -> (error :Common.Error);
+  open @10 (session :UInt64, inode :UInt64, req :Common.RequestId)
+      -> (error :Common.Error, attr :Common.Attr);
+  release @11 (session :UInt64, inode :UInt64, req :Common.RequestId) -> (error :Common.Error);
   statfs @12 () -> (error :Common.Error, stat :StatFs);
-  setxattr @13 (inode :UInt64, name :Text, value :Data, flags :UInt32) -> (error :Common.Error);
+  setxattr @13 (inode :UInt64, name :Text, value :Data, flags :UInt32, req :Common.RequestId)
+      -> (error :Common.Error);
   getxattr @14 (inode :UInt64, name :Text) -> (error :Common.Error, value :Data);
   listxattr @15 (inode :UInt64) -> (error :Common.Error, names :List(Text));
-  removexattr @16 (inode :UInt64, name :Text) -> (error :Common.Error);
+  removexattr @16 (inode :UInt64, name :Text, req :Common.RequestId) -> (error :Common.Error);
   # Make every metadata change so far durable on the meta server's disk.
   fsync @17 () -> (error :Common.Error);
 
@@ -82,10 +88,10 @@ interface MetaService {
       -> (error :Common.Error, chunks :List(Common.ChunkDesc));
   # The chunk at `index`, placing it on servers if it does not exist yet. `created`: this call
   # placed it, so no shard of it exists yet and every byte of it reads as zero.
-  allocChunk @19 (inode :UInt64, index :UInt64)
+  allocChunk @19 (inode :UInt64, index :UInt64, req :Common.RequestId)
       -> (error :Common.Error, chunk :Common.ChunkDesc, created :Bool);
   # Data up to `size` was written: grow the file to `size` if smaller and set mtime.
-  commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64)
+  commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64, req :Common.RequestId)
       -> (error :Common.Error, attr :Common.Attr);
   # Addresses of chunk servers by id.
   servers @21 (ids :List(UInt64)) -> (error :Common.Error, servers :List(ServerInfo));

@@ -8,6 +8,11 @@ using Common = import "common.capnp";
 
 struct Op {
   nowNs @0 :Int64;
+  # Who asked, for exactly-once application (fs/proto/common.capnp RequestId); session 0 for
+  # ops the meta server makes itself.
+  session @52 :UInt64;
+  seq @53 :UInt64;
+  ackedBelow @54 :UInt64;
   union {
     init :group {             # format an empty store: root directory and cluster id
       clusterId @1 :Text;
@@ -134,4 +139,15 @@ struct SessionRecord {
   host @1 :Text;
   mountpoint @2 :Text;
   openedNs @3 :Int64;
+  lastActiveNs @4 :Int64;   # time of its last request
+  lowestReply @5 :UInt64;   # replies kept for seqs >= this (those below were acknowledged)
+}
+
+# The answer a request got the first time it was applied, kept until the client acknowledges
+# it, so a retry gets the same answer instead of a second application.
+struct StoredReply {
+  error @0 :Common.Error;
+  attr @1 :Common.Attr;
+  hasChunk @2 :Bool;
+  chunk @3 :Common.ChunkDesc;
 }

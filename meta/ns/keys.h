@@ -14,6 +14,7 @@
 //   'k' inode   index                → ChunkDesc (the chunk of the file at index * 64 MiB)
 //   'o' inode   session              → open-handle count, u64 big-endian
 //   's' session                      → SessionRecord
+//   'q' session seq                  → StoredReply: the first answer to a request, until acked
 //   'v' server                       → ServerRecord
 //   'g' chunk                        → GarbageRecord
 //   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
@@ -38,6 +39,7 @@ enum Kind : char {
   kChunk = 'k',
   kOpen = 'o',
   kSession = 's',
+  kReply = 'q',
   kServer = 'v',
   kGarbage = 'g',
   kCounter = 'c',
@@ -121,6 +123,11 @@ inline std::string open(InodeId id, SessionId session) {
 }
 inline std::string opens(InodeId id) { return prefix(kOpen, id.value); }
 inline std::string session(SessionId id) { return prefix(kSession, id.value); }
+inline std::string reply(SessionId id, uint64_t seq) {
+  std::string s = prefix(kReply, id.value);
+  appendU64(s, seq);
+  return s;
+}
 inline std::string server(ServerId id) { return prefix(kServer, id.value); }
 inline std::string servers() { return std::string(1, char(kServer)); }
 inline std::string garbage(ChunkId id) { return prefix(kGarbage, id.value); }

@@ -157,8 +157,57 @@ std::string Namespace::clusterId() {
   return id && *id ? **id : std::string();
 }
 
+namespace {
+
+// How many acknowledged replies one op drops at most (the rest go with later ops).
+constexpr uint64_t kMaxReplyTrim = 1024;
+
+// The session's record for a request of it: kStale if the session is gone (expired).
+Result<SessionRec> sessionOf(Txn& txn, SessionId id) {
+  auto bytes = txn.get(keys::session(id));
+  if (!bytes) return bytes.error();
+  if (!*bytes) return Error{Errc::kStale, "session " + std::to_string(id.value) + " expired"};
+  return decodeSession(id, **bytes);
+}
+
+// Stores the first answer to (session, seq), drops the replies the client acknowledged and
+// notes the session's activity: all in `txn`.
+Status recordReply(Txn& txn, SessionRec session, uint64_t seq, uint64_t ackedBelow,
+                   int64_t nowNs, const Result<Applied>& reply) {
+  txn.put(keys::reply(session.id, seq), encodeReply(reply));
+  uint64_t upTo = std::min({ackedBelow, seq, session.lowestReply + kMaxReplyTrim});
+  for (uint64_t s = session.lowestReply; s < upTo; ++s) txn.erase(keys::reply(session.id, s));
+  session.lowestReply = std::max(session.lowestReply, upTo);
+  session.lastActiveNs = std::max(session.lastActiveNs, nowNs);
+  txn.put(keys::session(session.id), encode(session));
+  return Status();
+}
+
+}  // namespace
+
+// Exactly once: a request that names its session and seq is answered from the stored reply if
+// it was applied before (a client retrying after a lost answer or a leader change), and its
+// first answer — success or error — is stored with its effects, in the same batch.
 Result<Applied> Namespace::apply(proto::Op::Reader op) {
   Txn txn(*impl_->db);
+  SessionId sessionId(op.getSession());
+  uint64_t seq = op.getSeq();
+  std::optional<SessionRec> session;
+  if (sessionId && seq) {
+    auto stored = txn.get(keys::reply(sessionId, seq));
+    if (!stored) return stored.error();
+    if (*stored) {
+      auto reply = decodeReply(**stored);
+      if (!reply) return reply.error();
+      return *reply;
+    }
+    auto s = sessionOf(txn, sessionId);
+    if (!s) return s.error();
+    if (seq < s->lowestReply) {
+      return Error{Errc::kStale, "request " + std::to_string(seq) + " was acknowledged already"};
+    }
+    session = std::move(*s);
+  }
   // An op whose bytes do not hold together (Cap'n Proto throws as it reads them) is refused like
   // any invalid op: every replica refuses the same bytes alike, and the log can move on past it.
   std::optional<Result<Applied>> result;
@@ -167,8 +216,18 @@ Result<Applied> Namespace::apply(proto::Op::Reader op) {
     return Error{Errc::kInvalid, std::string("malformed op: ") + e->getDescription().cStr()};
   }
   Result<Applied>& applied = *result;
-  if (!applied) return applied;
-  if (Status s = txn.commit(); !s) return s.error();
+  if (!session) {
+    if (!applied) return applied;
+    if (Status s = txn.commit(); !s) return s.error();
+    return applied;
+  }
+  // A failed op changed nothing; only its answer is kept.
+  Txn replyTxn(*impl_->db);
+  Txn& keep = applied ? txn : replyTxn;
+  if (Status s = recordReply(keep, *session, seq, op.getAckedBelow(), op.getNowNs(), applied); !s) {
+    return s.error();
+  }
+  if (Status s = keep.commit(); !s) return s.error();
   return applied;
 }
 

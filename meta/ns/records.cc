@@ -215,7 +215,55 @@ std::string encode(const SessionRec& session) {
     b.setHost(session.host);
     b.setMountpoint(session.mountpoint);
     b.setOpenedNs(session.openedNs);
+    b.setLastActiveNs(session.lastActiveNs);
+    b.setLowestReply(session.lowestReply);
   });
+}
+
+Result<SessionRec> decodeSession(SessionId id, std::string_view bytes) {
+  return decodeMessage<SessionRec, proto::SessionRecord>(
+      "session", id.value, bytes, [&](proto::SessionRecord::Reader r) -> Result<SessionRec> {
+        SessionRec s;
+        s.id = SessionId(r.getId());
+        if (s.id != id) return Error{Errc::kInvalid, "record names another session"};
+        s.host = toStd(r.getHost());
+        s.mountpoint = toStd(r.getMountpoint());
+        s.openedNs = r.getOpenedNs();
+        s.lastActiveNs = r.getLastActiveNs();
+        s.lowestReply = std::max<uint64_t>(r.getLowestReply(), 1);
+        return s;
+      });
+}
+
+std::string encodeReply(const Result<Applied>& reply) {
+  return encodeMessage<proto::StoredReply>([&](proto::StoredReply::Builder b) {
+    if (!reply) {
+      toWire(reply.error(), b.initError());
+      return;
+    }
+    okToWire(b.initError());
+    toWire(reply->attr, b.initAttr());
+    if (reply->chunk) {
+      b.setHasChunk(true);
+      toWire(*reply->chunk, b.initChunk());
+    }
+  });
+}
+
+Result<Result<Applied>> decodeReply(std::string_view bytes) {
+  return decodeMessage<Result<Applied>, proto::StoredReply>(
+      "reply", 0, bytes, [&](proto::StoredReply::Reader r) -> Result<Result<Applied>> {
+        auto status = fromWire(r.getError());
+        if (!status) return Result<Applied>(status.error());
+        Applied a;
+        a.attr = fromWire(r.getAttr());
+        if (r.getHasChunk()) {
+          auto chunk = fromWire(r.getChunk());
+          if (!chunk) return chunk.error();
+          a.chunk = std::move(*chunk);
+        }
+        return Result<Applied>(std::move(a));
+      });
 }
 
 Result<uint64_t> decodeU64(std::string_view bytes) {

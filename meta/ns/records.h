@@ -52,6 +52,8 @@ struct SessionRec {
   SessionId id;
   std::string host, mountpoint;
   int64_t openedNs = 0;
+  int64_t lastActiveNs = 0;
+  uint64_t lowestReply = 1;
 };
 
 // True for the seven S_IFMT values POSIX knows.
@@ -66,6 +68,11 @@ std::string encode(const ChunkDesc& chunk);
 std::string encode(const ServerRecordOut& server);
 std::string encode(const GarbageOut& garbage);
 std::string encode(const SessionRec& session);
+Result<SessionRec> decodeSession(SessionId id, std::string_view bytes);
+// A request's first answer (an error or what it applied), kept for its retries.
+std::string encodeReply(const Result<Applied>& reply);
+// The outer Result fails (kCorruption) if the bytes are not a reply we stored.
+Result<Result<Applied>> decodeReply(std::string_view bytes);
 
 // Each takes the id its key names and checks the value agrees.
 Result<Inode> decodeInode(InodeId id, std::string_view bytes);

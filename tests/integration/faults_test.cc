@@ -6,8 +6,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "tests/integration/helpers.h"
 
@@ -170,4 +173,51 @@ TEST_CASE("faults: after every daemon and the mount restart, data and metadata a
   CHECK((st.st_mode & 07777) == 0604);
   REQUIRE(stat((m + "/dir").c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0750);
+}
+
+TEST_CASE("faults: the mount rides out a meta server killed and restarted mid-stream") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  const std::string d = cluster.mnt() + "/stream";
+  REQUIRE(mkdir(d.c_str(), 0755) == 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> created{0};
+  std::string failure;
+  std::thread writer([&] {
+    for (int i = 0; !stop && i < 100'000; ++i) {
+      std::string name = d + "/f" + std::to_string(i);
+      try {
+        writeAll(name, "content of " + std::to_string(i));
+        if (rename(name.c_str(), (name + ".done").c_str()) != 0) {
+          failure = "rename " + name + ": " + strerror(errno);
+          return;
+        }
+      } catch (const std::exception& e) {
+        failure = e.what();
+        return;
+      }
+      created = i + 1;
+    }
+  });
+  auto waitCreated = [&](int n) {
+    for (int t = 0; t < 3000 && created < n && failure.empty(); ++t) usleep(10'000);
+  };
+  waitCreated(50);
+  cluster.stopMeta(SIGKILL);
+  int before = created;
+  usleep(300'000);  // the meta server stays away a while: operations wait, they do not fail
+  cluster.startMeta();
+  waitCreated(before + 50);
+  stop = true;
+  writer.join();
+  REQUIRE_MESSAGE(failure.empty(), failure);
+  MESSAGE(created.load() << " files created and renamed, " << before << " before the kill");
+  CHECK(created > before);
+  // Every operation that returned success is there once, with its content.
+  int n = created;
+  for (int i = 0; i < n; ++i) {
+    std::string name = d + "/f" + std::to_string(i) + ".done";
+    CHECK(readAll(name) == "content of " + std::to_string(i));
+    CHECK(access((d + "/f" + std::to_string(i)).c_str(), F_OK) != 0);
+  }
 }

@@ -42,8 +42,9 @@ Result<Applied> openSession(Txn& txn, proto::Op::Reader op) {
   SessionId id(args.getSession());
   if (!id) return err(Errc::kInvalid, "openSession: session 0");
   // Opening a session again (a retried proposal) just refreshes its record.
-  txn.put(keys::session(id), encode(SessionRec{id, toStd(args.getHost()),
-                                               toStd(args.getMountpoint()), op.getNowNs()}));
+  SessionRec rec{id, toStd(args.getHost()), toStd(args.getMountpoint()), op.getNowNs()};
+  rec.lastActiveNs = op.getNowNs();
+  txn.put(keys::session(id), encode(rec));
   if (Status s = txn.raiseMark(keys::kSessionMark, id.value); !s) return s.error();
   return Applied{};
 }
