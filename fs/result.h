@@ -49,6 +49,8 @@ int toErrno(Errc code);
 struct Error {
   Errc code = Errc::kIo;
   std::string detail;
+  // kNotLeader: where the leader is (HOST:PORT), if the one answering knows.
+  std::string leaderHint;
 
   // "notFound: lookup foo"
   std::string toString() const;

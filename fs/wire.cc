@@ -5,6 +5,7 @@ namespace tessera {
 void toWire(const Error& e, proto::Error::Builder b) {
   b.setCode(static_cast<proto::Errc>(e.code));
   b.setDetail(e.detail);
+  if (!e.leaderHint.empty()) b.setLeaderHint(e.leaderHint);
 }
 
 void okToWire(proto::Error::Builder b) { b.setCode(proto::Errc::OK); }
@@ -15,7 +16,8 @@ Status fromWire(proto::Error::Reader r) {
   if (code > static_cast<uint16_t>(Errc::kWrongCluster)) {
     return Error{Errc::kIo, "unknown error code " + std::to_string(code)};
   }
-  return Error{static_cast<Errc>(code), std::string(r.getDetail().cStr())};
+  return Error{static_cast<Errc>(code), std::string(r.getDetail().cStr()),
+               std::string(r.getLeaderHint().cStr())};
 }
 
 void toWire(const Attr& a, proto::Attr::Builder b) {

@@ -36,6 +36,8 @@ enum Errc {
 struct Error {
   code @0 :Errc;
   detail @1 :Text;
+  # With notLeader: HOST:PORT of the meta server that leads, when the answering one knows it.
+  leaderHint @2 :Text;
 }
 
 # POSIX attributes of one inode. Times are nanoseconds since the Unix epoch.
