@@ -1,5 +1,6 @@
-// tessera-meta: the metadata server. Keeps the namespace in LevelDB under --dir and serves
-// proto::MetaService on --listen until SIGTERM or SIGINT.
+// tessera-meta: a metadata server, one member of the meta Raft group. Keeps the namespace in
+// LevelDB under DIR/meta.db and its Raft log under DIR/raft, and serves proto::MetaService on
+// --listen until SIGTERM or SIGINT. Alone (no --peers) it is a group of one.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,9 +18,12 @@
 #include "fs/rpc.h"
 #include "fs/wire.h"
 #include "meta/meta_service.h"
+#include "meta/raft/file_storage.h"
+#include "meta/raft/raft_node.h"
 
 namespace po = boost::program_options;
 using namespace tessera;
+namespace raft = tessera::meta::raft;
 
 namespace {
 
@@ -44,6 +48,37 @@ std::string newClusterId() {
   snprintf(buf, sizeof buf, "%016lx%016lx", (unsigned long)randomU64(),
            (unsigned long)randomU64());
   return buf;
+}
+
+// "1=127.0.0.1:7001,2=127.0.0.1:7002": the members of the group and where they listen.
+Result<std::map<raft::NodeId, std::string>> parsePeers(const std::string& text) {
+  std::map<raft::NodeId, std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    auto eq = item.find('=');
+    if (eq == std::string::npos) {
+      return Error{Errc::kInvalid, "bad --peers entry '" + item + "' (expected ID=HOST:PORT)"};
+    }
+    uint64_t id = 0;
+    try {
+      size_t used = 0;
+      id = std::stoull(item.substr(0, eq), &used);
+      if (used != eq) id = 0;
+    } catch (const std::exception&) {
+      id = 0;
+    }
+    if (id == 0) return Error{Errc::kInvalid, "bad member id in --peers entry '" + item + "'"};
+    auto address = Address::parse(item.substr(eq + 1));
+    if (!address) return Error{Errc::kInvalid, "--peers: " + address.error().detail};
+    if (!out.emplace(raft::NodeId(id), address->toString()).second) {
+      return Error{Errc::kInvalid, "--peers names member " + std::to_string(id) + " twice"};
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 Status ensureDir(const std::string& dir) {
@@ -72,6 +107,13 @@ int main(int argc, char** argv) {
        "policy of the root directory when the cluster is created")
       ("server-timeout", po::value<std::string>()->default_value("5s"),
        "a chunk server without a heartbeat this long is down")
+      ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
+      ("peers", po::value<std::string>(),
+       "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
+      ("join", "start outside the group, to be added to a running one (tessera meta add)")
+      ("tick", po::value<std::string>()->default_value("100ms"), "Raft tick")
+      ("election-ticks", po::value<int>()->default_value(10),
+       "ticks without a leader before an election (randomized up to twice that)")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error");
   auto opts = parseOptions(argc, argv, flags,
                            "usage: tessera-meta --dir DIR [--listen HOST:PORT] [options]\n"
@@ -103,41 +145,73 @@ int main(int argc, char** argv) {
     }
     return fail("cannot open namespace in " + dir + ": " + why);
   }
-  if (!(*ns)->initialized()) {
-    capnp::MallocMessageBuilder message;
-    auto op = message.initRoot<proto::Op>();
-    op.setNowNs(int64_t(time(nullptr)) * 1'000'000'000);
-    auto init = op.initInit();
-    std::string cluster = newClusterId();
-    init.setClusterId(cluster);
-    toWire(*policy, init.initRootPolicy());
-    auto r = (*ns)->apply(op.asReader());
-    if (!r) return fail("cannot create the namespace: " + r.error().toString());
-    if (auto s = (*ns)->sync(); !s) return fail("cannot sync the namespace: " + s.error().toString());
-    log::info("created cluster ", cluster.c_str(), " with root policy ",
-              policy->toString().c_str());
+  // The group: --peers for a new group, nobody (learn it from the leader) with --join, else
+  // this server alone.
+  raft::NodeId self(vm["id"].as<uint64_t>());
+  if (!self) return fail("--id must be positive");
+  std::map<raft::NodeId, std::string> peers;
+  if (vm.count("peers")) {
+    auto parsed = parsePeers(vm["peers"].as<std::string>());
+    if (!parsed) return fail(parsed.error().detail);
+    peers = std::move(*parsed);
+    if (!peers.count(self)) return fail("--peers does not name this server's --id");
   }
+  raft::ConfState initial;
+  if (!vm.count("join")) {
+    if (peers.empty()) initial.voters.push_back(self);
+    for (auto& [id, address] : peers) initial.voters.push_back(id);
+  }
+  auto storage = raft::FileStorage::open(dir + "/raft", initial);
+  if (!storage) return fail("cannot open the raft log in " + dir + "/raft: " + storage.error().toString());
+  if ((*storage)->tornBytes()) {
+    log::warn("raft log: dropped a torn tail of ", (*storage)->tornBytes(),
+              " bytes (a crash mid-write); the others have those entries");
+  }
+  auto tick = parseDurationMs(vm["tick"].as<std::string>());
+  if (!tick || *tick == 0) return fail("bad --tick");
 
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   signal(SIGPIPE, SIG_IGN);
   auto io = kj::setupAsyncIo();
-  meta::MetaConfig config;
-  config.serverTimeoutMs = *timeout;
-  config.seed = randomU64();
-  auto service = kj::heap<meta::MetaService>(**ns, io.provider->getTimer(), config);
-  auto& serviceRef = *service;
-  capnp::Capability::Client bootstrap = kj::mv(service);
+  // Listen first (the port may be chosen now), serve the service once it exists.
+  auto ready = kj::newPromiseAndFulfiller<proto::MetaService::Client>();
+  capnp::Capability::Client bootstrap(kj::mv(ready.promise));
   auto server = RpcServer::listen(io.provider->getNetwork(), io.waitScope, *listen, bootstrap);
   if (!server) return fail(server.error().detail);
   std::string bound = listen->host + ":" + std::to_string((*server)->port());
-  log::info("cluster ", (*ns)->clusterId().c_str(), " serving on ", bound.c_str(),
-            " (placement seed ", config.seed, ")");
+  if (!peers.count(self)) peers[self] = bound;
+
+  raft::NodeConfig nodeConfig;
+  nodeConfig.raft.id = self;
+  nodeConfig.raft.electionTick = vm["election-ticks"].as<int>();
+  nodeConfig.raft.heartbeatTick = 1;
+  if (auto v = nodeConfig.raft.validate(); !v) return fail(v.error().detail);
+  nodeConfig.tickMs = *tick;
+  nodeConfig.seed = randomU64();
+  raft::RaftNode node(nodeConfig, **storage, **ns, io.provider->getTimer(),
+                      io.provider->getNetwork(), peers);
+
+  meta::MetaConfig config;
+  config.address = bound;
+  config.serverTimeoutMs = *timeout;
+  config.seed = randomU64();
+  config.rootPolicy = *policy;
+  config.newClusterId = newClusterId();
+  auto service = kj::heap<meta::MetaService>(**ns, node, io.provider->getTimer(), config);
+  auto& serviceRef = *service;
+  ready.fulfiller->fulfill(proto::MetaService::Client(kj::mv(service)));
+  log::info("member ", self.value, " serving on ", bound.c_str(),
+            (*ns)->initialized() ? " (cluster " + (*ns)->clusterId() + ")" : std::string(" (new)"),
+            ", placement seed ", config.seed, ", election seed ", nodeConfig.seed);
   if (vm.count("port-file")) {
     auto s = writeFileAtomic(vm["port-file"].as<std::string>(),
                              std::to_string((*server)->port()) + "\n");
     if (!s) return fail(s.error().detail);
   }
+  auto running = node.run().eagerlyEvaluate([](kj::Exception&& e) {
+    log::error("raft node stopped: ", e.getDescription());
+  });
   auto sweeping = serviceRef.run().eagerlyEvaluate([](kj::Exception&& e) {
     log::error("liveness sweep stopped: ", e.getDescription());
   });

@@ -5,11 +5,13 @@
 #include <set>
 
 #include <capnp/message.h>
+#include <capnp/serialize.h>
 
 #include "fs/log.h"
 #include "fs/options.h"
 #include "fs/wire.h"
 #include "meta/placement.h"
+#include "meta/raft/raft_wire.h"
 
 namespace tessera::meta {
 namespace {
@@ -19,56 +21,16 @@ std::string_view view(capnp::Text::Reader t) { return std::string_view(t.begin()
 // Largest chunk index whose bytes still have offsets that fit in off_t.
 constexpr uint64_t kMaxChunkIndex = (uint64_t(INT64_MAX) / kChunkSize) - 1;
 
-}  // namespace
-
-MetaService::MetaService(Namespace& ns, kj::Timer& timer, const MetaConfig& config)
-    : ns_(ns), timer_(timer), config_(config), rng_(config.seed), started_(timer.now()) {
-  KJ_REQUIRE(ns_.initialized(), "namespace must be initialized before serving");
-  next_ = ns_.idMarks();
-  for (auto& rec : ns_.servers()) {
-    ServerState s;
-    s.record = rec;
-    servers_.emplace(rec.id, std::move(s));
-  }
-}
-
-int64_t MetaService::nowNs() const {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-kj::Promise<void> MetaService::run() {
-  return timer_.afterDelay(1 * kj::SECONDS).then([this] {
-    sweep();
-    return run();
-  });
-}
-
-void MetaService::sweep() {
-  auto now = timer_.now();
-  for (auto& [id, s] : servers_) {
-    if (s.up && now - s.lastHeartbeat > config_.serverTimeoutMs * kj::MILLISECONDS) {
-      s.up = false;
-      log::warn("chunk server ", id.value, " at ", s.record.address.c_str(),
-                " is down: no heartbeat for ", config_.serverTimeoutMs, " ms");
-    }
-  }
-}
-
-namespace {
-
 // Builds an Op stamped with the time (and the client's request id, for exactly-once), lets
-// `fill` set its union member, applies it.
+// `fill` set its union member, and proposes it: the result is what applying it gave, once the
+// meta servers committed it.
 template <typename Fill>
-Result<Applied> applyOp(Namespace& ns, int64_t now, Fill&& fill) {
+kj::Promise<Result<Applied>> proposeOp(raft::RaftNode& raft, int64_t now, Fill&& fill) {
   capnp::MallocMessageBuilder message;
   auto op = message.initRoot<proto::Op>();
   op.setNowNs(now);
   fill(op);
-  auto r = ns.apply(op.asReader());
-  if (!r) log::debug("op ", int(op.which()), " failed: ", r.error().toString().c_str());
-  return r;
+  return raft.propose(capnp::messageToFlatArray(message));
 }
 
 void setRequest(proto::Op::Builder op, proto::RequestId::Reader req) {
@@ -91,38 +53,126 @@ void replyAttr(Results results, const Result<Attr>& r) {
 
 }  // namespace
 
+void MetaService::ErrorHandler::taskFailed(kj::Exception&& e) {
+  log::error("meta service task failed: ", e.getDescription());
+}
+
+MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
+                         const MetaConfig& config)
+    : ns_(ns),
+      raft_(raft),
+      timer_(timer),
+      config_(config),
+      rng_(config.seed),
+      started_(timer.now()) {
+  raft_.onLeaderReady = [this] { becameLeader(); };
+  raft_.onLeadershipLost = [this] { servers_.clear(); };
+}
+
+void MetaService::becameLeader() {
+  if (!ns_.initialized()) {
+    // The first leader of a new cluster formats it, through the log like every change, so
+    // every member gets the same cluster id and root.
+    log::info("formatting the new cluster ", config_.newClusterId.c_str(), " with root policy ",
+              config_.rootPolicy.toString().c_str());
+    tasks_.add(proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+                 auto init = op.initInit();
+                 init.setClusterId(config_.newClusterId);
+                 toWire(config_.rootPolicy, init.initRootPolicy());
+               })
+                   .then([this](Result<Applied> r) {
+                     if (!r && r.code() != Errc::kExists) {
+                       log::error("formatting the cluster: ", r.error().toString().c_str());
+                     }
+                     // The root took inode 1.
+                     IdMarks marks = ns_.idMarks();
+                     next_.inode = std::max(next_.inode, marks.inode);
+                   }));
+  }
+  next_ = ns_.idMarks();
+  servers_.clear();
+  auto now = timer_.now();
+  for (auto& rec : ns_.servers()) {
+    ServerState s;
+    s.record = rec;
+    // Until they heartbeat here, servers count as up for one timeout: a leader change must not
+    // make a healthy cluster look dead (nor allocations fail) while heartbeats find us.
+    s.up = true;
+    s.lastHeartbeat = now;
+    servers_.emplace(rec.id, std::move(s));
+  }
+  log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode);
+}
+
+int64_t MetaService::nowNs() const {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+kj::Promise<void> MetaService::run() {
+  return timer_.afterDelay(1 * kj::SECONDS).then([this] {
+    sweep();
+    return run();
+  });
+}
+
+void MetaService::sweep() {
+  if (!raft_.leaderReady()) return;
+  auto now = timer_.now();
+  for (auto& [id, s] : servers_) {
+    if (s.up && now - s.lastHeartbeat > config_.serverTimeoutMs * kj::MILLISECONDS) {
+      s.up = false;
+      log::warn("chunk server ", id.value, " at ", s.record.address.c_str(),
+                " is down: no heartbeat for ", config_.serverTimeoutMs, " ms");
+    }
+  }
+}
+
+namespace {
+
+}  // namespace
+
 kj::Promise<void> MetaService::openSession(OpenSessionContext context) {
   auto p = context.getParams();
-  uint64_t session = ++next_.session;
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
-    auto s = op.initOpenSession();
-    s.setSession(session);
-    s.setHost(p.getHost());
-    s.setMountpoint(p.getMountpoint());
-  });
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) {
-    results.setSession(session);
-    log::info("session ", session, " opened by ", p.getHost(), ":", p.getMountpoint());
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
   }
-  return kj::READY_NOW;
+  uint64_t session = ++next_.session;
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           auto s = op.initOpenSession();
+           s.setSession(session);
+           s.setHost(p.getHost());
+           s.setMountpoint(p.getMountpoint());
+         })
+      .then([context, session](Result<Applied> r) mutable {
+        auto p = context.getParams();
+        auto results = context.getResults();
+        setError(results, r);
+        if (r) {
+          results.setSession(session);
+          log::info("session ", session, " opened by ", p.getHost(), ":", p.getMountpoint());
+        }
+      });
 }
 
 kj::Promise<void> MetaService::lookup(LookupContext context) {
-  auto p = context.getParams();
-  replyAttr(context.getResults(), ns_.lookup(InodeId(p.getParent()), view(p.getName())));
-  return kj::READY_NOW;
+  return readThen(context, [this](LookupContext& context) {
+    auto p = context.getParams();
+    replyAttr(context.getResults(), ns_.lookup(InodeId(p.getParent()), view(p.getName())));
+  });
 }
 
 kj::Promise<void> MetaService::getattr(GetattrContext context) {
-  replyAttr(context.getResults(), ns_.getattr(InodeId(context.getParams().getInode())));
-  return kj::READY_NOW;
+  return readThen(context, [this](GetattrContext& context) {
+    replyAttr(context.getResults(), ns_.getattr(InodeId(context.getParams().getInode())));
+  });
 }
 
 kj::Promise<void> MetaService::setattr(SetattrContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto s = op.initSetattr();
     s.setInode(p.getInode());
@@ -133,15 +183,13 @@ kj::Promise<void> MetaService::setattr(SetattrContext context) {
     s.setSize(p.getSize());
     s.setAtimeNs(p.getAtimeNs());
     s.setMtimeNs(p.getMtimeNs());
-  });
-  replyAttr(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::mknod(MknodContext context) {
   auto p = context.getParams();
   uint64_t inode = ++next_.inode;
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto m = op.initMknod();
     m.setParent(p.getParent());
@@ -153,40 +201,34 @@ kj::Promise<void> MetaService::mknod(MknodContext context) {
     m.setTarget(p.getTarget());
     m.setNewInode(inode);
     m.setSession(p.getSession());
-  });
-  replyAttr(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::link(LinkContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto l = op.initLink();
     l.setInode(p.getInode());
     l.setNewParent(p.getNewParent());
     l.setNewName(p.getNewName());
-  });
-  replyAttr(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::unlink(UnlinkContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto u = op.initUnlink();
     u.setParent(p.getParent());
     u.setName(p.getName());
     u.setDir(p.getDir());
-  });
-  setError(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::rename(RenameContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto m = op.initRename();
     m.setParent(p.getParent());
@@ -194,61 +236,57 @@ kj::Promise<void> MetaService::rename(RenameContext context) {
     m.setNewParent(p.getNewParent());
     m.setNewName(p.getNewName());
     m.setFlags(p.getFlags());
-  });
-  setError(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::readlink(ReadlinkContext context) {
-  auto r = ns_.readlink(InodeId(context.getParams().getInode()));
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) results.setTarget(*r);
-  return kj::READY_NOW;
+  return readThen(context, [this](ReadlinkContext& context) {
+    auto r = ns_.readlink(InodeId(context.getParams().getInode()));
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) results.setTarget(*r);
+  });
 }
 
 kj::Promise<void> MetaService::readdir(ReaddirContext context) {
-  auto p = context.getParams();
-  uint32_t max = std::min<uint32_t>(std::max<uint32_t>(p.getMax(), 1), 4096);
-  auto r = ns_.readdir(InodeId(p.getInode()), p.getCookie(), max, p.getPlus());
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) {
-    auto entries = results.initEntries(r->entries.size());
-    for (size_t i = 0; i < r->entries.size(); ++i) {
-      const auto& e = r->entries[i];
-      auto b = entries[i];
-      b.setName(e.name);
-      b.setCookie(e.cookie);
-      toWire(e.attr, b.initAttr());
+  return readThen(context, [this](ReaddirContext& context) {
+    auto p = context.getParams();
+    uint32_t max = std::min<uint32_t>(std::max<uint32_t>(p.getMax(), 1), 4096);
+    auto r = ns_.readdir(InodeId(p.getInode()), p.getCookie(), max, p.getPlus());
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) {
+      auto entries = results.initEntries(r->entries.size());
+      for (size_t i = 0; i < r->entries.size(); ++i) {
+        const auto& e = r->entries[i];
+        auto b = entries[i];
+        b.setName(e.name);
+        b.setCookie(e.cookie);
+        toWire(e.attr, b.initAttr());
+      }
+      results.setEof(r->eof);
     }
-    results.setEof(r->eof);
-  }
-  return kj::READY_NOW;
+  });
 }
 
 kj::Promise<void> MetaService::open(OpenContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto o = op.initOpen();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
-  });
-  replyAttr(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::release(ReleaseContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto o = op.initRelease();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
-  });
-  setError(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
 }
 
 proto::StatFs::Builder MetaService::fillStatFs(proto::StatFs::Builder b) {
@@ -275,77 +313,78 @@ proto::StatFs::Builder MetaService::fillStatFs(proto::StatFs::Builder b) {
 }
 
 kj::Promise<void> MetaService::statfs(StatfsContext context) {
-  auto results = context.getResults();
-  okToWire(results.initError());
-  fillStatFs(results.initStat());
-  return kj::READY_NOW;
+  return readThen(context, [this](StatfsContext& context) {
+    auto results = context.getResults();
+    okToWire(results.initError());
+    fillStatFs(results.initStat());
+  });
 }
 
 kj::Promise<void> MetaService::setxattr(SetxattrContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto x = op.initSetxattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
     x.setValue(p.getValue());
     x.setFlags(p.getFlags());
-  });
-  setError(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::getxattr(GetxattrContext context) {
-  auto p = context.getParams();
-  auto r = ns_.getxattr(InodeId(p.getInode()), view(p.getName()));
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) {
-    results.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(r->data()), r->size()));
-  }
-  return kj::READY_NOW;
+  return readThen(context, [this](GetxattrContext& context) {
+    auto p = context.getParams();
+    auto r = ns_.getxattr(InodeId(p.getInode()), view(p.getName()));
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) {
+      results.setValue(kj::arrayPtr(reinterpret_cast<const kj::byte*>(r->data()), r->size()));
+    }
+  });
 }
 
 kj::Promise<void> MetaService::listxattr(ListxattrContext context) {
-  auto r = ns_.listxattr(InodeId(context.getParams().getInode()));
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) {
-    auto names = results.initNames(r->size());
-    for (size_t i = 0; i < r->size(); ++i) names.set(i, (*r)[i]);
-  }
-  return kj::READY_NOW;
+  return readThen(context, [this](ListxattrContext& context) {
+    auto r = ns_.listxattr(InodeId(context.getParams().getInode()));
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) {
+      auto names = results.initNames(r->size());
+      for (size_t i = 0; i < r->size(); ++i) names.set(i, (*r)[i]);
+    }
+  });
 }
 
 kj::Promise<void> MetaService::removexattr(RemovexattrContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto x = op.initRemovexattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
-  });
-  setError(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
 }
 
 kj::Promise<void> MetaService::fsync(FsyncContext context) {
-  // TODO(perf): group commit once the Raft log takes over durability.
-  setError(context.getResults(), ns_.sync());
+  // Every change a client was answered for is committed: in the fsynced Raft log of a majority
+  // of the meta servers. Nothing more to make durable.
+  okToWire(context.getResults().initError());
   return kj::READY_NOW;
 }
 
 kj::Promise<void> MetaService::getChunks(GetChunksContext context) {
-  auto p = context.getParams();
-  uint64_t count = std::min<uint64_t>(p.getCount(), 1024);
-  auto r = ns_.chunks(InodeId(p.getInode()), p.getFirst(), count);
-  auto results = context.getResults();
-  setError(results, r);
-  if (r) {
-    auto list = results.initChunks(r->size());
-    for (size_t i = 0; i < r->size(); ++i) toWire((*r)[i], list[i]);
-  }
-  return kj::READY_NOW;
+  return readThen(context, [this](GetChunksContext& context) {
+    auto p = context.getParams();
+    uint64_t count = std::min<uint64_t>(p.getCount(), 1024);
+    auto r = ns_.chunks(InodeId(p.getInode()), p.getFirst(), count);
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) {
+      auto list = results.initChunks(r->size());
+      for (size_t i = 0; i < r->size(); ++i) toWire((*r)[i], list[i]);
+    }
+  });
 }
 
 kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
@@ -358,6 +397,8 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
     return kj::READY_NOW;
   };
   if (index > kMaxChunkIndex) return fail(Error{Errc::kTooBig, "offset beyond the largest file"});
+  // Placement uses this leader's view of the chunk servers: only the leader places.
+  if (!raft_.leaderReady()) return fail(raft_.notLeader());
   auto existing = ns_.chunks(inode, index, 1);
   if (!existing) return fail(existing.error());
   if (!existing->empty()) {
@@ -381,31 +422,31 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   chunk.version = 1;
   chunk.layout = *policy;
   chunk.servers = *placed;
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
-    auto a = op.initAllocChunk();
-    a.setInode(inode.value);
-    toWire(chunk, a.initChunk());
-  });
-  if (!r) return fail(r.error());
-  okToWire(results.initError());
-  KJ_ASSERT(r->chunk != std::nullopt, "allocChunk applied without a chunk");
-  toWire(*r->chunk, results.initChunk());
-  results.setCreated(r->chunk->id == chunk.id);
-  return kj::READY_NOW;
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           setRequest(op, p.getReq());
+           auto a = op.initAllocChunk();
+           a.setInode(inode.value);
+           toWire(chunk, a.initChunk());
+         })
+      .then([context, proposed = chunk.id](Result<Applied> r) mutable {
+        auto results = context.getResults();
+        if (!r) return toWire(r.error(), results.initError());
+        okToWire(results.initError());
+        KJ_ASSERT(r->chunk != std::nullopt, "allocChunk applied without a chunk");
+        toWire(*r->chunk, results.initChunk());
+        results.setCreated(r->chunk->id == proposed);
+      });
 }
 
 kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   auto p = context.getParams();
-  auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     setRequest(op, p.getReq());
     auto c = op.initCommitWrite();
     c.setInode(p.getInode());
     c.setSize(p.getSize());
     c.setMtimeNs(p.getMtimeNs());
-  });
-  replyAttr(context.getResults(), r);
-  return kj::READY_NOW;
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
 void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b) {
@@ -427,17 +468,18 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
 }
 
 kj::Promise<void> MetaService::servers(ServersContext context) {
-  auto ids = context.getParams().getIds();
-  std::vector<const ServerState*> found;
-  for (auto id : ids) {
-    auto it = servers_.find(ServerId(id));
-    if (it != servers_.end()) found.push_back(&it->second);
-  }
-  auto results = context.getResults();
-  okToWire(results.initError());
-  auto list = results.initServers(found.size());
-  for (size_t i = 0; i < found.size(); ++i) fillServerInfo(*found[i], list[i]);
-  return kj::READY_NOW;
+  return readThen(context, [this](ServersContext& context) {
+    auto ids = context.getParams().getIds();
+    std::vector<const ServerState*> found;
+    for (auto id : ids) {
+      auto it = servers_.find(ServerId(id));
+      if (it != servers_.end()) found.push_back(&it->second);
+    }
+    auto results = context.getResults();
+    okToWire(results.initError());
+    auto list = results.initServers(found.size());
+    for (size_t i = 0; i < found.size(); ++i) fillServerInfo(*found[i], list[i]);
+  });
 }
 
 kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
@@ -445,10 +487,13 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
   auto results = context.getResults();
   std::string cluster = ns_.clusterId();
   auto fail = [&](Error e) {
-    log::warn("refused chunk server at ", p.getAddress(), ": ", e.toString().c_str());
+    if (e.code != Errc::kNotLeader) {
+      log::warn("refused chunk server at ", p.getAddress(), ": ", e.toString().c_str());
+    }
     toWire(e, results.initError());
     return kj::READY_NOW;
   };
+  if (!raft_.leaderReady()) return fail(raft_.notLeader());
   if (p.getClusterId().size() > 0 && view(p.getClusterId()) != cluster) {
     return fail(Error{Errc::kWrongCluster, "data directory belongs to cluster " +
                                                std::string(view(p.getClusterId())) +
@@ -468,8 +513,9 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
   bool changed = it == servers_.end() || it->second.record.address != rec.address ||
                  it->second.record.site != rec.site || it->second.record.rack != rec.rack ||
                  it->second.record.host != rec.host;
+  kj::Promise<Result<Applied>> recorded = Result<Applied>(Applied{});
   if (changed) {
-    auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
+    recorded = proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
       auto s = op.initRegisterServer().initServer();
       s.setId(rec.id.value);
       s.setAddress(rec.address);
@@ -477,28 +523,35 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
       s.setRack(rec.rack);
       s.setHost(rec.host);
     });
-    if (!r) return fail(r.error());
   }
-  auto& s = servers_[rec.id];
-  s.record = rec;
-  s.up = true;
-  s.lastHeartbeat = timer_.now();
-  s.capacityBytes = p.getCapacityBytes();
-  s.usedBytes = p.getUsedBytes();
-  s.freeBytes = p.getFreeBytes();
-  s.shards = p.getShards();
-  s.fsid = p.getFsid();
-  log::info("chunk server ", rec.id.value, " registered at ", rec.address.c_str());
-  okToWire(results.initError());
-  results.setId(rec.id.value);
-  results.setClusterId(cluster);
-  return kj::READY_NOW;
+  return recorded.then([this, context, rec, cluster](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    auto results = context.getResults();
+    if (!r) return toWire(r.error(), results.initError());
+    auto& s = servers_[rec.id];
+    s.record = rec;
+    s.up = true;
+    s.lastHeartbeat = timer_.now();
+    s.capacityBytes = p.getCapacityBytes();
+    s.usedBytes = p.getUsedBytes();
+    s.freeBytes = p.getFreeBytes();
+    s.shards = p.getShards();
+    s.fsid = p.getFsid();
+    log::info("chunk server ", rec.id.value, " registered at ", rec.address.c_str());
+    okToWire(results.initError());
+    results.setId(rec.id.value);
+    results.setClusterId(cluster);
+  });
 }
 
 kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   auto p = context.getParams();
   auto results = context.getResults();
   ServerId id(p.getId());
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
   auto it = servers_.find(id);
   if (it == servers_.end()) {
     toWire(Error{Errc::kNotFound, "unknown server; register first"}, results.initError());
@@ -514,12 +567,18 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   s.shards = p.getShards();
   s.fsid = p.getFsid();
   if (p.getRemoved().size() > 0) {
-    auto r = applyOp(ns_, nowNs(), [&](proto::Op::Builder op) {
-      auto rm = op.initRemoved();
-      rm.setServer(id.value);
-      rm.setChunks(p.getRemoved());
-    });
-    if (!r) log::warn("recording removed shards of server ", id.value, ": ", r.error().toString().c_str());
+    // Not waited for: a report lost with a leader change is simply made again.
+    tasks_.add(proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+                 auto rm = op.initRemoved();
+                 rm.setServer(id.value);
+                 rm.setChunks(p.getRemoved());
+               })
+                   .then([id](Result<Applied> r) {
+                     if (!r) {
+                       log::debug("recording removed shards of server ", id.value, ": ",
+                                  r.error().toString().c_str());
+                     }
+                   }));
   }
   std::vector<uint64_t> orders;
   for (auto& g : ns_.garbage(10'000)) {
@@ -537,9 +596,50 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   return kj::READY_NOW;
 }
 
+namespace {
+
+const char* roleText(raft::Role role) {
+  switch (role) {
+    case raft::Role::kLeader: return "leader";
+    case raft::Role::kCandidate: return "candidate";
+    case raft::Role::kPreCandidate: return "pre-candidate";
+    case raft::Role::kFollower: return "follower";
+  }
+  return "?";
+}
+
+}  // namespace
+
 kj::Promise<void> MetaService::status(StatusContext context) {
   auto results = context.getResults();
   okToWire(results.initError());
+  // The Raft view is this server's own; chunk servers are known to the leader only.
+  auto st = raft_.status();
+  auto info = results.initRaft();
+  info.setId(st.id.value);
+  info.setTerm(st.term.value);
+  info.setRole(roleText(st.role));
+  info.setLeader(st.leader.value);
+  info.setLeaderAddress(st.leader ? raft_.addressOf(st.leader) : std::string());
+  info.setCommit(st.commit.value);
+  info.setApplied(raft_.appliedIndex());
+  info.setLastIndex(st.lastIndex.value);
+  info.setSnapshotIndex(st.firstIndex.value ? st.firstIndex.value - 1 : 0);
+  auto members = info.initMembers(uint32_t(st.conf.voters.size()));
+  for (size_t i = 0; i < st.conf.voters.size(); ++i) {
+    raft::NodeId id = st.conf.voters[i];
+    auto m = members[i];
+    m.setId(id.value);
+    m.setAddress(raft_.addressOf(id));
+    m.setRole(id == st.leader ? "leader" : "follower");
+    for (auto& peer : st.peers) {
+      if (peer.id != id) continue;
+      m.setMatch(peer.match.value);
+      m.setLag(st.commit.value > peer.match.value ? st.commit.value - peer.match.value : 0);
+      m.setActive(peer.recentActive || id == st.id);
+    }
+  }
+  if (!ns_.initialized()) return kj::READY_NOW;
   results.setClusterId(ns_.clusterId());
   results.setAddress(config_.address);
   results.setUptimeMs((timer_.now() - started_) / kj::MILLISECONDS);
@@ -549,6 +649,59 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   size_t i = 0;
   for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
   fillStatFs(results.initStat());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::raftStep(RaftStepContext context) {
+  std::vector<raft::Message> messages;
+  for (auto m : context.getParams().getMessages()) {
+    auto decoded = raft::fromWire(m);
+    if (!decoded) {
+      log::warn("raft: dropped a malformed message: ", decoded.error().toString().c_str());
+      continue;
+    }
+    messages.push_back(std::move(*decoded));
+  }
+  raft_.receive(std::move(messages));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::raftSnapshot(RaftSnapshotContext context) {
+  toWire(Error{Errc::kNotSupported, "snapshot transfer is not implemented yet"},
+         context.getResults().initError());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::addMember(AddMemberContext context) {
+  auto p = context.getParams();
+  if (p.getId() == 0) {
+    toWire(Error{Errc::kInvalid, "member id 0"}, context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return raft_.addMember(raft::NodeId(p.getId()), std::string(p.getAddress().cStr()))
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
+kj::Promise<void> MetaService::removeMember(RemoveMemberContext context) {
+  return raft_.removeMember(raft::NodeId(context.getParams().getId()))
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
+kj::Promise<void> MetaService::transferLeader(TransferLeaderContext context) {
+  raft::NodeId to(context.getParams().getId());
+  if (!to) {
+    // Any other member that is up to date.
+    auto st = raft_.status();
+    for (auto& peer : st.peers) {
+      if (peer.id != st.id && peer.match == st.lastIndex) to = peer.id;
+    }
+    if (!to) {
+      for (auto v : st.conf.voters) {
+        if (v != st.id) to = v;
+      }
+    }
+  }
+  setError(context.getResults(), raft_.transferLeadership(to));
   return kj::READY_NOW;
 }
 

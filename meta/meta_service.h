@@ -1,8 +1,10 @@
 // meta/meta_service.h — the metadata server's RPC face (proto::MetaService). Mutations become
-// proto::Op commands carrying the time and every new id, applied by the Namespace state machine
-// (today directly; under Raft they will be proposed). Reads go to the Namespace. It also keeps
-// the soft state that is not replicated: which chunk servers are up and how full they are, from
-// their heartbeats, and the garbage deletions it has handed out.
+// proto::Op commands carrying the time, every new id and the client's RequestId, proposed to
+// the Raft group (meta/raft/raft_node.h) and answered with what applying them gave once
+// committed. Reads wait for a ReadIndex round and read the local Namespace. Only the leader
+// serves; the others answer notLeader with the leader's address. The leader also keeps the
+// soft state that is not replicated: which chunk servers are up and how full they are (from
+// heartbeats); a new leader starts it afresh from the server registry.
 // Not thread-safe: owned by the meta server's event loop.
 #pragma once
 #include <map>
@@ -13,20 +15,25 @@
 #include <kj/timer.h>
 
 #include "fs/proto/meta.capnp.h"
+#include "fs/wire.h"
 #include "meta/ns/namespace.h"
+#include "meta/raft/raft_node.h"
 
 namespace tessera::meta {
 
 struct MetaConfig {
   std::string address;                    // ours, for status
+  Layout rootPolicy = Layout::ec(4, 2);   // of a new cluster's root
+  std::string newClusterId;               // if this server formats a new cluster
   uint64_t serverTimeoutMs = 5000;        // a chunk server without heartbeat this long is down
   uint64_t seed = 0;                      // placement randomness
 };
 
 class MetaService final : public proto::MetaService::Server {
  public:
-  // `ns` and `timer` must outlive the service. `ns` must be initialized.
-  MetaService(Namespace& ns, kj::Timer& timer, const MetaConfig& config);
+  // `ns`, `raft` and `timer` must outlive the service. An uninitialized `ns` is formatted
+  // (through the log) by the first leader.
+  MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer, const MetaConfig& config);
 
   // Runs the liveness sweep until the returned promise is dropped.
   kj::Promise<void> run();
@@ -57,6 +64,11 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> registerServer(RegisterServerContext context) override;
   kj::Promise<void> heartbeat(HeartbeatContext context) override;
   kj::Promise<void> status(StatusContext context) override;
+  kj::Promise<void> raftStep(RaftStepContext context) override;
+  kj::Promise<void> raftSnapshot(RaftSnapshotContext context) override;
+  kj::Promise<void> addMember(AddMemberContext context) override;
+  kj::Promise<void> removeMember(RemoveMemberContext context) override;
+  kj::Promise<void> transferLeader(TransferLeaderContext context) override;
 
  private:
   struct ServerState {
@@ -69,16 +81,33 @@ class MetaService final : public proto::MetaService::Server {
 
   int64_t nowNs() const;
   void sweep();
+  // This node now leads and has applied its whole log: continue ids above the ones any earlier
+  // leader handed out, and learn the chunk servers afresh.
+  void becameLeader();
+  // Runs `read` once a linearizable read may be served here, else answers notLeader.
+  template <typename Context, typename F>
+  kj::Promise<void> readThen(Context context, F&& read) {
+    return raft_.readBarrier().then(
+        [context, read = kj::fwd<F>(read)](Status s) mutable {
+          if (!s) return toWire(s.error(), context.getResults().initError());
+          read(context);
+        });
+  }
   void fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b);
   proto::StatFs::Builder fillStatFs(proto::StatFs::Builder b);
 
   Namespace& ns_;
+  raft::RaftNode& raft_;
   kj::Timer& timer_;
   MetaConfig config_;
   std::mt19937_64 rng_;
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   kj::TimePoint started_;
+  struct ErrorHandler : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } errorHandler_;
+  kj::TaskSet tasks_{errorHandler_};
 };
 
 }  // namespace tessera::meta

@@ -5,6 +5,7 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tessera::proto");
 using Common = import "common.capnp";
+using Raft = import "raft.capnp";
 
 # Which fields of a setattr request are meaningful (bit flags).
 const setMode :UInt32 = 1;
@@ -111,5 +112,19 @@ interface MetaService {
 
   # --- admin ---
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
-                    inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs);
+                    inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs,
+                    raft :Raft.RaftInfo);
+
+  # --- the meta cluster (Raft) ---
+  # Messages from another meta server's Raft core. The reply only says they arrived.
+  raftStep @25 (messages :List(Raft.RaftMessage)) -> ();
+  # One piece of the state-machine snapshot `meta` that the leader `from` sends to a member
+  # whose log is behind its compacted log; `done` on the last piece, which installs it.
+  raftSnapshot @26 (from :UInt64, meta :Raft.RaftSnapshotMeta, offset :UInt64, data :Data,
+                    done :Bool) -> (error :Common.Error);
+  # Admin, on the leader: add a member (started with --join) or remove one, one at a time;
+  # hand leadership to `id` (0: any other member).
+  addMember @27 (id :UInt64, address :Text) -> (error :Common.Error);
+  removeMember @28 (id :UInt64) -> (error :Common.Error);
+  transferLeader @29 (id :UInt64) -> (error :Common.Error);
 }

@@ -95,6 +95,11 @@ struct Op {
       server @50 :UInt64;
       chunks @51 :List(UInt64);
     }
+    setMember :group {              # where a meta server of the Raft group listens
+      member @55 :UInt64;
+      address @56 :Text;
+      remove @57 :Bool;
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 //   'q' session seq                  → StoredReply: the first answer to a request, until acked
 //   'v' server                       → ServerRecord
 //   'g' chunk                        → GarbageRecord
+//   'm' member                       → address of a meta server, raw text
 //   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
 //
 // A dentry and its readdir index entry are always written and removed in the same WriteBatch, so
@@ -42,6 +43,7 @@ enum Kind : char {
   kReply = 'q',
   kServer = 'v',
   kGarbage = 'g',
+  kMember = 'm',
   kCounter = 'c',
 };
 
@@ -54,6 +56,7 @@ enum Counter : char {
   kInodeCount = 'n',   // inodes that exist (orphans included)
   kChunkCount = 'm',   // chunk records that exist
   kGarbageCount = 'g', // garbage records that exist
+  kApplied = 'A',      // the Raft log index of the last op applied
   kClusterId = 'C',
   kInitialized = 'Z',
 };
@@ -132,6 +135,8 @@ inline std::string server(ServerId id) { return prefix(kServer, id.value); }
 inline std::string servers() { return std::string(1, char(kServer)); }
 inline std::string garbage(ChunkId id) { return prefix(kGarbage, id.value); }
 inline std::string garbages() { return std::string(1, char(kGarbage)); }
+inline std::string member(uint64_t id) { return prefix(kMember, id); }
+inline std::string members() { return std::string(1, char(kMember)); }
 inline std::string counter(Counter c) { return std::string{char(kCounter), char(c)}; }
 
 // Length of the kind byte plus one id: where the name or second id of a key starts.

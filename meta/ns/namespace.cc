@@ -65,6 +65,8 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::openSession(txn, op);
     case proto::Op::REGISTER_SERVER:
       return ops::registerServer(txn, op);
+    case proto::Op::SET_MEMBER:
+      return ops::setMember(txn, op);
     case proto::Op::REMOVED:
       return ops::removed(txn, op);
   }
@@ -188,8 +190,12 @@ Status recordReply(Txn& txn, SessionRec session, uint64_t seq, uint64_t ackedBel
 // Exactly once: a request that names its session and seq is answered from the stored reply if
 // it was applied before (a client retrying after a lost answer or a leader change), and its
 // first answer — success or error — is stored with its effects, in the same batch.
-Result<Applied> Namespace::apply(proto::Op::Reader op) {
+Result<Applied> Namespace::apply(proto::Op::Reader op, uint64_t logIndex) {
   Txn txn(*impl_->db);
+  // Every batch that leaves here notes the log entry it applied.
+  auto noteApplied = [logIndex](Txn& t) -> Status {
+    return logIndex ? t.raiseMark(keys::kApplied, logIndex) : Status();
+  };
   SessionId sessionId(op.getSession());
   uint64_t seq = op.getSeq();
   std::optional<SessionRec> session;
@@ -199,11 +205,16 @@ Result<Applied> Namespace::apply(proto::Op::Reader op) {
     if (*stored) {
       auto reply = decodeReply(**stored);
       if (!reply) return reply.error();
+      if (Status s = markApplied(logIndex); !s) return s.error();
       return *reply;
     }
     auto s = sessionOf(txn, sessionId);
-    if (!s) return s.error();
+    if (!s) {
+      if (Status m = markApplied(logIndex); !m) return m.error();
+      return s.error();
+    }
     if (seq < s->lowestReply) {
+      if (Status m = markApplied(logIndex); !m) return m.error();
       return Error{Errc::kStale, "request " + std::to_string(seq) + " was acknowledged already"};
     }
     session = std::move(*s);
@@ -213,11 +224,16 @@ Result<Applied> Namespace::apply(proto::Op::Reader op) {
   std::optional<Result<Applied>> result;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { result.emplace(dispatch(txn, op)); })) {
     log::error("namespace: malformed op: ", e->getDescription());
+    if (Status m = markApplied(logIndex); !m) return m.error();
     return Error{Errc::kInvalid, std::string("malformed op: ") + e->getDescription().cStr()};
   }
   Result<Applied>& applied = *result;
   if (!session) {
-    if (!applied) return applied;
+    if (!applied) {
+      if (Status m = markApplied(logIndex); !m) return m.error();
+      return applied;
+    }
+    if (Status s = noteApplied(txn); !s) return s.error();
     if (Status s = txn.commit(); !s) return s.error();
     return applied;
   }
@@ -227,8 +243,34 @@ Result<Applied> Namespace::apply(proto::Op::Reader op) {
   if (Status s = recordReply(keep, *session, seq, op.getAckedBelow(), op.getNowNs(), applied); !s) {
     return s.error();
   }
+  if (Status s = noteApplied(keep); !s) return s.error();
   if (Status s = keep.commit(); !s) return s.error();
   return applied;
+}
+
+Status Namespace::markApplied(uint64_t logIndex) {
+  if (logIndex == 0) return Status();
+  Txn txn(*impl_->db);
+  if (Status s = txn.raiseMark(keys::kApplied, logIndex); !s) return s;
+  return txn.commit();
+}
+
+uint64_t Namespace::appliedIndex() {
+  Txn txn(*impl_->db);
+  return counterOr0(txn, keys::kApplied);
+}
+
+std::vector<Namespace::Member> Namespace::members() {
+  Txn txn(*impl_->db);
+  std::vector<Member> out;
+  Status s = txn.scan(keys::members(), {}, [&](std::string_view key, std::string_view value) {
+    if (key.size() == keys::kIdPrefixLen) {
+      out.push_back(Member{keys::readU64(key, 1), std::string(value)});
+    }
+    return true;
+  });
+  if (!s) log::error("namespace: members: ", s.error().toString().c_str());
+  return out;
 }
 
 Result<Attr> Namespace::getattr(InodeId inode) {

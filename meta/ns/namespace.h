@@ -80,9 +80,23 @@ class Namespace {
   bool initialized();
   std::string clusterId();
 
-  // Applies one op. Errors are values (kNotFound, kExists, ...) and leave the store unchanged;
-  // kCorruption if a record the op needs is damaged, kInvalid if the op's bytes do not parse.
-  Result<Applied> apply(proto::Op::Reader op);
+  // Applies one op. Errors are values (kNotFound, kExists, ...) and leave the store unchanged
+  // (but for the answer a tracked request keeps); kCorruption if a record the op needs is
+  // damaged, kInvalid if the op's bytes do not parse. `logIndex` != 0: the op is Raft log entry
+  // `logIndex`, recorded as applied in the same batch, whatever the outcome.
+  Result<Applied> apply(proto::Op::Reader op, uint64_t logIndex = 0);
+  // Records that log entry `logIndex` was applied without an op (a leader's no-op, a
+  // configuration change).
+  Status markApplied(uint64_t logIndex);
+  // The last log entry applied; 0 before any.
+  uint64_t appliedIndex();
+
+  struct Member {
+    uint64_t id;
+    std::string address;
+  };
+  // The meta servers of the Raft group whose addresses were recorded (setMember ops).
+  std::vector<Member> members();
 
   Result<Attr> getattr(InodeId inode);
   Result<Attr> lookup(InodeId parent, std::string_view name);

@@ -1,4 +1,5 @@
 // init, openSession, registerServer: the records that describe the cluster rather than files.
+#include "fs/options.h"
 #include "fs/wire.h"
 #include "meta/ns/ops/ops.h"
 
@@ -58,6 +59,20 @@ Result<Applied> registerServer(Txn& txn, proto::Op::Reader op) {
   // A server that restarts may come back on another address or with new labels: overwrite.
   txn.put(keys::server(server.id), encode(server));
   if (Status s = txn.raiseMark(keys::kServerMark, server.id.value); !s) return s.error();
+  return Applied{};
+}
+
+Result<Applied> setMember(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getSetMember();
+  uint64_t id = args.getMember();
+  if (id == 0) return err(Errc::kInvalid, "setMember: member 0");
+  if (args.getRemove()) {
+    txn.erase(keys::member(id));
+    return Applied{};
+  }
+  std::string address = toStd(args.getAddress());
+  if (!Address::parse(address)) return err(Errc::kInvalid, "setMember: bad address", address);
+  txn.put(keys::member(id), address);
   return Applied{};
 }
 

@@ -30,6 +30,7 @@ Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op);
 Result<Applied> openSession(Txn& txn, proto::Op::Reader op);
 Result<Applied> registerServer(Txn& txn, proto::Op::Reader op);
 Result<Applied> removed(Txn& txn, proto::Op::Reader op);
+Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 

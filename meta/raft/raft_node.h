@@ -1,0 +1,139 @@
+// meta/raft/raft_node.h — runs the pure RaftCore on the meta server's event loop: ticks it from
+// a kj::Timer, carries its messages to the other meta servers over Cap'n Proto
+// (MetaService.raftStep), makes each Ready durable in the FileStorage (fsync on a worker
+// thread, one per Ready: group commit) before sending anything, and applies committed entries
+// to the Namespace in log order.
+//
+// Clients of the node (the MetaService) propose serialized proto::Op commands and get the
+// result of applying them on this node; reads wait for readBarrier() (ReadIndex: the leader
+// confirms it still leads, then waits until it applied everything committed before the read).
+// A proposal whose leader loses leadership before it commits fails with kNotLeader; it may still
+// commit later, which is why clients retry under the same RequestId (exactly-once).
+//
+// A new leader serves proposals only once it applied every entry of its log up to its own
+// first entry (leaderReady()): then the state machine holds every id any earlier leader handed
+// out, and the service can continue above them.
+//
+// Not thread-safe: lives on the meta server's event loop.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <kj/async-io.h>
+#include <kj/timer.h>
+
+#include "fs/proto/meta.capnp.h"
+#include "fs/rpc.h"
+#include "fs/worker.h"
+#include "meta/ns/namespace.h"
+#include "meta/raft/file_storage.h"
+#include "meta/raft/raft_core.h"
+
+namespace tessera::meta::raft {
+
+struct NodeConfig {
+  RaftConfig raft;               // id, election/heartbeat ticks, limits
+  uint64_t tickMs = 100;         // one logical tick
+  uint64_t seed = 0;             // election timeouts
+  uint64_t connectTimeoutMs = 2000;
+  uint64_t callTimeoutMs = 5000;
+};
+
+class RaftNode {
+ public:
+  // `addresses`: where every member listens (this node's own too), from flags and the
+  // namespace's member records. All references must outlive the node.
+  RaftNode(const NodeConfig& config, FileStorage& storage, Namespace& ns, kj::Timer& timer,
+           kj::Network& network, std::map<NodeId, std::string> addresses);
+  ~RaftNode();
+
+  // Ticks and processes until the returned promise is dropped.
+  kj::Promise<void> run();
+
+  // Proposes a serialized proto::Op (flat array of words). Resolves with its result as applied
+  // here once committed; kNotLeader (with the leader's address as hint) if this node does not
+  // lead, is not ready, or lost leadership before the entry committed.
+  kj::Promise<Result<Applied>> propose(kj::Array<capnp::word> op);
+  // Resolves when a read started now may be served from this node's Namespace.
+  kj::Promise<Status> readBarrier();
+  // Membership, on the leader: records the member's address in the state machine, then
+  // proposes the configuration change; resolves once it is applied.
+  kj::Promise<Status> addMember(NodeId id, std::string address);
+  kj::Promise<Status> removeMember(NodeId id);
+  Status transferLeadership(NodeId to);
+
+  // Messages from a peer (MetaService.raftStep).
+  void receive(std::vector<Message> messages);
+
+  bool isLeader() const { return core_->role() == Role::kLeader; }
+  bool leaderReady() const { return isLeader() && leaderReady_; }
+  NodeId id() const { return core_->id(); }
+  NodeId leader() const { return core_->leader(); }
+  std::string addressOf(NodeId id) const;
+  // An Error kNotLeader naming the leader's address if known.
+  Error notLeader() const;
+  RaftStatus status() const { return core_->status(); }
+  uint64_t appliedIndex() const { return applied_; }
+
+  // Called when this node became leader and applied its log up to its own first entry, and
+  // when it stops leading.
+  std::function<void()> onLeaderReady;
+  std::function<void()> onLeadershipLost;
+
+ private:
+  struct Pending {
+    Term term;
+    kj::Own<kj::PromiseFulfiller<Result<Applied>>> fulfiller;
+  };
+  struct Peer {
+    std::string address;
+    kj::Own<Connection> connection;
+    kj::Maybe<proto::MetaService::Client> service;
+    bool connecting = false;
+    std::vector<Message> queue;  // waiting for the connection
+  };
+
+  void kick();
+  kj::Promise<void> handleReady();
+  void apply(const std::vector<Entry>& committed);
+  void send(std::vector<Message> messages);
+  void flush(NodeId to);
+  void connect(NodeId to);
+  void peerFailed(NodeId to);
+  void failPending(const Error& error);
+  void startReadRound();
+  void serveReads();
+  kj::Promise<void> tick();
+
+  NodeConfig config_;
+  FileStorage& storage_;
+  Namespace& ns_;
+  kj::Timer& timer_;
+  kj::Network& network_;
+  Rng rng_;
+  std::unique_ptr<RaftCore> core_;
+  WorkerThread disk_;
+  std::map<NodeId, Peer> peers_;
+  std::map<NodeId, std::string> addresses_;
+  std::map<LogIndex, Pending> pending_;  // proposals by log index
+  uint64_t applied_ = 0;
+  bool processing_ = false;
+  bool leaderReady_ = false;
+  Term leaderTerm_;
+  // ReadIndex: reads wait for the round that started after them.
+  uint64_t nextReadId_ = 1;
+  uint64_t roundId_ = 0;                     // the round in flight, 0 if none
+  std::vector<kj::Own<kj::PromiseFulfiller<Status>>> waitingForRound_;  // joined after it started
+  std::vector<kj::Own<kj::PromiseFulfiller<Status>>> inRound_;          // covered by roundId_
+  std::multimap<uint64_t, kj::Own<kj::PromiseFulfiller<Status>>> waitingForApply_;
+  std::map<LogIndex, kj::Own<kj::PromiseFulfiller<Status>>> confWaiters_;
+  struct ErrorHandler : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } errorHandler_;
+  kj::TaskSet tasks_;
+};
+
+}  // namespace tessera::meta::raft
