@@ -52,6 +52,10 @@ struct Error {
   // kNotLeader: where the leader is (HOST:PORT), if the one answering knows.
   std::string leaderHint;
 
+  Error() = default;
+  Error(Errc code, std::string detail, std::string leaderHint = {})
+      : code(code), detail(std::move(detail)), leaderHint(std::move(leaderHint)) {}
+
   // "notFound: lookup foo"
   std::string toString() const;
 };
