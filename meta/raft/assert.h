@@ -19,9 +19,9 @@ class RaftBug : public std::logic_error {
 }  // namespace tessera::meta::raft
 
 // `detail` is evaluated only when `condition` is false.
-#define TESSERA_RAFT_ASSERT(condition, detail)                                    \
-  do {                                                                            \
-    if (!(condition)) {                                                           \
-      ::tessera::meta::raft::raftBug(__FILE__, __LINE__, #condition, (detail));   \
-    }                                                                             \
+#define TESSERA_RAFT_ASSERT(condition, detail)                                  \
+  do {                                                                          \
+    if (!(condition)) {                                                         \
+      ::tessera::meta::raft::raftBug(__FILE__, __LINE__, #condition, (detail)); \
+    }                                                                           \
   } while (0)

@@ -14,9 +14,12 @@ void Inflights::freeFirstOne() {
 
 const char* progressStateName(ProgressState state) {
   switch (state) {
-    case ProgressState::kProbe: return "probe";
-    case ProgressState::kReplicate: return "replicate";
-    case ProgressState::kSnapshot: return "snapshot";
+    case ProgressState::kProbe:
+      return "probe";
+    case ProgressState::kReplicate:
+      return "replicate";
+    case ProgressState::kSnapshot:
+      return "snapshot";
   }
   return "unknown";
 }
@@ -92,9 +95,12 @@ bool Progress::maybeDecrTo(LogIndex rejected, LogIndex hint) {
 
 bool Progress::isPaused() const {
   switch (state) {
-    case ProgressState::kProbe: return probeSent;
-    case ProgressState::kReplicate: return inflights.full();
-    case ProgressState::kSnapshot: return true;
+    case ProgressState::kProbe:
+      return probeSent;
+    case ProgressState::kReplicate:
+      return inflights.full();
+    case ProgressState::kSnapshot:
+      return true;
   }
   return true;
 }

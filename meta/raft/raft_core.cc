@@ -111,9 +111,7 @@ void RaftCore::becomeLeader() {
   appendEntries(std::vector<Entry>(1));
 }
 
-bool RaftCore::promotable() const {
-  return conf().contains(id()) && !log_.unstableSnapshot();
-}
+bool RaftCore::promotable() const { return conf().contains(id()) && !log_.unstableSnapshot(); }
 
 void RaftCore::campaign() {
   if (role_ == Role::kLeader) return;
@@ -222,8 +220,16 @@ Status RaftCore::validate(const Message& m) const {
       prevTerm = e.term;
     }
   }
-  if (m.type == MessageType::kSnap && (!m.snapshot || !m.snapshot->index)) {
-    return Error{Errc::kInvalid, "raft: snapshot message without a snapshot"};
+  if (m.type == MessageType::kSnap) {
+    if (!m.snapshot || !m.snapshot->index) {
+      return Error{Errc::kInvalid, "raft: snapshot message without a snapshot"};
+    }
+    const auto& voters = m.snapshot->conf.voters;
+    for (size_t i = 0; i < voters.size(); ++i) {
+      if (!voters[i] || (i > 0 && voters[i] <= voters[i - 1])) {
+        return Error{Errc::kInvalid, "raft: snapshot configuration not sorted and distinct"};
+      }
+    }
   }
   if (m.type == MessageType::kTransferLeader && !m.target) {
     return Error{Errc::kInvalid, "raft: transfer to nobody"};
@@ -243,8 +249,7 @@ Status RaftCore::step(const Message& m) {
       // §4.2.3 of the dissertation: a server that heard from a leader within the election
       // timeout neither updates its term nor grants its vote, so a removed or partitioned
       // server cannot depose a working leader. A transfer's campaign is exempt.
-      bool inLease =
-          config_.checkQuorum && leader_ && electionElapsed_ < config_.electionTick;
+      bool inLease = config_.checkQuorum && leader_ && electionElapsed_ < config_.electionTick;
       if (inLease && !m.transfer) return {};
     }
     if (m.type == MessageType::kPreVote) {
@@ -284,10 +289,16 @@ Status RaftCore::step(const Message& m) {
     return {};
   }
   switch (role_) {
-    case Role::kFollower: stepFollower(m); break;
+    case Role::kFollower:
+      stepFollower(m);
+      break;
     case Role::kPreCandidate:
-    case Role::kCandidate: stepCandidate(m); break;
-    case Role::kLeader: stepLeader(m); break;
+    case Role::kCandidate:
+      stepCandidate(m);
+      break;
+    case Role::kLeader:
+      stepLeader(m);
+      break;
   }
   return {};
 }
@@ -298,8 +309,7 @@ void RaftCore::handleVote(const Message& m) {
   bool canVote = vote_ == m.from || (!vote_ && !leader_) ||
                  (m.type == MessageType::kPreVote && m.term > term_);
   Message resp;
-  resp.type = m.type == MessageType::kPreVote ? MessageType::kPreVoteResp
-                                              : MessageType::kVoteResp;
+  resp.type = m.type == MessageType::kPreVote ? MessageType::kPreVoteResp : MessageType::kVoteResp;
   resp.to = m.from;
   if (canVote && log_.isUpToDate(m.index, m.logTerm)) {
     resp.term = m.term;
@@ -345,8 +355,8 @@ void RaftCore::stepFollower(const Message& m) {
 }
 
 void RaftCore::stepCandidate(const Message& m) {
-  MessageType myVoteResp = role_ == Role::kPreCandidate ? MessageType::kPreVoteResp
-                                                        : MessageType::kVoteResp;
+  MessageType myVoteResp =
+      role_ == Role::kPreCandidate ? MessageType::kPreVoteResp : MessageType::kVoteResp;
   switch (m.type) {
     case MessageType::kApp:
       // §5.2: a leader of our term exists; it is legitimate.
@@ -404,9 +414,9 @@ void RaftCore::handleAppend(const Message& m) {
   LogIndex lastNew = m.index + m.entries.size();
   LogIndex conflict = log_.findConflict(m.entries);
   if (conflict) {
-    TESSERA_RAFT_ASSERT(conflict > log_.committed(),
-                        "leader's entry " + std::to_string(conflict.value) +
-                            " conflicts with a committed one");
+    TESSERA_RAFT_ASSERT(
+        conflict > log_.committed(),
+        "leader's entry " + std::to_string(conflict.value) + " conflicts with a committed one");
     std::vector<Entry> tail(m.entries.begin() + (conflict - m.index - 1), m.entries.end());
     bool changed = recordConfChanges(tail);
     log_.append(std::move(tail));
@@ -497,8 +507,9 @@ Ready RaftCore::ready() {
   readStates_.clear();
   // A commit index may be lost in a crash (it is learned again); a term, a vote, an entry or
   // a snapshot may not.
-  rd.mustSync = rd.snapshot || !rd.entries.empty() ||
-                (rd.hardState && (hs.term != prevHardState_.term || hs.vote != prevHardState_.vote));
+  rd.mustSync =
+      rd.snapshot || !rd.entries.empty() ||
+      (rd.hardState && (hs.term != prevHardState_.term || hs.vote != prevHardState_.vote));
   readyOutstanding_ = true;
   return rd;
 }

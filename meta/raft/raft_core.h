@@ -50,8 +50,17 @@
 // from snapshotMeta(i), stores meta and data durably, and then drops log entries up to i from
 // storage. The core only reads RaftStorage, so it notices on its own.
 //
+// Membership: every initial member starts from a storage whose snapshot().conf (at index 0)
+// lists them all. A member added later starts from an empty storage and configuration (so it
+// never campaigns) and learns the configuration from the log — each kConfChange entry carries
+// the whole new configuration (ConfEntry) — or from a snapshot. A removed member stops
+// campaigning once its log has its removal; the node shuts it down once that is committed.
+//
 // Requests that are lost (a leader change, a dropped message) are never answered: the node
 // times them out and retries. Ready::softState tells it when the leader changed.
+//
+// TODO(perf): a leader could send appends while its own fsync runs (Raft §10.2.1); this
+// contract persists first for simplicity.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -130,8 +139,11 @@ class RaftCore {
   Status step(const Message& msg);
 
   // Appends `data` to the log if this node is the leader: the index it will have if
-  // committed (it may still be lost to a leader change). kNotLeader (detail names the leader
-  // if known; see leader()); kBusy during a leadership transfer.
+  // committed. It may still be lost to a leader change: it committed if a later Ready's
+  // committedEntries has an entry at that index with the term() of the proposal. kNotLeader (detail
+  // names the leader if known; see leader()); kBusy during a leadership transfer; kInvalid if
+  // `data` is empty (empty entries are the no-ops new leaders append, which the node skips when
+  // applying).
   Result<LogIndex> propose(std::string data);
   // Adds or removes one voter. The new configuration is used as soon as the entry is in the
   // log. kNotLeader; kBusy while another change is uncommitted, before the leader committed
@@ -254,14 +266,14 @@ class RaftCore {
   int electionElapsed_ = 0;
   int heartbeatElapsed_ = 0;
   int randomizedElectionTimeout_ = 0;
-  std::map<NodeId, bool> votes_;              // candidates: who answered, and how
-  std::map<NodeId, Progress> progress_;       // leaders: every voter, and itself
+  std::map<NodeId, bool> votes_;         // candidates: who answered, and how
+  std::map<NodeId, Progress> progress_;  // leaders: every voter, and itself
   NodeId leadTransferee_;
-  bool appendPending_ = false;                // leaders: proposals not yet broadcast
-  bool readBroadcastPending_ = false;         // leaders: a read round not yet broadcast
+  bool appendPending_ = false;         // leaders: proposals not yet broadcast
+  bool readBroadcastPending_ = false;  // leaders: a read round not yet broadcast
 
-  uint64_t readRound_ = 0;                    // leaders: the last heartbeat round started
-  std::deque<PendingRead> pendingReads_;      // leaders: waiting for their round's quorum
+  uint64_t readRound_ = 0;                      // leaders: the last heartbeat round started
+  std::deque<PendingRead> pendingReads_;        // leaders: waiting for their round's quorum
   std::vector<PendingRead> readsBeforeCommit_;  // leaders: waiting for a current-term commit
   std::vector<ReadState> readStates_;
 

@@ -23,6 +23,7 @@ Result<LogIndex> RaftCore::propose(std::string data) {
   // Dissertation §3.10: during a transfer "the prior leader stops accepting new client
   // requests".
   if (leadTransferee_) return Error{Errc::kBusy, "leadership transfer in progress"};
+  if (data.empty()) return Error{Errc::kInvalid, "empty proposal (reserved for the no-op)"};
   LogIndex index = log_.lastIndex().next();
   std::vector<Entry> ents(1);
   ents[0].data = std::move(data);
@@ -52,8 +53,8 @@ Result<LogIndex> RaftCore::proposeConfChange(const ConfChange& change) {
     if (c.voters.size() == 1) return Error{Errc::kInvalid, "cannot remove the last voter"};
   }
   ConfEntry payload{change, c};
-  auto pos = std::lower_bound(payload.voters.voters.begin(), payload.voters.voters.end(),
-                              change.node);
+  auto pos =
+      std::lower_bound(payload.voters.voters.begin(), payload.voters.voters.end(), change.node);
   if (change.op == ConfChange::Op::kAddVoter) {
     payload.voters.voters.insert(pos, change.node);
   } else {
@@ -169,8 +170,8 @@ bool RaftCore::maybeSendAppend(NodeId to, bool sendIfEmpty) {
     send(std::move(m));
     return true;
   }
-  TESSERA_RAFT_ASSERT(prevTerm.ok() && ents.ok(), "leader log unreadable at " +
-                                                      std::to_string(pr.next.value));
+  TESSERA_RAFT_ASSERT(prevTerm.ok() && ents.ok(),
+                      "leader log unreadable at " + std::to_string(pr.next.value));
   if (ents->empty() && !sendIfEmpty) return false;
   Message m;
   m.type = MessageType::kApp;

@@ -63,31 +63,50 @@ Result<ConfEntry> ConfEntry::decode(std::string_view data) {
 
 const char* messageTypeName(MessageType type) {
   switch (type) {
-    case MessageType::kPreVote: return "prevote";
-    case MessageType::kPreVoteResp: return "prevoteResp";
-    case MessageType::kVote: return "vote";
-    case MessageType::kVoteResp: return "voteResp";
-    case MessageType::kApp: return "app";
-    case MessageType::kAppResp: return "appResp";
-    case MessageType::kHeartbeat: return "heartbeat";
-    case MessageType::kHeartbeatResp: return "heartbeatResp";
-    case MessageType::kSnap: return "snap";
-    case MessageType::kSnapStatus: return "snapStatus";
-    case MessageType::kUnreachable: return "unreachable";
-    case MessageType::kTimeoutNow: return "timeoutNow";
-    case MessageType::kReadIndex: return "readIndex";
-    case MessageType::kReadIndexResp: return "readIndexResp";
-    case MessageType::kTransferLeader: return "transferLeader";
+    case MessageType::kPreVote:
+      return "prevote";
+    case MessageType::kPreVoteResp:
+      return "prevoteResp";
+    case MessageType::kVote:
+      return "vote";
+    case MessageType::kVoteResp:
+      return "voteResp";
+    case MessageType::kApp:
+      return "app";
+    case MessageType::kAppResp:
+      return "appResp";
+    case MessageType::kHeartbeat:
+      return "heartbeat";
+    case MessageType::kHeartbeatResp:
+      return "heartbeatResp";
+    case MessageType::kSnap:
+      return "snap";
+    case MessageType::kSnapStatus:
+      return "snapStatus";
+    case MessageType::kUnreachable:
+      return "unreachable";
+    case MessageType::kTimeoutNow:
+      return "timeoutNow";
+    case MessageType::kReadIndex:
+      return "readIndex";
+    case MessageType::kReadIndexResp:
+      return "readIndexResp";
+    case MessageType::kTransferLeader:
+      return "transferLeader";
   }
   return "unknown";
 }
 
 const char* roleName(Role role) {
   switch (role) {
-    case Role::kFollower: return "follower";
-    case Role::kPreCandidate: return "preCandidate";
-    case Role::kCandidate: return "candidate";
-    case Role::kLeader: return "leader";
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "preCandidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
   }
   return "unknown";
 }

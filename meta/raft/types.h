@@ -109,22 +109,22 @@ struct SnapshotMeta {
 };
 
 enum class MessageType : uint8_t {
-  kPreVote = 0,      // "would you vote for me at `term`?" (term is the candidate's next term)
-  kPreVoteResp,      // reject = false grants
-  kVote,             // RequestVote: index/logTerm describe the candidate's last entry
-  kVoteResp,         // reject = false grants
-  kApp,              // AppendEntries: entries follow (index, logTerm); commit is the leader's
-  kAppResp,          // success: index = last matching index; reject: index = rejected prev
-                     // index, rejectHint/logTerm = where the follower guesses logs agree
-  kHeartbeat,        // commit = min(follower's match, leader's commit); context = read round
-  kHeartbeatResp,    // echoes context
-  kSnap,             // InstallSnapshot: snapshot (meta only); the node streams the data
-  kSnapStatus,       // local, from the node: snapshot to `from` finished (reject = failed)
-  kUnreachable,      // local, from the node: `from` could not be reached
-  kTimeoutNow,       // leadership transfer: campaign now, skipping pre-vote and leases
-  kReadIndex,        // follower asks the leader for a read index; context = request id
-  kReadIndexResp,    // index = read index; context = request id
-  kTransferLeader,   // follower asks the leader to transfer leadership to `target`
+  kPreVote = 0,     // "would you vote for me at `term`?" (term is the candidate's next term)
+  kPreVoteResp,     // reject = false grants
+  kVote,            // RequestVote: index/logTerm describe the candidate's last entry
+  kVoteResp,        // reject = false grants
+  kApp,             // AppendEntries: entries follow (index, logTerm); commit is the leader's
+  kAppResp,         // success: index = last matching index; reject: index = rejected prev
+                    // index, rejectHint/logTerm = where the follower guesses logs agree
+  kHeartbeat,       // commit = min(follower's match, leader's commit); context = read round
+  kHeartbeatResp,   // echoes context
+  kSnap,            // InstallSnapshot: snapshot (meta only); the node streams the data
+  kSnapStatus,      // local, from the node: snapshot to `from` finished (reject = failed)
+  kUnreachable,     // local, from the node: `from` could not be reached
+  kTimeoutNow,      // leadership transfer: campaign now, skipping pre-vote and leases
+  kReadIndex,       // follower asks the leader for a read index; context = request id
+  kReadIndexResp,   // index = read index; context = request id
+  kTransferLeader,  // follower asks the leader to transfer leadership to `target`
 };
 const char* messageTypeName(MessageType type);
 

@@ -18,8 +18,7 @@ Node followerWithLog(uint64_t id, std::initializer_list<uint64_t> terms, uint64_
   return Node(id, std::move(s), o);
 }
 
-Message voteRequest(uint64_t from, uint64_t to, uint64_t t, uint64_t lastIndex,
-                    uint64_t lastTerm) {
+Message voteRequest(uint64_t from, uint64_t to, uint64_t t, uint64_t lastIndex, uint64_t lastTerm) {
   Message m = msg(MessageType::kVote, from, to, t);
   m.index = idx(lastIndex);
   m.logTerm = term(lastTerm);
@@ -68,7 +67,7 @@ TEST_CASE("raft election: a follower that keeps hearing from its leader never ca
   CHECK(n->leader() == nid(2));
 }
 
-TEST_CASE("raft election: election timeouts are randomized in [electionTick, 2 x electionTick)") {
+TEST_CASE("raft election: election timeouts are randomized between electionTick and twice that") {
   // §5.2: "Raft uses randomized election timeouts to ensure that split votes are rare".
   std::set<int> seen;
   for (uint64_t seed = 1; seed <= 100; ++seed) {

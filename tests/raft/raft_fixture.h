@@ -4,6 +4,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -188,7 +189,7 @@ class Cluster {
   void deliver(Message m) {
     uint64_t from = m.from.value, to = m.to.value;
     bool lost = !nodes_.count(to) || cut_.count({from, to}) || droppedTypes_.count(m.type) ||
-                down_.count(to);
+                down_.count(to) || (dropIf && dropIf(m));
     if (m.type == MessageType::kSnap) {
       Node& sender = node(from);
       if (lost || sender.storage.snapshot().index != m.snapshot->index) {
@@ -244,6 +245,8 @@ class Cluster {
 
   std::vector<Message> pending_;
   std::vector<Message> delivered;
+  // Drops the messages it returns true for (until reset).
+  std::function<bool(const Message&)> dropIf;
 
  private:
   std::map<uint64_t, std::unique_ptr<Node>> nodes_;

@@ -133,6 +133,16 @@ TEST_CASE("raft replication: a follower replaces conflicting entries with the le
   CHECK(resps[0].index == idx(1));
 }
 
+TEST_CASE("raft replication: a follower commits only entries an append proved to match") {
+  // The leader's commit index may be past what this append covers, and the follower's log
+  // past it may hold entries of an old term that the leader does not have.
+  Node n = nodeWithLog(1, logOfTerms({1, 1, 2, 2}), 2, 0);
+  REQUIRE(n->step(append(2, 1, 3, 1, 1, {entry(2, 1)}, 4)).ok());
+  n.flush();
+  CHECK(n->commit() == idx(2));
+  CHECK(n->lastIndex() == idx(4));  // kept: they may still turn out to match
+}
+
 TEST_CASE("raft replication: the leader brings every kind of diverging follower log to its own") {
   // §5.3, Figure 7: "In Raft, the leader handles inconsistencies by forcing the followers'
   // logs to duplicate its own." The leader's log and followers (a)-(f) from the figure.
@@ -194,6 +204,67 @@ TEST_CASE("raft replication: only entries of the leader's term are committed by 
   ack.index = idx(3);
   REQUIRE(n->step(ack).ok());
   CHECK(n->commit() == idx(3));
+}
+
+TEST_CASE("raft replication: Figure 8 - an old entry on a majority is not yet committed") {
+  // §5.4.2, Figure 8, played out on five servers: "a log entry is stored on a majority of
+  // servers, yet could still be overwritten by a future leader." Appends carry one entry, so
+  // the term-1 entry can reach a majority without the new leader's own entry.
+  Options o;
+  o.maxMsgEntries = 1;
+  Cluster c(5, o);
+  c.elect(1);
+  // (a) S1 leads term 1 and puts "x" at index 2 on S1 and S2 only.
+  for (uint64_t peer : {3, 4, 5}) c.cut(1, peer);
+  LogIndex x = c.propose(1, "x");
+  REQUIRE(x == idx(2));
+  // (b) S1 is gone; S5 is elected for term 2 by S3, S4 and itself, and appends at index 2 —
+  // but nobody else hears of that entry.
+  c.isolate(1);
+  c.dropType(MessageType::kApp);
+  c.elect(5);
+  REQUIRE(c.core(5).role() == Role::kLeader);
+  REQUIRE(*c.core(5).termAt(x) == term(2));
+  c.allowType(MessageType::kApp);
+  // (c) S5 is gone; S1 restarts, is elected for term 3 and copies "x" to S3 (and S4): "x"
+  // is now on a majority. Its own term-3 entry reaches only S2.
+  c.heal();
+  c.isolate(5);
+  c.node(1).restart();
+  // (Appends that S3 and S4 would refuse still go through, so S1 learns what they lack.)
+  c.dropIf = [&c](const Message& m) {
+    return m.type == MessageType::kApp && (m.to == nid(3) || m.to == nid(4)) &&
+           !m.entries.empty() && m.entries.back().index > idx(2) &&
+           c.core(m.to.value).lastIndex() >= idx(2);
+  };
+  for (int i = 0; i < 3 && c.core(1).role() != Role::kLeader; ++i) c.elect(1);
+  REQUIRE(c.core(1).role() == Role::kLeader);
+  REQUIRE(c.core(1).term() == term(3));
+  c.tick(1);
+  c.settle();
+  REQUIRE(*c.core(3).termAt(x) == term(1));
+  REQUIRE(*c.core(4).termAt(x) == term(1));
+  CHECK(c.core(1).commit() < x);  // on a majority, but not of the current term
+  // (d) S1 is gone again; S5 can still win (its last term, 2, beats S3's and S4's 1) and
+  // overwrites index 2 everywhere. Had S1 committed "x", that would have lost it.
+  c.dropIf = nullptr;
+  c.heal();
+  c.isolate(1);
+  c.node(5).restart();
+  for (int i = 0; i < 3 && c.core(5).role() != Role::kLeader; ++i) c.elect(5);
+  REQUIRE(c.core(5).role() == Role::kLeader);
+  c.tick(5);
+  c.settle();
+  for (uint64_t id = 2; id <= 5; ++id) {
+    CAPTURE(id);
+    CHECK(*c.core(id).termAt(x) == term(2));
+    CHECK(c.core(id).commit() >= x);
+  }
+  for (uint64_t id = 1; id <= 5; ++id) {
+    CAPTURE(id);
+    CHECK(std::find(c.node(id).applied.begin(), c.node(id).applied.end(), "x") ==
+          c.node(id).applied.end());
+  }
 }
 
 TEST_CASE("raft replication: a leader never overwrites or deletes entries in its log") {

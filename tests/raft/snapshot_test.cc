@@ -67,7 +67,8 @@ TEST_CASE("raft snapshot: a snapshot with new information replaces the follower'
   CHECK(!resps[0].reject);
 }
 
-TEST_CASE("raft snapshot: a snapshot of a prefix of the follower's log keeps the entries after it") {
+TEST_CASE(
+    "raft snapshot: a snapshot of a prefix of the follower's log keeps the entries after it") {
   // §7: "If instead the follower receives a snapshot that describes a prefix of its log (due
   // to retransmission or by mistake), then log entries covered by the snapshot are deleted
   // but entries following the snapshot are still valid and must be retained."

@@ -77,8 +77,7 @@ void Cluster::checkInvariants() {
         newlyCommitted_.push_back(i);
       } else if (it->second.term != *t) {
         violation("committed entries differ at " + str(i.value) + ": node " + str(id.value) +
-                  " has term " + str(t->value) + ", another had " +
-                  str(it->second.term.value));
+                  " has term " + str(t->value) + ", another had " + str(it->second.term.value));
       } else if (core.term() < it->second.inTerm) {
         it->second.inTerm = core.term();
         newlyCommitted_.push_back(i);
@@ -136,8 +135,7 @@ void Cluster::finalChecks() {
     }
     for (NodeId v : l->core->conf().voters) {
       if (nodes_.at(v)->kvApplied < index) {
-        violation("node " + str(v.value) + " never applied acknowledged write " +
-                  str(index.value));
+        violation("node " + str(v.value) + " never applied acknowledged write " + str(index.value));
         return;
       }
     }

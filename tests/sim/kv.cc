@@ -16,8 +16,8 @@ uint64_t fnv1a(const void* data, size_t size, uint64_t h) {
 
 std::string KvCommand::encode() const {
   char buf[128];
-  int n = std::snprintf(buf, sizeof buf, "%d %d %" PRIu64 " %d %" PRId64 " %" PRId64,
-                        int(kind), client, seq, key, value, expected);
+  int n = std::snprintf(buf, sizeof buf, "%d %d %" PRIu64 " %d %" PRId64 " %" PRId64, int(kind),
+                        client, seq, key, value, expected);
   return std::string(buf, n);
 }
 
@@ -54,8 +54,8 @@ std::string Kv::encode() const {
   for (int64_t v : values_) out += " " + std::to_string(v);
   out += " " + std::to_string(sessions_.size());
   for (const auto& [client, s] : sessions_) {
-    out += " " + std::to_string(client) + " " + std::to_string(s.seq) + " " +
-           std::to_string(s.result);
+    out +=
+        " " + std::to_string(client) + " " + std::to_string(s.seq) + " " + std::to_string(s.result);
   }
   return out;
 }

@@ -150,11 +150,17 @@ bool checkKey(const std::vector<KvOp>& ops, int64_t initial) {
 std::string KvOp::toString() const {
   std::string s = "c" + std::to_string(client) + " ";
   switch (kind) {
-    case Kind::kPut: s += "put(" + std::to_string(value) + ")"; break;
-    case Kind::kGet: s += "get()=" + std::to_string(out); break;
+    case Kind::kPut:
+      s += "put(" + std::to_string(value) + ")";
+      break;
+    case Kind::kGet:
+      s += "get()=" + std::to_string(out);
+      break;
     case Kind::kCas:
       s += "cas(" + std::to_string(expected) + "->" + std::to_string(value) + ")=" +
-           (ret == kPending ? "?" : ok ? "ok" : "fail");
+           (ret == kPending ? "?"
+            : ok            ? "ok"
+                            : "fail");
       break;
   }
   s += " [" + std::to_string(call) + ", " +

@@ -22,8 +22,8 @@ struct KvOp {
   int64_t expected = 0;  // cas
   uint64_t call = 0;     // logical times, distinct for every call and return
   uint64_t ret = kPending;
-  int64_t out = 0;   // get: the value read
-  bool ok = false;   // cas: whether it swapped
+  int64_t out = 0;  // get: the value read
+  bool ok = false;  // cas: whether it swapped
 
   std::string toString() const;
 };

@@ -1,8 +1,8 @@
 // The linearizability checker must accept what a register allows and nothing else, or the
 // simulation's last check means nothing.
-#include <doctest/doctest.h>
-
 #include "tests/sim/linearizability.h"
+
+#include <doctest/doctest.h>
 
 using namespace tessera::meta::raft::sim;
 

@@ -40,6 +40,13 @@ Cluster::Cluster(const Options& options, uint64_t seed)
     : options_(options), seed_(seed), rng_(seed) {
   const char* v = std::getenv("TESSERA_SIM_TRACE");
   verbose_ = v && *v && *v != '0';
+  // Small batches and short pipelines make partial replication (Figure 8's raw material)
+  // common; large ones exercise batching.
+  static const size_t kEntries[] = {1, 2, 8, 64};
+  static const size_t kInflight[] = {1, 2, 4, 16};
+  maxMsgEntries_ = kEntries[below(4)];
+  maxInflight_ = kInflight[below(4)];
+  heartbeatTick_ = std::min(options_.heartbeatTick + int(below(2)), options_.electionTick - 1);
   ConfState conf;
   for (int i = 1; i <= options_.nodes; ++i) conf.voters.push_back(NodeId(i));
   for (int i = 1; i <= options_.nodes; ++i) restart(addNode(NodeId(i), conf));
@@ -97,6 +104,7 @@ Cluster::Node* Cluster::leader() {
 }
 
 bool Cluster::partitioned(NodeId a, NodeId b) const {
+  if (oneWay_.count({a, b})) return true;
   auto ga = group_.find(a), gb = group_.find(b);
   return (ga == group_.end() ? 0 : ga->second) != (gb == group_.end() ? 0 : gb->second);
 }
@@ -110,6 +118,7 @@ void Cluster::run() {
     // The faults stop: heal, bring everyone back, and let the cluster converge.
     faulty_ = false;
     group_.clear();
+    oneWay_.clear();
     trace("heal", {});
     for (auto& [id, n] : nodes_) {
       if (!n->up) restart(*n);
@@ -151,21 +160,34 @@ void Cluster::tick() {
 
 void Cluster::faults() {
   if (every(options_.partitionEvery)) {
-    if (group_.empty()) {
-      // Isolate one node (often the leader), or split the cluster in two.
-      if (chance(0.5)) {
-        Node* l = leader();
+    if (group_.empty() && oneWay_.empty()) {
+      // Isolate one node (often the leader), split the cluster in two, or break links in one
+      // direction only (a node that hears but is not heard, or the reverse).
+      Node* l = leader();
+      auto pick = [&] {
         auto it = nodes_.begin();
         std::advance(it, below(nodes_.size()));
-        NodeId victim = l && chance(0.5) ? l->id : it->first;
-        group_[victim] = 1;
-      } else {
+        return it->first;
+      };
+      uint64_t kind = below(3);
+      if (kind == 0) {
+        group_[l && chance(0.5) ? l->id : pick()] = 1;
+      } else if (kind == 1) {
         for (auto& [id, n] : nodes_) group_[id] = int(below(2));
+      } else {
+        NodeId victim = l && chance(0.5) ? l->id : pick();
+        bool outgoing = chance(0.5);
+        for (auto& [id, n] : nodes_) {
+          if (id != victim && chance(0.7)) {
+            oneWay_.insert(outgoing ? std::make_pair(victim, id) : std::make_pair(id, victim));
+          }
+        }
       }
       stats_["partitions"]++;
-      trace("partition", {});
+      trace("partition", {kind});
     } else {
       group_.clear();
+      oneWay_.clear();
       trace("heal", {});
     }
   }
@@ -174,7 +196,13 @@ void Cluster::faults() {
     for (auto& [id, n] : nodes_) {
       if (n->up) up.push_back(n.get());
     }
-    if (!up.empty()) crash(*up[below(up.size())]);
+    // Leaders crash more often than the rest: that is where the hard cases are.
+    Node* l = leader();
+    if (l && chance(0.5)) {
+      crash(*l);
+    } else if (!up.empty()) {
+      crash(*up[below(up.size())]);
+    }
   }
   if (every(options_.compactEvery)) {
     auto it = nodes_.begin();
@@ -245,11 +273,11 @@ void Cluster::restart(Node& n) {
   RaftConfig cfg;
   cfg.id = n.id;
   cfg.electionTick = options_.electionTick;
-  cfg.heartbeatTick = options_.heartbeatTick;
+  cfg.heartbeatTick = heartbeatTick_;
   cfg.preVote = true;
-  cfg.checkQuorum = true;
-  cfg.maxMsgEntries = 8;
-  cfg.maxInflight = 4;
+  cfg.checkQuorum = options_.checkQuorum;
+  cfg.maxMsgEntries = maxMsgEntries_;
+  cfg.maxInflight = maxInflight_;
   n.core = std::make_unique<RaftCore>(cfg, n.disk.live, rng_);
   const MemoryStorage& s = n.disk.live;
   n.kvApplied = s.snapshot().index;
@@ -301,8 +329,7 @@ void Cluster::deliver() {
     const Message& m = f.msg;
     auto toIt = nodes_.find(m.to);
     auto fromIt = nodes_.find(m.from);
-    bool lost = toIt == nodes_.end() || !toIt->second->up ||
-                (faulty_ && partitioned(m.from, m.to));
+    bool lost = toIt == nodes_.end() || !toIt->second->up || (faulty_ && partitioned(m.from, m.to));
     Node* sender = fromIt != nodes_.end() && fromIt->second->up &&
                            fromIt->second->incarnation == f.fromIncarnation
                        ? fromIt->second.get()
@@ -313,8 +340,7 @@ void Cluster::deliver() {
     }
     Node& to = *toIt->second;
     trace("deliver", {uint64_t(m.type), m.from.value, m.to.value, m.term.value, m.index.value,
-                      m.logTerm.value, m.commit.value, m.entries.size(), m.reject,
-                      m.context});
+                      m.logTerm.value, m.commit.value, m.entries.size(), m.reject, m.context});
     if (m.type == MessageType::kSnap) to.snapInbox[m.snapshot->index] = std::move(f.snapData);
     if (Status s = to.core->step(m); !s) {
       violation("node " + std::to_string(m.to.value) + " refused " + m.toString() + ": " +
@@ -475,6 +501,13 @@ void Cluster::attempt(Client& c) {
     std::advance(it, below(nodes_.size()));
     target = it->first;
   }
+  // A timed-out attempt: the node may lead a minority and never answer. Try another.
+  if (c.waiting) {
+    auto other = nodes_.begin();
+    std::advance(other, below(nodes_.size()));
+    target = c.target = other->first;
+  }
+  c.waiting = false;
   auto it = nodes_.find(target);
   if (it == nodes_.end() || !it->second->up) {
     auto other = nodes_.begin();
@@ -504,6 +537,7 @@ void Cluster::attempt(Client& c) {
   trace("attempt", {uint64_t(c.id), c.seq, n.id.value, s.ok()});
   if (s) {
     c.nextTryAt = now_ + 4 * options_.electionTick;  // then retry, same sequence number
+    c.waiting = true;
     return;
   }
   NodeId hint = n.core->leader();
@@ -528,6 +562,7 @@ void Cluster::respond(int client, uint64_t seq, int64_t result) {
   }
   if (op.kind == KvOp::Kind::kCas) op.ok = result == 1;
   c.busy = false;
+  c.waiting = false;
   --c.opsLeft;
   stats_["ops"]++;
   trace("return", {uint64_t(client), seq, uint64_t(result)});
@@ -536,6 +571,8 @@ void Cluster::respond(int client, uint64_t seq, int64_t result) {
 std::string Cluster::summary() const {
   std::string s = "seed " + std::to_string(seed_) + ", " + std::to_string(now_) + " ticks";
   for (const auto& [k, v] : stats_) s += ", " + std::to_string(v) + " " + k;
+  s += ", maxMsgEntries " + std::to_string(maxMsgEntries_) + ", maxInflight " +
+       std::to_string(maxInflight_) + ", heartbeatTick " + std::to_string(heartbeatTick_);
   return s;
 }
 

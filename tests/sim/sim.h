@@ -30,7 +30,8 @@ struct Options {
   int ticks = 1200;        // with faults
   int settleTicks = 1500;  // at most, to converge once the faults stop
   int electionTick = 10;
-  int heartbeatTick = 2;
+  int heartbeatTick = 1;    // each seed uses this or one more
+  bool checkQuorum = true;  // without it a deposed leader keeps leading: ReadIndex must cope
   double dropRate = 0.05;
   double dupRate = 0.02;
   int maxDelay = 3;  // ticks; messages take 1..maxDelay, so they reorder
@@ -112,7 +113,8 @@ class Cluster {
   bool faulty_ = true;
   std::map<NodeId, std::unique_ptr<Node>> nodes_;
   uint64_t nextNodeId_ = 1;
-  std::map<NodeId, int> group_;  // partition group; 0 for everyone when healed
+  std::map<NodeId, int> group_;                 // partition group; 0 for everyone when healed
+  std::set<std::pair<NodeId, NodeId>> oneWay_;  // (from, to) links that lose everything
   std::vector<InFlight> network_;
   uint64_t sendSeq_ = 0;
   std::vector<std::unique_ptr<Client>> clients_;
@@ -129,15 +131,19 @@ class Cluster {
     uint64_t dataHash;
     Term prevTerm;
   };
-  std::map<std::pair<LogIndex, Term>, Seen> entries_;  // log matching
+  std::map<std::pair<LogIndex, Term>, Seen> entries_;      // log matching
   std::map<LogIndex, std::pair<Term, uint64_t>> applied_;  // index -> (term, data hash)
-  std::map<LogIndex, uint64_t> stateAt_;                 // index -> state hash after it
-  std::map<LogIndex, Term> acked_;                       // writes answered to a client
+  std::map<LogIndex, uint64_t> stateAt_;                   // index -> state hash after it
+  std::map<LogIndex, Term> acked_;                         // writes answered to a client
 
   std::vector<std::string> violations_;
   uint64_t traceHash_ = 14695981039346656037ull;
   uint64_t traceEvents_ = 0;
   bool verbose_ = false;
+  // Drawn from the seed: how the cores batch and pipeline.
+  size_t maxMsgEntries_ = 8;
+  size_t maxInflight_ = 4;
+  int heartbeatTick_ = 2;
   std::map<std::string, uint64_t> stats_;
 };
 

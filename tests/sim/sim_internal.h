@@ -44,10 +44,15 @@ struct DiskOp {
 
 inline Status applyTo(MemoryStorage& s, const DiskOp& op) {
   switch (op.kind) {
-    case DiskOp::Kind::kHardState: s.setHardState(op.hardState); return {};
-    case DiskOp::Kind::kAppend: return s.append(op.entries);
-    case DiskOp::Kind::kSnapshot: return s.applySnapshot(op.meta, op.data);
-    case DiskOp::Kind::kCompact: return s.compact(op.meta, op.data);
+    case DiskOp::Kind::kHardState:
+      s.setHardState(op.hardState);
+      return {};
+    case DiskOp::Kind::kAppend:
+      return s.append(op.entries);
+    case DiskOp::Kind::kSnapshot:
+      return s.applySnapshot(op.meta, op.data);
+    case DiskOp::Kind::kCompact:
+      return s.compact(op.meta, op.data);
   }
   return {};
 }
@@ -118,7 +123,8 @@ struct Cluster::Client {
   uint64_t seq = 0;
   int opsLeft = 0;
   bool busy = false;
-  size_t op = 0;  // index in history_
+  bool waiting = false;  // an attempt was accepted and has not been answered
+  size_t op = 0;         // index in history_
   NodeId target;
   int64_t nextTryAt = 0;
   std::vector<int64_t> seen;  // the last value read of each key
