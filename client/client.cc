@@ -69,8 +69,11 @@ struct Client::FileState {
 Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
     : timer_(timer),
       config_(kj::mv(config)),
-      meta_(network, timer, config_.meta, config_.connectTimeoutMs, config_.metaRetryMs,
-            config_.metaRetryMs),
+      meta_(network, timer,
+            {.addresses = config_.meta,
+             .connectTimeoutMs = config_.connectTimeoutMs,
+             .callTimeoutMs = std::min(config_.metaCallTimeoutMs, config_.metaRetryMs),
+             .retryForMs = config_.metaRetryMs}),
       servers_(
           network, timer,
           [this](ServerId id) -> kj::Promise<Result<ChunkServers::Location>> {

@@ -43,12 +43,13 @@
 namespace tessera::client {
 
 struct ClientConfig {
-  Address meta;
+  std::vector<Address> meta;  // the meta servers (client/meta_link.h finds the leader)
   std::string host;        // names this client's session on the meta server
   std::string mountpoint;
   uint64_t connectTimeoutMs = 5'000;
   uint64_t ioTimeoutMs = 30'000;     // one shard RPC
   uint64_t metaRetryMs = 30'000;     // how long a meta call is retried before EIO
+  uint64_t metaCallTimeoutMs = 5'000;  // one attempt on one meta server, then the next
   uint64_t flushThreshold = 4 << 20; // pending bytes that start a background flush
   uint64_t pendingLimit = 16 << 20;  // pending + in-flight bytes before writes wait
 };

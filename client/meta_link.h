@@ -1,32 +1,104 @@
-// client/meta_link.h — the client's connection to the meta server: connects on first use,
-// reconnects after a fault, and retries calls that are safe to repeat until a deadline.
-// Not thread-safe: lives on the client's event loop.
+// client/meta_link.h — the client's connection to the meta cluster (3 or 5 Raft replicas, or one
+// server). It keeps one connection, to the server it believes leads, and hides failover from its
+// callers: call() and mutate() resolve to the leader's answer, or to an Error once the call's
+// time is up.
+//
+// Finding the leader. The link starts with the configured addresses and a current one (the
+// first). Every attempt of a call goes to the current server:
+//   - it answers (anything but kNotLeader): that is the result. If it is not the server that
+//     answered last, the link logs "meta leader is now X" (one line per leader change).
+//   - kNotLeader with a leader hint "HOST:PORT": the hint becomes current (added to the list if
+//     unknown) and the call is tried there at once. Immediate retries are limited (a few per
+//     backoff), so two servers with stale hints cannot make a call spin; a hint naming a server
+//     this call already failed to reach is ignored, as stale.
+//   - kNotLeader without a hint (an election): the next address becomes current (round robin);
+//     retried after the backoff.
+//   - the connection fails, the connect or the attempt times out (`callTimeoutMs`): the
+//     connection is dropped, the next address becomes current; retried after the backoff. The
+//     first such failure after the leader answered logs one warning; not one per retry.
+// The backoff of one call starts at kFirstBackoffMs and doubles to kMaxBackoffMs; it does not
+// hammer a cluster that is electing. Concurrent calls share the connection and the current
+// server: a failure seen on a connection that was already replaced moves nothing.
+//
+// Giving up. A call is tried until `retryForMs` after it started (mount flag --meta-timeout),
+// then fails with kUnavailable naming what it last saw. A call that is not idempotent is not
+// repeated once it may have reached a server (kUnavailable, or kTimedOut if it timed out), but a
+// kNotLeader answer, or a failure before it was sent, is always retried: nothing was done.
+//
+// Not thread-safe: lives on the client's event loop. The dialer and timer outlive it.
 #pragma once
 #include <functional>
 #include <set>
+#include <string>
+#include <string_view>
+#include <vector>
 
+#include <kj/async-io.h>
 #include <kj/async.h>
 #include <kj/timer.h>
 
 #include "fs/log.h"
+#include "fs/options.h"
 #include "fs/proto/meta.capnp.h"
 #include "fs/rpc.h"
 
 namespace tessera::client {
 
+// "HOST:PORT[,HOST:PORT...]", the meta servers of one cluster (one address is a list too).
+// kInvalid, naming the bad entry, for an empty list or entry, a malformed address, port 0 or an
+// address given twice.
+// TODO(cleanup): chunk/meta_link.cc has the same parser; both belong in fs/options.h.
+Result<std::vector<Address>> parseMetaAddresses(std::string_view text);
+// "a:1,b:2": the inverse, for messages.
+std::string joinAddresses(const std::vector<Address>& addresses);
+
+// How the link opens connections. The production one uses TCP; tests hand out in-process pipes.
+class MetaDialer {
+ public:
+  virtual ~MetaDialer() noexcept(false) = default;
+  // kUnavailable (or kTimedOut) if nothing answered at `address` within `timeoutMs`.
+  virtual kj::Promise<Result<kj::Own<Connection>>> dial(const Address& address,
+                                                        uint64_t timeoutMs) = 0;
+};
+
+class TcpMetaDialer final : public MetaDialer {
+ public:
+  TcpMetaDialer(kj::Network& network, kj::Timer& timer) : network_(network), timer_(timer) {}
+  kj::Promise<Result<kj::Own<Connection>>> dial(const Address& address,
+                                                uint64_t timeoutMs) override {
+    return Connection::open(network_, timer_, address, timeoutMs);
+  }
+
+ private:
+  kj::Network& network_;
+  kj::Timer& timer_;
+};
+
 class MetaLink {
  public:
-  MetaLink(kj::Network& network, kj::Timer& timer, Address address, uint64_t connectTimeoutMs,
-           uint64_t retryForMs, uint64_t callTimeoutMs);
+  struct Config {
+    std::vector<Address> addresses;     // at least one
+    uint64_t connectTimeoutMs = 5'000;  // one connection attempt to one server
+    uint64_t callTimeoutMs = 5'000;     // one attempt of a call on one server
+    uint64_t retryForMs = 30'000;       // a call's whole life, every retry included
+  };
+  static constexpr uint64_t kFirstBackoffMs = 50;
+  static constexpr uint64_t kMaxBackoffMs = 1'000;
 
-  // Runs `call` against the meta server. A transport fault (disconnect, timeout) drops the
-  // connection; if `idempotent`, the call is repeated on a new connection with backoff until
-  // `retryForMs` has passed, then fails with kUnavailable. A call that is not idempotent is not
-  // repeated once sent (it may have been applied).
+  // Over TCP.
+  MetaLink(kj::Network& network, kj::Timer& timer, Config config);
+  // Over `dialer`, which must outlive the link.
+  MetaLink(MetaDialer& dialer, kj::Timer& timer, Config config);
+
   template <typename T>
-  kj::Promise<Result<T>> call(kj::StringPtr what, bool idempotent,
-                              std::function<kj::Promise<Result<T>>(proto::MetaService::Client)> call) {
-    return attempt<T>(kj::str(what), idempotent, kj::mv(call), timer_.now(), 0);
+  using Fn = std::function<kj::Promise<Result<T>>(proto::MetaService::Client)>;
+
+  // Runs `call` against the meta leader, finding it and retrying as the header says. `call`
+  // turns the reply's `error` into the Result (fromWire keeps kNotLeader and its hint), so a
+  // kNotLeader answer is never seen by the caller unless the call's time ran out.
+  template <typename T>
+  kj::Promise<Result<T>> call(kj::StringPtr what, bool idempotent, Fn<T> call) {
+    return attempt<T>(newTry(what, idempotent), kj::mv(call));
   }
 
   // A mutating request's identity (fs/proto/common.capnp RequestId).
@@ -38,8 +110,9 @@ class MetaLink {
       b.setAckedBelow(ackedBelow);
     }
   };
-  // Runs a mutating call under one request id for all its attempts: the meta server applies it
-  // once however often it is sent, so it is always retried like an idempotent call.
+  // Runs a mutating call under one request id for all its attempts, on whichever server: the
+  // meta cluster applies it once however often it is sent, so it is retried like an idempotent
+  // call.
   template <typename T>
   kj::Promise<Result<T>> mutate(kj::StringPtr what,
                                 std::function<kj::Promise<Result<T>>(proto::MetaService::Client, Req)> fn) {
@@ -56,64 +129,125 @@ class MetaLink {
   // Requests carry this session from now on.
   void setSession(uint64_t session) { session_ = session; }
 
-  // Connects now; kUnavailable if the meta server does not answer within the connect timeout.
+  // Connects to one of the meta servers, trying each address once in turn: kUnavailable naming
+  // them if none accepts a connection. Which one leads is found by the first call.
   kj::Promise<Status> connect();
 
-  const Address& address() const { return address_; }
+  // The server calls go to now (the leader, once one answered).
+  const Address& current() const { return addresses_[current_]; }
+  // Every address known: the configured ones, then those learned from hints.
+  const std::vector<Address>& addresses() const { return addresses_; }
 
  private:
+  // One call's progress through its attempts.
+  struct Try {
+    std::string what;
+    bool idempotent = true;
+    kj::TimePoint deadline = kj::origin<kj::TimePoint>();
+    uint64_t backoffMs = kFirstBackoffMs;
+    unsigned quick = 0;           // retries without a pause since the last pause
+    std::string unreachable;      // the last server this call failed to reach
+    Error last;                   // what the last attempt saw
+    bool sentAndLost = false;     // a non-idempotent call may have been applied: stop
+  };
+  enum class Next { kNow, kLater, kGiveUp };
   template <typename T>
-  kj::Promise<Result<T>> attempt(kj::String what, bool idempotent,
-                                 std::function<kj::Promise<Result<T>>(proto::MetaService::Client)> fn,
-                                 kj::TimePoint started, int tries) {
-    return client().then([this, what = kj::mv(what), idempotent, fn = kj::mv(fn), started,
-                          tries](Result<proto::MetaService::Client> c) mutable
-                         -> kj::Promise<Result<T>> {
+  struct Outcome {
+    Result<T> result;
+    bool transport;  // the connection failed or timed out; `result` holds why
+  };
+
+  template <typename T>
+  kj::Promise<Result<T>> attempt(Try t, Fn<T> fn) {
+    uint64_t gen = generation_;
+    std::string address = current().toString();
+    return target(t).then([this, t = kj::mv(t), fn = kj::mv(fn), gen,
+                           address = kj::mv(address)](
+                              Result<proto::MetaService::Client> c) mutable
+                          -> kj::Promise<Result<T>> {
       if (!c) {
-        // Not connected: the call was never sent, so trying again is always safe.
-        return retryOrFail<T>(kj::mv(what), idempotent, true, kj::mv(fn), started, tries, c.error());
+        Next next = unsent(t, gen, address, c.error());
+        return retry<T>(kj::mv(t), kj::mv(fn), next);
       }
-      auto sent = withTimeout(timer_, callTimeoutMs_, fn(*c));
-      return sent.then([](Result<T> r) -> kj::Promise<Result<T>> { return kj::mv(r); },
-                       [this, what = kj::str(what), idempotent, fn, started,
-                        tries](kj::Exception&& e) mutable -> kj::Promise<Result<T>> {
-                         failed();
-                         return retryOrFail<T>(kj::mv(what), idempotent, false, kj::mv(fn),
-                                               started, tries, errorFromException(e, what));
-                       });
+      kj::String what = kj::str(t.what);
+      return timer_.timeoutAfter(attemptTimeout(t), fn(kj::mv(*c)))
+          .then([](Result<T> r) { return Outcome<T>{kj::mv(r), false}; },
+                [what = kj::mv(what)](kj::Exception&& e) {
+                  return Outcome<T>{errorFromException(e, what), true};
+                })
+          .then([this, t = kj::mv(t), fn = kj::mv(fn), gen,
+                 address = kj::mv(address)](Outcome<T> o) mutable -> kj::Promise<Result<T>> {
+            if (o.transport || o.result.code() == Errc::kNotLeader) {
+              Next next = o.transport ? lost(t, gen, address, o.result.error())
+                                      : notLeader(t, gen, address, o.result.error());
+              return retry<T>(kj::mv(t), kj::mv(fn), next);
+            }
+            answered(gen, address);
+            return kj::mv(o.result);
+          });
     });
   }
 
   template <typename T>
-  kj::Promise<Result<T>> retryOrFail(kj::String what, bool idempotent, bool unsent,
-                                     std::function<kj::Promise<Result<T>>(proto::MetaService::Client)> fn,
-                                     kj::TimePoint started, int tries, Error error) {
-    bool expired = timer_.now() - started >= retryForMs_ * kj::MILLISECONDS;
-    if ((!idempotent && !unsent) || expired) {
-      if (error.code != Errc::kTimedOut) error.code = Errc::kUnavailable;
-      return Result<T>(kj::mv(error));
-    }
-    if (tries == 0) log::warn("meta server: ", error.toString().c_str(), "; retrying");
-    uint64_t backoff = std::min<uint64_t>(100u << std::min(tries, 4), 1000);
-    return timer_.afterDelay(backoff * kj::MILLISECONDS)
-        .then([this, what = kj::mv(what), idempotent, fn = kj::mv(fn), started, tries]() mutable {
-          return attempt<T>(kj::mv(what), idempotent, kj::mv(fn), started, tries + 1);
-        });
+  kj::Promise<Result<T>> retry(Try t, Fn<T> fn, Next next) {
+    if (next == Next::kGiveUp) return Result<T>(giveUp(t));
+    if (next == Next::kNow) return attempt<T>(kj::mv(t), kj::mv(fn));
+    kj::Duration delay = pause(t);
+    return timer_.afterDelay(delay).then([this, t = kj::mv(t), fn = kj::mv(fn)]() mutable {
+      if (expired(t)) return kj::Promise<Result<T>>(Result<T>(giveUp(t)));
+      return attempt<T>(kj::mv(t), kj::mv(fn));
+    });
   }
 
-  kj::Promise<Result<proto::MetaService::Client>> client();
-  void failed();
+  Try newTry(kj::StringPtr what, bool idempotent) const;
+  bool expired(const Try& t) const;
+  kj::Duration attemptTimeout(const Try& t) const;
+  // The next backoff of `t`, no later than its deadline; doubles the one after.
+  kj::Duration pause(Try& t) const;
+  Error giveUp(const Try& t) const;
 
-  kj::Network& network_;
+  // What to do after an attempt of `t` made at generation `gen` to `address`:
+  // it could not be sent (no connection);
+  Next unsent(Try& t, uint64_t gen, const std::string& address, const Error& e);
+  // the connection failed or timed out after it was sent;
+  Next lost(Try& t, uint64_t gen, const std::string& address, const Error& e);
+  // the server does not lead.
+  Next notLeader(Try& t, uint64_t gen, const std::string& address, const Error& e);
+  // A retry without a pause while `t` has some left, else after one.
+  Next quickly(Try& t);
+  // The server at generation `gen` answered.
+  void answered(uint64_t gen, const std::string& address);
+
+  // The current server's capability, connecting if needed (bounded by `t`'s deadline).
+  kj::Promise<Result<proto::MetaService::Client>> target(const Try& t);
+  void startConnect();
+  // If `gen` is still the current generation: drop its connection and make the next address
+  // (round robin) current. `e` is logged if the leader was lost.
+  void moveOn(uint64_t gen, const Error& e, bool failed);
+  // If `gen` is still current: make `address` current (learning it if unknown).
+  void switchTo(uint64_t gen, const Address& address);
+  void drop();
+  kj::Promise<Status> connectRound(size_t left, Error last);
+
+  kj::Own<MetaDialer> ownDialer_;
+  MetaDialer& dialer_;
   kj::Timer& timer_;
-  Address address_;
-  uint64_t connectTimeoutMs_, retryForMs_, callTimeoutMs_;
+  std::vector<Address> addresses_;
+  uint64_t connectTimeoutMs_, callTimeoutMs_, retryForMs_;
+  size_t current_ = 0;
+  // Bumped whenever the current server or its connection changes: news about an older one
+  // (a failure, a hint) is stale and moves nothing.
+  uint64_t generation_ = 1;
   kj::Own<Connection> connection_;
   kj::Maybe<proto::MetaService::Client> service_;
   kj::Promise<void> watch_ = nullptr;
+  kj::Promise<void> graveyard_ = nullptr;
   kj::Maybe<kj::ForkedPromise<void>> connecting_;
-  bool connectingNow_ = false;
-  Status lastConnect_;
+  uint64_t connectingGen_ = 0;  // the generation connecting_ connects for, 0 if none
+  uint64_t failedGen_ = 0;      // the last generation whose connect failed, and why
+  Error failedWhy_;
+  std::string leader_;          // the last server that answered
+  bool searching_ = false;      // the leader was lost and no server has answered since
   uint64_t session_ = 0;
   uint64_t nextSeq_ = 1;
   std::set<uint64_t> inflight_;

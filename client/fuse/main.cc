@@ -1,5 +1,6 @@
 // tessera-mount: mounts a Tessera cluster through FUSE.
-//   tessera-mount --meta HOST:PORT [-f] [options] MOUNTPOINT
+//   tessera-mount --meta HOST:PORT[,HOST:PORT...] [-f] [options] MOUNTPOINT
+// --meta lists the meta servers of the cluster (all of them, or any that can name the leader).
 // Without -f it daemonises once the mount is up; the parent exits 0 only after the mount works,
 // and with the reason and exit 1 when it does not (meta server unreachable, mount point busy...).
 #include <fcntl.h>
@@ -111,7 +112,8 @@ void reportReady(const std::string& logFile) {
 int main(int argc, char** argv) {
   po::options_description flags("tessera-mount options");
   flags.add_options()
-      ("meta", po::value<std::string>(), "HOST:PORT of the meta server")
+      ("meta", po::value<std::string>(),
+       "the meta servers, HOST:PORT[,HOST:PORT...] (any of them finds the leader)")
       ("foreground,f", "stay in the foreground")
       ("log-file", po::value<std::string>(), "append the log to FILE (default: stderr)")
       ("pid-file", po::value<std::string>(), "write the mount process id to FILE")
@@ -121,7 +123,7 @@ int main(int argc, char** argv) {
       ("io-timeout", po::value<std::string>()->default_value("30s"),
        "a chunk server that does not answer this long has failed the request")
       ("meta-timeout", po::value<std::string>()->default_value("30s"),
-       "how long an operation waits for the meta server before EIO")
+       "how long an operation waits for a meta leader (through failovers) before EIO")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -151,21 +153,24 @@ int main(int argc, char** argv) {
   std::vector<const char*> cargs;
   for (auto& a : rewritten) cargs.push_back(a.c_str());
   auto opts = parseOptions(int(cargs.size()), cargs.data(), flags,
-                           "usage: tessera-mount --meta HOST:PORT [-f] [options] MOUNTPOINT\n"
+                           "usage: tessera-mount --meta HOST:PORT[,HOST:PORT...] [-f] [options] "
+                           "MOUNTPOINT\n"
                            "Mounts a Tessera cluster. Unmount with: fusermount3 -u MOUNTPOINT");
   if (!opts) die(opts.error().detail);
   if (opts->help) return 0;
   auto& vm = opts->values;
-  if (!vm.count("meta")) die("--meta HOST:PORT is required");
+  if (!vm.count("meta")) die("--meta HOST:PORT[,HOST:PORT...] is required");
   if (!vm.count("mountpoint")) die("a mount point is required");
-  auto meta = Address::parse(vm["meta"].as<std::string>());
-  if (!meta) die(meta.error().detail);
+  auto meta = client::parseMetaAddresses(vm["meta"].as<std::string>());
+  if (!meta) die("--meta: " + meta.error().detail);
+  std::string metaList = client::joinAddresses(*meta);
   auto attrTimeout = parseDurationMs(vm["attr-timeout"].as<std::string>());
   if (!attrTimeout) die(attrTimeout.error().detail);
   auto ioTimeout = parseDurationMs(vm["io-timeout"].as<std::string>());
   if (!ioTimeout) die(ioTimeout.error().detail);
   auto metaTimeout = parseDurationMs(vm["meta-timeout"].as<std::string>());
   if (!metaTimeout) die(metaTimeout.error().detail);
+  if (*metaTimeout == 0) die("--meta-timeout must be more than 0");
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -227,19 +232,23 @@ int main(int argc, char** argv) {
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);
-  if (!started) die("cannot reach meta server at " + meta->toString() + ": " + started.error().toString());
+  if (!started) {
+    const char* whom = meta->size() == 1 ? "meta server at " : "meta servers at ";
+    die("cannot reach " + std::string(whom) + metaList + ": " + started.error().toString());
+  }
 
   client::MountOptions mountOptions;
   mountOptions.attrTimeout = double(*attrTimeout) / 1000.0;
   mountOptions.allowOther = allowOther;
-  mountOptions.fsname = "tessera:" + meta->toString();
+  // FUSE splits its option string at commas: name the cluster by its first meta server.
+  mountOptions.fsname = "tessera:" + meta->front().toString();
   client::FuseAdapter adapter(client, io.unixEventPort, mountOptions);
   if (auto s = adapter.mount(mountpoint); !s) die(s.error().detail);
   if (vm.count("pid-file")) {
     auto s = writeFileAtomic(vm["pid-file"].as<std::string>(), std::to_string(getpid()) + "\n");
     if (!s) die(s.error().detail);
   }
-  log::info("mounted ", meta->toString().c_str(), " on ", mountpoint.c_str(), " as session ",
+  log::info("mounted ", metaList.c_str(), " on ", mountpoint.c_str(), " as session ",
             client.session().value);
   reportReady(logFile);
 
