@@ -1,5 +1,5 @@
 // chunk/main.cc — tessera-chunk: serves the shards in one data directory over
-// proto::ChunkService and keeps the meta server informed. Runs in the foreground, logs to
+// proto::ChunkService and keeps the meta leader informed. Runs in the foreground, logs to
 // stderr, exits 0 on SIGTERM or SIGINT. A bad flag, data directory or address, or a meta
 // server that does not answer in time, prints one line "tessera-chunk: error: ..." and exits 1.
 #include <kj/async-unix.h>
@@ -21,8 +21,8 @@ namespace tessera::chunk {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: tessera-chunk --data DIR --meta HOST:PORT [options]\n"
-    "Serves the shards of Tessera chunks stored in DIR and registers with the meta server.";
+    "usage: tessera-chunk --data DIR --meta HOST:PORT[,HOST:PORT...] [options]\n"
+    "Serves the shards of Tessera chunks stored in DIR and registers with the meta leader.";
 
 int fail(std::string what) {
   for (char& c : what) {
@@ -40,7 +40,8 @@ po::options_description flags() {
   // clang-format off
   d.add_options()
       ("data", text("DIR"), "data directory, created if missing (required)")
-      ("meta", text("HOST:PORT"), "meta server address (required)")
+      ("meta", text("HOST:PORT[,HOST:PORT...]"),
+       "the meta servers (required; any of them finds the leader)")
       ("listen", text("HOST:PORT")->default_value("127.0.0.1:0"),
        "serve chunk RPC here (port 0 picks a free one)")
       ("advertise", text("HOST"),
@@ -146,8 +147,8 @@ int run(int argc, char** argv) {
   };
 
   if (get("data").empty()) return fail("--data DIR is required");
-  if (get("meta").empty()) return fail("--meta HOST:PORT is required");
-  auto meta = Address::parse(get("meta"));
+  if (get("meta").empty()) return fail("--meta HOST:PORT[,HOST:PORT...] is required");
+  auto meta = parseAddressList(get("meta"));
   if (!meta) return fail("--meta: " + meta.error().detail);
   auto listen = Address::parse(get("listen"));
   if (!listen) return fail("--listen: " + listen.error().detail);
@@ -197,9 +198,10 @@ int run(int argc, char** argv) {
     }
   }
 
-  TcpMetaDialer dialer(network, timer, *meta);
+  TcpMetaDialer dialer(network, timer);
   MetaLink link(dialer, timer, **disk,
-                {.advertise = Address{advertise, port}.toString(),
+                {.meta = *meta,
+                 .advertise = Address{advertise, port}.toString(),
                  .site = get("site"),
                  .rack = get("rack"),
                  .host = host,

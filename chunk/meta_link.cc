@@ -11,8 +11,6 @@ namespace tessera::chunk {
 namespace {
 
 constexpr const char* kIdentityFile = "server.id";
-constexpr uint64_t kFirstBackoffMs = 100;
-constexpr uint64_t kMaxBackoffMs = 5'000;
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r");
@@ -23,12 +21,13 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-TcpMetaDialer::TcpMetaDialer(kj::Network& network, kj::Timer& timer, Address address)
-    : network_(network), timer_(timer), address_(std::move(address)) {}
+TcpMetaDialer::TcpMetaDialer(kj::Network& network, kj::Timer& timer)
+    : network_(network), timer_(timer) {}
 
-kj::Promise<Result<proto::MetaService::Client>> TcpMetaDialer::dial(uint64_t timeoutMs) {
+kj::Promise<Result<proto::MetaService::Client>> TcpMetaDialer::dial(const Address& address,
+                                                                    uint64_t timeoutMs) {
   connection_ = nullptr;
-  return Connection::open(network_, timer_, address_, timeoutMs)
+  return Connection::open(network_, timer_, address, timeoutMs)
       .then([this](Result<kj::Own<Connection>> c) -> Result<proto::MetaService::Client> {
         if (!c) return c.error();
         connection_ = kj::mv(*c);
@@ -37,7 +36,13 @@ kj::Promise<Result<proto::MetaService::Client>> TcpMetaDialer::dial(uint64_t tim
 }
 
 MetaLink::MetaLink(MetaDialer& dialer, kj::Timer& timer, Disk& disk, Config config)
-    : dialer_(dialer), timer_(timer), disk_(disk), config_(std::move(config)) {}
+    : dialer_(dialer),
+      timer_(timer),
+      disk_(disk),
+      config_(std::move(config)),
+      addresses_(config_.meta) {
+  KJ_REQUIRE(!addresses_.empty(), "a meta link needs at least one address");
+}
 
 Status MetaLink::parseIdentity(const std::string& text) {
   std::string path = disk_.dir() + "/" + kIdentityFile;
@@ -88,81 +93,150 @@ kj::Promise<Status> MetaLink::start() {
 kj::Promise<Status> MetaLink::registerUntilDeadline(uint64_t backoffMs) {
   int64_t leftMs = (deadline_ - timer_.now()) / kj::MILLISECONDS;
   uint64_t timeoutMs = std::min(uint64_t(std::max<int64_t>(leftMs, 1)), config_.callTimeoutMs);
-  return connectAndRegister(timeoutMs).then([this, backoffMs](Status s) -> kj::Promise<Status> {
-    if (s || s.code() == Errc::kWrongCluster) return s;
-    // The last attempt is often cut short by the deadline; an earlier refusal or failed lookup
-    // says more than "timed out".
-    bool timedOut =
-        s.code() == Errc::kTimedOut || s.error().detail.find("timed out") != std::string::npos;
-    if (!timedOut || startError_.empty()) startError_ = s.error().detail;
-    kj::TimePoint now = timer_.now();
-    if (now >= deadline_) {
-      return Status(Error{Errc::kUnavailable,
-                          "cannot reach meta server at " + dialer_.address() + ": " + startError_});
+  needRegister_ = true;
+  return exchange(timeoutMs, addresses_.size() + 1)
+      .then([this, backoffMs](Status s) -> kj::Promise<Status> {
+        if (s || s.code() == Errc::kWrongCluster) return s;
+        // The last attempt is often cut short by the deadline; an earlier refusal or failed
+        // lookup says more than "timed out".
+        bool timedOut =
+            s.code() == Errc::kTimedOut || s.error().detail.find("timed out") != std::string::npos;
+        if (!timedOut || startError_.empty()) startError_ = s.error().detail;
+        kj::TimePoint now = timer_.now();
+        if (now >= deadline_) {
+          return Status(Error{Errc::kUnavailable, "cannot reach " + where() + ": " + startError_});
+        }
+        log::debug("registering with ", tried_.c_str(), ": ", s.error().toString().c_str(),
+                   "; retrying");
+        kj::Duration delay = std::min(int64_t(backoffMs) * kj::MILLISECONDS, deadline_ - now);
+        return timer_.afterDelay(delay).then([this, backoffMs] {
+          return registerUntilDeadline(std::min(backoffMs * 2, kMaxBackoffMs));
+        });
+      });
+}
+
+kj::Promise<Status> MetaLink::exchange(uint64_t timeoutMs, unsigned quick) {
+  return exchangeOnce(timeoutMs).then([this, timeoutMs, quick](Status s) -> kj::Promise<Status> {
+    if (s) {
+      accepted();
+      return s;
     }
-    log::debug("registering with ", dialer_.address().c_str(), ": ", s.error().toString().c_str(),
-               "; retrying");
-    kj::Duration delay = std::min(int64_t(backoffMs) * kj::MILLISECONDS, deadline_ - now);
-    return timer_.afterDelay(delay).then([this, backoffMs] {
-      return registerUntilDeadline(std::min(backoffMs * 2, kMaxBackoffMs));
-    });
+    bool again = false;
+    switch (s.code()) {
+      case Errc::kWrongCluster:
+        return s;
+      case Errc::kNotLeader: {
+        const std::string& text = s.error().leaderHint;
+        auto hint = Address::parse(text);
+        if (!text.empty() && !hint) {
+          log::debug("meta server at ", tried_.c_str(), " gave a bad leader hint '", text.c_str(),
+                     "'");
+        }
+        if (hint && hint->toString() != tried_ && hint->toString() != unreachable_) {
+          log::debug("meta server at ", tried_.c_str(), " says the leader is ",
+                     hint->toString().c_str());
+          switchTo(*hint);
+          again = true;
+        } else {
+          // An election, or a stale view: ask the next one after a pause.
+          moveOn();
+        }
+        break;
+      }
+      case Errc::kNotFound:
+        // A heartbeat to a leader that does not know this server (heartbeat() asked for a
+        // registration): register at once, so it counts this server's capacity.
+        again = needRegister_;
+        break;
+      case Errc::kUnavailable:
+      case Errc::kTimedOut:
+        // Answered by a server that cannot serve now (one that lost its majority, say), or the
+        // connection failed (already moved on): try the others.
+        if (tried_ == current().toString()) moveOn();
+        break;
+      default:
+        break;
+    }
+    if (!again || quick == 0) return s;
+    // On a later turn: the reply that sent us elsewhere is still on the stack of the connection
+    // that dialing the next server closes.
+    return kj::evalLater([this, timeoutMs, quick] { return exchange(timeoutMs, quick - 1); });
   });
 }
 
-kj::Promise<Status> MetaLink::connectAndRegister(uint64_t timeoutMs) {
-  auto client = [&]() -> kj::Promise<Result<proto::MetaService::Client>> {
-    KJ_IF_MAYBE(c, client_) {
-      return Result<proto::MetaService::Client>(*c);
+kj::Promise<Status> MetaLink::exchangeOnce(uint64_t timeoutMs) {
+  tried_ = current().toString();
+  return connected(timeoutMs).then(
+      [this, timeoutMs](Result<proto::MetaService::Client> c) -> kj::Promise<Status> {
+        if (!c) return Status(c.error());
+        if (needRegister_) return registerOnce(kj::mv(*c), timeoutMs);
+        return heartbeat(kj::mv(*c), timeoutMs);
+      });
+}
+
+kj::Promise<Result<proto::MetaService::Client>> MetaLink::connected(uint64_t timeoutMs) {
+  using R = Result<proto::MetaService::Client>;
+  KJ_IF_MAYBE(c, client_) {
+    return R(*c);
+  }
+  return dialer_.dial(current(), timeoutMs).then([this](R c) -> R {
+    if (!c) {
+      unreachable_ = tried_;
+      moveOn();
+      return c.error();
     }
-    return dialer_.dial(timeoutMs);
-  }();
-  return client.then([this, timeoutMs](Result<proto::MetaService::Client> c) {
-    if (!c) return kj::Promise<Status>(c.error());
     client_ = *c;
-    return disk_.stats().then([this, timeoutMs, c = kj::mv(*c)](Disk::Stats st) mutable {
-      auto req = c.registerServerRequest();
-      req.setId(id_.value);
-      req.setClusterId(clusterId_);
-      req.setAddress(config_.advertise);
-      req.setSite(config_.site);
-      req.setRack(config_.rack);
-      req.setHost(config_.host);
-      req.setCapacityBytes(st.capacityBytes);
-      req.setUsedBytes(st.usedBytes);
-      req.setFreeBytes(st.freeBytes);
-      req.setShards(st.shards);
-      req.setFsid(st.fsid);
-      using Response = capnp::Response<proto::MetaService::RegisterServerResults>;
-      return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
-          .then(
-              [this](Response r) -> kj::Promise<Status> {
-                if (auto s = fromWire(r.getError()); !s) {
-                  if (s.code() != Errc::kWrongCluster) return s;
-                  return Status(Error{Errc::kWrongCluster,
-                                      "meta server at " + dialer_.address() +
-                                          " says data directory " + disk_.dir() +
-                                          " belongs to another cluster: " + s.error().detail});
-                }
-                return registered(r.getId(), r.getClusterId().cStr());
-              },
-              [this](kj::Exception&& e) -> kj::Promise<Status> {
-                client_ = nullptr;
-                return Status(errorFromException(e, "registerServer"));
+    return c;
+  });
+}
+
+kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, uint64_t timeoutMs) {
+  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](Disk::Stats st) mutable {
+    auto req = client.registerServerRequest();
+    req.setId(id_.value);
+    req.setClusterId(clusterId_);
+    req.setAddress(config_.advertise);
+    req.setSite(config_.site);
+    req.setRack(config_.rack);
+    req.setHost(config_.host);
+    req.setCapacityBytes(st.capacityBytes);
+    req.setUsedBytes(st.usedBytes);
+    req.setFreeBytes(st.freeBytes);
+    req.setShards(st.shards);
+    req.setFsid(st.fsid);
+    using Response = capnp::Response<proto::MetaService::RegisterServerResults>;
+    return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
+        .then(
+            [this](Response r) -> kj::Promise<Status> {
+              if (auto s = fromWire(r.getError()); !s) {
+                if (s.code() != Errc::kWrongCluster) return s;
+                return Status(Error{Errc::kWrongCluster,
+                                    "meta server at " + tried_ + " says data directory " +
+                                        disk_.dir() +
+                                        " belongs to another cluster: " + s.error().detail});
+              }
+              return registered(r.getId(), r.getClusterId().cStr()).then([this](Status s) {
+                if (s) needRegister_ = false;
+                return s;
               });
-    });
+            },
+            [this](kj::Exception&& e) -> kj::Promise<Status> {
+              unreachable_ = tried_;
+              moveOn();
+              return Status(errorFromException(e, "registerServer"));
+            });
   });
 }
 
 kj::Promise<Status> MetaLink::registered(uint64_t id, std::string clusterId) {
   if (id == 0 || clusterId.empty()) {
-    return Status(Error{Errc::kIo, "meta server at " + dialer_.address() +
+    return Status(Error{Errc::kIo, "meta server at " + tried_ +
                                        " registered this server without an id or cluster id"});
   }
   if (!clusterId_.empty() && clusterId != clusterId_) {
-    return Status(Error{Errc::kWrongCluster, "data directory " + disk_.dir() +
-                                                 " belongs to cluster " + clusterId_ +
-                                                 ", meta server at " + dialer_.address() +
-                                                 " serves cluster " + clusterId});
+    return Status(Error{Errc::kWrongCluster,
+                        "data directory " + disk_.dir() + " belongs to cluster " + clusterId_ +
+                            ", meta server at " + tried_ + " serves cluster " + clusterId});
   }
   if (id_ && id != id_.value) {
     log::warn("meta server gave this data directory a new id ", id, " (it had ", id_.value, ")");
@@ -191,59 +265,70 @@ kj::Promise<Status> MetaLink::run() {
       });
 }
 
-// One heartbeat, or one attempt to register again after an outage. Resolves to an Error only
-// when it is fatal.
+// One heartbeat, or one registration with a new leader. Resolves to an Error only when it is
+// fatal.
 kj::Promise<Status> MetaLink::step() {
-  if (needRegister_) {
-    return connectAndRegister(config_.callTimeoutMs).then([this](Status s) -> Status {
-      if (s) {
-        needRegister_ = false;
-        recovered();
-        return s;
-      }
-      if (s.code() == Errc::kWrongCluster) return s;
-      lost(s.error());
-      return Status();
-    });
-  }
-  return heartbeat().then([this](Status s) {
-    if (s) {
-      recovered();
-    } else {
-      needRegister_ = true;
-      lost(s.error());
-    }
+  return exchange(config_.callTimeoutMs, addresses_.size() + 1).then([this](Status s) -> Status {
+    if (s || s.code() == Errc::kWrongCluster) return s;
+    // Whoever accepts this server next may not know it, or not know its figures: tell it.
+    needRegister_ = true;
+    lost(s.error());
     return Status();
   });
 }
 
+void MetaLink::moveOn() {
+  client_ = nullptr;
+  needRegister_ = true;
+  current_ = (current_ + 1) % addresses_.size();
+}
+
+void MetaLink::switchTo(const Address& address) {
+  std::string text = address.toString();
+  size_t i = 0;
+  while (i < addresses_.size() && addresses_[i].toString() != text) ++i;
+  if (i == addresses_.size()) addresses_.push_back(address);
+  if (i == current_) return;
+  client_ = nullptr;
+  needRegister_ = true;
+  current_ = i;
+}
+
 void MetaLink::lost(const Error& e) {
   if (!outage_) {
-    log::warn("lost the meta server at ", dialer_.address().c_str(), ": ", e.toString().c_str(),
+    log::warn("lost the meta server at ", tried_.c_str(), ": ", e.toString().c_str(),
               "; still serving data, reconnecting");
     outage_ = true;
     backoffMs_ = kFirstBackoffMs;
   } else {
-    log::debug("meta server at ", dialer_.address().c_str(),
-               " still unreachable: ", e.toString().c_str());
+    log::debug("meta server at ", tried_.c_str(), ": ", e.toString().c_str(),
+               "; still looking for the leader");
     backoffMs_ = std::min(backoffMs_ * 2, kMaxBackoffMs);
   }
 }
 
-void MetaLink::recovered() {
-  if (!outage_) return;
-  outage_ = false;
-  log::info("meta server at ", dialer_.address().c_str(), " is back; registered as ", id_.value);
+void MetaLink::accepted() {
+  unreachable_.clear();
+  if (outage_) {
+    outage_ = false;
+    if (tried_ == leader_) {
+      log::info("meta server at ", tried_.c_str(), " is back; registered as ", id_.value);
+    } else {
+      log::info("meta leader is now ", tried_.c_str(), "; registered as ", id_.value);
+    }
+  } else if (!leader_.empty() && tried_ != leader_) {
+    log::info("meta leader is now ", tried_.c_str(), "; registered as ", id_.value);
+  }
+  leader_ = tried_;
 }
 
-kj::Promise<Status> MetaLink::heartbeat() {
-  proto::MetaService::Client client = nullptr;
-  KJ_IF_MAYBE(c, client_) {
-    client = *c;
-  } else {
-    return Status(Error{Errc::kUnavailable, "not connected"});
-  }
-  return disk_.stats().then([this, client = kj::mv(client)](Disk::Stats st) mutable {
+std::string MetaLink::where() const {
+  if (addresses_.size() == 1) return "meta server at " + addresses_[0].toString();
+  return "meta servers at " + joinAddresses(addresses_);
+}
+
+kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint64_t timeoutMs) {
+  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](Disk::Stats st) mutable {
     auto req = client.heartbeatRequest();
     req.setId(id_.value);
     req.setCapacityBytes(st.capacityBytes);
@@ -255,10 +340,13 @@ kj::Promise<Status> MetaLink::heartbeat() {
     auto list = req.initRemoved(sent);
     for (size_t i = 0; i < sent; ++i) list.set(i, removed_[i].value);
     using Response = capnp::Response<proto::MetaService::HeartbeatResults>;
-    return withTimeout(timer_, config_.callTimeoutMs, kj::Promise<Response>(req.send()))
+    return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
         .then(
             [this, sent](Response r) -> kj::Promise<Status> {
-              if (auto s = fromWire(r.getError()); !s) return s;
+              if (auto s = fromWire(r.getError()); !s) {
+                if (s.code() == Errc::kNotFound) needRegister_ = true;
+                return s;
+              }
               removed_.erase(removed_.begin(), removed_.begin() + sent);
               auto orders = r.getRemove();
               if (orders.size() == 0) return Status();
@@ -279,7 +367,8 @@ kj::Promise<Status> MetaLink::heartbeat() {
               });
             },
             [this](kj::Exception&& e) -> kj::Promise<Status> {
-              client_ = nullptr;
+              unreachable_ = tried_;
+              moveOn();
               return Status(errorFromException(e, "heartbeat"));
             });
   });

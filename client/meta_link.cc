@@ -3,53 +3,6 @@
 #include <algorithm>
 
 namespace tessera::client {
-namespace {
-
-std::string_view trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t");
-  if (b == std::string_view::npos) return {};
-  size_t e = s.find_last_not_of(" \t");
-  return s.substr(b, e - b + 1);
-}
-
-}  // namespace
-
-Result<std::vector<Address>> parseMetaAddresses(std::string_view text) {
-  auto bad = [&](const std::string& why) {
-    return Error{Errc::kInvalid, "bad meta server list '" + std::string(text) + "': " + why};
-  };
-  if (trim(text).empty()) return bad("no address (expected HOST:PORT[,HOST:PORT...])");
-  std::vector<Address> out;
-  size_t start = 0;
-  while (true) {
-    size_t comma = text.find(',', start);
-    std::string_view part = trim(text.substr(start, comma == std::string_view::npos
-                                                        ? std::string_view::npos
-                                                        : comma - start));
-    if (part.empty()) return bad("empty entry");
-    auto address = Address::parse(part);
-    if (!address) return bad(address.error().detail);
-    if (address->port == 0) return bad(std::string(part) + ": port 0");
-    for (const auto& known : out) {
-      if (known.toString() == address->toString()) {
-        return bad(address->toString() + " is given twice");
-      }
-    }
-    out.push_back(*address);
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
-std::string joinAddresses(const std::vector<Address>& addresses) {
-  std::string out;
-  for (const auto& a : addresses) {
-    if (!out.empty()) out += ',';
-    out += a.toString();
-  }
-  return out;
-}
 
 MetaLink::MetaLink(kj::Network& network, kj::Timer& timer, Config config)
     : ownDialer_(kj::heap<TcpMetaDialer>(network, timer)),

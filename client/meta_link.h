@@ -44,14 +44,6 @@
 
 namespace tessera::client {
 
-// "HOST:PORT[,HOST:PORT...]", the meta servers of one cluster (one address is a list too).
-// kInvalid, naming the bad entry, for an empty list or entry, a malformed address, port 0 or an
-// address given twice.
-// TODO(cleanup): chunk/meta_link.cc has the same parser; both belong in fs/options.h.
-Result<std::vector<Address>> parseMetaAddresses(std::string_view text);
-// "a:1,b:2": the inverse, for messages.
-std::string joinAddresses(const std::vector<Address>& addresses);
-
 // How the link opens connections. The production one uses TCP; tests hand out in-process pipes.
 class MetaDialer {
  public:

@@ -74,6 +74,42 @@ std::string Address::toString() const {
   return host + ":" + std::to_string(port);
 }
 
+Result<std::vector<Address>> parseAddressList(std::string_view text) {
+  auto bad = [&](const std::string& why) {
+    return invalid("bad address list '" + std::string(text) + "': " + why);
+  };
+  if (trim(text).empty()) return bad("no address (expected HOST:PORT[,HOST:PORT...])");
+  std::vector<Address> out;
+  size_t start = 0;
+  while (true) {
+    size_t comma = text.find(',', start);
+    std::string_view part = trim(
+        text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (part.empty()) return bad("empty entry");
+    auto address = Address::parse(part);
+    if (!address) return bad(address.error().detail);
+    if (address->port == 0) return bad(std::string(part) + ": port 0");
+    for (const auto& known : out) {
+      if (known.toString() == address->toString()) {
+        return bad(address->toString() + " is given twice");
+      }
+    }
+    out.push_back(*address);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string joinAddresses(const std::vector<Address>& addresses) {
+  std::string out;
+  for (const auto& a : addresses) {
+    if (!out.empty()) out += ',';
+    out += a.toString();
+  }
+  return out;
+}
+
 Result<uint64_t> parseSize(std::string_view text) {
   uint64_t n;
   std::string_view unit;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/program_options.hpp>
 
@@ -21,6 +22,13 @@ struct Address {
   static Result<Address> parse(std::string_view text);
   std::string toString() const;
 };
+
+// "HOST:PORT[,HOST:PORT...]": the servers of one group, such as a cluster's meta servers (one
+// address is a list too). kInvalid, naming the bad entry, for an empty list or entry, a
+// malformed address, port 0 or an address given twice.
+Result<std::vector<Address>> parseAddressList(std::string_view text);
+// "a:1,b:2": the inverse, for messages.
+std::string joinAddresses(const std::vector<Address>& addresses);
 
 // "4096", "64K", "64KiB", "10M", "2G", "1T" (powers of 1024).
 Result<uint64_t> parseSize(std::string_view text);

@@ -161,9 +161,9 @@ int main(int argc, char** argv) {
   auto& vm = opts->values;
   if (!vm.count("meta")) die("--meta HOST:PORT[,HOST:PORT...] is required");
   if (!vm.count("mountpoint")) die("a mount point is required");
-  auto meta = client::parseMetaAddresses(vm["meta"].as<std::string>());
+  auto meta = parseAddressList(vm["meta"].as<std::string>());
   if (!meta) die("--meta: " + meta.error().detail);
-  std::string metaList = client::joinAddresses(*meta);
+  std::string metaList = joinAddresses(*meta);
   auto attrTimeout = parseDurationMs(vm["attr-timeout"].as<std::string>());
   if (!attrTimeout) die(attrTimeout.error().detail);
   auto ioTimeout = parseDurationMs(vm["io-timeout"].as<std::string>());

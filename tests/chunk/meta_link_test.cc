@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "fs/log.h"
@@ -16,9 +19,13 @@ using tessera::test::pattern;
 
 namespace {
 
-// A meta service that records what chunk servers tell it and answers as told.
+// A meta server that records what chunk servers tell it and answers as told. Like the real
+// one, a leader answers heartbeats only from servers registered with it, and a server that does
+// not lead answers everything with kNotLeader.
 class FakeMeta final : public proto::MetaService::Server {
  public:
+  explicit FakeMeta(kj::Timer& timer) : timer_(timer) {}
+
   struct Registration {
     uint64_t id;
     std::string clusterId, address, site, rack, host;
@@ -37,14 +44,28 @@ class FakeMeta final : public proto::MetaService::Server {
   bool down = false;                   // every call fails as over a lost connection
   bool failHeartbeats = false;         // only heartbeats do
   std::vector<uint64_t> removeOrders;  // sent with the next heartbeat reply
+  bool leader = true;
+  std::string hint;                    // the leader hint when not leading
 
-  std::vector<Registration> registrations;
-  std::vector<Heartbeat> heartbeats;
+  std::vector<Registration> registrations;  // accepted ones
+  std::vector<Heartbeat> heartbeats;        // accepted ones
+  std::set<uint64_t> known;                 // registered here, as a leader's soft state
+  int calls = 0;                            // every call, answered or not
+  // "register" or "heartbeat" (accepted), "unknown" (a heartbeat answered kNotFound), with
+  // when it arrived.
+  std::vector<std::pair<std::string, kj::TimePoint>> events;
+
+  void forget() { known.clear(); }
 
  protected:
   kj::Promise<void> registerServer(RegisterServerContext context) override {
+    ++calls;
     if (down) return KJ_EXCEPTION(DISCONNECTED, "meta server gone");
     auto p = context.getParams();
+    if (!leader) {
+      toWire(Error{Errc::kNotLeader, "not the leader", hint}, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     registrations.push_back({p.getId(), p.getClusterId(), p.getAddress(), p.getSite(), p.getRack(),
                              p.getHost(), p.getShards()});
     auto r = context.getResults();
@@ -55,12 +76,26 @@ class FakeMeta final : public proto::MetaService::Server {
     okToWire(r.initError());
     r.setId(p.getId() != 0 ? p.getId() : nextId);
     r.setClusterId(clusterId);
+    known.insert(r.getId());
+    events.push_back({"register", timer_.now()});
     return kj::READY_NOW;
   }
 
   kj::Promise<void> heartbeat(HeartbeatContext context) override {
+    ++calls;
     if (down || failHeartbeats) return KJ_EXCEPTION(DISCONNECTED, "meta server gone");
     auto p = context.getParams();
+    if (!leader) {
+      toWire(Error{Errc::kNotLeader, "not the leader", hint}, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    if (!known.count(p.getId())) {
+      events.push_back({"unknown", timer_.now()});
+      toWire(Error{Errc::kNotFound, "unknown server; register first"},
+             context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    events.push_back({"heartbeat", timer_.now()});
     Heartbeat hb{p.getId(), p.getShards(), p.getCapacityBytes(), p.getUsedBytes(), {}};
     for (uint64_t c : p.getRemoved()) hb.removed.push_back(c);
     heartbeats.push_back(hb);
@@ -71,34 +106,49 @@ class FakeMeta final : public proto::MetaService::Server {
     removeOrders.clear();
     return kj::READY_NOW;
   }
-};
-
-class FakeDialer final : public MetaDialer {
- public:
-  explicit FakeDialer(proto::MetaService::Client meta) : meta_(kj::mv(meta)) {}
-  bool refuse = false;
-  int dials = 0;
-
-  kj::Promise<Result<proto::MetaService::Client>> dial(uint64_t) override {
-    ++dials;
-    if (refuse) return Result<proto::MetaService::Client>(Error{Errc::kUnavailable, "refused"});
-    return Result<proto::MetaService::Client>(meta_);
-  }
-  std::string address() const override { return "meta.test:7000"; }
 
  private:
-  proto::MetaService::Client meta_;
+  kj::Timer& timer_;
 };
 
-// A data directory, a fake meta server, and a manual clock.
+// Meta servers by address; any other address, or one refused, does not answer.
+class FakeDialer final : public MetaDialer {
+ public:
+  bool refuse = false;          // every address
+  std::set<std::string> down;   // these addresses
+  int dials = 0;
+  std::vector<std::string> dialed;
+
+  void add(const std::string& address, proto::MetaService::Client meta) {
+    metas_.emplace(address, kj::mv(meta));
+  }
+
+  kj::Promise<Result<proto::MetaService::Client>> dial(const Address& address,
+                                                       uint64_t) override {
+    ++dials;
+    std::string text = address.toString();
+    dialed.push_back(text);
+    auto it = metas_.find(text);
+    if (refuse || down.count(text) || it == metas_.end()) {
+      return Result<proto::MetaService::Client>(Error{Errc::kUnavailable, "refused"});
+    }
+    return Result<proto::MetaService::Client>(it->second);
+  }
+
+ private:
+  std::map<std::string, proto::MetaService::Client> metas_;
+};
+
+// A data directory, fake meta servers (`meta` at meta.test:7000, more from addMeta()), and a
+// manual clock.
 struct Fixture {
   test::Loop loop;
+  kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
   test::TempDir dir{"meta-link-test"};
   kj::Own<Disk> disk = openDisk();
-  kj::Own<FakeMeta> metaOwn = kj::heap<FakeMeta>();
-  FakeMeta& meta = *metaOwn;
-  FakeDialer dialer{proto::MetaService::Client(kj::mv(metaOwn))};
-  kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
+  FakeDialer dialer;
+  FakeMeta& meta = addMeta("meta.test:7000");
+  std::vector<Address> metaAddresses{{"meta.test", 7000}};
 
   // The link logs outages; the tests check them through the fake instead.
   Fixture() { log::setMinLevel(log::Level::kError); }
@@ -110,15 +160,31 @@ struct Fixture {
     return kj::mv(*d);
   }
 
-  kj::Own<MetaLink> link() {
+  FakeMeta& addMeta(const std::string& address) {
+    auto own = kj::heap<FakeMeta>(timer);
+    FakeMeta& m = *own;
+    dialer.add(address, proto::MetaService::Client(kj::mv(own)));
+    return m;
+  }
+
+  kj::Own<MetaLink> link(uint64_t connectTimeoutMs = 10'000) {
     return kj::heap<MetaLink>(dialer, timer, *disk,
-                              MetaLink::Config{.advertise = "10.0.0.5:7500",
+                              MetaLink::Config{.meta = metaAddresses,
+                                               .advertise = "10.0.0.5:7500",
                                                .site = "s1",
                                                .rack = "r2",
                                                .host = "h3",
                                                .heartbeatMs = 1000,
-                                               .connectTimeoutMs = 10'000});
+                                               .connectTimeoutMs = connectTimeoutMs});
   }
+
+  kj::Promise<void> running(MetaLink& link) {
+    return link.run()
+        .then([](Status s) { FAIL_CHECK("run() ended: " << errcName(s.code())); })
+        .eagerlyEvaluate(nullptr);
+  }
+
+  kj::Duration elapsed() { return timer.now() - kj::origin<kj::TimePoint>(); }
 
   void writeShard(uint64_t chunk, uint8_t shard) {
     auto data = pattern(kBlockSize, unsigned(chunk));
@@ -269,4 +335,174 @@ TEST_CASE("meta link: registering again into another cluster ends run() with kWr
   auto s = fx.loop.pump(fx.timer, link->run());
   CHECK(s.code() == Errc::kWrongCluster);
   CHECK(fx.meta.registrations.size() == 2);
+}
+
+// --- a meta cluster of several servers ---------------------------------------------------------
+
+TEST_CASE("meta link: start follows a leader hint and registers with the leader") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  FakeMeta& c = fx.addMeta("meta.test:7002");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}, {"meta.test", 7002}};
+  fx.meta.leader = false;
+  fx.meta.hint = "meta.test:7002";
+  b.leader = false;
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  CHECK(c.registrations.size() == 1);
+  CHECK(b.calls == 0);
+  CHECK(fx.meta.calls == 1);
+  CHECK(link->current().toString() == "meta.test:7002");
+  CHECK(fx.elapsed() == 0 * kj::SECONDS);  // a hint is followed at once
+  CHECK(link->id() == ServerId(7));
+}
+
+TEST_CASE("meta link: a hint naming a server not in --meta is followed and learned") {
+  Fixture fx;
+  FakeMeta& other = fx.addMeta("meta.other:9000");
+  fx.meta.leader = false;
+  fx.meta.hint = "meta.other:9000";
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  CHECK(other.registrations.size() == 1);
+  CHECK(link->addresses().size() == 2);
+  CHECK(link->current().toString() == "meta.other:9000");
+}
+
+TEST_CASE("meta link: start skips a meta server that does not answer, or one without a hint") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}};
+  SUBCASE("it is dead") { fx.dialer.down.insert("meta.test:7000"); }
+  SUBCASE("its calls fail") { fx.meta.down = true; }
+  SUBCASE("it does not lead and knows no leader") { fx.meta.leader = false; }
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  CHECK(b.registrations.size() == 1);
+  CHECK(fx.meta.registrations.empty());
+  CHECK(link->current().toString() == "meta.test:7001");
+}
+
+TEST_CASE("meta link: start waits out an election and registers once a leader appears") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  FakeMeta& c = fx.addMeta("meta.test:7002");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}, {"meta.test", 7002}};
+  for (FakeMeta* m : {&fx.meta, &b, &c}) m->leader = false;
+  auto link = fx.link();
+  Status result = Error{Errc::kIo, "not done"};
+  bool done = false;
+  auto starting = link->start()
+                      .then([&](Status s) {
+                        result = kj::mv(s);
+                        done = true;
+                      })
+                      .eagerlyEvaluate(nullptr);
+  fx.loop.runUntil(fx.timer, [&] { return done || fx.elapsed() >= 3 * kj::SECONDS; });
+  REQUIRE(!done);
+  int callsDuringElection = fx.meta.calls + b.calls + c.calls;
+  CHECK(callsDuringElection >= 3);  // it kept asking, round robin
+  CHECK(callsDuringElection < 30);  // with a backoff
+  CHECK(fx.meta.calls > 0);
+  CHECK(b.calls > 0);
+  CHECK(c.calls > 0);
+  // b wins; the others learn it.
+  b.leader = true;
+  fx.meta.hint = c.hint = "meta.test:7001";
+  fx.loop.runUntil(fx.timer, [&] { return done; });
+  REQUIRE(result.ok());
+  CHECK(b.registrations.size() == 1);
+  CHECK(fx.elapsed() < 5 * kj::SECONDS);
+}
+
+TEST_CASE("meta link: servers whose hints name each other do not make it spin") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}};
+  fx.meta.leader = false;
+  fx.meta.hint = "meta.test:7001";
+  b.leader = false;
+  b.hint = "meta.test:7000";
+  auto s = fx.loop.pump(fx.timer, fx.link(/*connectTimeoutMs=*/3'000)->start());
+  REQUIRE(!s.ok());
+  CHECK(s.code() == Errc::kUnavailable);
+  CHECK(s.error().detail.find("cannot reach meta servers at meta.test:7000,meta.test:7001: ") == 0);
+  CHECK(fx.elapsed() >= 3 * kj::SECONDS);
+  CHECK(fx.elapsed() < 4 * kj::SECONDS);
+  int calls = fx.meta.calls + b.calls;
+  CAPTURE(calls);
+  // A few immediate retries per backoff (100 ms doubling to 1 s), not thousands.
+  CHECK(calls > 4);
+  CHECK(calls < 40);
+}
+
+TEST_CASE("meta link: when the leader changes, it registers with the new one, then heartbeats") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}};
+  b.leader = false;
+  b.hint = "meta.test:7000";
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  auto running = fx.running(*link);
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 2; });
+  CHECK(b.calls == 0);
+
+  SUBCASE("the old leader steps down and names the new one") {
+    fx.meta.leader = false;
+    fx.meta.hint = "meta.test:7001";
+  }
+  SUBCASE("the old leader dies") {
+    fx.meta.down = true;
+    fx.dialer.down.insert("meta.test:7000");
+  }
+  SUBCASE("the old leader steps down during an election") { fx.meta.leader = false; }
+  b.leader = true;
+  kj::TimePoint changed = fx.timer.now();
+  fx.loop.runUntil(fx.timer, [&] { return b.heartbeats.size() == 2; });
+  // The new leader learned this server's figures from its registration before any heartbeat,
+  // and never had to refuse a heartbeat from a server it did not know.
+  REQUIRE(b.events.size() == 3);
+  CHECK(b.events[0].first == "register");
+  CHECK(b.events[1].first == "heartbeat");
+  CHECK(b.events[2].first == "heartbeat");
+  CHECK(b.registrations[0].id == 7);
+  CHECK(b.registrations[0].clusterId == "cluster-a");
+  CHECK(b.registrations[0].address == "10.0.0.5:7500");
+  CHECK(b.events[0].second - changed <= 3 * kj::SECONDS);
+  CHECK(link->current().toString() == "meta.test:7001");
+  CHECK(fx.meta.registrations.size() == 1);
+}
+
+TEST_CASE("meta link: a leader that does not know this server gets a registration at once") {
+  Fixture fx;
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  auto running = fx.running(*link);
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 1; });
+  fx.meta.forget();  // a new leader at the same address, say
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 2; });
+  REQUIRE(fx.meta.events.size() == 5);
+  CHECK(fx.meta.events[0].first == "register");
+  CHECK(fx.meta.events[1].first == "heartbeat");
+  CHECK(fx.meta.events[2].first == "unknown");
+  CHECK(fx.meta.events[3].first == "register");
+  CHECK(fx.meta.events[4].first == "heartbeat");
+  // Registered in the same turn as the refused heartbeat, not after a backoff.
+  CHECK(fx.meta.events[3].second == fx.meta.events[2].second);
+  CHECK(fx.meta.registrations[1].id == 7);
+}
+
+TEST_CASE("meta link: a meta cluster of another cluster ends run() even after a leader change") {
+  Fixture fx;
+  FakeMeta& b = fx.addMeta("meta.test:7001");
+  fx.metaAddresses = {{"meta.test", 7000}, {"meta.test", 7001}};
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  fx.meta.leader = false;
+  fx.meta.hint = "meta.test:7001";
+  b.clusterId = "cluster-b";
+  auto s = fx.loop.pump(fx.timer, link->run());
+  CHECK(s.code() == Errc::kWrongCluster);
+  CHECK(b.registrations.size() == 1);
 }

@@ -42,6 +42,32 @@ TEST_CASE("address: host:port forms parse — bad ones say what is wrong") {
   }
 }
 
+TEST_CASE("address list: one or more HOST:PORT, comma separated — bad ones name the entry") {
+  auto one = parseAddressList("127.0.0.1:7420");
+  REQUIRE(one.ok());
+  REQUIRE(one->size() == 1);
+  CHECK((*one)[0].port == 7420);
+  auto three = parseAddressList("a:1, b:2 ,[::1]:3");
+  REQUIRE(three.ok());
+  REQUIRE(three->size() == 3);
+  CHECK((*three)[1].host == "b");
+  CHECK(joinAddresses(*three) == "a:1,b:2,[::1]:3");
+  struct Bad {
+    const char* text;
+    const char* says;
+  };
+  for (auto [text, says] : {Bad{"", "no address"}, Bad{" ", "no address"},
+                            Bad{"a:1,", "empty entry"}, Bad{"a:1,,b:2", "empty entry"},
+                            Bad{"a:1,b", "bad address 'b'"}, Bad{"a:0", "port 0"},
+                            Bad{"a:1,a:1", "a:1 is given twice"}}) {
+    CAPTURE(text);
+    auto r = parseAddressList(text);
+    REQUIRE(!r.ok());
+    CHECK(r.code() == Errc::kInvalid);
+    CHECK(r.error().detail.find(says) != std::string::npos);
+  }
+}
+
 TEST_CASE("sizes and durations: units, and garbage refused") {
   CHECK(*parseSize("4096") == 4096);
   CHECK(*parseSize("64K") == 65536);
