@@ -19,19 +19,12 @@
 
 #include "fs/log.h"
 #include "meta/ns/keys.h"
+#include "meta/ns/namespace_impl.h"
 #include "meta/ns/ops/ops.h"
 #include "meta/ns/records.h"
 #include "meta/ns/txn.h"
 
 namespace tessera::meta {
-
-struct Namespace::Impl {
-  // Declared first so it is destroyed last: the DB uses it until it closes.
-  std::unique_ptr<const leveldb::FilterPolicy> filter;
-  std::unique_ptr<leveldb::DB> db;
-  std::string path;
-  bool onDisk = false;  // the default Env: files are real, sync() must fsync them
-};
 
 namespace {
 
@@ -136,12 +129,14 @@ Result<std::unique_ptr<Namespace>> Namespace::open(const std::string& path, leve
   options.create_if_missing = true;
   options.filter_policy = impl->filter.get();
   if (env) options.env = env;
+  if (Status r = recoverSnapshotInstall(path, env); !r) return r.error();
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, path, &db);
   if (!s.ok()) return Error{Errc::kIo, "open namespace " + path + ": " + s.ToString()};
   impl->db.reset(db);
   impl->path = path;
   impl->onDisk = env == nullptr || env == leveldb::Env::Default();
+  impl->env = env;
   return std::unique_ptr<Namespace>(new Namespace(std::move(impl)));
 }
 

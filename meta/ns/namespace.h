@@ -120,7 +120,19 @@ class Namespace {
   // Everything applied so far is on disk when this returns ok.
   Status sync();
 
+  // --- Raft snapshots (meta/ns/snapshot.h; code in snapshot.cc) ---
+  // Replaces the whole store by the staging store a SnapshotWriter finished. Crash-safe: a
+  // crash at any point leaves a directory that open() turns into either the old store or the
+  // new one. The store is closed and reopened meanwhile; no SnapshotReader may be alive.
+  // kNotFound if there is no finished staging store; kIo if the switch fails (the store may
+  // then be closed: the caller must stop, and the next open() completes the switch).
+  Status installSnapshot();
+  // Removes a staging store, finished or not, without installing it.
+  void discardSnapshot();
+
  private:
+  friend class SnapshotReader;
+  friend class SnapshotWriter;
   struct Impl;
   explicit Namespace(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

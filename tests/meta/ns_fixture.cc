@@ -44,6 +44,12 @@ void NsFixture::open() {
 
 void NsFixture::close() { ns_.reset(); }
 
+void NsFixture::withClosed(const std::function<void()>& fn) {
+  close();
+  fn();
+  open();
+}
+
 void NsFixture::reopen() {
   close();
   open();

@@ -50,6 +50,11 @@ class NsFixture {
   void reopen();
   // Runs `fn` on the raw LevelDB with the namespace closed, then reopens the namespace.
   void withRawDb(const std::function<void(leveldb::DB&)>& fn);
+  // Runs `fn` with the namespace closed (to damage or rearrange its files), then reopens it.
+  void withClosed(const std::function<void()>& fn);
+  // Where the store lives, and its env (nullptr on disk).
+  const std::string& path() const { return path_; }
+  leveldb::Env* env() { return env_.get(); }
   // Every key and value in the store, in key order.
   std::vector<std::pair<std::string, std::string>> dump();
 
