@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
       ("tick", po::value<std::string>()->default_value("100ms"), "Raft tick")
       ("election-ticks", po::value<int>()->default_value(10),
        "ticks without a leader before an election (randomized up to twice that)")
+      ("snapshot-entries", po::value<uint64_t>()->default_value(10000),
+       "compact the Raft log once this many entries were applied past its snapshot (0: never)")
+      ("snapshot-keep", po::value<uint64_t>()->default_value(1000),
+       "entries a compaction leaves in the log for followers that are a little behind")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error");
   auto opts = parseOptions(argc, argv, flags,
                            "usage: tessera-meta --dir DIR [--listen HOST:PORT] [options]\n"
@@ -167,6 +171,15 @@ int main(int argc, char** argv) {
     log::warn("raft log: dropped a torn tail of ", (*storage)->tornBytes(),
               " bytes (a crash mid-write); the others have those entries");
   }
+  // Compaction drops log entries only once the store holding their effects is synced, and an
+  // installed snapshot is in the store before the log records it: a store behind the log's
+  // snapshot lost synced data, and the entries it lacks are gone from the log.
+  if ((*ns)->appliedIndex() < (*storage)->snapshot().index.value) {
+    return fail("the namespace in " + dir + "/meta.db applied " +
+                std::to_string((*ns)->appliedIndex()) + " but the raft log starts after " +
+                std::to_string((*storage)->snapshot().index.value) +
+                ": the store lost data; move " + dir + " away and --join to resync");
+  }
   auto tick = parseDurationMs(vm["tick"].as<std::string>());
   if (!tick || *tick == 0) return fail("bad --tick");
 
@@ -189,6 +202,8 @@ int main(int argc, char** argv) {
   if (auto v = nodeConfig.raft.validate(); !v) return fail(v.error().detail);
   nodeConfig.tickMs = *tick;
   nodeConfig.seed = randomU64();
+  nodeConfig.snapshotEntries = vm["snapshot-entries"].as<uint64_t>();
+  nodeConfig.snapshotKeepEntries = vm["snapshot-keep"].as<uint64_t>();
   raft::RaftNode node(nodeConfig, **storage, **ns, io.provider->getTimer(),
                       io.provider->getNetwork(), peers);
 

@@ -667,9 +667,23 @@ kj::Promise<void> MetaService::raftStep(RaftStepContext context) {
 }
 
 kj::Promise<void> MetaService::raftSnapshot(RaftSnapshotContext context) {
-  toWire(Error{Errc::kNotSupported, "snapshot transfer is not implemented yet"},
-         context.getResults().initError());
-  return kj::READY_NOW;
+  auto p = context.getParams();
+  raft::RaftNode::SnapshotPiece piece;
+  piece.from = raft::NodeId(p.getFrom());
+  piece.term = raft::Term(p.getTerm());
+  piece.meta = raft::fromWire(p.getMeta());
+  piece.offset = p.getOffset();
+  auto data = p.getData();
+  piece.data.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+  piece.crc = p.getCrc();
+  piece.done = p.getDone();
+  piece.total = p.getTotal();
+  context.releaseParams();
+  return raft_.receiveSnapshot(std::move(piece)).then([context](Result<bool> r) mutable {
+    auto results = context.getResults();
+    setError(results, r);
+    if (r) results.setComplete(*r);
+  });
 }
 
 kj::Promise<void> MetaService::addMember(AddMemberContext context) {

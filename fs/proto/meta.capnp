@@ -118,10 +118,16 @@ interface MetaService {
   # --- the meta cluster (Raft) ---
   # Messages from another meta server's Raft core. The reply only says they arrived.
   raftStep @25 (messages :List(Raft.RaftMessage)) -> ();
-  # One piece of the state-machine snapshot `meta` that the leader `from` sends to a member
-  # whose log is behind its compacted log; `done` on the last piece, which installs it.
+  # One piece of the state-machine snapshot `meta` that the leader `from` (in `term`) sends to
+  # a member whose log is behind its compacted log; `done` on the last piece, which installs
+  # it. `data` is whole records (meta/ns/snapshot.h) starting at byte `offset` of the stream,
+  # `crc` its crc32c; `total` (with `done`) the size of the whole stream. A piece that does not
+  # check out is refused with an error and nothing of it is applied; the leader starts over
+  # later. `complete`: the member has the snapshot's state now (installed, or it was already
+  # there): send no more pieces.
   raftSnapshot @26 (from :UInt64, meta :Raft.RaftSnapshotMeta, offset :UInt64, data :Data,
-                    done :Bool) -> (error :Common.Error);
+                    done :Bool, term :UInt64, crc :UInt32, total :UInt64)
+      -> (error :Common.Error, complete :Bool);
   # Admin, on the leader: add a member (started with --join) or remove one, one at a time;
   # hand leadership to `id` (0: any other member).
   addMember @27 (id :UInt64, address :Text) -> (error :Common.Error);

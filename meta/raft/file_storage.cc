@@ -324,6 +324,12 @@ Status FileStorage::sync() {
   return deleteCoveredSegments();
 }
 
+Status FileStorage::rotate() {
+  if (auto s = openSegment(seq_ + 1); !s) return s;
+  if (::fdatasync(fd_) != 0) return ioError("sync the raft log", errno);
+  return deleteCoveredSegments();
+}
+
 Status FileStorage::deleteCoveredSegments() {
   // A segment other than the current one goes once every entry it holds is in the snapshot:
   // the segments after it repeat the hard state and snapshot at their head.

@@ -75,6 +75,11 @@ class FileStorage final : public RaftStorage {
   Status sync();
   // Applies `batch` (already written and synced) to the view the core reads.
   Status commit(const Batch& batch);
+  // Closes the segment written to (after sync()) and starts the next one, which opens with the
+  // newest hard state and snapshot; then deletes the segments wholly covered by the snapshot.
+  // The node calls it after a compaction so that the entries it covers leave the disk now, not
+  // only once a segment fills up. Same threading as sync().
+  Status rotate();
 
   // Bytes cut off a torn tail at open (0 for a clean log), for the log line and tests.
   uint64_t tornBytes() const { return tornBytes_; }

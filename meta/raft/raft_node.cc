@@ -6,7 +6,9 @@
 
 #include <cstring>
 
+#include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/wire.h"
 #include "fs/options.h"
 #include "meta/raft/raft_wire.h"
 
@@ -17,6 +19,12 @@ void RaftNode::ErrorHandler::taskFailed(kj::Exception&& e) {
 }
 
 namespace {
+
+// We cannot know what reached the disk: acting on it could break Raft's promises.
+[[noreturn]] bool fatalLogError(const Error& e) {
+  log::error("raft log: ", e.toString().c_str(), "; stopping");
+  _exit(1);
+}
 
 RaftConfig withApplied(RaftConfig c, uint64_t applied) {
   c.applied = LogIndex(applied);
@@ -36,16 +44,24 @@ RaftNode::RaftNode(const NodeConfig& config, FileStorage& storage, Namespace& ns
       rng_(config.seed),
       addresses_(std::move(addresses)),
       tasks_(errorHandler_) {
-  // The state machine may be ahead of the snapshot (its writes go to LevelDB with every apply):
-  // entries up to what it applied are not delivered again.
-  applied_ = std::max(ns_.appliedIndex(), storage_.snapshot().index.value);
+  // The state machine is durable on its own and may be ahead of the log's commit index (which
+  // is synced lazily) or of what the log still holds (it installed a snapshot and stopped before
+  // the log recorded it). The core starts from what it may call applied; apply() skips every
+  // entry the store has, so nothing is applied twice, and nothing past it is skipped.
+  applied_ = ns_.appliedIndex();
+  uint64_t snapshotIndex = storage_.snapshot().index.value;
+  if (applied_ < snapshotIndex) {
+    // main() refuses to start like this; the log's snapshot would hide entries the store lacks.
+    log::error("raft node: the store applied ", applied_, " but the log starts after ",
+               snapshotIndex);
+  }
   uint64_t startAt = std::min(applied_, storage_.hardState().commit.value);
-  startAt = std::max(startAt, storage_.snapshot().index.value);
-  applied_ = startAt;
+  startAt = std::max(startAt, snapshotIndex);
   core_ = std::make_unique<RaftCore>(withApplied(config.raft, startAt), storage_, rng_);
   for (auto& m : ns_.members()) addresses_[NodeId(m.id)] = m.address;
   log::info("raft node ", config.raft.id.value, ": term ", core_->term().value, ", log ",
-            core_->firstIndex().value, "..", core_->lastIndex().value, ", applied ", applied_);
+            core_->firstIndex().value, "..", core_->lastIndex().value, " (snapshot at ",
+            snapshotIndex, "), commit ", core_->commit().value, ", store applied ", applied_);
 }
 
 RaftNode::~RaftNode() = default;
@@ -84,7 +100,15 @@ kj::Promise<void> RaftNode::tick() {
 }
 
 void RaftNode::kick() {
-  if (processing_ || !core_->hasReady()) return;
+  if (processing_) return;
+  // A received snapshot replaces the store between two Readies: none is half applied, and no
+  // compaction is syncing the store.
+  if (pendingInstall_) {
+    PendingInstall p = std::move(*pendingInstall_);
+    pendingInstall_.reset();
+    install(std::move(p));
+  }
+  if (!core_->hasReady()) return;
   processing_ = true;
   tasks_.add(handleReady());
 }
@@ -106,15 +130,8 @@ kj::Promise<void> RaftNode::handleReady() {
     durable = disk_.run([this] { return storage_.sync(); });
   }
   return durable.then([this, rd, batch](Status s) {
-    if (!s) {
-      // We cannot know what reached the disk: acting on it could break Raft's promises.
-      log::error("raft log write failed: ", s.error().toString().c_str(), "; stopping");
-      _exit(1);
-    }
-    if (auto c = storage_.commit(*batch); !c) {
-      log::error("raft log view: ", c.error().toString().c_str(), "; stopping");
-      _exit(1);
-    }
+    if (!s) fatalLogError(s.error());
+    if (auto c = storage_.commit(*batch); !c) fatalLogError(c.error());
     if (rd->softState) {
       const SoftState& ss = *rd->softState;
       if (ss.role == Role::kLeader) {
@@ -147,13 +164,60 @@ kj::Promise<void> RaftNode::handleReady() {
     }
     serveReads();
     core_->advance(*rd);
-    processing_ = false;
-    kick();
+    return maybeCompact().then([this] {
+      processing_ = false;
+      kick();
+    });
   });
+}
+
+// Runs inside the Ready pipeline (processing_), so nothing applies to the store meanwhile.
+kj::Promise<void> RaftNode::maybeCompact() {
+  if (config_.snapshotEntries == 0) return kj::READY_NOW;
+  LogIndex snapshot = storage_.snapshot().index;
+  LogIndex applied = core_->applied();
+  if (applied.value < snapshot.value + config_.snapshotEntries + config_.snapshotKeepEntries) {
+    return kj::READY_NOW;
+  }
+  auto meta = core_->snapshotMeta(applied - config_.snapshotKeepEntries);
+  if (!meta) {
+    log::warn("raft: no snapshot at ", applied.value - config_.snapshotKeepEntries, ": ",
+              meta.error().toString().c_str());
+    return kj::READY_NOW;
+  }
+  auto batch = std::make_shared<FileStorage::Batch>();
+  batch->snapshot = *meta;
+  // The log may forget entries only once the store that holds their effects is durable.
+  return disk_.run([this] { return ns_.sync(); })
+      .then([this, batch](Status synced) -> kj::Promise<bool> {
+        if (!synced) {
+          log::warn("raft: not compacting, the store did not sync: ",
+                    synced.error().toString().c_str());
+          return false;
+        }
+        Status written = storage_.write(*batch);
+        if (!written) return fatalLogError(written.error());
+        return disk_.run([this] {
+                 Status s = storage_.sync();
+                 return s ? storage_.rotate() : s;
+               })
+            .then([](Status s) -> bool {
+              if (!s) fatalLogError(s.error());
+              return true;
+            });
+      })
+      .then([this, batch](bool compacted) {
+        if (!compacted) return;
+        if (auto c = storage_.commit(*batch); !c) fatalLogError(c.error());
+        log::info("raft node ", id().value, ": compacted the log up to ",
+                  batch->snapshot->index.value, ", ", storage_.segmentCount(),
+                  " segment(s) left");
+      });
 }
 
 void RaftNode::apply(const std::vector<Entry>& committed) {
   for (const Entry& e : committed) {
+    // The store has it already (restart, or a snapshot installed past it).
     if (e.index.value <= applied_) continue;
     Result<Applied> result = Applied{};
     if (e.type == Entry::Type::kConfChange || e.data.empty()) {
@@ -308,6 +372,11 @@ Status RaftNode::transferLeadership(NodeId to) {
 
 void RaftNode::receive(std::vector<Message> messages) {
   for (const Message& m : messages) {
+    if (m.type == MessageType::kSnap) {
+      // Its data never came: stepping it would make the core believe the store has it.
+      log::warn("raft: dropped a snapshot message without its data from ", m.from.value);
+      continue;
+    }
     if (auto s = core_->step(m); !s) {
       log::debug("raft: refused ", m.toString().c_str(), ": ", s.error().toString().c_str());
     }
@@ -321,10 +390,7 @@ void RaftNode::send(std::vector<Message> messages) {
   std::set<NodeId> touched;
   for (Message& m : messages) {
     if (m.type == MessageType::kSnap) {
-      // TODO(cleanup): stream the state machine to members that need compacted entries. The
-      // node does not compact its log yet, so a leader never has to.
-      log::warn("raft: snapshot to ", m.to.value, " requested but not supported yet");
-      core_->reportSnapshot(m.to, false);
+      startSnapshot(m.to);
       continue;
     }
     touched.insert(m.to);
@@ -389,6 +455,242 @@ void RaftNode::peerFailed(NodeId to) {
   tasks_.add(kj::evalLater([c = kj::mv(conn)]() mutable {}));
   core_->reportUnreachable(to);
   kick();
+}
+
+// --- snapshots -----------------------------------------------------------------------------
+
+// The core asks for a snapshot of what it compacted; we send the store as it is now, which
+// has applied at least that much, under its own index: what the follower's core is told then
+// matches what its store holds.
+void RaftNode::startSnapshot(NodeId to) {
+  if (outbound_.count(to)) return;  // one stream per follower; it reports when it ends
+  if (peers_[to].service == nullptr) {
+    connect(to);
+    core_->reportSnapshot(to, false);
+    return;
+  }
+  auto out = std::make_unique<Outbound>();
+  out->reader = std::make_unique<SnapshotReader>(ns_);
+  auto meta = core_->snapshotMeta(LogIndex(out->reader->appliedIndex()));
+  if (!meta) {
+    log::warn("raft: no snapshot for member ", to.value, " at index ",
+              out->reader->appliedIndex(), ": ", meta.error().toString().c_str());
+    core_->reportSnapshot(to, false);
+    return;
+  }
+  out->meta = *meta;
+  out->term = core_->term();
+  log::info("raft node ", id().value, ": sending a snapshot at index ", meta->index.value,
+            " (term ", meta->term.value, ") to member ", to.value);
+  Outbound& ref = *out;
+  outbound_.emplace(to, std::move(out));
+  ref.task = kj::evalLater([this, to] { return sendSnapshotPiece(to); })
+                 .eagerlyEvaluate([this, to, stream = &ref](kj::Exception&& e) {
+                   // A fault the chain did not turn into an end (a malformed reply).
+                   auto it = outbound_.find(to);
+                   if (it != outbound_.end() && it->second.get() == stream) {
+                     endSnapshot(to, false, e.getDescription().cStr());
+                   }
+                 });
+}
+
+// One piece per call, the next once the follower has written it: one piece in memory on each
+// side, and a follower that fails stops the stream at once.
+kj::Promise<void> RaftNode::sendSnapshotPiece(NodeId to) {
+  auto it = outbound_.find(to);
+  if (it == outbound_.end()) return kj::READY_NOW;
+  Outbound& out = *it->second;
+  if (!isLeader() || core_->term() != out.term) {
+    endSnapshot(to, false, "no longer the leader");
+    return kj::READY_NOW;
+  }
+  proto::MetaService::Client* service = nullptr;
+  KJ_IF_MAYBE (s, peers_[to].service) { service = s; }
+  if (!service) {
+    endSnapshot(to, false, "disconnected");
+    return kj::READY_NOW;
+  }
+  uint64_t offset = out.reader->offset();
+  auto piece = out.reader->next(config_.snapshotPieceBytes);
+  if (!piece) {
+    endSnapshot(to, false, piece.error().toString());
+    return kj::READY_NOW;
+  }
+  bool done = out.reader->done();
+  auto req = service->raftSnapshotRequest();
+  req.setFrom(id().value);
+  req.setTerm(out.term.value);
+  toWire(out.meta, req.initMeta());
+  req.setOffset(offset);
+  req.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(piece->data()), piece->size()));
+  req.setCrc(crc32c(piece->data(), piece->size()));
+  req.setDone(done);
+  req.setTotal(out.reader->offset());
+  return withTimeout(timer_, config_.snapshotCallTimeoutMs, req.send())
+      .then(
+          [this, to, done](capnp::Response<proto::MetaService::RaftSnapshotResults>&& r)
+              -> kj::Promise<void> {
+            if (Status s = tessera::fromWire(r.getError()); !s) {
+              endSnapshot(to, false, "member refused it: " + s.error().toString());
+            } else if (r.getComplete()) {
+              endSnapshot(to, true, "");
+            } else if (done) {
+              endSnapshot(to, false, "member did not install it");
+            } else {
+              return sendSnapshotPiece(to);
+            }
+            return kj::READY_NOW;
+          },
+          [this, to](kj::Exception&& e) {
+            endSnapshot(to, false, e.getDescription().cStr());
+          });
+}
+
+void RaftNode::endSnapshot(NodeId to, bool ok, const std::string& why) {
+  auto it = outbound_.find(to);
+  if (it == outbound_.end()) return;
+  std::unique_ptr<Outbound> out = std::move(it->second);
+  outbound_.erase(it);
+  out->reader.reset();  // releases the LevelDB snapshot now
+  if (ok) {
+    ++snapshotsSent_;
+    log::info("raft node ", id().value, ": member ", to.value, " has the snapshot at index ",
+              out->meta.index.value);
+  } else {
+    log::warn("raft: snapshot to member ", to.value, " failed: ", why.c_str());
+  }
+  if (isLeader() && core_->term() == out->term) {
+    core_->reportSnapshot(to, ok);
+    kick();
+  }
+  // We may be running inside out->task: it goes on a later turn.
+  tasks_.add(kj::evalLater([o = std::move(out)]() mutable { o.reset(); }));
+}
+
+void RaftNode::cancelSnapshots() {
+  std::vector<NodeId> ids;
+  for (auto& [to, out] : outbound_) ids.push_back(to);
+  for (NodeId to : ids) endSnapshot(to, false, "this node installs a snapshot itself");
+}
+
+// Releases Inbound::busy when the write of a piece ends, also when the call is cancelled
+// (dropping the worker's promise waits for the write to finish first).
+struct RaftNode::BusyGuard {
+  std::unique_ptr<Inbound>* inbound;
+  uint64_t seq;
+  ~BusyGuard() {
+    if (*inbound && (*inbound)->seq == seq) (*inbound)->busy = false;
+  }
+};
+
+kj::Promise<Result<bool>> RaftNode::receiveSnapshot(SnapshotPiece p) {
+  using R = Result<bool>;
+  if (!p.from || p.from == id()) return R(Error{Errc::kInvalid, "snapshot from a bad sender"});
+  if (p.term < core_->term()) {
+    return R(Error{Errc::kStale, "snapshot from the leader of an older term"});
+  }
+  if (isLeader()) return R(Error{Errc::kBusy, "this node leads; it steps down first"});
+  if (!p.meta.index) return R(Error{Errc::kInvalid, "snapshot at index 0"});
+  const auto& voters = p.meta.conf.voters;
+  for (size_t i = 0; i < voters.size(); ++i) {
+    if (!voters[i] || (i > 0 && voters[i] <= voters[i - 1])) {
+      return R(Error{Errc::kInvalid, "snapshot configuration not sorted and distinct"});
+    }
+  }
+  if (pendingInstall_) return R(Error{Errc::kBusy, "installing a snapshot"});
+  if (p.offset == 0) {
+    if (inbound_ && inbound_->busy) return R(Error{Errc::kBusy, "writing a snapshot piece"});
+    inbound_.reset();
+    if (p.meta.index.value <= applied_) {
+      // The store is there already; only the log needs to learn about the snapshot.
+      log::info("raft node ", id().value, ": the store has applied ", applied_,
+                ", at or past the snapshot at ", p.meta.index.value, " from member ",
+                p.from.value);
+      stepSnapshot(p.from, p.term, p.meta);
+      kick();
+      return R(true);
+    }
+    auto writer = SnapshotWriter::create(ns_);
+    if (!writer) return R(writer.error());
+    inbound_ = std::make_unique<Inbound>();
+    inbound_->seq = ++inboundSeq_;
+    inbound_->from = p.from;
+    inbound_->term = p.term;
+    inbound_->meta = p.meta;
+    inbound_->writer = std::move(*writer);
+    log::info("raft node ", id().value, ": receiving a snapshot at index ", p.meta.index.value,
+              " (term ", p.meta.term.value, ") from member ", p.from.value);
+  } else if (!inbound_ || inbound_->from != p.from || inbound_->term != p.term ||
+             inbound_->meta != p.meta) {
+    return R(Error{Errc::kInvalid, "snapshot piece at offset " + std::to_string(p.offset) +
+                                       " of a stream that did not start here"});
+  } else if (inbound_->busy) {
+    return R(Error{Errc::kBusy, "writing a snapshot piece"});
+  }
+  Inbound* in = inbound_.get();
+  in->busy = true;
+  auto guard = std::make_shared<BusyGuard>(BusyGuard{&inbound_, in->seq});
+  auto piece = std::make_shared<SnapshotPiece>(std::move(p));
+  return snapDisk_
+      .run([in, piece]() -> Status {
+        Status s = in->writer->add(piece->offset, piece->data, piece->crc);
+        if (s && piece->done) s = in->writer->finish(piece->total, piece->meta.index.value);
+        return s;
+      })
+      .then([this, guard, piece](Status s) -> kj::Promise<Result<bool>> {
+        if (!s) {
+          log::warn("raft: refused a snapshot piece at offset ", piece->offset, " from member ",
+                    piece->from.value, ": ", s.error().toString().c_str());
+          inbound_.reset();  // the leader starts over
+          return R(s.error());
+        }
+        if (!piece->done) return R(false);
+        log::info("raft node ", id().value, ": received the whole snapshot at index ",
+                  piece->meta.index.value, " (", piece->total, " bytes)");
+        inbound_.reset();
+        auto paf = kj::newPromiseAndFulfiller<Result<bool>>();
+        pendingInstall_ =
+            PendingInstall{piece->from, piece->term, piece->meta, kj::mv(paf.fulfiller)};
+        kick();
+        return kj::mv(paf.promise);
+      });
+}
+
+void RaftNode::install(PendingInstall p) {
+  if (p.term < core_->term() || isLeader()) {
+    ns_.discardSnapshot();
+    p.fulfiller->fulfill(Result<bool>(Error{Errc::kStale, "a newer term began meanwhile"}));
+    return;
+  }
+  if (p.meta.index.value <= applied_) {
+    ns_.discardSnapshot();  // applied past it meanwhile
+  } else {
+    cancelSnapshots();
+    if (Status s = ns_.installSnapshot(); !s) {
+      // The store may be closed now; the next start finishes the switch (snapshot.h).
+      log::error("raft: installing the snapshot: ", s.error().toString().c_str(), "; stopping");
+      _exit(1);
+    }
+    applied_ = ns_.appliedIndex();
+    for (auto& m : ns_.members()) addresses_[NodeId(m.id)] = m.address;
+    ++snapshotsInstalled_;
+    log::info("raft node ", id().value, ": installed the snapshot at index ",
+              p.meta.index.value, " from member ", p.from.value, " (InstallSnapshot)");
+  }
+  stepSnapshot(p.from, p.term, p.meta);
+  p.fulfiller->fulfill(Result<bool>(true));
+}
+
+void RaftNode::stepSnapshot(NodeId from, Term term, const SnapshotMeta& meta) {
+  Message m;
+  m.type = MessageType::kSnap;
+  m.from = from;
+  m.to = id();
+  m.term = term;
+  m.snapshot = meta;
+  if (auto s = core_->step(m); !s) {
+    log::warn("raft: the core refused the snapshot message: ", s.error().toString().c_str());
+  }
 }
 
 }  // namespace tessera::meta::raft

@@ -14,11 +14,27 @@
 // first entry (leaderReady()): then the state machine holds every id any earlier leader handed
 // out, and the service can continue above them.
 //
+// Snapshots. The state machine is durable on its own (LevelDB, index of the last applied entry
+// in it), so a snapshot is "the store as of applied index X". Compaction: once
+// snapshotEntries + snapshotKeepEntries entries were applied past the log's snapshot, the node
+// syncs the store and records a snapshot at applied - snapshotKeepEntries in the log, which
+// then drops (and deletes the segments of) the entries it covers. A follower that needs
+// compacted entries gets the store instead: the leader streams a consistent LevelDB snapshot in
+// pieces (raftSnapshot, meta/ns/snapshot.h), named by its own applied index; the follower
+// stages it beside its store, swaps it in once it is complete and checked, and only then steps
+// the snapshot message into its core. A follower whose store already is at or past the
+// snapshot steps the message without the data.
+//
+// Restart: the store's applied index A may be ahead of the log's commit (commits are synced
+// lazily) and is at or past the log's snapshot. Entries at or below A are never applied again,
+// entries past it come from the log or the leader.
+//
 // Not thread-safe: lives on the meta server's event loop.
 #pragma once
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +45,7 @@
 #include "fs/rpc.h"
 #include "fs/worker.h"
 #include "meta/ns/namespace.h"
+#include "meta/ns/snapshot.h"
 #include "meta/raft/file_storage.h"
 #include "meta/raft/raft_core.h"
 
@@ -40,6 +57,13 @@ struct NodeConfig {
   uint64_t seed = 0;             // election timeouts
   uint64_t connectTimeoutMs = 2000;
   uint64_t callTimeoutMs = 5000;
+  // Compaction (see above); 0 snapshotEntries: never compact.
+  uint64_t snapshotEntries = 10000;
+  uint64_t snapshotKeepEntries = 1000;
+  // Snapshot streaming: bytes per raftSnapshot call, and how long one may take (the last one
+  // installs).
+  size_t snapshotPieceBytes = 1 << 20;
+  uint64_t snapshotCallTimeoutMs = 30000;
 };
 
 class RaftNode {
@@ -65,8 +89,27 @@ class RaftNode {
   kj::Promise<Status> removeMember(NodeId id);
   Status transferLeadership(NodeId to);
 
-  // Messages from a peer (MetaService.raftStep).
+  // Messages from a peer (MetaService.raftStep). Snapshot messages are dropped: they come only
+  // with their data, through receiveSnapshot().
   void receive(std::vector<Message> messages);
+  // One piece of a snapshot from the leader `from` in `term` (MetaService.raftSnapshot; the
+  // format is meta/ns/snapshot.h). Resolves with true once this node has the snapshot's state
+  // (the last piece installed it, or the store already was there), false if more pieces are
+  // welcome. Errors: kStale for a leader of an older term; kInvalid for a piece that does not
+  // follow the one before (the leader starts over); kCorruption for a piece that fails its
+  // checks; kBusy while the previous piece is being written. Nothing of a refused piece is
+  // applied.
+  struct SnapshotPiece {
+    NodeId from;
+    Term term;
+    SnapshotMeta meta;
+    uint64_t offset = 0;
+    std::string data;
+    uint32_t crc = 0;
+    bool done = false;
+    uint64_t total = 0;
+  };
+  kj::Promise<Result<bool>> receiveSnapshot(SnapshotPiece piece);
 
   bool isLeader() const { return core_->role() == Role::kLeader; }
   bool leaderReady() const { return isLeader() && leaderReady_; }
@@ -76,7 +119,11 @@ class RaftNode {
   // An Error kNotLeader naming the leader's address if known.
   Error notLeader() const;
   RaftStatus status() const { return core_->status(); }
+  // The last entry the state machine applied.
   uint64_t appliedIndex() const { return applied_; }
+  // Snapshots sent and installed since start, for tests and status.
+  uint64_t snapshotsSent() const { return snapshotsSent_; }
+  uint64_t snapshotsInstalled() const { return snapshotsInstalled_; }
 
   // Called when this node became leader and applied its log up to its own first entry, and
   // when it stops leading.
@@ -96,8 +143,41 @@ class RaftNode {
     std::vector<Message> queue;  // waiting for the connection
   };
 
+  // A snapshot stream to one follower.
+  struct Outbound {
+    std::unique_ptr<SnapshotReader> reader;
+    SnapshotMeta meta;
+    Term term;
+    kj::Promise<void> task = nullptr;
+  };
+  // The snapshot being received.
+  struct Inbound {
+    uint64_t seq = 0;
+    NodeId from;
+    Term term;
+    SnapshotMeta meta;
+    std::unique_ptr<SnapshotWriter> writer;
+    bool busy = false;  // a piece is being written on the snapshot thread
+  };
+  struct BusyGuard;
+  // A received, checked snapshot waiting for the Ready pipeline to be idle.
+  struct PendingInstall {
+    NodeId from;
+    Term term;
+    SnapshotMeta meta;
+    kj::Own<kj::PromiseFulfiller<Result<bool>>> fulfiller;
+  };
+
   void kick();
   kj::Promise<void> handleReady();
+  // After a Ready: compacts the log if enough was applied; resolves when done.
+  kj::Promise<void> maybeCompact();
+  void startSnapshot(NodeId to);
+  kj::Promise<void> sendSnapshotPiece(NodeId to);
+  void endSnapshot(NodeId to, bool ok, const std::string& why);
+  void cancelSnapshots();
+  void install(PendingInstall p);
+  void stepSnapshot(NodeId from, Term term, const SnapshotMeta& meta);
   void apply(const std::vector<Entry>& committed);
   void send(std::vector<Message> messages);
   void flush(NodeId to);
@@ -119,8 +199,17 @@ class RaftNode {
   std::map<NodeId, Peer> peers_;
   std::map<NodeId, std::string> addresses_;
   std::map<LogIndex, Pending> pending_;  // proposals by log index
-  uint64_t applied_ = 0;
+  uint64_t applied_ = 0;  // the state machine's, which may be ahead of the core's
   bool processing_ = false;
+  std::map<NodeId, std::unique_ptr<Outbound>> outbound_;
+  std::unique_ptr<Inbound> inbound_;
+  uint64_t inboundSeq_ = 0;
+  std::optional<PendingInstall> pendingInstall_;
+  // Writes received snapshot pieces. Declared after inbound_ so it is joined before the
+  // writer it may be using goes away.
+  WorkerThread snapDisk_;
+  uint64_t snapshotsSent_ = 0;
+  uint64_t snapshotsInstalled_ = 0;
   bool leaderReady_ = false;
   Term leaderTerm_;
   // ReadIndex: reads wait for the round that started after them.

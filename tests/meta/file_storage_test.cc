@@ -242,3 +242,46 @@ TEST_CASE("raft log: entries of an old leader before an installed snapshot never
   REQUIRE(got.size() == 5);
   for (auto& e : got) CHECK(e.term == Term(3));
 }
+
+TEST_CASE("raft log: rotating after a compaction deletes the segments it covers at once") {
+  test::TempDir tmp;
+  std::string dir = tmp / "wal";
+  auto compactTo = [](FileStorage& s, uint64_t index) {
+    FileStorage::Batch compact;
+    compact.snapshot = SnapshotMeta{LogIndex(index), Term(1), three()};
+    REQUIRE(s.write(compact).ok());
+    REQUIRE(s.sync().ok());
+    REQUIRE(s.rotate().ok());
+    REQUIRE(s.commit(compact).ok());
+  };
+  {
+    // Segments far larger than the log: without rotate() one segment would hold it all.
+    auto s = FileStorage::open(dir, three());
+    REQUIRE(s.ok());
+    for (uint64_t i = 1; i <= 20; ++i) {
+      FileStorage::Batch b;
+      b.entries = {entry(1, i, "x")};
+      b.hardState = HardState{Term(1), NodeId(1), LogIndex(i)};
+      persist(**s, b);
+    }
+    auto first = segments(dir);
+    REQUIRE(first.size() == 1);
+    // Entries 13..20 stay: so does the segment holding them.
+    compactTo(**s, 12);
+    CHECK(segments(dir).size() == 2);
+    CHECK(segments(dir).front() == first.front());
+    FileStorage::Batch more;
+    more.entries = {entry(1, 21, "y")};
+    more.hardState = HardState{Term(1), NodeId(1), LogIndex(21)};
+    persist(**s, more);
+    compactTo(**s, 21);
+    auto now = segments(dir);
+    CHECK(now.size() == 1);
+    CHECK(std::find(now.begin(), now.end(), first.front()) == now.end());
+  }
+  auto s = FileStorage::open(dir, three());
+  REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().toString()));
+  CHECK((*s)->snapshot().index == LogIndex(21));
+  CHECK((*s)->lastIndex() == LogIndex(21));
+  CHECK((*s)->hardState().commit == LogIndex(21));
+}
