@@ -110,6 +110,9 @@ int main(int argc, char** argv) {
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
       ("peers", po::value<std::string>(),
        "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
+      ("raft-route", po::value<std::string>(),
+       "send Raft traffic for some members elsewhere than their --peers address (a replication "
+       "network, a tunnel): ID=HOST:PORT,...; clients are still told the --peers addresses")
       ("join", "start outside the group, to be added to a running one (tessera meta add)")
       ("tick", po::value<std::string>()->default_value("100ms"), "Raft tick")
       ("election-ticks", po::value<int>()->default_value(10),
@@ -201,6 +204,11 @@ int main(int argc, char** argv) {
   nodeConfig.raft.heartbeatTick = 1;
   if (auto v = nodeConfig.raft.validate(); !v) return fail(v.error().detail);
   nodeConfig.tickMs = *tick;
+  if (vm.count("raft-route")) {
+    auto routes = parsePeers(vm["raft-route"].as<std::string>());
+    if (!routes) return fail("--raft-route: " + routes.error().detail);
+    nodeConfig.routes = std::move(*routes);
+  }
   nodeConfig.seed = randomU64();
   nodeConfig.snapshotEntries = vm["snapshot-entries"].as<uint64_t>();
   nodeConfig.snapshotKeepEntries = vm["snapshot-keep"].as<uint64_t>();
