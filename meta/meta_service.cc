@@ -95,12 +95,15 @@ void MetaService::becameLeader() {
   for (auto& rec : ns_.servers()) {
     ServerState s;
     s.record = rec;
-    // Until they heartbeat here, servers count as up for one timeout: a leader change must not
-    // make a healthy cluster look dead (nor allocations fail) while heartbeats find us.
+    // Until they heartbeat here, servers count as up for a grace period: a leader change must
+    // not make a healthy cluster look dead (nor allocations fail) while heartbeats find us.
+    // Finding us takes a chunk server its call timeout to the old leader, then backoffs: give
+    // it more than one server timeout.
     s.up = true;
     s.lastHeartbeat = now;
     servers_.emplace(rec.id, std::move(s));
   }
+  graceUntil_ = now + std::max<uint64_t>(2 * config_.serverTimeoutMs, 5'000) * kj::MILLISECONDS;
   log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode);
 }
 
@@ -120,6 +123,7 @@ kj::Promise<void> MetaService::run() {
 void MetaService::sweep() {
   if (!raft_.leaderReady()) return;
   auto now = timer_.now();
+  if (now < graceUntil_) return;
   for (auto& [id, s] : servers_) {
     if (s.up && now - s.lastHeartbeat > config_.serverTimeoutMs * kj::MILLISECONDS) {
       s.up = false;

@@ -104,6 +104,9 @@ class MetaService final : public proto::MetaService::Server {
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   kj::TimePoint started_;
+  // A new leader counts the chunk servers it knows as up until this time, or until they miss a
+  // heartbeat after it: they need a moment to find it after an election.
+  kj::TimePoint graceUntil_ = kj::origin<kj::TimePoint>();
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
