@@ -107,10 +107,12 @@ void Cluster::startMeta() {
   std::string portFile = dir() + "/meta.port";
   unlink(portFile.c_str());
   std::string listen = "127.0.0.1:" + std::to_string(metaPort_);  // 0 the first time
-  meta_ = Process::spawn({buildDir() + "/meta/tessera-meta", "--dir", dir() + "/meta", "--listen",
-                          listen, "--port-file", portFile, "--default-policy", options_.policy,
-                          "--server-timeout", options_.serverTimeout, "--log-level", logLevel()},
-                         dir() + "/meta.log");
+  std::vector<std::string> argv{buildDir() + "/meta/tessera-meta", "--dir", dir() + "/meta",
+                                "--listen", listen, "--port-file", portFile, "--default-policy",
+                                options_.policy, "--server-timeout", options_.serverTimeout,
+                                "--log-level", logLevel()};
+  argv.insert(argv.end(), options_.metaArgs.begin(), options_.metaArgs.end());
+  meta_ = Process::spawn(argv, dir() + "/meta.log");
   bool up = waitFor(15'000, [&] { return access(portFile.c_str(), R_OK) == 0 || !meta_.running(); });
   if (!up || !meta_.running()) throw std::runtime_error("tessera-meta did not start:\n" + slurp(dir() + "/meta.log"));
   metaPort_ = uint16_t(std::stoi(slurp(portFile)));

@@ -30,6 +30,7 @@ class Cluster {
     std::string serverTimeout = "2s";  // meta marks a silent chunk server down
     std::string ioTimeout = "10s";     // mount: a shard RPC fails after this
     std::string heartbeat = "250ms";
+    std::vector<std::string> metaArgs;  // more tessera-meta flags, e.g. --session-timeout 2s
   };
 
   explicit Cluster(Options options);
