@@ -16,7 +16,8 @@ using namespace tessera::test;
 
 namespace {
 
-constexpr int kTimeoutS = 2;  // --session-timeout of these clusters
+// --session-timeout of these clusters: short, with room for keepalives on a loaded machine.
+constexpr int kTimeoutS = 3;
 
 double nowSeconds() {
   timespec ts;
@@ -109,7 +110,7 @@ TEST_CASE("sessions: a killed mount's orphan goes after the session timeout, an 
   REQUIRE(idleFd >= 0);
   REQUIRE(unlink((c.mnt() + "/idle-held").c_str()) == 0);
 
-  // The doomed mount holds an unlinked file of two chunks' worth... of one chunk, then dies.
+  // The doomed mount holds an unlinked file (one chunk), then dies.
   auto doomed = std::make_unique<ExtraMount>(c, "doomed");
   writeAll(doomed->path + "/doomed-held", randomBytes(rng, 1 << 20));
   int doomedFd = open((doomed->path + "/doomed-held").c_str(), O_RDONLY);
@@ -128,7 +129,8 @@ TEST_CASE("sessions: a killed mount's orphan goes after the session timeout, an 
   REQUIRE(waitUntil(5 * kTimeoutS + 5, [&] { return inodesAndChunks(c).first == 2; }));
   double tookS = nowSeconds() - killedAt;
   MESSAGE("orphan of the killed mount deleted after " << tookS << " s");
-  CHECK(tookS >= kTimeoutS - 0.5);
+  // Its last contact may precede the kill by up to two keepalive intervals (2/3 timeout).
+  CHECK(tookS >= kTimeoutS / 3.0);
   CHECK(inodesAndChunks(c).second == 1);
   doomed.reset();
 
