@@ -107,6 +107,8 @@ int main(int argc, char** argv) {
        "policy of the root directory when the cluster is created")
       ("server-timeout", po::value<std::string>()->default_value("5s"),
        "a chunk server without a heartbeat this long is down")
+      ("session-timeout", po::value<std::string>()->default_value("60s"),
+       "a mount silent this long loses its session: its open files are released")
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
       ("peers", po::value<std::string>(),
        "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
@@ -136,6 +138,8 @@ int main(int argc, char** argv) {
   if (!policy) return fail(policy.error().detail);
   auto timeout = parseDurationMs(vm["server-timeout"].as<std::string>());
   if (!timeout) return fail(timeout.error().detail);
+  auto sessionTimeout = parseDurationMs(vm["session-timeout"].as<std::string>());
+  if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -218,6 +222,7 @@ int main(int argc, char** argv) {
   meta::MetaConfig config;
   config.address = bound;
   config.serverTimeoutMs = *timeout;
+  config.sessionTimeoutMs = *sessionTimeout;
   config.seed = randomU64();
   config.rootPolicy = *policy;
   config.newClusterId = newClusterId();
