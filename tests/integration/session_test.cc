@@ -145,7 +145,7 @@ TEST_CASE("sessions: a killed mount's orphan goes after the session timeout, an 
   CHECK(readAll(c.mnt() + "/after") == "still here");
   CHECK(close(idleFd) == 0);
   CHECK(waitUntil(10, [&] { return inodesAndChunks(c).first == 2; }));  // root + "after"
-  std::string meta = slurp(c.dir() + "/meta.log");
+  std::string meta = slurp(c.metaLog(0));
   CHECK(countOf(meta, "expired; its open files released") == 1);
   CHECK(countOf(slurp(c.dir() + "/mount.log"), "expired on the meta servers") == 0);
 }
@@ -165,7 +165,7 @@ TEST_CASE("sessions: a mount stopped past the session timeout opens a new sessio
 
   sleeper.process.signal(SIGSTOP);
   bool expired = waitUntil(5 * kTimeoutS + 5, [&] {
-    return countOf(slurp(c.dir() + "/meta.log"), "expired; its open files released") == 1;
+    return countOf(slurp(c.metaLog(0)), "expired; its open files released") == 1;
   });
   sleeper.process.signal(SIGCONT);
   REQUIRE(expired);
