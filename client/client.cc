@@ -101,28 +101,149 @@ void Client::TaskErrors::taskFailed(kj::Exception&& e) {
   log::error("client task failed: ", e.getDescription());
 }
 
+namespace {
+
+template <typename Response>
+Result<Attr> attrOf(Response& r) {
+  auto st = fromWire(r.getError());
+  if (!st) return st.error();
+  return fromWire(r.getAttr());
+}
+
+template <typename Response>
+Status statusOf(Response& r) {
+  return fromWire(r.getError());
+}
+
+}  // namespace
+
 kj::Promise<Status> Client::start() {
+  meta_.onStaleSession = [this](uint64_t stale) { return renewSession(stale); };
   return meta_.connect().then([this](Status s) -> kj::Promise<Status> {
     if (!s) return s;
-    return meta_
-        .call<uint64_t>("openSession", false,
-                        [this](MetaClient m) {
-                          auto req = m.openSessionRequest();
-                          req.setHost(config_.host);
-                          req.setMountpoint(config_.mountpoint);
-                          return req.send().then([](auto r) -> Result<uint64_t> {
-                            auto st = fromWire(r.getError());
-                            if (!st) return st.error();
-                            return r.getSession();
-                          });
-                        })
-        .then([this](Result<uint64_t> session) -> Status {
-          if (!session) return session.error();
-          session_ = SessionId(*session);
-          meta_.setSession(*session);
-          return Status();
-        });
+    return openSession().then([this](Result<Opened> opened) -> Status {
+      if (!opened) return opened.error();
+      session_ = SessionId(opened->session);
+      meta_.setSession(opened->session);
+      // A server that does not say its timeout is an older one: 10 s is safe under its 60 s.
+      keepaliveMs_ = config_.keepaliveMs    ? config_.keepaliveMs
+                     : opened->timeoutMs   ? std::max<uint64_t>(opened->timeoutMs / 3, 100)
+                                           : 10'000;
+      log::info("session ", opened->session, ", timeout ", opened->timeoutMs,
+                " ms, keepalive every ", keepaliveMs_, " ms");
+      keepalive_ = keepAliveLoop().eagerlyEvaluate([](kj::Exception&& e) {
+        log::error("keepalive stopped: ", e.getDescription());
+      });
+      return Status();
+    });
   });
+}
+
+kj::Promise<Result<Client::Opened>> Client::openSession() {
+  return meta_.call<Opened>("openSession", false, [this](MetaClient m) {
+    auto req = m.openSessionRequest();
+    req.setHost(config_.host);
+    req.setMountpoint(config_.mountpoint);
+    return req.send().then([](auto r) -> Result<Opened> {
+      auto st = fromWire(r.getError());
+      if (!st) return st.error();
+      return Opened{r.getSession(), r.getTimeoutMs()};
+    });
+  });
+}
+
+kj::Promise<void> Client::keepAliveLoop() {
+  auto interval = int64_t(keepaliveMs_) * kj::MILLISECONDS;
+  return timer_.afterDelay(interval).then([this, interval]() -> kj::Promise<void> {
+    // A mutation counts as contact: only an idle client needs to say it is alive.
+    if (timer_.now() - meta_.lastMutation() < interval || renewing_) return keepAliveLoop();
+    uint64_t session = session_.value;
+    return meta_
+        .call<bool>("keepAlive", true,
+                    [session](MetaClient m) {
+                      auto req = m.keepAliveRequest();
+                      req.setSession(session);
+                      return req.send().then([](auto r) -> Result<bool> {
+                        auto st = fromWire(r.getError());
+                        if (!st) return st.error();
+                        return true;
+                      });
+                    })
+        .then([this, session](Result<bool> r) -> kj::Promise<void> {
+          if (r.code() == Errc::kStale) return renewSession(session).ignoreResult();
+          // The link logs a lost leader once; the next round tries again.
+          if (!r) log::debug("keepalive: ", r.error().toString().c_str());
+          return kj::READY_NOW;
+        })
+        .then([this] { return keepAliveLoop(); });
+  });
+}
+
+kj::Promise<bool> Client::renewSession(uint64_t stale) {
+  if (renewing_) {
+    // A request of the old session waits for the new one; one of the new session (a reopen
+    // while renewing) cannot wait for the renewal it is part of.
+    if (stale == renewingFrom_) return KJ_ASSERT_NONNULL(renewal_).addBranch();
+    return false;
+  }
+  // Renewed already: the request is sent again under the new session.
+  if (stale != session_.value) return true;
+  renewing_ = true;
+  renewingFrom_ = stale;
+  std::vector<std::pair<InodeId, int>> held;
+  for (auto& [inode, f] : files_) {
+    if (f->opens > 0) held.emplace_back(inode, f->opens);
+  }
+  log::warn("session ", stale, " expired on the meta servers (this mount was silent longer ",
+            "than the session timeout); opening a new session and re-opening ", held.size(),
+            " open files");
+  auto done = openSession().then(
+      [this, held = kj::mv(held)](Result<Opened> opened) mutable -> kj::Promise<bool> {
+        if (!opened) {
+          log::error("opening a new session: ", opened.error().toString().c_str());
+          return false;
+        }
+        session_ = SessionId(opened->session);
+        meta_.setSession(opened->session);
+        log::info("session ", opened->session, " replaces expired session ", renewingFrom_);
+        return reopenAll(kj::mv(held), 0).then([] { return true; });
+      });
+  renewal_ = done.then([this](bool ok) {
+                   renewing_ = false;
+                   return ok;
+                 },
+                 [this](kj::Exception&& e) {
+                   renewing_ = false;
+                   log::error("renewing the session: ", e.getDescription());
+                   return false;
+                 })
+                 .fork();
+  return KJ_ASSERT_NONNULL(renewal_).addBranch();
+}
+
+kj::Promise<void> Client::reopenAll(std::vector<std::pair<InodeId, int>> files, size_t next) {
+  while (next < files.size() && files[next].second == 0) ++next;
+  if (next == files.size()) return kj::READY_NOW;
+  InodeId inode = files[next].first;
+  // One open handle on the meta server per open here: each release gives one back.
+  files[next].second--;
+  return meta_
+      .mutate<Attr>("reopen",
+                    [inode](MetaClient m, MetaLink::Req r) {
+                      auto req = m.openRequest();
+                      r.fill(req.initReq());
+                      req.setSession(r.session);
+                      req.setInode(inode.value);
+                      return req.send().then([](auto r) { return attrOf(r); });
+                    })
+      .then([this, inode, files = kj::mv(files), next](Result<Attr> a) mutable {
+        if (!a) {
+          log::warn("file ", inode.value, " held open could not be re-opened: ",
+                    a.error().toString().c_str());
+          files[next].second = 0;  // its other handles would fail alike
+        }
+        return reopenAll(kj::mv(files), next);
+      });
 }
 
 // --- per-file state --------------------------------------------------------------------------
@@ -176,21 +297,6 @@ Attr Client::merge(Attr attr) {
 
 // --- namespace -------------------------------------------------------------------------------
 
-namespace {
-
-template <typename Response>
-Result<Attr> attrOf(Response& r) {
-  auto st = fromWire(r.getError());
-  if (!st) return st.error();
-  return fromWire(r.getAttr());
-}
-
-template <typename Response>
-Status statusOf(Response& r) {
-  return fromWire(r.getError());
-}
-
-}  // namespace
 
 kj::Promise<Result<Attr>> Client::lookup(InodeId parent, std::string name) {
   return meta_
@@ -321,7 +427,6 @@ kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32
 
 kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint32_t mode,
                                          uint32_t uid, uint32_t gid) {
-  uint64_t session = session_.value;
   return meta_
       .mutate<Attr>("create",
                     [=](MetaClient m, MetaLink::Req r) {
@@ -332,7 +437,7 @@ kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint3
                       req.setMode(mode);
                       req.setUid(uid);
                       req.setGid(gid);
-                      req.setSession(session);
+                      req.setSession(r.session);  // the session it is sent under
                       return req.send().then([](auto r) { return attrOf(r); });
                     })
       .then([this](Result<Attr> a) -> Result<Attr> {
@@ -550,13 +655,12 @@ kj::Promise<Status> Client::syncMeta() {
 // --- open files ------------------------------------------------------------------------------
 
 kj::Promise<Result<Attr>> Client::open(InodeId inode) {
-  uint64_t session = session_.value;
   return meta_
       .mutate<Attr>("open",
                     [=](MetaClient m, MetaLink::Req r) {
                       auto req = m.openRequest();
                       r.fill(req.initReq());
-                      req.setSession(session);
+                      req.setSession(r.session);  // the session it is sent under
                       req.setInode(inode.value);
                       return req.send().then([](auto r) { return attrOf(r); });
                     })
@@ -580,14 +684,13 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
 kj::Promise<Status> Client::release(InodeId inode) {
   auto* f = find(inode);
   if (!f) return Status();
-  uint64_t session = session_.value;
-  return flush(inode).then([this, inode, session](Status flushed) {
+  return flush(inode).then([this, inode](Status flushed) {
     return meta_
         .mutate<bool>("release",
                       [=](MetaClient m, MetaLink::Req r) {
                         auto req = m.releaseRequest();
                         r.fill(req.initReq());
-                        req.setSession(session);
+                        req.setSession(r.session);  // the session it is sent under
                         req.setInode(inode.value);
                         return req.send().then([](auto r) -> Result<bool> {
                           auto st = statusOf(r);

@@ -52,6 +52,9 @@ struct ClientConfig {
   uint64_t metaCallTimeoutMs = 5'000;  // one attempt on one meta server, then the next
   uint64_t flushThreshold = 4 << 20; // pending bytes that start a background flush
   uint64_t pendingLimit = 16 << 20;  // pending + in-flight bytes before writes wait
+  // How often an idle client tells the meta leader its session is alive; 0: a third of the
+  // session timeout the meta server announces.
+  uint64_t keepaliveMs = 0;
 };
 
 struct DirEntry {
@@ -84,7 +87,11 @@ class Client {
   Client(kj::Network& network, kj::Timer& timer, ClientConfig config);
   ~Client();
 
-  // Connects to the meta server and opens this client's session.
+  // Connects to the meta server and opens this client's session, which it then keeps alive
+  // (keepAlive while idle). If the session expires anyway (the mount was stopped or cut off
+  // longer than the server's session timeout), the first request to notice opens a new one and
+  // re-opens every file this client holds open, with a warning: files unlinked while open are
+  // gone by then (their reopen fails, and so do reads of them that need the meta server).
   kj::Promise<Status> start();
   SessionId session() const { return session_; }
 
@@ -158,6 +165,17 @@ class Client {
   // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
   void forgetChunksFrom(FileState& f, uint64_t first);
 
+  // --- the session (start, keepalive, renewal after expiry) ---
+  struct Opened {
+    uint64_t session = 0, timeoutMs = 0;
+  };
+  kj::Promise<Result<Opened>> openSession();
+  kj::Promise<void> keepAliveLoop();
+  // The session `stale` expired: opens a new one and re-opens the files held open. True when
+  // requests may be sent again (under a new session); one renewal at a time.
+  kj::Promise<bool> renewSession(uint64_t stale);
+  kj::Promise<void> reopenAll(std::vector<std::pair<InodeId, int>> files, size_t next);
+
   kj::Timer& timer_;
   ClientConfig config_;
   MetaLink meta_;
@@ -173,6 +191,11 @@ class Client {
     void taskFailed(kj::Exception&& e) override;
   } taskErrors_;
   kj::TaskSet tasks_{taskErrors_};
+  uint64_t keepaliveMs_ = 10'000;
+  bool renewing_ = false;
+  uint64_t renewingFrom_ = 0;  // the expired session being replaced
+  kj::Maybe<kj::ForkedPromise<bool>> renewal_;
+  kj::Promise<void> keepalive_ = nullptr;  // last: stops before what it uses goes
 };
 
 }  // namespace tessera::client

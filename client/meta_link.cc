@@ -183,7 +183,7 @@ void MetaLink::startConnect() {
 
 void MetaLink::moveOn(uint64_t gen, const Error& e, bool failed) {
   if (gen != generation_) return;
-  if (failed && !searching_) {
+  if (failed && !searching_ && !leader_.empty()) {
     log::warn("meta server at ", current().toString().c_str(), ": ", e.toString().c_str(),
               "; looking for the leader");
     searching_ = true;

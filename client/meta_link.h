@@ -31,6 +31,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <kj/async-io.h>
@@ -104,22 +105,39 @@ class MetaLink {
   };
   // Runs a mutating call under one request id for all its attempts, on whichever server: the
   // meta cluster applies it once however often it is sent, so it is retried like an idempotent
-  // call.
+  // call. `fn` must take the session from the Req it is given (not from elsewhere): a request
+  // answered stale because its session expired is sent once more, under the new session, once
+  // onStaleSession has opened one (a stale answer means it was not applied).
   template <typename T>
-  kj::Promise<Result<T>> mutate(kj::StringPtr what,
-                                std::function<kj::Promise<Result<T>>(proto::MetaService::Client, Req)> fn) {
+  using MutateFn = std::function<kj::Promise<Result<T>>(proto::MetaService::Client, Req)>;
+  template <typename T>
+  kj::Promise<Result<T>> mutate(kj::StringPtr what, MutateFn<T> fn) {
     uint64_t seq = nextSeq_++;
     inflight_.insert(seq);
     auto done = kj::defer([this, seq] { inflight_.erase(seq); });
-    return call<T>(what, true,
-                   [this, seq, fn = kj::mv(fn)](proto::MetaService::Client c) {
-                     // Every reply below the oldest request still waiting has reached us.
-                     return fn(kj::mv(c), Req{session_, seq, *inflight_.begin()});
-                   })
+    lastMutation_ = timer_.now();
+    return mutateAs<T>(what, seq, fn)
+        .then([this, what, seq, fn](std::pair<uint64_t, Result<T>> sent) mutable
+              -> kj::Promise<Result<T>> {
+          auto& [session, r] = sent;
+          if (r.code() != Errc::kStale || !onStaleSession || session == 0) return kj::mv(r);
+          return onStaleSession(session).then(
+              [this, what, seq, fn = kj::mv(fn), r = kj::mv(r)](bool renewed) mutable
+              -> kj::Promise<Result<T>> {
+                if (!renewed) return kj::mv(r);
+                return mutateAs<T>(what, seq, fn).then(
+                    [](std::pair<uint64_t, Result<T>> again) { return kj::mv(again.second); });
+              });
+        })
         .attach(kj::mv(done));
   }
   // Requests carry this session from now on.
   void setSession(uint64_t session) { session_ = session; }
+  // Called with the session of a mutation answered stale: resolves true once the link carries
+  // a new session (the mutation is then sent again), false to pass the stale answer on.
+  std::function<kj::Promise<bool>(uint64_t session)> onStaleSession;
+  // When the last mutation (which counts as contact for the session) started.
+  kj::TimePoint lastMutation() const { return lastMutation_; }
 
   // Connects to one of the meta servers, trying each address once in turn: kUnavailable naming
   // them if none accepts a connection. Which one leads is found by the first call.
@@ -178,6 +196,19 @@ class MetaLink {
             return kj::mv(o.result);
           });
     });
+  }
+
+  // One mutation's attempts under the current session; with the session it carried.
+  template <typename T>
+  kj::Promise<std::pair<uint64_t, Result<T>>> mutateAs(kj::StringPtr what, uint64_t seq,
+                                                       MutateFn<T> fn) {
+    uint64_t session = session_;
+    return call<T>(what, true,
+                   [this, seq, session, fn = kj::mv(fn)](proto::MetaService::Client c) {
+                     // Every reply below the oldest request still waiting has reached us.
+                     return fn(kj::mv(c), Req{session, seq, *inflight_.begin()});
+                   })
+        .then([session](Result<T> r) { return std::make_pair(session, kj::mv(r)); });
   }
 
   template <typename T>
@@ -241,6 +272,7 @@ class MetaLink {
   std::string leader_;          // the last server that answered
   bool searching_ = false;      // the leader was lost and no server has answered since
   uint64_t session_ = 0;
+  kj::TimePoint lastMutation_ = kj::origin<kj::TimePoint>();
   uint64_t nextSeq_ = 1;
   std::set<uint64_t> inflight_;
 };

@@ -107,9 +107,14 @@ int main(int argc, char** argv) {
        "policy of the root directory when the cluster is created")
       ("server-timeout", po::value<std::string>()->default_value("5s"),
        "a chunk server without a heartbeat this long is down")
+      ("session-timeout", po::value<std::string>()->default_value("60s"),
+       "a mount silent this long loses its session: its open files are released")
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
       ("peers", po::value<std::string>(),
        "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
+      ("raft-route", po::value<std::string>(),
+       "send Raft traffic for some members elsewhere than their --peers address (a replication "
+       "network, a tunnel): ID=HOST:PORT,...; clients are still told the --peers addresses")
       ("join", "start outside the group, to be added to a running one (tessera meta add)")
       ("tick", po::value<std::string>()->default_value("100ms"), "Raft tick")
       ("election-ticks", po::value<int>()->default_value(10),
@@ -133,6 +138,8 @@ int main(int argc, char** argv) {
   if (!policy) return fail(policy.error().detail);
   auto timeout = parseDurationMs(vm["server-timeout"].as<std::string>());
   if (!timeout) return fail(timeout.error().detail);
+  auto sessionTimeout = parseDurationMs(vm["session-timeout"].as<std::string>());
+  if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -201,6 +208,11 @@ int main(int argc, char** argv) {
   nodeConfig.raft.heartbeatTick = 1;
   if (auto v = nodeConfig.raft.validate(); !v) return fail(v.error().detail);
   nodeConfig.tickMs = *tick;
+  if (vm.count("raft-route")) {
+    auto routes = parsePeers(vm["raft-route"].as<std::string>());
+    if (!routes) return fail("--raft-route: " + routes.error().detail);
+    nodeConfig.routes = std::move(*routes);
+  }
   nodeConfig.seed = randomU64();
   nodeConfig.snapshotEntries = vm["snapshot-entries"].as<uint64_t>();
   nodeConfig.snapshotKeepEntries = vm["snapshot-keep"].as<uint64_t>();
@@ -210,6 +222,7 @@ int main(int argc, char** argv) {
   meta::MetaConfig config;
   config.address = bound;
   config.serverTimeoutMs = *timeout;
+  config.sessionTimeoutMs = *sessionTimeout;
   config.seed = randomU64();
   config.rootPolicy = *policy;
   config.newClusterId = newClusterId();

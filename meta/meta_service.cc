@@ -39,6 +39,15 @@ void setRequest(proto::Op::Builder op, proto::RequestId::Reader req) {
   op.setAckedBelow(req.getAckedBelow());
 }
 
+// An open handle belongs to the session that asks for it, in a tracked request: the exactly-once
+// check then refuses it (stale) once the session expired, so no handle outlives its session.
+Status checkOpener(uint64_t session, proto::RequestId::Reader req) {
+  if (session == 0 || session != req.getSession() || req.getSeq() == 0) {
+    return Error{Errc::kInvalid, "an open must come from its own session, as a tracked request"};
+  }
+  return Status();
+}
+
 template <typename Results>
 void replyAttr(Results results, const Result<Applied>& r) {
   setError(results, r);
@@ -66,7 +75,10 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
       rng_(config.seed),
       started_(timer.now()) {
   raft_.onLeaderReady = [this] { becameLeader(); };
-  raft_.onLeadershipLost = [this] { servers_.clear(); };
+  raft_.onLeadershipLost = [this] {
+    servers_.clear();
+    sessions_.clear();
+  };
 }
 
 void MetaService::becameLeader() {
@@ -95,13 +107,18 @@ void MetaService::becameLeader() {
   for (auto& rec : ns_.servers()) {
     ServerState s;
     s.record = rec;
-    // Until they heartbeat here, servers count as up for one timeout: a leader change must not
-    // make a healthy cluster look dead (nor allocations fail) while heartbeats find us.
+    // Until they heartbeat here, servers count as up for a grace period: a leader change must
+    // not make a healthy cluster look dead (nor allocations fail) while heartbeats find us.
+    // Finding us takes a chunk server its call timeout to the old leader, then backoffs: give
+    // it more than one server timeout.
     s.up = true;
     s.lastHeartbeat = now;
     servers_.emplace(rec.id, std::move(s));
   }
-  log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode);
+  graceUntil_ = now + std::max<uint64_t>(2 * config_.serverTimeoutMs, 5'000) * kj::MILLISECONDS;
+  trackSessions();
+  log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode,
+            ", ", sessions_.size(), " sessions");
 }
 
 int64_t MetaService::nowNs() const {
@@ -119,7 +136,9 @@ kj::Promise<void> MetaService::run() {
 
 void MetaService::sweep() {
   if (!raft_.leaderReady()) return;
+  expireSilentSessions();
   auto now = timer_.now();
+  if (now < graceUntil_) return;
   for (auto& [id, s] : servers_) {
     if (s.up && now - s.lastHeartbeat > config_.serverTimeoutMs * kj::MILLISECONDS) {
       s.up = false;
@@ -146,12 +165,14 @@ kj::Promise<void> MetaService::openSession(OpenSessionContext context) {
            s.setHost(p.getHost());
            s.setMountpoint(p.getMountpoint());
          })
-      .then([context, session](Result<Applied> r) mutable {
+      .then([this, context, session](Result<Applied> r) mutable {
         auto p = context.getParams();
         auto results = context.getResults();
         setError(results, r);
         if (r) {
+          if (raft_.leaderReady()) sessions_[SessionId(session)].lastContact = timer_.now();
           results.setSession(session);
+          results.setTimeoutMs(config_.sessionTimeoutMs);
           log::info("session ", session, " opened by ", p.getHost(), ":", p.getMountpoint());
         }
       });
@@ -173,7 +194,7 @@ kj::Promise<void> MetaService::getattr(GetattrContext context) {
 kj::Promise<void> MetaService::setattr(SetattrContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto s = op.initSetattr();
     s.setInode(p.getInode());
     s.setValid(p.getValid());
@@ -188,9 +209,15 @@ kj::Promise<void> MetaService::setattr(SetattrContext context) {
 
 kj::Promise<void> MetaService::mknod(MknodContext context) {
   auto p = context.getParams();
+  if (p.getSession() != 0) {
+    if (Status s = checkOpener(p.getSession(), p.getReq()); !s) {
+      toWire(s.error(), context.getResults().initError());
+      return kj::READY_NOW;
+    }
+  }
   uint64_t inode = ++next_.inode;
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto m = op.initMknod();
     m.setParent(p.getParent());
     m.setName(p.getName());
@@ -207,7 +234,7 @@ kj::Promise<void> MetaService::mknod(MknodContext context) {
 kj::Promise<void> MetaService::link(LinkContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto l = op.initLink();
     l.setInode(p.getInode());
     l.setNewParent(p.getNewParent());
@@ -218,7 +245,7 @@ kj::Promise<void> MetaService::link(LinkContext context) {
 kj::Promise<void> MetaService::unlink(UnlinkContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto u = op.initUnlink();
     u.setParent(p.getParent());
     u.setName(p.getName());
@@ -229,7 +256,7 @@ kj::Promise<void> MetaService::unlink(UnlinkContext context) {
 kj::Promise<void> MetaService::rename(RenameContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto m = op.initRename();
     m.setParent(p.getParent());
     m.setName(p.getName());
@@ -271,8 +298,12 @@ kj::Promise<void> MetaService::readdir(ReaddirContext context) {
 
 kj::Promise<void> MetaService::open(OpenContext context) {
   auto p = context.getParams();
+  if (Status s = checkOpener(p.getSession(), p.getReq()); !s) {
+    toWire(s.error(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto o = op.initOpen();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
@@ -282,7 +313,7 @@ kj::Promise<void> MetaService::open(OpenContext context) {
 kj::Promise<void> MetaService::release(ReleaseContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto o = op.initRelease();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
@@ -323,7 +354,7 @@ kj::Promise<void> MetaService::statfs(StatfsContext context) {
 kj::Promise<void> MetaService::setxattr(SetxattrContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto x = op.initSetxattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
@@ -359,7 +390,7 @@ kj::Promise<void> MetaService::listxattr(ListxattrContext context) {
 kj::Promise<void> MetaService::removexattr(RemovexattrContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto x = op.initRemovexattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
@@ -423,7 +454,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   chunk.layout = *policy;
   chunk.servers = *placed;
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-           setRequest(op, p.getReq());
+           noteRequest(op, p.getReq());
            auto a = op.initAllocChunk();
            a.setInode(inode.value);
            toWire(chunk, a.initChunk());
@@ -441,7 +472,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
 kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   auto p = context.getParams();
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-    setRequest(op, p.getReq());
+    noteRequest(op, p.getReq());
     auto c = op.initCommitWrite();
     c.setInode(p.getInode());
     c.setSize(p.getSize());
@@ -716,6 +747,92 @@ kj::Promise<void> MetaService::transferLeader(TransferLeaderContext context) {
     }
   }
   setError(context.getResults(), raft_.transferLeadership(to));
+  return kj::READY_NOW;
+}
+
+// --- session liveness ----------------------------------------------------------------------
+
+void MetaService::noteRequest(proto::Op::Builder op, proto::RequestId::Reader req) {
+  setRequest(op, req);
+  touch(SessionId(req.getSession()));
+}
+
+void MetaService::touch(SessionId session) {
+  // Only sessions that exist are tracked: contact from an expired one revives nothing (its
+  // requests are answered stale by the state machine).
+  auto it = sessions_.find(session);
+  if (it != sessions_.end()) it->second.lastContact = timer_.now();
+}
+
+void MetaService::trackSessions() {
+  sessions_.clear();
+  auto now = timer_.now();
+  for (SessionId id : ns_.sessions()) sessions_[id].lastContact = now;
+}
+
+void MetaService::expireSilentSessions() {
+  auto now = timer_.now();
+  auto timeout = int64_t(config_.sessionTimeoutMs) * kj::MILLISECONDS;
+  for (auto& entry : sessions_) {
+    SessionId id = entry.first;
+    SessionState& s = entry.second;
+    if (s.expiring || now - s.lastContact <= timeout) continue;
+    s.expiring = true;
+    log::warn("session ", id.value, " expires: silent for ",
+              (now - s.lastContact) / kj::MILLISECONDS, " ms");
+    // Activity the store saw after this instant would mean the session is alive after all.
+    int64_t silentSince = nowNs() - int64_t(config_.sessionTimeoutMs) * 1'000'000;
+    tasks_.add(proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+                 auto e = op.initExpireSession();
+                 e.setSession(id.value);
+                 e.setSilentSinceNs(silentSince);
+               })
+                   .then([this, id](Result<Applied> r) {
+                     auto it = sessions_.find(id);
+                     if (r || r.code() == Errc::kNotFound) {
+                       if (it != sessions_.end()) sessions_.erase(it);
+                       if (r) log::info("session ", id.value, " expired; its open files released");
+                       return;
+                     }
+                     // Still active (kBusy), or no longer leading: the next sweep decides again.
+                     log::info("session ", id.value, " not expired: ", r.error().toString().c_str());
+                     if (it == sessions_.end()) return;
+                     it->second.expiring = false;
+                     if (r.code() == Errc::kBusy) it->second.lastContact = timer_.now();
+                   }));
+  }
+}
+
+kj::Promise<void> MetaService::keepAlive(KeepAliveContext context) {
+  auto results = context.getResults();
+  SessionId id(context.getParams().getSession());
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) {
+    // Not tracked: expired, or never opened. The store has the last word.
+    auto exists = ns_.hasSession(id);
+    if (!exists) {
+      toWire(exists.error(), results.initError());
+      return kj::READY_NOW;
+    }
+    if (!*exists) {
+      toWire(Error{Errc::kStale, "session " + std::to_string(id.value) + " expired"},
+             results.initError());
+      return kj::READY_NOW;
+    }
+    it = sessions_.emplace(id, SessionState{}).first;
+  }
+  if (it->second.expiring) {
+    toWire(Error{Errc::kStale, "session " + std::to_string(id.value) + " is expiring"},
+           results.initError());
+    return kj::READY_NOW;
+  }
+  it->second.lastContact = timer_.now();
+  okToWire(results.initError());
+  results.setTimeoutMs(config_.sessionTimeoutMs);
   return kj::READY_NOW;
 }
 

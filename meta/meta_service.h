@@ -26,6 +26,7 @@ struct MetaConfig {
   Layout rootPolicy = Layout::ec(4, 2);   // of a new cluster's root
   std::string newClusterId;               // if this server formats a new cluster
   uint64_t serverTimeoutMs = 5000;        // a chunk server without heartbeat this long is down
+  uint64_t sessionTimeoutMs = 60'000;     // a mount's session silent this long expires
   uint64_t seed = 0;                      // placement randomness
 };
 
@@ -69,6 +70,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> addMember(AddMemberContext context) override;
   kj::Promise<void> removeMember(RemoveMemberContext context) override;
   kj::Promise<void> transferLeader(TransferLeaderContext context) override;
+  kj::Promise<void> keepAlive(KeepAliveContext context) override;
 
  private:
   struct ServerState {
@@ -94,6 +96,21 @@ class MetaService final : public proto::MetaService::Server {
         });
   }
   void fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b);
+
+  // --- session liveness: soft state of the leader, like chunk-server liveness. Every request
+  // that carries a session counts as contact, keepAlive too; nothing of it is replicated. A
+  // session silent past config_.sessionTimeoutMs is expired through the log (expireSession).
+  struct SessionState {
+    kj::TimePoint lastContact = kj::origin<kj::TimePoint>();
+    bool expiring = false;  // an expireSession op is under way
+  };
+  // Sets the op's RequestId and notes contact from its session.
+  void noteRequest(proto::Op::Builder op, proto::RequestId::Reader req);
+  void touch(SessionId session);
+  // A new leader gives every session a full timeout from now: it cannot know when the old
+  // leader last heard from them.
+  void trackSessions();
+  void expireSilentSessions();
   proto::StatFs::Builder fillStatFs(proto::StatFs::Builder b);
 
   Namespace& ns_;
@@ -103,7 +120,11 @@ class MetaService final : public proto::MetaService::Server {
   std::mt19937_64 rng_;
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
+  std::map<SessionId, SessionState> sessions_;
   kj::TimePoint started_;
+  // A new leader counts the chunk servers it knows as up until this time, or until they miss a
+  // heartbeat after it: they need a moment to find it after an election.
+  kj::TimePoint graceUntil_ = kj::origin<kj::TimePoint>();
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;

@@ -160,6 +160,10 @@ FuseAdapter::FuseAdapter(Client& client, kj::UnixEventPort& eventPort, const Mou
 
 FuseAdapter::~FuseAdapter() {
   observer_ = nullptr;
+  // Work still under way (a meta call waiting for a leader, say) is cancelled with tasks_; its
+  // requests get EIO now. The kernel may be gone already: libfuse then just frees them.
+  for (fuse_req_t req : std::set<fuse_req_t>(unanswered_)) fuse_reply_err(req, EIO);
+  unanswered_.clear();
   if (session_) {
     // Also after the kernel let go (fusermount3 -u): libfuse sees the dead device, skips the
     // unmount and frees what it kept.
@@ -220,10 +224,14 @@ kj::Promise<void> FuseAdapter::pump() {
 
 template <typename T, typename F>
 void FuseAdapter::handle(fuse_req_t req, kj::Promise<T> promise, F&& onValue) {
-  tasks_.add(promise.then(kj::fwd<F>(onValue), [req](kj::Exception&& e) {
-    log::warn("request failed: ", e.getDescription());
-    fuse_reply_err(req, errnoFor(e));
-  }));
+  unanswered_.insert(req);
+  tasks_.add(promise
+                 .then(kj::fwd<F>(onValue),
+                       [req](kj::Exception&& e) {
+                         log::warn("request failed: ", e.getDescription());
+                         fuse_reply_err(req, errnoFor(e));
+                       })
+                 .attach(kj::defer([this, req] { unanswered_.erase(req); })));
 }
 
 void FuseAdapter::init(fuse_conn_info* conn) {

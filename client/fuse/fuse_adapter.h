@@ -11,6 +11,7 @@
 #include <fuse3/fuse_lowlevel.h>
 
 #include <map>
+#include <set>
 #include <string>
 
 #include <kj/async-unix.h>
@@ -96,6 +97,9 @@ class FuseAdapter {
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
+  // Requests whose answer is still being worked on: answered EIO when the mount goes away, so
+  // libfuse frees them (declared before tasks_, whose tasks remove their entries).
+  std::set<fuse_req_t> unanswered_;
   kj::TaskSet tasks_;
   uint64_t nextHandle_ = 1;
   std::map<uint64_t, OpenFile> files_;

@@ -124,6 +124,9 @@ int main(int argc, char** argv) {
        "a chunk server that does not answer this long has failed the request")
       ("meta-timeout", po::value<std::string>()->default_value("30s"),
        "how long an operation waits for a meta leader (through failovers) before EIO")
+      ("keepalive", po::value<std::string>(),
+       "how often an idle mount tells the meta leader it is alive (default: a third of the "
+       "session timeout the meta server announces)")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -138,6 +141,7 @@ int main(int argc, char** argv) {
     const std::string& a = args[i];
     bool takesValue = a == "--meta" || a == "--log-file" || a == "--pid-file" || a == "--name" ||
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
+                      a == "--keepalive" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
     if (takesValue && i + 1 < args.size()) {
       rewritten.push_back(a);
@@ -171,6 +175,12 @@ int main(int argc, char** argv) {
   auto metaTimeout = parseDurationMs(vm["meta-timeout"].as<std::string>());
   if (!metaTimeout) die(metaTimeout.error().detail);
   if (*metaTimeout == 0) die("--meta-timeout must be more than 0");
+  uint64_t keepaliveMs = 0;
+  if (vm.count("keepalive")) {
+    auto k = parseDurationMs(vm["keepalive"].as<std::string>());
+    if (!k || *k == 0) die("bad --keepalive");
+    keepaliveMs = *k;
+  }
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -229,6 +239,7 @@ int main(int argc, char** argv) {
   config.mountpoint = mountpoint;
   config.ioTimeoutMs = *ioTimeout;
   config.metaRetryMs = *metaTimeout;
+  config.keepaliveMs = keepaliveMs;
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);

@@ -50,7 +50,10 @@ struct StatFs {
 # answered with the reply of its first application (a session that expired: error stale).
 interface MetaService {
   # --- mounts ---
-  openSession @0 (host :Text, mountpoint :Text) -> (error :Common.Error, session :UInt64);
+  # `timeoutMs`: a session that makes no call for this long expires (its open files are
+  # released, its requests answered stale); keepAlive is the call an idle mount makes.
+  openSession @0 (host :Text, mountpoint :Text)
+      -> (error :Common.Error, session :UInt64, timeoutMs :UInt64);
   lookup @1 (parent :UInt64, name :Text) -> (error :Common.Error, attr :Common.Attr);
   getattr @2 (inode :UInt64) -> (error :Common.Error, attr :Common.Attr);
   setattr @3 (inode :UInt64, valid :UInt32, mode :UInt32, uid :UInt32, gid :UInt32,
@@ -133,4 +136,9 @@ interface MetaService {
   addMember @27 (id :UInt64, address :Text) -> (error :Common.Error);
   removeMember @28 (id :UInt64) -> (error :Common.Error);
   transferLeader @29 (id :UInt64) -> (error :Common.Error);
+
+  # --- mounts, continued ---
+  # Keeps an idle session alive (any call carrying the session does too). Error stale if it
+  # expired already: the mount must open a new one.
+  keepAlive @30 (session :UInt64) -> (error :Common.Error, timeoutMs :UInt64);
 }

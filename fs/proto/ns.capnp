@@ -100,6 +100,12 @@ struct Op {
       address @56 :Text;
       remove @57 :Bool;
     }
+    expireSession :group {          # the leader found the session silent past its timeout
+      session @58 :UInt64;
+      # Silent since before this (the leader's view); a session whose record shows activity at
+      # or after it is alive after all and is kept.
+      silentSinceNs @59 :Int64;
+    }
   }
 }
 

@@ -62,6 +62,8 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::setMember(txn, op);
     case proto::Op::REMOVED:
       return ops::removed(txn, op);
+    case proto::Op::EXPIRE_SESSION:
+      return ops::expireSession(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};
@@ -485,6 +487,29 @@ Status Namespace::sync() {
   // table file, and a power loss in between loses them while later ones survive
   // (google/leveldb#193). So fsync every log still there, and the directory naming them.
   return impl_->onDisk ? syncLogs(impl_->path) : Status();
+}
+
+// --- sessions ---------------------------------------------------------------------------------
+
+std::vector<SessionId> Namespace::sessions() {
+  Txn txn(*impl_->db);
+  std::vector<SessionId> out;
+  Status s = txn.scan(std::string(1, char(keys::kSession)), {},
+                      [&](std::string_view key, std::string_view) {
+                        if (key.size() == keys::kIdPrefixLen) {
+                          out.push_back(SessionId(keys::readU64(key, 1)));
+                        }
+                        return true;
+                      });
+  if (!s) log::error("namespace: sessions: ", s.error().toString().c_str());
+  return out;
+}
+
+Result<bool> Namespace::hasSession(SessionId id) {
+  Txn txn(*impl_->db);
+  auto bytes = txn.get(keys::session(id));
+  if (!bytes) return bytes.error();
+  return bytes->has_value();
 }
 
 }  // namespace tessera::meta

@@ -37,6 +37,8 @@ namespace tessera::meta {
 // What an applied op hands back. Which fields are set depends on the op:
 //   init: nothing; mknod, link, setattr, open, commitWrite: attr of the inode;
 //   allocChunk: chunk (the existing one if the index was already allocated).
+//   expireSession: nothing; kNotFound if the session is gone already (expiry is idempotent),
+//   kBusy if its record shows activity after the time the op says it was silent since.
 struct Applied {
   Attr attr;
   std::optional<ChunkDesc> chunk;
@@ -129,6 +131,11 @@ class Namespace {
   Status installSnapshot();
   // Removes a staging store, finished or not, without installing it.
   void discardSnapshot();
+
+  // --- sessions (expiry: ops/session.cc; liveness is the leader's, meta_service.cc) ---
+  // Every session that has a record, in id order (an expired one has none).
+  std::vector<SessionId> sessions();
+  Result<bool> hasSession(SessionId id);
 
  private:
   friend class SnapshotReader;

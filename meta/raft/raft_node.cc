@@ -422,7 +422,8 @@ void RaftNode::flush(NodeId to) {
 void RaftNode::connect(NodeId to) {
   auto& peer = peers_[to];
   if (peer.connecting) return;
-  std::string address = addressOf(to);
+  auto route = config_.routes.find(to);
+  std::string address = route != config_.routes.end() ? route->second : addressOf(to);
   auto parsed = Address::parse(address);
   if (!parsed) {
     log::warn("raft: no address for member ", to.value);

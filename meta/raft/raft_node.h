@@ -57,6 +57,10 @@ struct NodeConfig {
   uint64_t seed = 0;             // election timeouts
   uint64_t connectTimeoutMs = 2000;
   uint64_t callTimeoutMs = 5000;
+  // Where Raft traffic to a member goes when it is not the member's address (a separate
+  // replication network, a tunnel; the partition tests' link proxies). Leader hints to clients
+  // always name the member's own address.
+  std::map<NodeId, std::string> routes;
   // Compaction (see above); 0 snapshotEntries: never compact.
   uint64_t snapshotEntries = 10000;
   uint64_t snapshotKeepEntries = 1000;

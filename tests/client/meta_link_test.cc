@@ -334,3 +334,50 @@ TEST_CASE("client meta link: concurrent calls share the leader they find") {
   CHECK(fx.b.calls == 0);
   CHECK(fx.dialer.dialed == std::vector<std::string>{"meta.test:7001", "meta.test:7003"});
 }
+
+namespace {
+
+// A mutation that the fake meta cluster answers stale while it carries session 1 (expired),
+// and with its seq otherwise. `seen` collects the (session, seq) of every send.
+MetaLink::MutateFn<uint64_t> staleUnderSession1(std::vector<std::pair<uint64_t, uint64_t>>& seen) {
+  return [&seen](proto::MetaService::Client, MetaLink::Req r) -> kj::Promise<Result<uint64_t>> {
+    seen.emplace_back(r.session, r.seq);
+    if (r.session == 1) return Result<uint64_t>(Error{Errc::kStale, "session 1 expired"});
+    return Result<uint64_t>(r.seq);
+  };
+}
+
+}  // namespace
+
+TEST_CASE("client meta link: a mutation answered stale for its session is sent again under the new one") {
+  Fixture fx;
+  fx.a.leader = true;
+  auto link = fx.link();
+  link->setSession(1);
+  std::vector<uint64_t> renewed;
+  link->onStaleSession = [&](uint64_t stale) -> kj::Promise<bool> {
+    renewed.push_back(stale);
+    link->setSession(2);
+    return true;
+  };
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  auto r = fx.run(link->mutate<uint64_t>("mutate", staleUnderSession1(seen)));
+  REQUIRE(r.ok());
+  CHECK(renewed == std::vector<uint64_t>{1});
+  // Once under the expired session, once under the new one, with the same seq.
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::make_pair(uint64_t(1), *r));
+  CHECK(seen[1] == std::make_pair(uint64_t(2), *r));
+}
+
+TEST_CASE("client meta link: a stale answer is passed on when no new session can be had") {
+  Fixture fx;
+  fx.a.leader = true;
+  auto link = fx.link();
+  link->setSession(1);
+  link->onStaleSession = [](uint64_t) -> kj::Promise<bool> { return false; };
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  auto r = fx.run(link->mutate<uint64_t>("mutate", staleUnderSession1(seen)));
+  CHECK(r.code() == Errc::kStale);
+  CHECK(seen.size() == 1);
+}

@@ -95,7 +95,7 @@ TEST_CASE("cli: unusable data directories and unreachable peers are clear errors
 TEST_CASE("cli: a second meta server on the same directory and a second mount on a busy mount point are refused") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;
-  expectCleanFailure(run({bin("meta/tessera-meta"), "--dir", cluster.dir() + "/meta"}, 10'000),
+  expectCleanFailure(run({bin("meta/tessera-meta"), "--dir", cluster.metaDir(0)}, 10'000),
                      "tessera-meta", "another tessera-meta");
   expectCleanFailure(run({bin("client/tessera-mount"), "--meta", cluster.meta(), cluster.mnt()}, 10'000),
                      "tessera-mount", "busy");

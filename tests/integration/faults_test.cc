@@ -147,7 +147,7 @@ TEST_CASE("faults: after every daemon and the mount restart, data and metadata a
 
   SUBCASE("stopped cleanly") {
     cluster.unmount();
-    cluster.stopMeta();
+    cluster.stopMeta(0);
     for (int i = 0; i < cluster.chunks(); ++i) cluster.stopChunk(i);
   }
   SUBCASE("killed with SIGKILL after fsync") {
@@ -155,11 +155,11 @@ TEST_CASE("faults: after every daemon and the mount restart, data and metadata a
     REQUIRE(fd >= 0);
     REQUIRE(fsync(fd) == 0);
     close(fd);
-    cluster.stopMeta(SIGKILL);
+    cluster.stopMeta(0, SIGKILL);
     for (int i = 0; i < cluster.chunks(); ++i) cluster.stopChunk(i, SIGKILL);
     cluster.unmount();
   }
-  cluster.startMeta();
+  cluster.startMeta(0);
   for (int i = 0; i < cluster.chunks(); ++i) cluster.startChunk(i);
   REQUIRE(cluster.waitChunksUp(6));
   cluster.mount();
@@ -203,10 +203,10 @@ TEST_CASE("faults: the mount rides out a meta server killed and restarted mid-st
     for (int t = 0; t < 3000 && created < n && failure.empty(); ++t) usleep(10'000);
   };
   waitCreated(50);
-  cluster.stopMeta(SIGKILL);
+  cluster.stopMeta(0, SIGKILL);
   int before = created;
   usleep(300'000);  // the meta server stays away a while: operations wait, they do not fail
-  cluster.startMeta();
+  cluster.startMeta(0);
   waitCreated(before + 50);
   stop = true;
   writer.join();

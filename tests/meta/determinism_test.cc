@@ -143,10 +143,16 @@ class OpGenerator {
       auto chunks = r.initChunks(3);
       for (unsigned i = 0; i < 3; ++i) chunks.set(i, 1 + below(nextChunk_));
     } else if (roll < 99) {
-      auto s = op.initOpenSession();
-      s.setSession(1 + below(5));
-      s.setHost("h");
-      s.setMountpoint("/m");
+      if (chance(50)) {
+        auto s = op.initOpenSession();
+        s.setSession(1 + below(5));
+        s.setHost("h");
+        s.setMountpoint("/m");
+      } else {
+        // Releases every open of the session (if it has a record), deleting orphans.
+        auto e = op.initExpireSession();
+        e.setSession(1 + below(5));
+      }
     } else {
       auto s = op.initRegisterServer().initServer();
       s.setId(1 + below(4));

@@ -2,15 +2,24 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <kj/async-io.h>
+
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "fs/options.h"
+#include "fs/proto/meta.capnp.h"
+#include "fs/rpc.h"
 
 namespace tessera::test {
 namespace {
@@ -50,6 +59,50 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
+// A port on 127.0.0.1 that nobody listens on now. Meta servers keep theirs across restarts:
+// the other members and the mounts know them by it.
+uint16_t freePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    int e = errno;
+    close(fd);
+    throw std::runtime_error(std::string("cannot pick a free port: ") + strerror(e));
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The status RPC of the meta server at `address`, handed to `use` on success; false if it does
+// not answer within `timeoutMs`. Runs its own event loop (tests are synchronous).
+template <typename F>
+bool metaStatus(const std::string& address, int timeoutMs, F use) {
+  auto parsed = Address::parse(address);
+  if (!parsed) return false;
+  auto io = kj::setupAsyncIo();
+  auto& timer = io.provider->getTimer();
+  auto conn = Connection::open(io.provider->getNetwork(), timer, *parsed, uint64_t(timeoutMs))
+                  .wait(io.waitScope);
+  if (!conn) return false;
+  auto service = (*conn)->bootstrap<proto::MetaService>();
+  bool ok = false;
+  timer.timeoutAfter(timeoutMs * kj::MILLISECONDS,
+                     service.statusRequest().send().then(
+                         [&](capnp::Response<proto::MetaService::StatusResults>&& r) {
+                           ok = true;
+                           use(r);
+                         }))
+      .then([] {}, [](kj::Exception&&) {})
+      .wait(io.waitScope);
+  return ok;
+}
+
 }  // namespace
 
 std::string buildDir() {
@@ -66,9 +119,20 @@ std::string fuseUnavailableReason() {
 }
 
 Cluster::Cluster(Options options) : options_(options), tmp_("cluster") {
+  metas_.resize(options_.metas);
+  for (int i = 0; i < options_.metas; ++i) metaPorts_.push_back(freePort());
+  if (options_.linkProxies) {
+    links_.resize(options_.metas);
+    for (int i = 0; i < options_.metas; ++i) {
+      for (int j = 0; j < options_.metas; ++j) {
+        links_[i].push_back(i == j ? nullptr : std::make_unique<LinkProxy>(metaPorts_[j]));
+      }
+    }
+  }
   chunks_.resize(options_.chunks);
   chunkPorts_.resize(options_.chunks);
-  startMeta();
+  for (int i = 0; i < options_.metas; ++i) startMeta(i);
+  if (leader(20'000) < 0) throw std::runtime_error("no meta leader was elected");
   for (int i = 0; i < options_.chunks; ++i) startChunk(i);
   if (!waitChunksUp(options_.chunks)) {
     throw std::runtime_error("chunk servers did not come up:\n" + status());
@@ -82,7 +146,7 @@ Cluster::~Cluster() {
   }
   mount_.stop(5'000);
   for (auto& c : chunks_) c.stop(5'000);
-  meta_.stop(5'000);
+  for (auto& m : metas_) m.stop(5'000);
   // TESSERA_KEEP_LOGS=DIR keeps every cluster's logs for a look after the run.
   if (const char* keep = getenv("TESSERA_KEEP_LOGS"); keep && *keep) {
     std::error_code ec;
@@ -103,26 +167,111 @@ Cluster::~Cluster() {
   }
 }
 
-void Cluster::startMeta() {
-  std::string portFile = dir() + "/meta.port";
-  unlink(portFile.c_str());
-  std::string listen = "127.0.0.1:" + std::to_string(metaPort_);  // 0 the first time
-  meta_ = Process::spawn({buildDir() + "/meta/tessera-meta", "--dir", dir() + "/meta", "--listen",
-                          listen, "--port-file", portFile, "--default-policy", options_.policy,
-                          "--server-timeout", options_.serverTimeout, "--log-level", logLevel()},
-                         dir() + "/meta.log");
-  bool up = waitFor(15'000, [&] { return access(portFile.c_str(), R_OK) == 0 || !meta_.running(); });
-  if (!up || !meta_.running()) throw std::runtime_error("tessera-meta did not start:\n" + slurp(dir() + "/meta.log"));
-  metaPort_ = uint16_t(std::stoi(slurp(portFile)));
+std::string Cluster::meta() const {
+  std::string out;
+  for (int i = 0; i < int(metaPorts_.size()); ++i) {
+    if (!out.empty()) out += ",";
+    out += metaAddress(i);
+  }
+  return out;
 }
 
-void Cluster::stopMeta(int sig) {
-  if (sig == SIGTERM) {
-    meta_.stop();
-  } else {
-    meta_.signal(sig);
-    if (sig == SIGKILL) meta_.wait(5'000);
+void Cluster::startMeta(int i) {
+  std::string portFile = dir() + "/meta" + std::to_string(i + 1) + ".port";
+  unlink(portFile.c_str());
+  std::vector<std::string> argv = {buildDir() + "/meta/tessera-meta", "--dir", metaDir(i),
+                                   "--listen", metaAddress(i), "--port-file", portFile,
+                                   "--id", std::to_string(i + 1),
+                                   "--default-policy", options_.policy,
+                                   "--server-timeout", options_.serverTimeout,
+                                   "--log-level", logLevel()};
+  if (metas() > 1) {
+    std::string peers, routes;
+    for (int j = 0; j < metas(); ++j) {
+      peers += (peers.empty() ? "" : ",") + std::to_string(j + 1) + "=" + metaAddress(j);
+      if (!links_.empty() && j != i) {
+        routes += (routes.empty() ? "" : ",") + std::to_string(j + 1) + "=127.0.0.1:" +
+                  std::to_string(links_[i][j]->port());
+      }
+    }
+    argv.insert(argv.end(), {"--peers", peers});
+    if (!routes.empty()) argv.insert(argv.end(), {"--raft-route", routes});
   }
+  argv.insert(argv.end(), options_.metaArgs.begin(), options_.metaArgs.end());
+  metas_[i] = Process::spawn(argv, metaLog(i));
+  bool up = waitFor(15'000, [&] { return access(portFile.c_str(), R_OK) == 0 || !metas_[i].running(); });
+  if (!up || !metas_[i].running()) {
+    throw std::runtime_error("tessera-meta " + std::to_string(i + 1) + " did not start:\n" +
+                             slurp(metaLog(i)));
+  }
+}
+
+void Cluster::stopMeta(int i, int sig) {
+  if (sig == SIGTERM) {
+    metas_[i].stop();
+  } else {
+    metas_[i].signal(sig);
+    if (sig == SIGKILL) metas_[i].wait(5'000);
+  }
+}
+
+void Cluster::isolateMeta(int i) {
+  if (links_.empty()) throw std::logic_error("isolateMeta needs Options::linkProxies");
+  for (int j = 0; j < metas(); ++j) {
+    if (j == i) continue;
+    links_[i][j]->cut();
+    links_[j][i]->cut();
+  }
+}
+
+void Cluster::healMetas() {
+  for (auto& row : links_) {
+    for (auto& link : row) {
+      if (link) link->heal();
+    }
+  }
+}
+
+Cluster::MetaView Cluster::metaView(int i, int timeoutMs) {
+  MetaView v;
+  if (!metas_[i].running()) return v;
+  metaStatus(metaAddress(i), timeoutMs, [&](auto& r) {
+    auto raft = r.getRaft();
+    v.reachable = true;
+    v.id = raft.getId();
+    v.term = raft.getTerm();
+    v.leader = raft.getLeader();
+    v.commit = raft.getCommit();
+    v.applied = raft.getApplied();
+    v.lastIndex = raft.getLastIndex();
+    v.role = raft.getRole();
+  });
+  return v;
+}
+
+int Cluster::leader(int timeoutMs) {
+  int found = -1;
+  waitFor(timeoutMs, [&] {
+    std::vector<MetaView> views;
+    for (int i = 0; i < metas(); ++i) views.push_back(metaView(i, 1'000));
+    found = -1;
+    for (int i = 0; i < metas(); ++i) {
+      if (views[i].reachable && views[i].role == "leader" &&
+          (found < 0 || views[i].term > views[found].term)) {
+        found = i;
+      }
+    }
+    if (found < 0) return false;
+    for (int i = 0; i < metas(); ++i) {
+      if (i == found || !views[i].reachable) continue;
+      if (views[i].term != views[found].term || views[i].leader != views[found].id) {
+        found = -1;
+        return false;
+      }
+    }
+    return true;
+  });
+  return found;
 }
 
 void Cluster::startChunk(int i) {
@@ -158,7 +307,7 @@ void Cluster::mount(const std::string& mountpoint) {
   mountpoint_ = mountpoint.empty() ? dir() + "/mnt" : mountpoint;
   mkdir(mountpoint_.c_str(), 0755);
   mount_ = Process::spawn({buildDir() + "/client/tessera-mount", "--meta", meta(), "-f",
-                           "--io-timeout", options_.ioTimeout, "--meta-timeout", "20s",
+                           "--io-timeout", options_.ioTimeout, "--meta-timeout", options_.metaTimeout,
                            "--log-level", logLevel(), mountpoint_},
                           dir() + "/mount.log");
   bool up = waitFor(15'000, [&] { return isMountPoint(mountpoint_) || !mount_.running(); });
@@ -180,22 +329,27 @@ void Cluster::unmount() {
   }
 }
 
-// Up means: the meta server lists every running chunk server at the address it listens on now
-// (a restarted server has a new port; until it registers, the meta server still shows the old
+// Up means: the meta leader lists every running chunk server at the address it listens on now
+// (a restarted server has a new port; until it registers, the leader still shows the old
 // instance as up for the server timeout) and counts `n` up in all.
 bool Cluster::waitChunksUp(int n, int timeoutMs) {
   return waitFor(timeoutMs, [&] {
-    auto r = run({buildDir() + "/tools/tessera", "--meta", meta(), "status"}, 10'000);
-    if (r.exitCode != 0) return false;
-    auto pos = r.output.find("chunk servers: ");
-    if (pos == std::string::npos || std::atoi(r.output.c_str() + pos + 15) != n) return false;
+    int l = leader(1'000);
+    if (l < 0) return false;
+    int up = 0;
+    std::vector<std::string> upAt;
+    bool answered = metaStatus(metaAddress(l), 2'000, [&](auto& r) {
+      for (auto s : r.getServers()) {
+        if (!s.getUp()) continue;
+        ++up;
+        upAt.push_back(s.getAddress());
+      }
+    });
+    if (!answered || up != n) return false;
     for (size_t i = 0; i < chunks_.size(); ++i) {
       if (!chunks_[i].running() || chunkPorts_[i] == 0) continue;
-      std::string address = " 127.0.0.1:" + std::to_string(chunkPorts_[i]) + " ";
-      auto at = r.output.find(address);
-      if (at == std::string::npos) return false;
-      auto lineEnd = r.output.find('\n', at);
-      if (r.output.substr(at, lineEnd - at).find(" up ") == std::string::npos) return false;
+      std::string address = "127.0.0.1:" + std::to_string(chunkPorts_[i]);
+      if (std::find(upAt.begin(), upAt.end(), address) == upAt.end()) return false;
     }
     return true;
   });

@@ -1,7 +1,8 @@
-// tests/support/cluster.h — a real Tessera cluster for integration tests: tessera-meta and N
-// tessera-chunk processes on 127.0.0.1 (ports chosen by the kernel, read from port files) with
-// their data in a private temporary directory, and a tessera-mount (foreground child) on a real
-// FUSE mount. Everything is unmounted, killed and removed when the Cluster goes away, also when
+// tests/support/cluster.h — a real Tessera cluster for integration tests: one or more
+// tessera-meta processes (a Raft group; ports picked free once and kept across restarts, since
+// the members know each other by address), N tessera-chunk processes on 127.0.0.1 (ports chosen
+// by the kernel, read from port files) with their data in a private temporary directory, and a
+// tessera-mount (foreground child) on a real FUSE mount. Everything is unmounted, killed and removed when the Cluster goes away, also when
 // a test fails; daemon logs that show a sanitizer report fail the test.
 #pragma once
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/link_proxy.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -24,12 +26,26 @@ std::string fuseUnavailableReason();
 class Cluster {
  public:
   struct Options {
+    int metas = 1;
+    std::vector<std::string> metaArgs;  // extra flags for every tessera-meta
+    // Meta servers send Raft traffic through LinkProxy pairs (tests/support/link_proxy.h,
+    // tessera-meta --raft-route), so isolateMeta() can partition one; clients still reach
+    // every meta server directly.
+    bool linkProxies = false;
     int chunks = 6;
     std::string policy = "ec(4,2)";
     bool mount = true;
     std::string serverTimeout = "2s";  // meta marks a silent chunk server down
     std::string ioTimeout = "10s";     // mount: a shard RPC fails after this
     std::string heartbeat = "250ms";
+    std::string metaTimeout = "20s";   // mount: a meta call fails after this (failovers included)
+  };
+
+  // One meta server's own view (the status RPC), as the test sees it.
+  struct MetaView {
+    bool reachable = false;
+    uint64_t id = 0, term = 0, leader = 0, commit = 0, applied = 0, lastIndex = 0;
+    std::string role;
   };
 
   explicit Cluster(Options options);
@@ -38,12 +54,29 @@ class Cluster {
 
   const std::string& dir() const { return tmp_.path(); }
   const std::string& mnt() const { return mountpoint_; }
-  std::string meta() const { return "127.0.0.1:" + std::to_string(metaPort_); }
+  // Every meta server, "HOST:PORT,HOST:PORT,...", as daemons and tools take it.
+  std::string meta() const;
+  std::string metaAddress(int i) const { return "127.0.0.1:" + std::to_string(metaPorts_[i]); }
+  std::string metaDir(int i) const { return dir() + "/meta" + std::to_string(i + 1); }
+  std::string metaLog(int i) const { return dir() + "/meta" + std::to_string(i + 1) + ".log"; }
+  int metas() const { return int(metas_.size()); }
   std::string chunkDir(int i) const { return dir() + "/chunk" + std::to_string(i); }
   int chunks() const { return int(chunks_.size()); }
 
-  void startMeta();
-  void stopMeta(int sig = SIGTERM);
+  // Meta server i (0-based; member id i+1).
+  void startMeta(int i);
+  void stopMeta(int i, int sig = SIGTERM);
+  bool metaRunning(int i) { return metas_[i].running(); }
+  // Asks meta server i for its status (bounded by `timeoutMs`); reachable=false if it does not
+  // answer.
+  MetaView metaView(int i, int timeoutMs = 2'000);
+  // The index of the meta server that leads, once a running server says it leads and every
+  // other running server that answers agrees (or the group is one); -1 after the timeout.
+  int leader(int timeoutMs = 10'000);
+  // With linkProxies: cuts every link between meta server i and the others, both ways; heals
+  // all cuts.
+  void isolateMeta(int i);
+  void healMetas();
   // Returns once the server listens (not yet registered: see waitChunksUp).
   void startChunk(int i);
   void stopChunk(int i, int sig = SIGTERM);
@@ -63,8 +96,9 @@ class Cluster {
  private:
   Options options_;
   TempDir tmp_;
-  uint16_t metaPort_ = 0;
-  Process meta_;
+  std::vector<uint16_t> metaPorts_;
+  std::vector<Process> metas_;
+  std::vector<std::vector<std::unique_ptr<LinkProxy>>> links_;  // [from][to], with linkProxies
   std::vector<Process> chunks_;
   std::vector<uint16_t> chunkPorts_;  // 0 until the server listens
   Process mount_;

@@ -39,6 +39,11 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
     txn.put(key, keys::u64Value(*n - 1));
     return Applied{};
   }
+  if (Status s = dropOpenHandle(txn, id, key); !s) return s.error();
+  return Applied{};
+}
+
+Status dropOpenHandle(Txn& txn, InodeId id, const std::string& key) {
   txn.erase(key);
   auto inode = txn.inode(id);
   if (!inode) {
@@ -49,9 +54,9 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
   if ((*inode)->openSessions > 0) (*inode)->openSessions--;
   // The last handle of an unlinked file: now it goes.
   if ((*inode)->attr.nlink == 0 && (*inode)->openSessions == 0) {
-    if (Status s = deleteInode(txn, **inode); !s) return s.error();
+    return deleteInode(txn, **inode);
   }
-  return Applied{};
+  return Status();
 }
 
 }  // namespace tessera::meta::ops

@@ -31,6 +31,7 @@ Result<Applied> openSession(Txn& txn, proto::Op::Reader op);
 Result<Applied> registerServer(Txn& txn, proto::Op::Reader op);
 Result<Applied> removed(Txn& txn, proto::Op::Reader op);
 Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
+Result<Applied> expireSession(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -65,6 +66,9 @@ Result<bool> isEmptyDir(Txn& txn, InodeId dir);
 // directory's to 0), sets ctime, and deletes the inode unless a session still holds it open,
 // in which case it lives on as an orphan until its last release.
 Status dropLink(Txn& txn, Inode& inode, int64_t nowNs);
+// Removes the open-handle record `key` (of `inode`, whatever its count) as its last release
+// would: the inode counts one opener less and goes if that was the last of an unlinked one.
+Status dropOpenHandle(Txn& txn, InodeId inode, const std::string& key);
 // Deletes the inode with its xattrs and chunks; its chunks go to the garbage list.
 Status deleteInode(Txn& txn, Inode& inode);
 // Moves the chunks of `inode` with index >= `first` to the garbage list.
