@@ -210,7 +210,7 @@ TEST_CASE("meta cluster: creates and renames survive leader kills, follower rest
   const std::string d = cluster.mnt() + "/work";
   REQUIRE(mkdir(d.c_str(), 0755) == 0);
   Workload work(d);
-  REQUIRE_MESSAGE(work.waitDone(300), work.failure());
+  REQUIRE_MESSAGE(work.waitDone(700), work.failure());
 
   // 1. The leader dies. Operations wait for the next one, they do not fail.
   std::vector<double> failovers;
@@ -220,7 +220,7 @@ TEST_CASE("meta cluster: creates and renames survive leader kills, follower rest
     auto killed = Clock::now();
     cluster.stopMeta(l, SIGKILL);
     int before = work.done();
-    REQUIRE_MESSAGE(work.waitDone(before + 200), work.failure());
+    REQUIRE_MESSAGE(work.waitDone(before + 300), work.failure());
     double ms = work.firstSuccessAfter(killed);
     failovers.push_back(ms);
     MESSAGE("failover " << round + 1 << ": leader (member " << l + 1 << ") killed -> first "
@@ -240,7 +240,7 @@ TEST_CASE("meta cluster: creates and renames survive leader kills, follower rest
     if (i == l) continue;
     cluster.stopMeta(i, SIGKILL);
     int before = work.done();
-    REQUIRE_MESSAGE(work.waitDone(before + 150), work.failure());
+    REQUIRE_MESSAGE(work.waitDone(before + 200), work.failure());
     cluster.startMeta(i);
     REQUIRE(waitConverged(cluster));
   }
@@ -249,7 +249,7 @@ TEST_CASE("meta cluster: creates and renames survive leader kills, follower rest
   for (int i = 0; i < cluster.metas(); ++i) cluster.stopMeta(i, SIGKILL);
   int before = work.done();
   for (int i = 0; i < cluster.metas(); ++i) cluster.startMeta(i);
-  REQUIRE_MESSAGE(work.waitDone(before + 200), work.failure());
+  REQUIRE_MESSAGE(work.waitDone(before + 300), work.failure());
 
   work.finish();
   REQUIRE_MESSAGE(work.failure().empty(), work.failure());
