@@ -88,7 +88,14 @@ bool Progress::maybeDecrTo(LogIndex rejected, LogIndex hint) {
   }
   // Probing: only the answer to the latest probe counts.
   if (next.prev() != rejected) return false;
-  next = std::max(std::min(rejected, hint).next(), match.next());
+  LogIndex to = std::min(rejected, hint);
+  // The answer to the latest probe says the follower lacks entries it once acknowledged: its
+  // log lost a tail (a torn or garbled write cut at restart; see file_storage.h). Start again
+  // from what it has, or it would refuse every append forever. A stale answer that lands here
+  // costs only a resend of entries the follower then acknowledges again; the commit index
+  // never goes back.
+  if (to < match) match = to;
+  next = std::max(to.next(), match.next());
   probeSent = false;
   return true;
 }
