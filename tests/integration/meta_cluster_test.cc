@@ -301,7 +301,9 @@ TEST_CASE("meta cluster: a partitioned leader commits nothing, the majority move
   std::thread probe([&] {
     probeErrno = mkdir((second.path() + "/work/probe").c_str(), 0755) == 0 ? 0 : errno;
   });
-  usleep(1'500'000);  // the probe waits on the isolated server for a while: nothing may commit
+  // The old leader steps down once it misses its majority (check-quorum); until the heal the
+  // probe stays unanswered and nothing it was given commits.
+  CHECK(waitUntil(20'000, [&] { return cluster.metaView(old).role != "leader"; }));
   CHECK(probeErrno == -1);
   auto after = cluster.metaView(old);
   CHECK(after.commit == isolated.commit);
