@@ -75,6 +75,11 @@ struct ChunkDesc {
   uint64_t version = 0;
   Layout layout;
   std::vector<ServerId> servers;  // servers[i] holds shard i
+  uint64_t epoch = 0;             // of the last write lease granted (fs/proto/common.capnp)
+  SessionId leaseSession;         // holder of the write lease; 0: none
+  uint32_t staleShards = 0;       // bit i: shard i missed writes, rebuild before reading it
+
+  bool stale(int shard) const { return (staleShards >> shard) & 1u; }
 };
 
 }  // namespace tessera

@@ -76,6 +76,9 @@ void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b) {
   toWire(c.layout, b.initLayout());
   auto servers = b.initServers(c.servers.size());
   for (size_t i = 0; i < c.servers.size(); ++i) servers.set(i, c.servers[i].value);
+  b.setEpoch(c.epoch);
+  b.setLeaseSession(c.leaseSession.value);
+  b.setStaleShards(c.staleShards);
 }
 
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
@@ -93,6 +96,12 @@ Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
   }
   c.servers.reserve(servers.size());
   for (auto s : servers) c.servers.push_back(ServerId(s));
+  c.epoch = r.getEpoch();
+  c.leaseSession = SessionId(r.getLeaseSession());
+  c.staleShards = r.getStaleShards();
+  if (c.staleShards >> c.layout.shards()) {
+    return Error{Errc::kInvalid, "chunk descriptor marks shards stale that it does not have"};
+  }
   return c;
 }
 

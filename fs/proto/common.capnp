@@ -74,6 +74,13 @@ struct ChunkDesc {
   version @2 :UInt64;
   layout @3 :Layout;
   servers @4 :List(UInt64);
+  # Write lease (DESIGN.md rule 3): the epoch of the last lease granted on this chunk (it only
+  # grows; chunk servers refuse writes with an older one) and the session holding it (0: none).
+  epoch @5 :UInt64;
+  leaseSession @6 :UInt64;
+  # Bit i set: shard i missed writes (its server was unreachable) and must be rebuilt before it
+  # is read again.
+  staleShards @7 :UInt32;
 }
 
 # Names one mutating request of a client session, so that the state machine applies it once
