@@ -41,7 +41,8 @@ kj::Promise<void> reply(Context& context, const Status& s) {
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(Disk& disk) : disk_(disk) {}
+ChunkServiceImpl::ChunkServiceImpl(Disk& disk, EpochTable& epochs)
+    : disk_(disk), epochs_(epochs) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();
@@ -59,7 +60,12 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto crcs = kj::heapArray<uint32_t>(wireCrcs.size());
   for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = wireCrcs[i];
   // `data` points into the request, which lives until this call's promise is done.
-  return disk_.write(*key, *layout, p.getOffset(), data, kj::mv(crcs), p.getSync())
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, layout = *layout, offset = p.getOffset(), data,
+             crcs = kj::mv(crcs), sync = p.getSync()](Status admitted) mutable {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return disk_.write(key, layout, offset, data, kj::mv(crcs), sync);
+      })
       .then([context, key = *key](Status s) mutable {
         if (s.code() == Errc::kCorruption) {
           log::warn("refused a write to shard ", key.toString().c_str(), ": ",
@@ -120,9 +126,12 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
   auto key = shardKey(p.getChunk(), p.getShard());
   if (!key) return reply(context, key.error());
   if (auto s = checkRange(0, p.getLength()); !s) return reply(context, s);
-  return disk_.truncate(*key, p.getLength()).then([context](Status s) mutable {
-    setError(context.getResults(), s);
-  });
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, length = p.getLength()](Status admitted) {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return disk_.truncate(key, length);
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
 kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {
@@ -131,9 +140,12 @@ kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {
   if (!key) return reply(context, key.error());
   auto layout = shardLayout(*key, p.getLayout());
   if (!layout) return reply(context, layout.error());
-  return disk_.create(*key, *layout).then([context](Status s) mutable {
-    setError(context.getResults(), s);
-  });
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, layout = *layout](Status admitted) {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return disk_.create(key, layout);
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
 kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
@@ -148,6 +160,14 @@ kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
     chunks.add(ChunkId(id));
   }
   return disk_.remove(chunks.finish()).then([context](Status s) mutable {
+    setError(context.getResults(), s);
+  });
+}
+
+kj::Promise<void> ChunkServiceImpl::fence(FenceContext context) {
+  auto p = context.getParams();
+  if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
+  return epochs_.raise(ChunkId(p.getChunk()), p.getEpoch()).then([context](Status s) mutable {
     setError(context.getResults(), s);
   });
 }

@@ -3,10 +3,12 @@
 // shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
 // length, a read longer than kMaxReadBytes or a CRC list that does not match the data is
 // answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
-// never sent.
+// never sent. Writes, truncates and creates carry the writer's lease epoch and are refused
+// (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
 #include "chunk/disk.h"
+#include "chunk/epochs.h"
 #include "fs/proto/chunk.capnp.h"
 
 namespace tessera::chunk {
@@ -18,7 +20,8 @@ constexpr size_t kMaxRemoveChunks = 65536;
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
-  explicit ChunkServiceImpl(Disk& disk);  // `disk` must outlive the service.
+  // `disk` and `epochs` must outlive the service.
+  ChunkServiceImpl(Disk& disk, EpochTable& epochs);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -27,9 +30,11 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> truncate(TruncateContext context) override;
   kj::Promise<void> create(CreateContext context) override;
   kj::Promise<void> remove(RemoveContext context) override;
+  kj::Promise<void> fence(FenceContext context) override;
 
  private:
   Disk& disk_;
+  EpochTable& epochs_;
 };
 
 }  // namespace tessera::chunk

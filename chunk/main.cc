@@ -188,7 +188,9 @@ int run(int argc, char** argv) {
 
   auto disk = Disk::open({.dir = get("data"), .capacityCap = capacity});
   if (!disk) return fail(disk.error().detail);
-  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk);
+  auto epochs = EpochTable::open(get("data") + "/epochs");
+  if (!epochs) return fail(epochs.error().toString());
+  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk, **epochs);
   auto server = RpcServer::listen(network, io.waitScope, *listen, service);
   if (!server) return fail(server.error().detail);
   uint16_t port = (*server)->port();

@@ -392,11 +392,31 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
   forgetChunksFrom(f, (newSize + kChunkSize - 1) / kChunkSize);
   if (newSize % kChunkSize == 0) return Status();
   uint64_t index = newSize / kChunkSize;
+  InodeId inode = f.inode;
   return chunk(f, index, false)
-      .then([this, newSize](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
+      .then([this, inode, index](Result<std::optional<ChunkDesc>> c)
+                -> kj::Promise<Result<std::optional<ChunkDesc>>> {
+        if (!c || !*c) return kj::mv(c);
+        // It exists: cutting it is a write, under its lease.
+        auto* f = find(inode);
+        if (!f) return Result<std::optional<ChunkDesc>>(Error{Errc::kStale, "file closed"});
+        return chunk(*f, index, true);
+      })
+      .then([this, inode, newSize](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
         if (!c) return Status(c.error());
         if (!*c) return Status();
-        return data_.truncate(**c, newSize % kChunkSize);
+        auto desc = **c;
+        return data_.truncate(desc, newSize % kChunkSize)
+            .then([this, inode, desc](Result<uint32_t> missed) -> kj::Promise<Status> {
+              if (!missed) {
+                if (missed.code() == Errc::kStale) leaseLost(inode, desc);
+                return Status(missed.error());
+              }
+              return markStale(inode, desc, *missed).then([](Result<ChunkDesc> c) -> Status {
+                if (!c) return c.error();
+                return Status();
+              });
+            });
       });
 }
 
@@ -715,7 +735,10 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
                                                             bool allocate) {
   using R = Result<std::optional<ChunkDesc>>;
   auto cached = f.chunks.find(index);
-  if (cached != f.chunks.end()) return R(std::optional<ChunkDesc>(cached->second));
+  // A writer needs the chunk's write lease; a reader any descriptor.
+  if (cached != f.chunks.end() && (!allocate || cached->second.leaseSession == session_)) {
+    return R(std::optional<ChunkDesc>(cached->second));
+  }
   auto busy = f.allocating.find(index);
   if (busy != f.allocating.end()) {
     return busy->second.addBranch().then(
@@ -766,33 +789,17 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
           return found;
         });
   }
-  // Allocate: the meta server places it, or returns the one another writer placed first. A
-  // chunk placed by this call is fresh: its first write creates its shards (FreshChunk).
-  struct Allocated {
-    ChunkDesc chunk;
-    bool created;
-  };
-  auto work = meta_
-                  .mutate<Allocated>("allocChunk",
-                                     [inode, index](MetaClient m, MetaLink::Req r) {
-                                       auto req = m.allocChunkRequest();
-                                       r.fill(req.initReq());
-                                       req.setInode(inode.value);
-                                       req.setIndex(index);
-                                       return req.send().then([](auto r) -> Result<Allocated> {
-                                         auto st = statusOf(r);
-                                         if (!st) return st.error();
-                                         auto c = fromWire(r.getChunk());
-                                         if (!c) return c.error();
-                                         return Allocated{kj::mv(*c), r.getCreated()};
-                                       });
-                                     })
-                  .then([this, inode, index, epoch](Result<Allocated> a) -> R {
+  // Lease (placing the chunk if it does not exist yet): only the lease holder writes a chunk,
+  // and chunk servers refuse the writes of any holder before it (DESIGN.md rule 3). A chunk
+  // placed by this call is fresh: its first write creates its shards (FreshChunk).
+  auto work = acquireLease(inode, index, timer_.now() + config_.metaRetryMs * kj::MILLISECONDS)
+                  .then([this, inode, index, epoch](Result<Leased> a) -> R {
                     auto* f = find(inode);
                     if (f) f->allocating.erase(index);
                     if (!a) return a.error();
-                    log::debug("inode ", inode.value, " allocated index ", index, ": chunk ",
-                               a->chunk.id.value, a->created ? " (new)" : "");
+                    log::debug("inode ", inode.value, " index ", index, ": chunk ",
+                               a->chunk.id.value, " leased at epoch ", a->chunk.epoch,
+                               a->created ? " (new)" : "");
                     if (f && f->mapEpoch == epoch) {
                       f->chunks[index] = a->chunk;
                       f->absent.erase(index);
@@ -804,6 +811,102 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
   auto result = work.addBranch();
   f.allocating.emplace(index, work.addBranch().ignoreResult().fork());
   return result;
+}
+
+kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t index,
+                                                         kj::TimePoint deadline) {
+  return meta_
+      .mutate<Leased>("acquireLease",
+                      [inode, index](MetaClient m, MetaLink::Req r) {
+                        auto req = m.acquireLeaseRequest();
+                        r.fill(req.initReq());
+                        req.setSession(r.session);  // the session it is sent under
+                        req.setInode(inode.value);
+                        req.setIndex(index);
+                        return req.send().then([](auto r) -> Result<Leased> {
+                          auto st = statusOf(r);
+                          if (!st) return st.error();
+                          auto c = fromWire(r.getChunk());
+                          if (!c) return c.error();
+                          return Leased{kj::mv(*c), r.getCreated()};
+                        });
+                      })
+      .then([this, inode, index, deadline](Result<Leased> a) -> kj::Promise<Result<Leased>> {
+        if (!a && a.code() == Errc::kBusy) {
+          // Another mount writes this chunk: wait until it lets go or its lease lapses.
+          if (timer_.now() >= deadline) {
+            return Result<Leased>(Error{Errc::kIo, a.error().detail});
+          }
+          return timer_.afterDelay(200 * kj::MILLISECONDS).then([this, inode, index, deadline] {
+            return acquireLease(inode, index, deadline);
+          });
+        }
+        if (!a || a->chunk.epoch <= 1) return kj::mv(a);
+        // The lease was someone's before (or ours, released): fence out whatever its last holder
+        // still has in flight before writing. A server that cannot be reached misses our writes:
+        // its shard is stale from now on.
+        auto leased = kj::heap<Leased>(kj::mv(*a));
+        auto& ref = *leased;
+        return data_.fence(ref.chunk)
+            .then([this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
+              if (!missed) return Result<ChunkDesc>(missed.error());
+              return markStale(inode, ref.chunk, *missed);
+            })
+            .then([&ref](Result<ChunkDesc> c) -> Result<Leased> {
+              if (!c) return c.error();
+              ref.chunk = kj::mv(*c);
+              return kj::mv(ref);
+            })
+            .attach(kj::mv(leased));
+      });
+}
+
+kj::Promise<Result<ChunkDesc>> Client::markStale(InodeId inode, const ChunkDesc& chunk,
+                                                 uint32_t shards) {
+  if (shards == 0 || (chunk.staleShards | shards) == chunk.staleShards) {
+    return Result<ChunkDesc>(chunk);
+  }
+  uint64_t index = chunk.index, epoch = chunk.epoch;
+  return meta_
+      .mutate<ChunkDesc>("markStale",
+                         [inode, index, epoch, shards](MetaClient m, MetaLink::Req r) {
+                           auto req = m.markStaleRequest();
+                           r.fill(req.initReq());
+                           req.setInode(inode.value);
+                           req.setIndex(index);
+                           req.setEpoch(epoch);
+                           req.setShards(shards);
+                           return req.send().then([](auto r) -> Result<ChunkDesc> {
+                             auto st = statusOf(r);
+                             if (!st) return st.error();
+                             return fromWire(r.getChunk());
+                           });
+                         })
+      .then([this, inode](Result<ChunkDesc> c) -> Result<ChunkDesc> {
+        if (!c) {
+          // The lease moved on (busy) or the meta group is gone: the write is not safe to
+          // acknowledge.
+          return Error{Errc::kIo, "cannot mark missed shards stale: " + c.error().toString()};
+        }
+        if (auto* f = find(inode)) {
+          auto it = f->chunks.find(c->index);
+          if (it != f->chunks.end() && it->second.id == c->id) it->second = *c;
+        }
+        return c;
+      });
+}
+
+// A chunk server refused a write because the lease moved on: forget that we held it, so the
+// next write asks again, and fail this one — its data must not land after the new holder's.
+void Client::leaseLost(InodeId inode, const ChunkDesc& chunk) {
+  log::warn("inode ", inode.value, " chunk ", chunk.id.value, ": write lease (epoch ",
+            chunk.epoch, ") was taken over by another writer");
+  if (auto* f = find(inode)) {
+    auto it = f->chunks.find(chunk.index);
+    if (it != f->chunks.end() && it->second.id == chunk.id && it->second.epoch == chunk.epoch) {
+      it->second.leaseSession = SessionId();
+    }
+  }
 }
 
 kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
@@ -829,15 +932,26 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                     uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
                                                     fresh && !fresh->shardsCreated);
                     return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
-                        .then([this, inode, desc, shards](Status s) {
-                          if (s) {
-                            if (auto* f = find(inode)) {
-                              auto& u = f->unsynced[desc.index];
-                              u.chunk = desc;
-                              u.shards |= shards;
+                        .then([this, inode, desc](Result<uint32_t> missed)
+                                  -> kj::Promise<Result<ChunkDesc>> {
+                          if (!missed) {
+                            if (missed.code() == Errc::kStale) {
+                              leaseLost(inode, desc);
+                              return Result<ChunkDesc>(Error{Errc::kIo, missed.error().detail});
                             }
+                            return Result<ChunkDesc>(missed.error());
                           }
-                          return s;
+                          // Degraded: acknowledged only once the missed shards are marked stale.
+                          return markStale(inode, desc, *missed);
+                        })
+                        .then([this, inode, shards](Result<ChunkDesc> written) -> Status {
+                          if (!written) return written.error();
+                          if (auto* f = find(inode)) {
+                            auto& u = f->unsynced[written->index];
+                            u.chunk = *written;
+                            u.shards |= shards & ~written->staleShards;
+                          }
+                          return Status();
                         });
                   }));
     pos += n;
@@ -1077,7 +1191,7 @@ kj::Promise<Status> Client::syncChunks(const std::map<uint64_t, Unsynced>& chunk
   for (auto& [index, u] : chunks) {
     const ChunkDesc& c = u.chunk;
     for (int j = 0; j < c.layout.shards(); ++j) {
-      if (u.shards & (1u << j)) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
+      if ((u.shards & (1u << j)) && !c.stale(j)) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
     }
   }
   kj::Vector<kj::Promise<Status>> syncs;

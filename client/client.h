@@ -142,7 +142,20 @@ class Client {
   void dropIfIdle(InodeId inode);
   Attr merge(Attr attr);
 
+  // The chunk at `index` (nullopt if it does not exist). With `allocate`: with this session's
+  // write lease on it, placed first if it does not exist.
   kj::Promise<Result<std::optional<ChunkDesc>>> chunk(FileState& f, uint64_t index, bool allocate);
+  struct Leased {
+    ChunkDesc chunk;
+    bool created;
+  };
+  // Asks for the write lease until granted or `deadline` (another session holds it: busy); a
+  // lease that had a holder before is fenced on the chunk servers before it is returned.
+  kj::Promise<Result<Leased>> acquireLease(InodeId inode, uint64_t index, kj::TimePoint deadline);
+  // Marks `shards` of the chunk stale at the meta server (we hold its lease) and caches the
+  // answer; the chunk as it is then.
+  kj::Promise<Result<ChunkDesc>> markStale(InodeId inode, const ChunkDesc& chunk, uint32_t shards);
+  void leaseLost(InodeId inode, const ChunkDesc& chunk);
   kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
                                    bool sync);
   // Starts writing the pending buffer out; the returned promise is for callers that wait.

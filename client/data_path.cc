@@ -1,6 +1,8 @@
 #include "client/data_path.h"
 
 #include <algorithm>
+#include <bit>
+#include <optional>
 #include <cstring>
 #include <set>
 
@@ -60,6 +62,11 @@ ErasureCode& DataPath::code(const Layout& layout) {
 kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                         kj::ArrayPtr<kj::byte> dest) {
   KJ_REQUIRE(lo % kBlockSize == 0 && dest.size() % kBlockSize == 0, lo, dest.size());
+  if (chunk.stale(shard)) {
+    return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(chunk.id.value) +
+                                                " shard " + std::to_string(shard) +
+                                                " is stale (missed writes)"});
+  }
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
   return servers_.get(server).then([this, server, chunkId, shard, lo, dest](
@@ -111,8 +118,9 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
   KJ_REQUIRE(lo % kBlockSize == 0 && data.size() % kBlockSize == 0, lo, data.size());
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
+  uint64_t epoch = chunk.epoch;
   Layout layout = chunk.layout;
-  return servers_.get(server).then([this, server, chunkId, layout, shard, lo, data, sync](
+  return servers_.get(server).then([this, server, chunkId, epoch, layout, shard, lo, data, sync](
                                        Result<proto::ChunkService::Client> service) {
     if (!service) return kj::Promise<Status>(service.error());
     kj::Vector<kj::Promise<Status>> parts;
@@ -126,6 +134,7 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
       toWire(layout, req.initLayout());
       req.setOffset(lo + done);
       req.setSync(sync);
+      req.setEpoch(epoch);
       auto piece = data.slice(done, done + n);
       req.setData(piece);
       auto crcs = req.initCrcs(uint32_t(n / kBlockSize));
@@ -317,18 +326,50 @@ kj::Promise<Status> DataPath::read(const ChunkDesc& chunk, uint64_t off,
       .attach(kj::mv(b));
 }
 
-kj::Promise<Status> DataPath::write(const ChunkDesc& chunk, uint64_t off,
-                                    kj::ArrayPtr<const kj::byte> data, bool sync,
-                                    std::shared_ptr<FreshChunk> fresh) {
-  if (data.size() == 0) return Status();
+kj::Promise<Result<uint32_t>> DataPath::joinShardWrites(const ChunkDesc& chunk,
+                                                        kj::Array<kj::Promise<Status>> all,
+                                                        std::vector<int> shards) {
+  return kj::joinPromises(kj::mv(all)).then(
+      [id = chunk.id, layout = chunk.layout, stale = chunk.staleShards,
+       shards = kj::mv(shards)](kj::Array<Status> results) -> Result<uint32_t> {
+        uint32_t failed = 0;
+        std::optional<Error> first;
+        for (size_t i = 0; i < results.size(); ++i) {
+          if (results[i]) continue;
+          const Error& e = results[i].error();
+          // Fenced: another writer holds the lease now. Invalid: a bug, not a lost server.
+          if (e.code == Errc::kStale || e.code == Errc::kInvalid) return e;
+          failed |= 1u << shards[i];
+          if (!first) first = e;
+        }
+        int lost = std::popcount(failed | stale);
+        int tolerable = layout.isEc() ? layout.m : layout.shards() - 1;
+        if (lost > tolerable) {
+          return Error{Errc::kUnavailable,
+                       "chunk " + std::to_string(id.value) + ": " + std::to_string(lost) + " of " +
+                           std::to_string(layout.shards()) + " shards unwritable (" +
+                           first->toString() + ")"};
+        }
+        if (failed) {
+          log::warn("chunk ", id.value, ": write missed shards (mask ", failed, "): ",
+                    first->toString().c_str(), "; they become stale");
+        }
+        return failed;
+      });
+}
+
+kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t off,
+                                              kj::ArrayPtr<const kj::byte> data, bool sync,
+                                              std::shared_ptr<FreshChunk> fresh) {
+  if (data.size() == 0) return Result<uint32_t>(0u);
   KJ_REQUIRE(off + data.size() <= kChunkSize, off, data.size());
   return chunk.layout.isEc() ? writeEc(chunk, off, data, sync, kj::mv(fresh))
                              : writeReplica(chunk, off, data, sync, kj::mv(fresh));
 }
 
-kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
-                                      kj::ArrayPtr<const kj::byte> data, bool sync,
-                                      std::shared_ptr<FreshChunk> fresh) {
+kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
+                                                kj::ArrayPtr<const kj::byte> data, bool sync,
+                                                std::shared_ptr<FreshChunk> fresh) {
   struct State {
     std::shared_ptr<FreshChunk> fresh;
     ChunkDesc chunk;
@@ -379,8 +420,8 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
         }
         return readEc(s.chunk, kj::mv(wants), true);
       })
-      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Status> {
-        if (!r) return r;
+      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Result<uint32_t>> {
+        if (!r) return Result<uint32_t>(r.error());
         const Layout& l = s.chunk.layout;
         const uint64_t L = s.rows.lo, H = s.rows.hi;
         forEachRun(l, off, data.size(), [&](uint64_t chunkOff, int shard, uint64_t shardOff, uint64_t n) {
@@ -392,23 +433,26 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
         for (int j = l.k; j < l.shards(); ++j) parity.push_back(s.bufs[j].begin());
         code(l).encode(in.data(), parity.data(), H - L);
         kj::Vector<kj::Promise<Status>> writes;
+        std::vector<int> shards;
+        auto add = [&](int j, uint64_t lo, kj::ArrayPtr<const kj::byte> bytes) {
+          if (s.chunk.stale(j)) return;  // missed earlier writes: rebuilt whole later
+          writes.add(writeShard(s.chunk, j, lo, bytes, sync));
+          shards.push_back(j);
+        };
         for (int j = 0; j < l.k; ++j) {
           const Extent& e = s.extents[j];
           if (e.empty()) continue;
           uint64_t lo = alignDown(e.lo, kBlockSize), hi = alignUp(e.hi, kBlockSize);
-          writes.add(writeShard(s.chunk, j, lo, s.bufs[j].slice(lo - L, hi - L), sync));
+          add(j, lo, s.bufs[j].slice(lo - L, hi - L));
         }
-        for (int j = l.k; j < l.shards(); ++j) {
-          writes.add(writeShard(s.chunk, j, L, s.bufs[j], sync));
-        }
+        for (int j = l.k; j < l.shards(); ++j) add(j, L, s.bufs[j]);
         if (s.fresh && !s.fresh->shardsCreated) {
           for (int j = 0; j < l.k; ++j) {
-            if (s.extents[j].empty()) {
-              writes.add(writeShard(s.chunk, j, 0, kj::ArrayPtr<const kj::byte>(), sync));
-            }
+            if (s.extents[j].empty()) add(j, 0, kj::ArrayPtr<const kj::byte>());
           }
         }
-        return joinStatus(writes.releaseAsArray()).then([&s](Status r) {
+        return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards))
+            .then([&s](Result<uint32_t> r) {
           // Recorded before the rows are unlocked: the next writer of these rows reads them.
           if (r && s.fresh) {
             for (int j = 0; j < s.chunk.layout.k; ++j) {
@@ -423,9 +467,10 @@ kj::Promise<Status> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
       .attach(kj::mv(st));
 }
 
-kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
-                                           kj::ArrayPtr<const kj::byte> data, bool sync,
-                                           std::shared_ptr<FreshChunk> fresh) {
+kj::Promise<Result<uint32_t>> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
+                                                     kj::ArrayPtr<const kj::byte> data,
+                                                     bool sync,
+                                                     std::shared_ptr<FreshChunk> fresh) {
   struct State {
     std::shared_ptr<FreshChunk> fresh;
     ChunkDesc chunk;
@@ -460,14 +505,18 @@ kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
         }
         return joinStatus(edges.releaseAsArray());
       })
-      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Status> {
-        if (!r) return r;
+      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Result<uint32_t>> {
+        if (!r) return Result<uint32_t>(r.error());
         memcpy(s.buf.begin() + (off - s.lo), data.begin(), data.size());
         kj::Vector<kj::Promise<Status>> writes;
+        std::vector<int> shards;
         for (int j = 0; j < s.chunk.layout.shards(); ++j) {
+          if (s.chunk.stale(j)) continue;
           writes.add(writeShard(s.chunk, j, s.lo, s.buf, sync));
+          shards.push_back(j);
         }
-        return joinStatus(writes.releaseAsArray()).then([&s](Status r) {
+        return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards))
+            .then([&s](Result<uint32_t> r) {
           if (r && s.fresh) {
             s.fresh->add(0, s.lo, s.hi);
             s.fresh->shardsCreated = true;
@@ -478,7 +527,7 @@ kj::Promise<Status> DataPath::writeReplica(const ChunkDesc& chunk, uint64_t off,
       .attach(kj::mv(st));
 }
 
-kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
+kj::Promise<Result<uint32_t>> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
   KJ_REQUIRE(len > 0 && len < kChunkSize, len);
   const Layout& l = chunk.layout;
   // The stripe (ec) or block (replica) holding the new last byte keeps only zeros after it, so
@@ -488,7 +537,7 @@ kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
   uint64_t shardLen = l.isEc() ? end / l.k : end;
   auto chunkCopy = kj::heap<ChunkDesc>(chunk);
   auto& c = *chunkCopy;
-  kj::Promise<Status> zeroing = Status();
+  kj::Promise<Result<uint32_t>> zeroing = Result<uint32_t>(0u);
   if (end > len) {
     auto zeros = kj::heapArray<kj::byte>(end - len);
     memset(zeros.begin(), 0, zeros.size());
@@ -496,20 +545,27 @@ kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
     zeroing = write(c, len, ptr, false).attach(kj::mv(zeros));
   }
   return zeroing
-      .then([this, &c, shardLen](Status s) -> kj::Promise<Status> {
-        if (!s) return s;
+      .then([this, &c, shardLen](Result<uint32_t> zeroed) -> kj::Promise<Result<uint32_t>> {
+        if (!zeroed) return zeroed;
+        // Shards the zeroing missed are stale already: cut the others.
+        c.staleShards |= *zeroed;
         kj::Vector<kj::Promise<Status>> cuts;
+        std::vector<int> shards;
         for (int j = 0; j < c.layout.shards(); ++j) {
+          if (c.stale(j)) continue;
           ServerId server = c.servers[j];
           uint64_t chunkId = c.id.value;
+          uint64_t epoch = c.epoch;
+          shards.push_back(j);
           cuts.add(servers_.get(server).then(
-              [this, server, chunkId, j, shardLen](Result<proto::ChunkService::Client> service)
-                  -> kj::Promise<Status> {
+              [this, server, chunkId, epoch, j, shardLen](
+                  Result<proto::ChunkService::Client> service) -> kj::Promise<Status> {
                 if (!service) return Status(service.error());
                 auto req = service->truncateRequest();
                 req.setChunk(chunkId);
                 req.setShard(uint8_t(j));
                 req.setLength(shardLen);
+                req.setEpoch(epoch);
                 return withTimeout(timer_, ioTimeoutMs_, req.send())
                     .then([](capnp::Response<proto::ChunkService::TruncateResults> r) {
                       auto st = fromWire(r.getError());
@@ -523,9 +579,41 @@ kj::Promise<Status> DataPath::truncate(const ChunkDesc& chunk, uint64_t len) {
                     });
               }));
         }
-        return joinStatus(cuts.releaseAsArray());
+        return joinShardWrites(c, cuts.releaseAsArray(), kj::mv(shards))
+            .then([zeroed = *zeroed](Result<uint32_t> cut) -> Result<uint32_t> {
+              if (!cut) return cut;
+              return *cut | zeroed;
+            });
       })
       .attach(kj::mv(chunkCopy));
+}
+
+kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk) {
+  kj::Vector<kj::Promise<Status>> fences;
+  std::vector<int> shards;
+  for (int j = 0; j < chunk.layout.shards(); ++j) {
+    if (chunk.stale(j)) continue;
+    ServerId server = chunk.servers[j];
+    uint64_t chunkId = chunk.id.value, epoch = chunk.epoch;
+    shards.push_back(j);
+    fences.add(servers_.get(server).then(
+        [this, server, chunkId, epoch](Result<proto::ChunkService::Client> service)
+            -> kj::Promise<Status> {
+          if (!service) return Status(service.error());
+          auto req = service->fenceRequest();
+          req.setChunk(chunkId);
+          req.setEpoch(epoch);
+          return withTimeout(timer_, ioTimeoutMs_, req.send())
+              .then([](capnp::Response<proto::ChunkService::FenceResults> r) {
+                return fromWire(r.getError());
+              },
+              [this, server](kj::Exception&& e) -> Status {
+                servers_.failed(server);
+                return errorFromException(e, "fence chunk");
+              });
+        }));
+  }
+  return joinShardWrites(chunk, fences.releaseAsArray(), kj::mv(shards));
 }
 
 kj::Promise<Status> DataPath::sync(ServerId server, const std::vector<ShardKey>& shards) {

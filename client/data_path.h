@@ -12,6 +12,12 @@
 // overwrite — the write hole — is the per-chunk log of DESIGN.md rule 2, not yet here: a crash
 // mid-write can leave a row whose parity disagrees with its data.)
 // replica(n): reads go to one replica and fall back to the others; writes go to all.
+//
+// Writes carry the chunk's lease epoch (ChunkDesc::epoch); a chunk server that knows a newer
+// one refuses them (kStale: the lease moved to another writer). Shards marked stale in the
+// descriptor are neither read nor written. A write that fails on some shards but reaches
+// enough of them (at most m lost for ec(k,m), at least one replica) succeeds degraded and names
+// the shards it missed, which the caller must have marked stale before it acknowledges.
 // Not thread-safe: lives on the client's event loop.
 #pragma once
 #include <map>
@@ -59,14 +65,21 @@ class DataPath {
 
   // `data` (alive until resolved) at chunk offset `off`, on every shard. With `sync` every
   // shard written is on disk when this resolves. `fresh` (may be null) is what this client
-  // knows of a chunk it placed; it is updated when the write succeeds.
-  kj::Promise<Status> write(const ChunkDesc& chunk, uint64_t off,
-                            kj::ArrayPtr<const kj::byte> data, bool sync,
-                            std::shared_ptr<FreshChunk> fresh = nullptr);
+  // knows of a chunk it placed; it is updated when the write succeeds. The value is the mask of
+  // shards the write could not reach (0 when it reached all); kStale if a server fenced the
+  // lease's epoch; kUnavailable if too many shards failed.
+  kj::Promise<Result<uint32_t>> write(const ChunkDesc& chunk, uint64_t off,
+                                      kj::ArrayPtr<const kj::byte> data, bool sync,
+                                      std::shared_ptr<FreshChunk> fresh = nullptr);
 
   // Cuts the chunk to `len` bytes (0 < len < kChunkSize): zeroes the rest of the stripe that
   // holds byte len - 1 and truncates every shard after it.
-  kj::Promise<Status> truncate(const ChunkDesc& chunk, uint64_t len);
+  // The mask of shards it could not reach, as write().
+  kj::Promise<Result<uint32_t>> truncate(const ChunkDesc& chunk, uint64_t len);
+
+  // Makes the chunk's servers refuse writes with an epoch older than chunk.epoch. The mask of
+  // shards whose server could not be reached (kStale if one knows a newer epoch already).
+  kj::Promise<Result<uint32_t>> fence(const ChunkDesc& chunk);
 
   // Makes the listed shards on `server` durable.
   kj::Promise<Status> sync(ServerId server, const std::vector<ShardKey>& shards);
@@ -93,12 +106,17 @@ class DataPath {
                               std::vector<int> missing);
   kj::Promise<Status> readReplica(const ChunkDesc& chunk, uint64_t lo,
                                   kj::ArrayPtr<kj::byte> dest, int attempt);
-  kj::Promise<Status> writeEc(const ChunkDesc& chunk, uint64_t off,
-                              kj::ArrayPtr<const kj::byte> data, bool sync,
-                              std::shared_ptr<FreshChunk> fresh);
-  kj::Promise<Status> writeReplica(const ChunkDesc& chunk, uint64_t off,
-                                   kj::ArrayPtr<const kj::byte> data, bool sync,
-                                   std::shared_ptr<FreshChunk> fresh);
+  kj::Promise<Result<uint32_t>> writeEc(const ChunkDesc& chunk, uint64_t off,
+                                        kj::ArrayPtr<const kj::byte> data, bool sync,
+                                        std::shared_ptr<FreshChunk> fresh);
+  kj::Promise<Result<uint32_t>> writeReplica(const ChunkDesc& chunk, uint64_t off,
+                                             kj::ArrayPtr<const kj::byte> data, bool sync,
+                                             std::shared_ptr<FreshChunk> fresh);
+  // Joins per-shard writes (`shards[i]` is the shard of `all[i]`) into the mask of failed
+  // shards, or the error that fails the whole write (see write()).
+  kj::Promise<Result<uint32_t>> joinShardWrites(const ChunkDesc& chunk,
+                                                kj::Array<kj::Promise<Status>> all,
+                                                std::vector<int> shards);
   ErasureCode& code(const Layout& layout);
 
   ChunkServers& servers_;

@@ -109,6 +109,8 @@ int main(int argc, char** argv) {
        "a chunk server without a heartbeat this long is down")
       ("session-timeout", po::value<std::string>()->default_value("60s"),
        "a mount silent this long loses its session: its open files are released")
+      ("lease-timeout", po::value<std::string>()->default_value("10s"),
+       "a write lease whose holder is silent this long may move to another mount")
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
       ("peers", po::value<std::string>(),
        "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
@@ -140,6 +142,8 @@ int main(int argc, char** argv) {
   if (!timeout) return fail(timeout.error().detail);
   auto sessionTimeout = parseDurationMs(vm["session-timeout"].as<std::string>());
   if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
+  auto leaseTimeout = parseDurationMs(vm["lease-timeout"].as<std::string>());
+  if (!leaseTimeout || *leaseTimeout == 0) return fail("bad --lease-timeout");
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -223,6 +227,7 @@ int main(int argc, char** argv) {
   config.address = bound;
   config.serverTimeoutMs = *timeout;
   config.sessionTimeoutMs = *sessionTimeout;
+  config.leaseTimeoutMs = *leaseTimeout;
   config.seed = randomU64();
   config.rootPolicy = *policy;
   config.newClusterId = newClusterId();

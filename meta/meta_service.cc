@@ -11,27 +11,13 @@
 #include "fs/options.h"
 #include "fs/wire.h"
 #include "meta/placement.h"
+#include "meta/propose.h"
 #include "meta/raft/raft_wire.h"
 
 namespace tessera::meta {
 namespace {
 
 std::string_view view(capnp::Text::Reader t) { return std::string_view(t.begin(), t.size()); }
-
-// Largest chunk index whose bytes still have offsets that fit in off_t.
-constexpr uint64_t kMaxChunkIndex = (uint64_t(INT64_MAX) / kChunkSize) - 1;
-
-// Builds an Op stamped with the time (and the client's request id, for exactly-once), lets
-// `fill` set its union member, and proposes it: the result is what applying it gave, once the
-// meta servers committed it.
-template <typename Fill>
-kj::Promise<Result<Applied>> proposeOp(raft::RaftNode& raft, int64_t now, Fill&& fill) {
-  capnp::MallocMessageBuilder message;
-  auto op = message.initRoot<proto::Op>();
-  op.setNowNs(now);
-  fill(op);
-  return raft.propose(capnp::messageToFlatArray(message));
-}
 
 void setRequest(proto::Op::Builder op, proto::RequestId::Reader req) {
   op.setSession(req.getSession());
@@ -418,6 +404,26 @@ kj::Promise<void> MetaService::getChunks(GetChunksContext context) {
   });
 }
 
+Result<ChunkDesc> MetaService::newChunk(InodeId inode, uint64_t index) {
+  auto policy = ns_.policy(inode);
+  if (!policy) return policy.error();
+  std::vector<Candidate> candidates;
+  for (auto& [id, s] : servers_) {
+    if (s.up) {
+      candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
+    }
+  }
+  auto placed = placeChunk(*policy, candidates, rng_);
+  if (!placed) return placed.error();
+  ChunkDesc chunk;
+  chunk.index = index;
+  chunk.id = ChunkId(++next_.chunk);
+  chunk.version = 1;
+  chunk.layout = *policy;
+  chunk.servers = *placed;
+  return chunk;
+}
+
 kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   auto p = context.getParams();
   auto results = context.getResults();
@@ -437,29 +443,15 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
     toWire(existing->front(), results.initChunk());
     return kj::READY_NOW;
   }
-  auto policy = ns_.policy(inode);
-  if (!policy) return fail(policy.error());
-  std::vector<Candidate> candidates;
-  for (auto& [id, s] : servers_) {
-    if (s.up) {
-      candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
-    }
-  }
-  auto placed = placeChunk(*policy, candidates, rng_);
-  if (!placed) return fail(placed.error());
-  ChunkDesc chunk;
-  chunk.index = index;
-  chunk.id = ChunkId(++next_.chunk);
-  chunk.version = 1;
-  chunk.layout = *policy;
-  chunk.servers = *placed;
+  auto chunk = newChunk(inode, index);
+  if (!chunk) return fail(chunk.error());
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
            noteRequest(op, p.getReq());
            auto a = op.initAllocChunk();
            a.setInode(inode.value);
-           toWire(chunk, a.initChunk());
+           toWire(*chunk, a.initChunk());
          })
-      .then([context, proposed = chunk.id](Result<Applied> r) mutable {
+      .then([context, proposed = chunk->id](Result<Applied> r) mutable {
         auto results = context.getResults();
         if (!r) return toWire(r.error(), results.initError());
         okToWire(results.initError());

@@ -27,6 +27,7 @@ struct MetaConfig {
   std::string newClusterId;               // if this server formats a new cluster
   uint64_t serverTimeoutMs = 5000;        // a chunk server without heartbeat this long is down
   uint64_t sessionTimeoutMs = 60'000;     // a mount's session silent this long expires
+  uint64_t leaseTimeoutMs = 10'000;       // a write lease of a session silent this long moves
   uint64_t seed = 0;                      // placement randomness
 };
 
@@ -71,6 +72,9 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> removeMember(RemoveMemberContext context) override;
   kj::Promise<void> transferLeader(TransferLeaderContext context) override;
   kj::Promise<void> keepAlive(KeepAliveContext context) override;
+  kj::Promise<void> acquireLease(AcquireLeaseContext context) override;
+  kj::Promise<void> releaseLeases(ReleaseLeasesContext context) override;
+  kj::Promise<void> markStale(MarkStaleContext context) override;
 
  private:
   struct ServerState {
@@ -82,6 +86,12 @@ class MetaService final : public proto::MetaService::Server {
   };
 
   int64_t nowNs() const;
+  // A descriptor for a new chunk at `index` of `inode`: a fresh id, the inode's policy, servers
+  // chosen among those up (meta/placement.h). Leader only.
+  Result<ChunkDesc> newChunk(InodeId inode, uint64_t index);
+  // True if `session`'s write leases may go to another session: it expired or has been silent
+  // longer than the lease timeout (meta_leases.cc).
+  bool leaseLapsed(SessionId session) const;
   void sweep();
   // This node now leads and has applied its whole log: continue ids above the ones any earlier
   // leader handed out, and learn the chunk servers afresh.

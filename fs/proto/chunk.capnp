@@ -13,8 +13,11 @@ struct ShardRef {
 
 interface ChunkService {
   # Store `data` at `offset` of the shard. With `sync`, the reply comes after fdatasync.
+  # `epoch`: of the writer's lease on the chunk (DESIGN.md rule 3); a write, truncate or create
+  # with an epoch older than the newest this server has seen for the chunk is refused with
+  # error stale, and a newer one is made durable here before the write is done.
   write @0 (chunk :UInt64, shard :UInt8, layout :Common.Layout, offset :UInt64, data :Data,
-            crcs :List(UInt32), sync :Bool) -> (error :Common.Error);
+            crcs :List(UInt32), sync :Bool, epoch :UInt64) -> (error :Common.Error);
   # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
   # exist here; corruption if a stored block fails its CRC.
   read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32)
@@ -22,10 +25,15 @@ interface ChunkService {
   # Make every listed shard durable (fdatasync).
   sync @2 (shards :List(ShardRef)) -> (error :Common.Error);
   # Cut the shard to `length` bytes (a multiple of 4 KiB); notFound if absent.
-  truncate @3 (chunk :UInt64, shard :UInt8, length :UInt64) -> (error :Common.Error);
+  truncate @3 (chunk :UInt64, shard :UInt8, length :UInt64, epoch :UInt64)
+      -> (error :Common.Error);
   # Create an empty shard if it does not exist, so that a later read of an untouched range
   # returns zeros rather than notFound.
-  create @4 (chunk :UInt64, shard :UInt8, layout :Common.Layout) -> (error :Common.Error);
+  create @4 (chunk :UInt64, shard :UInt8, layout :Common.Layout, epoch :UInt64)
+      -> (error :Common.Error);
   # Delete every shard of the listed chunks held here. Absent shards are not an error.
   remove @5 (chunks :List(UInt64)) -> (error :Common.Error);
+  # A new lease holder fences the chunk: from the reply on, this server refuses writes to the
+  # chunk with an older epoch, also after a restart (the epoch is on disk before the reply).
+  fence @6 (chunk :UInt64, epoch :UInt64) -> (error :Common.Error);
 }

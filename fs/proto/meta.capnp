@@ -141,4 +141,20 @@ interface MetaService {
   # Keeps an idle session alive (any call carrying the session does too). Error stale if it
   # expired already: the mount must open a new one.
   keepAlive @30 (session :UInt64) -> (error :Common.Error, timeoutMs :UInt64);
+
+  # --- write leases (DESIGN.md rule 3) ---
+  # A write lease for `session` on the chunk at `index` of `inode`, placing the chunk first if it
+  # does not exist (`created`, as allocChunk). The chunk's `epoch` is the lease's: a new grant
+  # raises it, so chunk servers refuse the writes of any earlier holder. Held by another live
+  # session: error busy (retry later). A holder keeps its lease until it releases it, closes the
+  # file, or stays silent for `leaseMs` (then another session may take it over).
+  acquireLease @31 (session :UInt64, inode :UInt64, index :UInt64, req :Common.RequestId)
+      -> (error :Common.Error, chunk :Common.ChunkDesc, created :Bool, leaseMs :UInt64);
+  # Gives up the session's leases on these chunks of `inode` (none listed: all of them).
+  releaseLeases @32 (session :UInt64, inode :UInt64, indexes :List(UInt64),
+                     req :Common.RequestId) -> (error :Common.Error);
+  # The lease holder (`epoch`) could not write these shards (bit i: shard i) of the chunk:
+  # they are stale until rebuilt, and nobody reads them. Error stale if the lease moved on.
+  markStale @33 (inode :UInt64, index :UInt64, epoch :UInt64, shards :UInt32,
+                 req :Common.RequestId) -> (error :Common.Error, chunk :Common.ChunkDesc);
 }

@@ -77,6 +77,11 @@ struct Op {
     allocChunk :group {
       inode @41 :UInt64;
       chunk @42 :Common.ChunkDesc;   # id, layout and servers chosen by the proposer
+      # != 0: also grant this session the write lease (a new grant raises the epoch); refused
+      # (busy) while another session holds it, unless that session is `replace`, which the
+      # leader found silent past the lease timeout.
+      leaseSession @60 :UInt64;
+      replace @61 :UInt64;
     }
     commitWrite :group {
       inode @43 :UInt64;
@@ -99,6 +104,17 @@ struct Op {
       member @55 :UInt64;
       address @56 :Text;
       remove @57 :Bool;
+    }
+    releaseLeases :group {          # the session gives up its leases on chunks of the inode
+      session @62 :UInt64;
+      inode @63 :UInt64;
+      indexes @64 :List(UInt64);    # empty: every chunk of the inode
+    }
+    markStale :group {              # the lease holder could not write these shards
+      inode @65 :UInt64;
+      index @66 :UInt64;
+      epoch @67 :UInt64;
+      shards @68 :UInt32;
     }
     expireSession :group {          # the leader found the session silent past its timeout
       session @58 :UInt64;

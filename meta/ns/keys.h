@@ -17,6 +17,9 @@
 //   'q' session seq                  → StoredReply: the first answer to a request, until acked
 //   'v' server                       → ServerRecord
 //   'g' chunk                        → GarbageRecord
+//   'l' session inode index          → "": the session holds the write lease of that chunk (the
+//                                      chunk record names it too); expiry and close find a
+//                                      session's leases here without a scan of every chunk
 //   'm' member                       → address of a meta server, raw text
 //   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
 //
@@ -43,6 +46,7 @@ enum Kind : char {
   kReply = 'q',
   kServer = 'v',
   kGarbage = 'g',
+  kLease = 'l',
   kMember = 'm',
   kCounter = 'c',
 };
@@ -135,6 +139,15 @@ inline std::string server(ServerId id) { return prefix(kServer, id.value); }
 inline std::string servers() { return std::string(1, char(kServer)); }
 inline std::string garbage(ChunkId id) { return prefix(kGarbage, id.value); }
 inline std::string garbages() { return std::string(1, char(kGarbage)); }
+inline std::string lease(SessionId session, InodeId inode, uint64_t index) {
+  std::string s = withU64(kLease, session.value, inode.value);
+  appendU64(s, index);
+  return s;
+}
+inline std::string leases(SessionId session) { return prefix(kLease, session.value); }
+inline std::string leases(SessionId session, InodeId inode) {
+  return withU64(kLease, session.value, inode.value);
+}
 inline std::string member(uint64_t id) { return prefix(kMember, id); }
 inline std::string members() { return std::string(1, char(kMember)); }
 inline std::string counter(Counter c) { return std::string{char(kCounter), char(c)}; }

@@ -25,8 +25,13 @@ struct Service {
     REQUIRE(d.ok());
     return kj::mv(*d);
   }();
+  kj::Own<EpochTable> epochs = [this] {
+    auto e = EpochTable::open(dir.path() + "/epochs");
+    REQUIRE(e.ok());
+    return kj::mv(*e);
+  }();
   kj::TwoWayPipe pipe = loop.io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk)};
+  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk, *epochs)};
   capnp::TwoPartyClient rpc{*pipe.ends[0]};
   proto::ChunkService::Client client = rpc.bootstrap().castAs<proto::ChunkService>();
 
@@ -98,6 +103,13 @@ struct Service {
       list[i].setShard(k.shard);
       ++i;
     }
+    return fromWire(loop.wait(req.send()).getError());
+  }
+
+  Status fence(uint64_t chunk, uint64_t epoch) {
+    auto req = client.fenceRequest();
+    req.setChunk(chunk);
+    req.setEpoch(epoch);
     return fromWire(loop.wait(req.send()).getError());
   }
 
@@ -225,4 +237,30 @@ TEST_CASE("chunk service: malformed requests are answered with errors, never a c
   // Still serving.
   REQUIRE(svc.write(1, 0, 0, data).ok());
   CHECK(svc.read(1, 0, 0, 2 * kBlockSize).status.ok());
+}
+
+TEST_CASE("a write with an epoch older than the chunk's fence is refused; newer ones raise it") {
+  Service svc;
+  auto data = pattern(kBlockSize, 7);
+  auto withEpoch = [](uint64_t e) { return [e](auto& req) { req.setEpoch(e); }; };
+  CHECK(svc.write(5, 0, 0, data, withEpoch(1)).ok());
+  CHECK(svc.fence(5, 3).ok());
+  CHECK(svc.epochs->get(ChunkId(5)) == 3);
+  auto stale = svc.write(5, 0, 0, data, withEpoch(2));
+  CHECK(stale.code() == Errc::kStale);
+  CHECK(svc.write(5, 1, 0, data, withEpoch(1)).code() == Errc::kStale);
+  CHECK(svc.write(5, 0, 0, data, withEpoch(3)).ok());
+  // A newer epoch without a fence (the holder's fence did not reach this server) raises it.
+  CHECK(svc.write(5, 0, 0, data, withEpoch(4)).ok());
+  CHECK(svc.write(5, 0, 0, data, withEpoch(3)).code() == Errc::kStale);
+  // Other chunks are not affected; a fence never lowers.
+  CHECK(svc.write(6, 0, 0, data, withEpoch(1)).ok());
+  CHECK(svc.fence(5, 2).ok());
+  CHECK(svc.epochs->get(ChunkId(5)) == 4);
+  auto req = svc.client.truncateRequest();
+  req.setChunk(5);
+  req.setShard(0);
+  req.setLength(0);
+  req.setEpoch(3);
+  CHECK(fromWire(svc.loop.wait(req.send()).getError()).code() == Errc::kStale);
 }

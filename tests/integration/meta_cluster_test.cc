@@ -177,31 +177,6 @@ std::string newestSegment(const std::string& raftDir) {
   return newest;
 }
 
-// A second tessera-mount of the cluster that knows only the meta server(s) in `meta`; unmounted
-// and stopped when it goes away.
-class ExtraMount {
- public:
-  ExtraMount(Cluster& cluster, const std::string& meta) : path_(cluster.dir() + "/mnt2") {
-    mkdir(path_.c_str(), 0755);
-    process_ = Process::spawn({buildDir() + "/client/tessera-mount", "--meta", meta, "-f",
-                               "--meta-timeout", "60s", path_},
-                              cluster.dir() + "/mount2.log");
-    bool up = waitUntil(15'000, [&] {
-      return run({"/usr/bin/mountpoint", "-q", path_}, 5'000).exitCode == 0 || !process_.running();
-    });
-    if (!up || !process_.running()) throw std::runtime_error("second mount did not come up");
-  }
-  ~ExtraMount() {
-    run({"/usr/bin/fusermount3", "-u", "-z", path_}, 10'000);
-    process_.stop(5'000);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  Process process_;
-};
-
 }  // namespace
 
 TEST_CASE("meta cluster: creates and renames survive leader kills, follower restarts and a full restart") {
@@ -274,7 +249,7 @@ TEST_CASE("meta cluster: a partitioned leader commits nothing, the majority move
 
   int old = cluster.leader();
   REQUIRE(old >= 0);
-  ExtraMount second(cluster, cluster.metaAddress(old));
+  ExtraMount second(cluster, "mnt2", cluster.metaAddress(old), {"--meta-timeout", "60s"});
   auto before = cluster.metaView(old);
   cluster.isolateMeta(old);
   // The majority elects a leader of a later term among themselves.
@@ -299,7 +274,7 @@ TEST_CASE("meta cluster: a partitioned leader commits nothing, the majority move
   CHECK(isolated.commit >= before.commit);
   std::atomic<int> probeErrno{-1};
   std::thread probe([&] {
-    probeErrno = mkdir((second.path() + "/work/probe").c_str(), 0755) == 0 ? 0 : errno;
+    probeErrno = mkdir((second.path + "/work/probe").c_str(), 0755) == 0 ? 0 : errno;
   });
   // The old leader steps down once it misses its majority (check-quorum); until the heal the
   // probe stays unanswered and nothing it was given commits.

@@ -38,41 +38,6 @@ size_t countOf(const std::string& text, const std::string& what) {
   return n;
 }
 
-bool isMounted(const std::string& path) {
-  std::ifstream f("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    std::istringstream in(line);
-    std::string a, b, c, d, mp;
-    in >> a >> b >> c >> d >> mp;
-    if (mp == path) return true;
-  }
-  return false;
-}
-
-// A second mount of the cluster, ours to kill or stop.
-struct ExtraMount {
-  std::string path, log;
-  Process process;
-
-  ExtraMount(Cluster& c, const std::string& name) : path(c.dir() + "/" + name),
-                                                    log(c.dir() + "/" + name + ".log") {
-    mkdir(path.c_str(), 0755);
-    process = Process::spawn({buildDir() + "/client/tessera-mount", "--meta", c.meta(), "-f",
-                              "--meta-timeout", "20s", path},
-                             log);
-    for (int i = 0; i < 750 && !isMounted(path) && process.running(); ++i) {
-      usleep(20'000);  // waiting for the mount, bounded
-    }
-    REQUIRE_MESSAGE(isMounted(path), slurp(log));
-  }
-  ~ExtraMount() {
-    if (isMounted(path)) run({"/usr/bin/fusermount3", "-u", "-z", path}, 10'000);
-    process.signal(SIGCONT);
-    process.stop(5'000);
-  }
-};
-
 // "files   N inodes, M chunks" of `tessera status`.
 std::pair<long, long> inodesAndChunks(Cluster& c) {
   std::string s = c.status();
@@ -111,7 +76,7 @@ TEST_CASE("sessions: a killed mount's orphan goes after the session timeout, an 
   REQUIRE(unlink((c.mnt() + "/idle-held").c_str()) == 0);
 
   // The doomed mount holds an unlinked file (one chunk), then dies.
-  auto doomed = std::make_unique<ExtraMount>(c, "doomed");
+  auto doomed = std::make_unique<ExtraMount>(c, "doomed", "", std::vector<std::string>{"--meta-timeout", "20s"});
   writeAll(doomed->path + "/doomed-held", randomBytes(rng, 1 << 20));
   int doomedFd = open((doomed->path + "/doomed-held").c_str(), O_RDONLY);
   REQUIRE(doomedFd >= 0);
@@ -156,7 +121,7 @@ TEST_CASE("sessions: a mount stopped past the session timeout opens a new sessio
   options.metaArgs = {"--session-timeout", std::to_string(kTimeoutS) + "s"};
   Cluster c(options);
 
-  ExtraMount sleeper(c, "sleeper");
+  ExtraMount sleeper(c, "sleeper", "", {"--meta-timeout", "20s"});
   std::string path = sleeper.path + "/held";
   int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
   REQUIRE(fd >= 0);

@@ -316,6 +316,30 @@ void Cluster::mount(const std::string& mountpoint) {
   }
 }
 
+ExtraMount::ExtraMount(Cluster& cluster, const std::string& name, const std::string& meta,
+                       const std::vector<std::string>& args)
+    : path(cluster.dir() + "/" + name), log(cluster.dir() + "/" + name + ".log") {
+  mkdir(path.c_str(), 0755);
+  std::vector<std::string> argv{buildDir() + "/client/tessera-mount",
+                                "--meta", meta.empty() ? cluster.meta() : meta,
+                                "-f", "--io-timeout", cluster.options().ioTimeout,
+                                "--meta-timeout", cluster.options().metaTimeout,
+                                "--log-level", logLevel()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(path);
+  process = Process::spawn(argv, log);
+  bool up = waitFor(15'000, [&] { return isMountPoint(path) || !process.running(); });
+  if (!up || !process.running()) {
+    throw std::runtime_error("tessera-mount " + name + " did not mount:\n" + slurp(log));
+  }
+}
+
+ExtraMount::~ExtraMount() {
+  process.signal(SIGCONT);
+  if (isMountPoint(path)) run({"/usr/bin/fusermount3", "-u", "-z", path}, 10'000);
+  process.stop(5'000);
+}
+
 void Cluster::unmount() {
   for (int attempt = 0; attempt < 50 && isMountPoint(mountpoint_); ++attempt) {
     auto r = run({"/usr/bin/fusermount3", "-u", mountpoint_}, 10'000);

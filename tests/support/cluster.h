@@ -90,6 +90,8 @@ class Cluster {
   bool waitChunksUp(int n, int timeoutMs = 20'000);
   // `tessera status` output.
   std::string status();
+  const Options& options() const { return options_; }
+  pid_t mountPid() const { return mount_.pid(); }
   // Lines of daemon logs that report sanitizer errors or crashes.
   std::vector<std::string> logProblems() const;
 
@@ -103,6 +105,17 @@ class Cluster {
   std::vector<uint16_t> chunkPorts_;  // 0 until the server listens
   Process mount_;
   std::string mountpoint_;
+};
+
+// Another tessera-mount of the cluster at DIR/NAME (log DIR/NAME.log), talking to `meta` (""
+// for every meta server), with the cluster's timeouts and then `args`. Unmounted and stopped
+// (after a SIGCONT, should the test have frozen it) when it goes away, also when a test fails.
+struct ExtraMount {
+  ExtraMount(Cluster& cluster, const std::string& name, const std::string& meta = "",
+             const std::vector<std::string>& args = {});
+  ~ExtraMount();
+  std::string path, log;
+  Process process;
 };
 
 // --- file helpers for tests ---

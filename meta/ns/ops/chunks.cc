@@ -21,6 +21,7 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
     return err(Errc::kTooBig, "allocChunk: index", std::to_string(chunk->index));
   }
 
+  SessionId leaseTo(args.getLeaseSession());
   std::string key = keys::chunk(id, chunk->index);
   auto existing = txn.get(key);
   if (!existing) return existing.error();
@@ -28,8 +29,23 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
     // Two writers raced to allocate this chunk; the first one's placement stands.
     auto stored = decodeChunk(chunk->index, **existing);
     if (!stored) return stored.error();
+    if (!leaseTo || stored->leaseSession == leaseTo) return Applied{attrOf(**inode), std::move(*stored)};
+    SessionId holder = stored->leaseSession;
+    if (holder && holder.value != args.getReplace()) {
+      return err(Errc::kBusy, "write lease held by session", std::to_string(holder.value));
+    }
+    if (holder) txn.erase(keys::lease(holder, id, stored->index));
+    // A new grant: a new epoch, so chunk servers refuse whatever the last holder still sends.
+    stored->epoch++;
+    stored->leaseSession = leaseTo;
+    txn.put(keys::lease(leaseTo, id, stored->index), "");
+    txn.put(key, encode(*stored));
     return Applied{attrOf(**inode), std::move(*stored)};
   }
+  chunk->epoch = leaseTo ? 1 : 0;
+  chunk->leaseSession = leaseTo;
+  chunk->staleShards = 0;
+  if (leaseTo) txn.put(keys::lease(leaseTo, id, chunk->index), "");
   txn.put(key, encode(*chunk));
   ++(*inode)->chunkCount;
   if (Status s = txn.addToCounter(keys::kChunkCount, 1); !s) return s.error();

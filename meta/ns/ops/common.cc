@@ -95,6 +95,7 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first) {
     auto chunk = decodeChunk(keys::readU64(key, keys::kIdPrefixLen), value);
     if (!chunk) return chunk.error();
     txn.erase(key);
+    if (chunk->leaseSession) txn.erase(keys::lease(chunk->leaseSession, inode.id(), chunk->index));
     // Each server is asked once per chunk, whatever number of its shards it holds; 0 marks a
     // shard that was never placed.
     GarbageOut garbage{*chunk, {}};

@@ -39,6 +39,9 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
     txn.put(key, keys::u64Value(*n - 1));
     return Applied{};
   }
+  // The session's last handle of the file: its write leases on the file go too (its mount
+  // flushed before it released).
+  if (Status s = dropLeases(txn, session, id); !s) return s.error();
   if (Status s = dropOpenHandle(txn, id, key); !s) return s.error();
   return Applied{};
 }

@@ -32,6 +32,8 @@ Result<Applied> registerServer(Txn& txn, proto::Op::Reader op);
 Result<Applied> removed(Txn& txn, proto::Op::Reader op);
 Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
 Result<Applied> expireSession(Txn& txn, proto::Op::Reader op);
+Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op);
+Result<Applied> markStale(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -73,6 +75,10 @@ Status dropOpenHandle(Txn& txn, InodeId inode, const std::string& key);
 Status deleteInode(Txn& txn, Inode& inode);
 // Moves the chunks of `inode` with index >= `first` to the garbage list.
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
+
+// Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
+// lease ops do (leases.cc).
+Status dropLeases(Txn& txn, SessionId session, InodeId inode);
 
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {

@@ -54,8 +54,9 @@ Result<Applied> expireSession(Txn& txn, proto::Op::Reader op) {
     return err(Errc::kBusy, "expireSession: session active since", std::to_string(id.value));
   }
 
-  // 1. Open files: released exactly as release would, so an unlinked file whose last opener
+  // 1. Write leases, then open files, released exactly as release would, so an unlinked file whose last opener
   //    this was goes now, its chunks to the garbage list.
+  if (Status s = dropLeases(txn, id, InodeId()); !s) return s.error();
   auto opens = openKeysOf(txn, id);
   if (!opens) return opens.error();
   for (const std::string& key : *opens) {

@@ -1,0 +1,112 @@
+// MetaService: write leases (DESIGN.md rule 3). The lease itself is replicated (the chunk record
+// names its holder and epoch, meta/ns/ops/chunks.cc and leases.cc); whether a holder is still
+// alive is the leader's soft state, the session liveness it keeps anyway. A lease moves to
+// another session only when its holder released it, closed the file, or went silent past the
+// lease timeout — and every move raises the chunk's epoch, which chunk servers use to refuse the
+// old holder's writes, so a stale writer can never overwrite what the new one wrote.
+#include "fs/wire.h"
+#include "meta/meta_service.h"
+#include "meta/propose.h"
+
+namespace tessera::meta {
+
+bool MetaService::leaseLapsed(SessionId session) const {
+  auto it = sessions_.find(session);
+  if (it == sessions_.end()) return true;  // expired (or never was)
+  return timer_.now() - it->second.lastContact > config_.leaseTimeoutMs * kj::MILLISECONDS;
+}
+
+kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  InodeId inode(p.getInode());
+  SessionId session(p.getSession());
+  uint64_t index = p.getIndex();
+  auto fail = [&](Error e) {
+    toWire(e, results.initError());
+    return kj::READY_NOW;
+  };
+  if (!session) return fail(Error{Errc::kInvalid, "acquireLease: session 0"});
+  if (index > kMaxChunkIndex) return fail(Error{Errc::kTooBig, "offset beyond the largest file"});
+  // Placement and lease liveness are this leader's view: only the leader grants.
+  if (!raft_.leaderReady()) return fail(raft_.notLeader());
+  touch(session);
+  results.setLeaseMs(config_.leaseTimeoutMs);
+  auto existing = ns_.chunks(inode, index, 1);
+  if (!existing) return fail(existing.error());
+  ChunkDesc chunk;
+  SessionId replace;
+  if (!existing->empty()) {
+    chunk = existing->front();
+    SessionId holder = chunk.leaseSession;
+    if (holder == session) {
+      okToWire(results.initError());
+      toWire(chunk, results.initChunk());
+      return kj::READY_NOW;
+    }
+    if (holder) {
+      if (!leaseLapsed(holder)) {
+        return fail(Error{Errc::kBusy, "chunk " + std::to_string(chunk.id.value) +
+                                           ": write lease held by session " +
+                                           std::to_string(holder.value)});
+      }
+      replace = holder;
+    }
+  } else {
+    auto placed = newChunk(inode, index);
+    if (!placed) return fail(placed.error());
+    chunk = kj::mv(*placed);
+  }
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           noteRequest(op, p.getReq());
+           auto a = op.initAllocChunk();
+           a.setInode(inode.value);
+           toWire(chunk, a.initChunk());
+           a.setLeaseSession(session.value);
+           a.setReplace(replace.value);
+         })
+      .then([context, proposed = chunk.id](Result<Applied> r) mutable {
+        auto results = context.getResults();
+        if (!r) return toWire(r.error(), results.initError());
+        okToWire(results.initError());
+        KJ_ASSERT(r->chunk != std::nullopt, "acquireLease applied without a chunk");
+        toWire(*r->chunk, results.initChunk());
+        results.setCreated(r->chunk->id == proposed && r->chunk->epoch == 1);
+      });
+}
+
+kj::Promise<void> MetaService::releaseLeases(ReleaseLeasesContext context) {
+  auto p = context.getParams();
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           noteRequest(op, p.getReq());
+           auto r = op.initReleaseLeases();
+           r.setSession(p.getSession());
+           r.setInode(p.getInode());
+           r.setIndexes(p.getIndexes());
+         })
+      .then([context](Result<Applied> r) mutable {
+        auto error = context.getResults().initError();
+        if (!r) return toWire(r.error(), error);
+        okToWire(error);
+      });
+}
+
+kj::Promise<void> MetaService::markStale(MarkStaleContext context) {
+  auto p = context.getParams();
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           noteRequest(op, p.getReq());
+           auto m = op.initMarkStale();
+           m.setInode(p.getInode());
+           m.setIndex(p.getIndex());
+           m.setEpoch(p.getEpoch());
+           m.setShards(p.getShards());
+         })
+      .then([context](Result<Applied> r) mutable {
+        auto results = context.getResults();
+        if (!r) return toWire(r.error(), results.initError());
+        okToWire(results.initError());
+        if (r->chunk) toWire(*r->chunk, results.initChunk());
+      });
+}
+
+}  // namespace tessera::meta

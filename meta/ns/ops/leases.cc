@@ -1,0 +1,78 @@
+// releaseLeases and markStale: the write leases of DESIGN.md rule 3 (granted by allocChunk with
+// a lease session, chunks.cc) and the shards a holder could not write.
+#include <algorithm>
+
+#include "meta/ns/ops/ops.h"
+
+namespace tessera::meta::ops {
+namespace {
+
+// Clears the lease of the chunk at `index` of `inode` if `session` holds it.
+Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index) {
+  txn.erase(keys::lease(session, inode, index));
+  std::string key = keys::chunk(inode, index);
+  auto bytes = txn.get(key);
+  if (!bytes) return bytes.error();
+  if (!*bytes) return Status();  // the chunk went (truncate, unlink)
+  auto chunk = decodeChunk(index, **bytes);
+  if (!chunk) return chunk.error();
+  if (chunk->leaseSession != session) return Status();
+  chunk->leaseSession = SessionId();
+  txn.put(key, encode(*chunk));
+  return Status();
+}
+
+}  // namespace
+
+Status dropLeases(Txn& txn, SessionId session, InodeId inode) {
+  std::string prefix = inode ? keys::leases(session, inode) : keys::leases(session);
+  auto held = txn.list(prefix);
+  if (!held) return held.error();
+  for (auto& [key, value] : *held) {
+    if (key.size() != keys::kIdPrefixLen + 16) return corruption("lease key", "wrong length");
+    InodeId of(keys::readU64(key, keys::kIdPrefixLen));
+    uint64_t index = keys::readU64(key, keys::kIdPrefixLen + 8);
+    if (Status s = dropLease(txn, session, of, index); !s) return s;
+  }
+  return Status();
+}
+
+Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getReleaseLeases();
+  SessionId session(args.getSession());
+  InodeId inode(args.getInode());
+  if (!session || !inode) return err(Errc::kInvalid, "releaseLeases: session or inode 0");
+  if (args.getIndexes().size() == 0) {
+    if (Status s = dropLeases(txn, session, inode); !s) return s.error();
+    return Applied{};
+  }
+  for (uint64_t index : args.getIndexes()) {
+    if (Status s = dropLease(txn, session, inode, index); !s) return s.error();
+  }
+  return Applied{};
+}
+
+Result<Applied> markStale(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getMarkStale();
+  InodeId inode(args.getInode());
+  std::string key = keys::chunk(inode, args.getIndex());
+  auto bytes = txn.get(key);
+  if (!bytes) return bytes.error();
+  if (!*bytes) return err(Errc::kNotFound, "markStale: no chunk at index", std::to_string(args.getIndex()));
+  auto chunk = decodeChunk(args.getIndex(), **bytes);
+  if (!chunk) return chunk.error();
+  // Only the holder of the current lease knows which shards missed its writes.
+  if (chunk->epoch != args.getEpoch()) {
+    return err(Errc::kBusy, "markStale: lease epoch " + std::to_string(args.getEpoch()) +
+                                 " was replaced by " + std::to_string(chunk->epoch));
+  }
+  uint32_t shards = args.getShards();
+  if (shards >> chunk->layout.shards()) return err(Errc::kInvalid, "markStale: no such shard");
+  chunk->staleShards |= shards;
+  txn.put(key, encode(*chunk));
+  auto a = txn.inode(inode);
+  if (!a) return a.error();
+  return Applied{attrOf(**a), std::move(*chunk)};
+}
+
+}  // namespace tessera::meta::ops

@@ -1,0 +1,109 @@
+// Write leases (DESIGN.md rule 3) with real processes: a mount frozen with SIGSTOP loses its
+// lease to a second mount once it has been silent past the lease timeout; when it thaws, the
+// chunk servers refuse what it still had to write (its process sees EIO) and the new writer's
+// data stays intact.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "tests/integration/helpers.h"
+
+using namespace tessera::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string slurpFile(const std::string& path) {
+  try {
+    return readAll(path);
+  } catch (...) {
+    return "";
+  }
+}
+
+void pwriteAll(int fd, const std::string& data, off_t at) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, at + off_t(done));
+    REQUIRE_MESSAGE(n > 0, "pwrite: " << strerror(errno));
+    done += size_t(n);
+  }
+}
+
+void leaseTakeover(const std::string& policy) {
+  CAPTURE(policy);
+  Cluster::Options o;
+  o.policy = policy;
+  o.metaArgs = {"--lease-timeout", "2s"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(6));
+  std::mt19937_64 rng(testSeed(4242));
+  const size_t kSize = 3 << 20;
+  std::string first = randomBytes(rng, kSize), stale = randomBytes(rng, kSize),
+              fresh = randomBytes(rng, kSize);
+
+  ExtraMount a(cluster, "mnt-a");
+  ExtraMount b(cluster, "mnt-b");
+  std::string pathA = a.path + "/image", pathB = b.path + "/image";
+
+  // A writes and syncs: it holds the write leases of the file's chunk.
+  int fdA = open(pathA.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fdA >= 0);
+  pwriteAll(fdA, first, 0);
+  REQUIRE(fsync(fdA) == 0);
+
+  // A freezes with a write and an fsync on their way to it.
+  a.process.signal(SIGSTOP);
+  std::atomic<int> staleErrno{-1};
+  std::thread staleWriter([&] {
+    int err = 0;
+    if (pwrite(fdA, stale.data(), stale.size(), 0) != ssize_t(stale.size())) err = errno;
+    if (err == 0 && fsync(fdA) != 0) err = errno;
+    staleErrno = err;
+  });
+
+  // B wants to write the same bytes: it waits while A's lease is alive, takes it over once A
+  // has been silent past the lease timeout, and its data is durable.
+  auto started = Clock::now();
+  int fdB = open(pathB.c_str(), O_RDWR);
+  REQUIRE(fdB >= 0);
+  pwriteAll(fdB, fresh, 0);
+  REQUIRE(fsync(fdB) == 0);
+  REQUIRE(close(fdB) == 0);
+  MESSAGE("B took over the lease and synced after "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count()
+          << " ms");
+  CHECK(staleErrno == -1);  // A is still frozen: its write has not come back
+
+  // A thaws: whatever it still sends carries the old epoch and is refused; its process hears EIO.
+  a.process.signal(SIGCONT);
+  staleWriter.join();
+  CHECK(staleErrno == EIO);
+  close(fdA);
+
+  // The new writer's data is what every reader sees, through a mount that never cached it.
+  ExtraMount c(cluster, "mnt-c");
+  std::string got = slurpFile(c.path + "/image");
+  CHECK(got.size() == kSize);
+  CHECK((got == fresh));
+  CHECK(slurpFile(a.log).find("was taken over by another writer") != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("leases: a frozen writer loses its lease and is fenced out, ec(4,2)") {
+  TESSERA_REQUIRE_FUSE();
+  leaseTakeover("ec(4,2)");
+}
+
+TEST_CASE("leases: a frozen writer loses its lease and is fenced out, replica(3)") {
+  TESSERA_REQUIRE_FUSE();
+  leaseTakeover("replica(3)");
+}
