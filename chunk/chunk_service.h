@@ -7,6 +7,7 @@
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
 #include "chunk/disk.h"
+#include "chunk/rebuilder.h"
 #include "fs/proto/chunk.capnp.h"
 
 namespace tessera::chunk {
@@ -19,6 +20,9 @@ constexpr size_t kMaxRemoveChunks = 65536;
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
   explicit ChunkServiceImpl(Disk& disk);  // `disk` must outlive the service.
+  // With a Rebuilder (which must outlive the service) rebuild orders are carried out; without
+  // one they are answered notSupported.
+  ChunkServiceImpl(Disk& disk, Rebuilder* rebuilder);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -27,9 +31,11 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> truncate(TruncateContext context) override;
   kj::Promise<void> create(CreateContext context) override;
   kj::Promise<void> remove(RemoveContext context) override;
+  kj::Promise<void> rebuild(RebuildContext context) override;
 
  private:
   Disk& disk_;
+  Rebuilder* rebuilder_ = nullptr;
 };
 
 }  // namespace tessera::chunk
