@@ -78,6 +78,7 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
   raft_.onLeadershipLost = [this] {
     servers_.clear();
     sessions_.clear();
+    if (repair_) repair_->reset();
   };
 }
 
@@ -117,6 +118,7 @@ void MetaService::becameLeader() {
   }
   graceUntil_ = now + std::max<uint64_t>(2 * config_.serverTimeoutMs, 5'000) * kj::MILLISECONDS;
   trackSessions();
+  if (repair_) repair_->reset();
   log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode,
             ", ", sessions_.size(), " sessions");
 }
@@ -146,6 +148,7 @@ void MetaService::sweep() {
                 " is down: no heartbeat for ", config_.serverTimeoutMs, " ms");
     }
   }
+  if (repair_) repair_->tick(serverMap());
 }
 
 namespace {
@@ -680,6 +683,7 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   size_t i = 0;
   for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
   fillStatFs(results.initStat());
+  fillRepairStatus(results.initRepair());
   return kj::READY_NOW;
 }
 
@@ -834,6 +838,103 @@ kj::Promise<void> MetaService::keepAlive(KeepAliveContext context) {
   okToWire(results.initError());
   results.setTimeoutMs(config_.sessionTimeoutMs);
   return kj::READY_NOW;
+}
+
+// --- repair ----------------------------------------------------------------------------------
+
+void MetaService::enableRepair(kj::Network& network) {
+  Repair::Config c;
+  c.graceMs = config_.repairGraceMs;
+  c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
+  repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
+}
+
+ServerMap MetaService::serverMap() {
+  ServerMap out;
+  auto now = timer_.now();
+  for (auto& [id, s] : servers_) {
+    ServerView v;
+    v.id = id;
+    v.address = s.record.address;
+    v.site = s.record.site;
+    v.rack = s.record.rack;
+    v.host = s.record.host;
+    v.up = s.up;
+    v.freeBytes = s.freeBytes;
+    // Down since it missed its heartbeats for the server timeout.
+    uint64_t silentMs =
+        now > s.lastHeartbeat ? uint64_t((now - s.lastHeartbeat) / kj::MILLISECONDS) : 0;
+    v.downMs = !s.up && silentMs > config_.serverTimeoutMs ? silentMs - config_.serverTimeoutMs : 0;
+    out.emplace(id, std::move(v));
+  }
+  return out;
+}
+
+void MetaService::fillRepairStatus(proto::RepairStatus::Builder b) {
+  if (!repair_) return;
+  auto st = repair_->stats();
+  b.setPassed(st.passed);
+  b.setHealthy(st.healthy);
+  b.setDegraded(st.degraded);
+  b.setLost(st.lost);
+  b.setMisplaced(st.misplaced);
+  b.setQueued(st.queued);
+  b.setRunning(st.running);
+  b.setDone(st.done);
+  b.setFailed(st.failed);
+  b.setBytesRebuilt(st.bytes);
+}
+
+kj::Promise<void> MetaService::reportDamaged(ReportDamagedContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  if (!repair_) {
+    toWire(Error{Errc::kNotSupported, "repair is off"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (p.getShards().size() > 65536) {
+    toWire(Error{Errc::kInvalid, "too many shards"}, results.initError());
+    return kj::READY_NOW;
+  }
+  for (auto ref : p.getShards()) {
+    repair_->reportDamaged(ChunkId(ref.getChunk()), ref.getShard(), ServerId(p.getServer()));
+  }
+  okToWire(results.initError());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::fsck(FsckContext context) {
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return readThen(context, [this](FsckContext& context) {
+    size_t max = std::min<uint32_t>(context.getParams().getMax(), 10'000);
+    auto servers = serverMap();
+    Repair::Report report = repair_ ? repair_->check(servers, max)
+                                    : checkChunks(ns_, servers, {}, config_.repairGraceMs, max);
+    auto results = context.getResults();
+    okToWire(results.initError());
+    results.setHealthy(report.healthy);
+    results.setDegraded(report.degraded);
+    results.setLost(report.lost);
+    results.setMisplaced(report.misplaced);
+    auto list = results.initBad(report.bad.size());
+    for (size_t i = 0; i < report.bad.size(); ++i) {
+      auto& bad = report.bad[i];
+      auto b = list[i];
+      b.setInode(bad.inode.value);
+      toWire(bad.chunk, b.initChunk());
+      b.setHealth(healthName(bad.health.health));
+      b.setMisplaced(bad.health.misplaced);
+      b.setDetail(bad.health.why);
+    }
+    fillRepairStatus(results.initRepair());
+  });
 }
 
 }  // namespace tessera::meta

@@ -18,6 +18,7 @@
 #include "fs/wire.h"
 #include "meta/ns/namespace.h"
 #include "meta/raft/raft_node.h"
+#include "meta/repair.h"
 
 namespace tessera::meta {
 
@@ -28,6 +29,7 @@ struct MetaConfig {
   uint64_t serverTimeoutMs = 5000;        // a chunk server without heartbeat this long is down
   uint64_t sessionTimeoutMs = 60'000;     // a mount's session silent this long expires
   uint64_t seed = 0;                      // placement randomness
+  uint64_t repairGraceMs = 600'000;       // a chunk server down this long has its shards rebuilt
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -38,6 +40,9 @@ class MetaService final : public proto::MetaService::Server {
 
   // Runs the liveness sweep until the returned promise is dropped.
   kj::Promise<void> run();
+  // Turns on self-healing (meta/repair.h): the leader's sweep then orders lost shards rebuilt
+  // through `network`, which must outlive the service. Without it fsck still reports.
+  void enableRepair(kj::Network& network);
 
  protected:
   kj::Promise<void> openSession(OpenSessionContext context) override;
@@ -71,6 +76,8 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> removeMember(RemoveMemberContext context) override;
   kj::Promise<void> transferLeader(TransferLeaderContext context) override;
   kj::Promise<void> keepAlive(KeepAliveContext context) override;
+  kj::Promise<void> reportDamaged(ReportDamagedContext context) override;
+  kj::Promise<void> fsck(FsckContext context) override;
 
  private:
   struct ServerState {
@@ -112,6 +119,9 @@ class MetaService final : public proto::MetaService::Server {
   void trackSessions();
   void expireSilentSessions();
   proto::StatFs::Builder fillStatFs(proto::StatFs::Builder b);
+  // --- repair (meta/repair.h) ---
+  ServerMap serverMap();
+  void fillRepairStatus(proto::RepairStatus::Builder b);
 
   Namespace& ns_;
   raft::RaftNode& raft_;
@@ -129,6 +139,8 @@ class MetaService final : public proto::MetaService::Server {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
   kj::TaskSet tasks_{errorHandler_};
+  // Last, so it goes first: its tasks refer to the Raft node and the store.
+  kj::Own<Repair> repair_;
 };
 
 }  // namespace tessera::meta

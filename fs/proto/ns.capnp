@@ -106,6 +106,17 @@ struct Op {
       # or after it is alive after all and is kept.
       silentSinceNs @59 :Int64;
     }
+    replaceShard :group {           # repair rebuilt a shard elsewhere: switch to it, if unchanged
+      inode @60 :UInt64;
+      index @61 :UInt64;
+      chunk @62 :UInt64;
+      shard @63 :UInt8;
+      # The chunk's epoch and servers when the copy started: the switch happens only if they
+      # are still these and no write lease is held (a lease grant bumps the epoch).
+      epoch @64 :UInt64;
+      servers @65 :List(UInt64);
+      target @66 :UInt64;           # holds the rebuilt shard; not one of `servers`
+    }
   }
 }
 

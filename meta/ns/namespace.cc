@@ -64,6 +64,8 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::removed(txn, op);
     case proto::Op::EXPIRE_SESSION:
       return ops::expireSession(txn, op);
+    case proto::Op::REPLACE_SHARD:
+      return ops::replaceShard(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};

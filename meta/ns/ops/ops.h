@@ -32,6 +32,7 @@ Result<Applied> registerServer(Txn& txn, proto::Op::Reader op);
 Result<Applied> removed(Txn& txn, proto::Op::Reader op);
 Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
 Result<Applied> expireSession(Txn& txn, proto::Op::Reader op);
+Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -73,6 +74,10 @@ Status dropOpenHandle(Txn& txn, InodeId inode, const std::string& key);
 Status deleteInode(Txn& txn, Inode& inode);
 // Moves the chunks of `inode` with index >= `first` to the garbage list.
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
+
+// Adds `server` to the servers that must delete their shards of `chunk` (the garbage record of
+// the chunk, created if there is none). Server 0 is ignored.
+Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server);
 
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {

@@ -1,0 +1,203 @@
+// Self-healing with real processes: a chunk server killed for good has its shards rebuilt on
+// the others once the grace period passed, and `tessera fsck` tells the state all along.
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <map>
+#include <regex>
+
+#include <kj/async-io.h>
+
+#include "fs/options.h"
+#include "fs/proto/meta.capnp.h"
+#include "fs/rpc.h"
+#include "fs/wire.h"
+#include "tests/integration/helpers.h"
+
+using namespace tessera;
+using namespace tessera::test;
+
+namespace {
+
+double nowSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+// The id a chunk server's data directory was registered under (DIR/server.id).
+uint64_t serverIdOf(const std::string& dir) {
+  std::string text = readAll(dir + "/server.id");
+  std::smatch m;
+  REQUIRE(std::regex_search(text, m, std::regex("id = ([0-9]+)")));
+  return std::stoull(m[1]);
+}
+
+// The chunk descriptors of the file with inode `inode`, asked of the meta server at `address`.
+std::vector<ChunkDesc> chunksOf(const std::string& address, uint64_t inode) {
+  auto parsed = Address::parse(address);
+  REQUIRE(parsed.ok());
+  auto io = kj::setupAsyncIo();
+  auto& timer = io.provider->getTimer();
+  auto conn = Connection::open(io.provider->getNetwork(), timer, *parsed, 5'000).wait(io.waitScope);
+  REQUIRE(conn.ok());
+  auto service = (*conn)->bootstrap<proto::MetaService>();
+  auto req = service.getChunksRequest();
+  req.setInode(inode);
+  req.setFirst(0);
+  req.setCount(1024);
+  auto r = timer.timeoutAfter(10 * kj::SECONDS, req.send()).wait(io.waitScope);
+  REQUIRE(fromWire(r.getError()).ok());
+  std::vector<ChunkDesc> out;
+  for (auto c : r.getChunks()) {
+    auto d = fromWire(c);
+    REQUIRE(d.ok());
+    out.push_back(*d);
+  }
+  return out;
+}
+
+struct Fsck {
+  int exitCode = -1;
+  std::string output;
+  double rebuiltMiB = 0;
+  uint64_t running = 0, done = 0;
+};
+
+Fsck fsck(Cluster& cluster) {
+  auto r = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+  Fsck f{r.exitCode, r.output};
+  std::smatch m;
+  if (std::regex_search(f.output, m, std::regex("([0-9.]+) MiB rebuilt"))) {
+    f.rebuiltMiB = std::stod(m[1]);
+  }
+  if (std::regex_search(f.output, m, std::regex("([0-9]+) running, ([0-9]+) done"))) {
+    f.running = std::stoull(m[1]);
+    f.done = std::stoull(m[2]);
+  }
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("repair: a chunk server killed for good is rebuilt on the others; data identical") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options options;
+  options.chunks = 7;
+  options.serverTimeout = "2s";
+  options.metaArgs = {"--repair-grace", "3s"};
+  Cluster cluster(options);
+  REQUIRE(cluster.waitChunksUp(7));
+  uint64_t seed = testSeed(41);
+  std::mt19937_64 rng(seed);
+
+  std::string ec = cluster.mnt() + "/ec";
+  std::string rep = cluster.mnt() + "/rep";
+  REQUIRE(mkdir(ec.c_str(), 0755) == 0);
+  REQUIRE(mkdir(rep.c_str(), 0755) == 0);
+  REQUIRE(run({adminBin(), "policy", "set", rep, "replica(3)"}).exitCode == 0);
+  std::map<std::string, size_t> sizes = {{ec + "/small", 100'003},
+                                         {ec + "/stripe", 262'144},
+                                         {ec + "/multi", 9'000'017},
+                                         {ec + "/two-chunks", (64u << 20) + 5'000'000},
+                                         {rep + "/copy", 6'000'011}};
+  std::map<std::string, std::string> sums;
+  for (auto& [path, size] : sizes) {
+    writeAll(path, randomBytes(rng, size));
+    sums[path] = sha256(path);
+    REQUIRE(sums[path].size() == 64);
+  }
+  auto before = fsck(cluster);
+  INFO(before.output);
+  CHECK(before.exitCode == 0);
+
+  // Kill the server holding the most shards of these files, for good.
+  int leader = cluster.leader();
+  REQUIRE(leader >= 0);
+  std::map<uint64_t, int> shardsOn;
+  std::map<std::string, uint64_t> inodes;
+  for (auto& [path, size] : sizes) {
+    struct stat st;
+    REQUIRE(stat(path.c_str(), &st) == 0);
+    inodes[path] = st.st_ino;
+    for (auto& c : chunksOf(cluster.metaAddress(leader), st.st_ino)) {
+      for (ServerId s : c.servers) ++shardsOn[s.value];
+    }
+  }
+  int victim = 0;
+  uint64_t victimId = 0;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    uint64_t id = serverIdOf(cluster.chunkDir(i));
+    if (shardsOn[id] > shardsOn[victimId]) {
+      victim = i;
+      victimId = id;
+    }
+  }
+  MESSAGE("killing chunk server " << victimId << " (" << shardsOn[victimId] << " shards of the files)");
+  REQUIRE(shardsOn[victimId] > 0);
+  cluster.stopChunk(victim, SIGKILL);
+
+  // Degraded first (the grace period), then rebuilt: fsck clean within a bounded wait.
+  double killed = nowSeconds();
+  Fsck last;
+  bool sawDegraded = false;
+  double repairSeen = 0;  // first poll that saw a rebuild running or done
+  double deadline = killed + 180;
+  while (nowSeconds() < deadline) {
+    last = fsck(cluster);
+    if (last.exitCode == 1) sawDegraded = true;
+    if (repairSeen == 0 && (last.running > 0 || last.done > 0)) repairSeen = nowSeconds();
+    if (last.exitCode == 0 && sawDegraded) break;
+    usleep(100'000);
+  }
+  double healed = nowSeconds();
+  INFO(last.output);
+  REQUIRE(last.exitCode == 0);
+  CHECK(sawDegraded);
+  CHECK(last.rebuiltMiB > 0);
+  // Polling through the admin command: the figure is coarse (and a lower bound on the rate).
+  double rebuilding = std::max(healed - (repairSeen ? repairSeen : killed), 0.1);
+  MESSAGE("repair: " << last.done << " shards, " << last.rebuiltMiB << " MiB rebuilt; fsck clean "
+                     << healed - killed << " s after the kill (2 s server timeout + 3 s grace); "
+                     << "at least " << last.rebuiltMiB / rebuilding << " MiB/s over the "
+                     << rebuilding << " s rebuilds were seen running");
+
+  // No chunk descriptor names the dead server any more.
+  leader = cluster.leader();
+  REQUIRE(leader >= 0);
+  for (auto& [path, inode] : inodes) {
+    auto chunks = chunksOf(cluster.metaAddress(leader), inode);
+    CHECK(!chunks.empty());
+    for (auto& c : chunks) {
+      CAPTURE(path);
+      CAPTURE(c.id.value);
+      for (ServerId s : c.servers) CHECK(s.value != victimId);
+      CHECK(c.staleShards == 0);
+    }
+  }
+
+  // The data is identical, read afresh from the shards (a new mount has no page cache).
+  cluster.unmount();
+  cluster.mount();
+  for (auto& [path, sum] : sums) {
+    CAPTURE(path);
+    CHECK(sha256(path) == sum);
+  }
+
+  // The rebuilt shards are right, not just present: with two more servers gone, every ec(4,2)
+  // chunk needs all four survivors, rebuilt ones among them, and replica(3) its last copy.
+  int killedMore = 0;
+  for (int i = 0; i < cluster.chunks() && killedMore < 2; ++i) {
+    if (i == victim) continue;
+    cluster.stopChunk(i, SIGKILL);
+    ++killedMore;
+  }
+  cluster.unmount();
+  cluster.mount();
+  for (auto& [path, sum] : sums) {
+    CAPTURE(path);
+    CHECK(sha256(path) == sum);
+  }
+  CHECK(cluster.logProblems().empty());
+}
