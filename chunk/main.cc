@@ -57,6 +57,8 @@ po::options_description flags() {
       ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
       ("connect-timeout", text("DURATION")->default_value("10s"),
        "how long the first registration with the meta server may take")
+      ("inventory-interval", text("DURATION")->default_value("10m"),
+       "report every shard held here to the meta leader this often (and at registration)")
       ("repair-rate", text("MB/s")->default_value("50"),
        "at most this many MB per second of shards rebuilt here on the meta leader's orders")
       ("log-level", text("LEVEL")->default_value("info"), "debug, info, warn or error");
@@ -170,6 +172,8 @@ int run(int argc, char** argv) {
   auto connectTimeout = parseDurationMs(get("connect-timeout"));
   if (!connectTimeout) return fail("--connect-timeout: " + connectTimeout.error().detail);
   if (*connectTimeout == 0) return fail("--connect-timeout must be more than 0");
+  auto inventory = parseDurationMs(get("inventory-interval"));
+  if (!inventory || *inventory == 0) return fail("--inventory-interval: expected a duration");
   uint64_t repairRate = 0;
   {
     const std::string text = get("repair-rate");
@@ -222,7 +226,8 @@ int run(int argc, char** argv) {
                  .rack = get("rack"),
                  .host = host,
                  .heartbeatMs = *heartbeat,
-                 .connectTimeoutMs = *connectTimeout});
+                 .connectTimeoutMs = *connectTimeout,
+                 .inventoryMs = *inventory});
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))

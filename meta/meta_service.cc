@@ -624,6 +624,10 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
     }
     if (orders.size() >= 1000) break;
   }
+  // Orphans found in this server's inventory (meta/repair.h) go the same way as garbage.
+  if (repair_ && orders.size() < 1000) {
+    for (ChunkId c : repair_->takeOrphans(id, 1000 - orders.size())) orders.push_back(c.value);
+  }
   okToWire(results.initError());
   auto list = results.initRemove(orders.size());
   for (size_t i = 0; i < orders.size(); ++i) list.set(i, orders[i]);
@@ -883,6 +887,7 @@ void MetaService::fillRepairStatus(proto::RepairStatus::Builder b) {
   b.setDone(st.done);
   b.setFailed(st.failed);
   b.setBytesRebuilt(st.bytes);
+  b.setOrphans(st.orphans);
 }
 
 kj::Promise<void> MetaService::reportDamaged(ReportDamagedContext context) {
@@ -935,6 +940,35 @@ kj::Promise<void> MetaService::fsck(FsckContext context) {
     }
     fillRepairStatus(results.initRepair());
   });
+}
+
+kj::Promise<void> MetaService::reportInventory(ReportInventoryContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  if (servers_.find(ServerId(p.getServer())) == servers_.end()) {
+    toWire(Error{Errc::kNotFound, "unknown server; register first"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (p.getShards().size() > 100'000) {
+    toWire(Error{Errc::kInvalid, "inventory piece too large"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (repair_) {
+    std::vector<std::pair<uint64_t, int>> shards;
+    shards.reserve(p.getShards().size());
+    for (auto ref : p.getShards()) {
+      if (ref.getChunk() != 0 && ref.getShard() < 32) {
+        shards.emplace_back(ref.getChunk(), ref.getShard());
+      }
+    }
+    repair_->inventory(ServerId(p.getServer()), p.getStart(), shards, p.getDone());
+  }
+  okToWire(results.initError());
+  return kj::READY_NOW;
 }
 
 }  // namespace tessera::meta

@@ -78,6 +78,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> keepAlive(KeepAliveContext context) override;
   kj::Promise<void> reportDamaged(ReportDamagedContext context) override;
   kj::Promise<void> fsck(FsckContext context) override;
+  kj::Promise<void> reportInventory(ReportInventoryContext context) override;
 
  private:
   struct ServerState {

@@ -26,6 +26,10 @@ Repair::Repair(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer, kj::Networ
 void Repair::reset() {
   ++generation_;
   damaged_.clear();
+  inventories_.clear();
+  placed_.clear();
+  placing_.clear();
+  placedValid_ = false;
   running_.clear();
   perServer_.clear();
   cursorInode_ = InodeId();
@@ -53,9 +57,15 @@ Repair::Stats Repair::stats() const {
 }
 
 void Repair::tick(const ServerMap& servers) {
+  if (!cursorInode_ && cursorIndex_ == 0) {
+    placing_.clear();
+    placingMark_ = ns_.idMarks().chunk;
+  }
   auto batch = ns_.scanChunks(cursorInode_, cursorIndex_, config_.scanBatch);
+  NotHeldFn held = [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); };
   for (auto& entry : batch) {
-    auto h = assess(entry.chunk, servers, damaged_, config_.graceMs);
+    placing_[entry.chunk.id.value] = entry.chunk.servers;
+    auto h = assess(entry.chunk, servers, damaged_, config_.graceMs, held);
     switch (h.health) {
       case Health::kHealthy: ++pass_.healthy; break;
       case Health::kDegraded: ++pass_.degraded; break;
@@ -76,6 +86,10 @@ void Repair::tick(const ServerMap& servers) {
     stats_.misplaced = pass_.misplaced;
     stats_.queued = pass_.queued;
     pass_ = Stats{};
+    placed_ = std::move(placing_);
+    placing_.clear();
+    placedMark_ = placingMark_;
+    placedValid_ = true;
     cursorInode_ = InodeId();
     cursorIndex_ = 0;
   } else {
@@ -85,7 +99,7 @@ void Repair::tick(const ServerMap& servers) {
 }
 
 ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSet& damaged,
-                        uint64_t graceMs, size_t max) {
+                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld) {
   ChunkReport report;
   InodeId inode;
   uint64_t index = 0;
@@ -93,7 +107,7 @@ ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSe
   while (true) {
     auto batch = ns.scanChunks(inode, index, kBatch);
     for (auto& entry : batch) {
-      auto h = assess(entry.chunk, servers, damaged, graceMs);
+      auto h = assess(entry.chunk, servers, damaged, graceMs, notHeld);
       switch (h.health) {
         case Health::kHealthy: ++report.healthy; break;
         case Health::kDegraded: ++report.degraded; break;
@@ -112,7 +126,8 @@ ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSe
 }
 
 Repair::Report Repair::check(const ServerMap& servers, size_t max) {
-  return checkChunks(ns_, servers, damaged_, config_.graceMs, max);
+  return checkChunks(ns_, servers, damaged_, config_.graceMs, max,
+                     [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); });
 }
 
 bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
@@ -129,6 +144,12 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
   // A server still to delete its old shards of this chunk would delete the new one with them.
   if (auto g = ns_.garbageOf(chunk.id)) {
     for (ServerId s : g->pending) excluded.insert(s);
+  }
+  for (auto& [id, inv] : inventories_) {
+    if (inv.ordered.count(chunk.id.value) ||
+        std::find(inv.toOrder.begin(), inv.toOrder.end(), chunk.id.value) != inv.toOrder.end()) {
+      excluded.insert(id);
+    }
   }
   auto target = pickTarget(chunk, shard, servers, excluded, rng_);
   if (!target) {
@@ -215,6 +236,21 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
             return;
           }
           log::info("repair: shard ", chunk.id.value, ".", shard, " now on server ", to.value);
+          if (generation == generation_) {
+            // The target's reports predate its new shard: it would look missing there. Its
+            // inventory counts again from the next two reports.
+            auto inv = inventories_.find(to);
+            if (inv != inventories_.end()) {
+              inv->second.complete.clear();
+              inv->second.building = false;
+            }
+            for (auto* map : {&placed_, &placing_}) {
+              auto it = map->find(chunk.id.value);
+              if (it != map->end() && size_t(shard) < it->second.size()) {
+                it->second[shard] = to;
+              }
+            }
+          }
           std::erase_if(damaged_, [&](const auto& d) {
             return std::get<0>(d) == chunk.id.value && std::get<1>(d) == shard;
           });
@@ -237,6 +273,94 @@ void Repair::finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t byte
   } else {
     ++stats_.failed;
   }
+}
+
+// --- inventories -----------------------------------------------------------------------------
+
+void Repair::inventory(ServerId server, bool start,
+                       const std::vector<std::pair<uint64_t, int>>& shards, bool done) {
+  auto& inv = inventories_[server];
+  if (start) {
+    inv.building = true;
+    inv.partial = Listing{};
+    inv.partial.mark = ns_.idMarks().chunk;
+  }
+  // A piece without its start (a report begun under another leader) is ignored.
+  if (!inv.building) return;
+  for (auto& [chunk, shard] : shards) {
+    inv.partial.shards.insert({chunk, shard});
+    inv.partial.chunks.insert(chunk);
+  }
+  if (!done) return;
+  inv.building = false;
+  inv.complete.push_back(std::move(inv.partial));
+  inv.partial = Listing{};
+  if (inv.complete.size() > 2) inv.complete.erase(inv.complete.begin());
+  // Orders of earlier findings are done once a complete report lacks them.
+  const Listing& latest = inv.complete.back();
+  std::erase_if(inv.ordered, [&](uint64_t c) { return !latest.chunks.count(c); });
+  findOrphans(server);
+}
+
+bool Repair::notHeld(uint64_t chunk, int shard, ServerId server) const {
+  auto it = inventories_.find(server);
+  if (it == inventories_.end() || it->second.complete.size() < 2) return false;
+  const auto& reports = it->second.complete;
+  if (chunk > reports[0].mark) return false;
+  return !reports[0].shards.count({chunk, shard}) && !reports[1].shards.count({chunk, shard});
+}
+
+void Repair::findOrphans(ServerId server) {
+  auto& inv = inventories_[server];
+  inv.toOrder.clear();
+  if (inv.complete.size() < 2 || !placedValid_) return;
+  const Listing& older = inv.complete[0];
+  const Listing& newer = inv.complete[1];
+  // The chunk map of the pass must know every chunk the older report could hold.
+  if (placedMark_ < older.mark) return;
+  for (uint64_t chunk : newer.chunks) {
+    if (chunk > older.mark || !older.chunks.count(chunk) || inv.ordered.count(chunk)) continue;
+    auto running = running_.find(ChunkId(chunk));
+    if (running != running_.end() && running->second.target == server) continue;
+    auto it = placed_.find(chunk);
+    if (it != placed_.end() &&
+        std::find(it->second.begin(), it->second.end(), server) != it->second.end()) {
+      continue;
+    }
+    // Still in the store's garbage list for this server: the garbage path deletes it.
+    if (auto g = ns_.garbageOf(ChunkId(chunk))) {
+      if (std::find(g->pending.begin(), g->pending.end(), server) != g->pending.end()) continue;
+    }
+    inv.toOrder.push_back(chunk);
+  }
+  if (!inv.toOrder.empty()) {
+    log::info("repair: chunk server ", server.value, " holds ", inv.toOrder.size(),
+              " orphan chunks; ordering them deleted");
+  }
+}
+
+std::vector<ChunkId> Repair::takeOrphans(ServerId server, size_t max) {
+  std::vector<ChunkId> out;
+  auto it = inventories_.find(server);
+  if (it == inventories_.end()) return out;
+  auto& inv = it->second;
+  while (!inv.toOrder.empty() && out.size() < max) {
+    uint64_t chunk = inv.toOrder.back();
+    inv.toOrder.pop_back();
+    // A rebuild to this server may have started since the finding.
+    auto running = running_.find(ChunkId(chunk));
+    if (running != running_.end() && running->second.target == server) continue;
+    // ... or finished, switching a shard of it here.
+    auto placed = placed_.find(chunk);
+    if (placed != placed_.end() &&
+        std::find(placed->second.begin(), placed->second.end(), server) != placed->second.end()) {
+      continue;
+    }
+    inv.ordered.insert(chunk);
+    out.push_back(ChunkId(chunk));
+    ++stats_.orphans;
+  }
+  return out;
 }
 
 }  // namespace tessera::meta

@@ -15,6 +15,20 @@
 // maxPerServer per target server, one per chunk. A failed order is simply found again by a
 // later pass.
 //
+// Inventories. Chunk servers report which shards they hold (chunk/inventory.h), in full, at
+// registration and then periodically. Conclusions are drawn only from two consecutive complete
+// reports of a server, and only about chunks older than the first of them (id <= the chunk
+// mark when it started): a shard written (or rebuilt) while a report was taken must not look
+// missing or orphaned. Then
+//   - a shard that the chunk map places on the (live) server but neither report lists is
+//     missing and rebuilt elsewhere;
+//   - a chunk with shards in both reports but none placed on that server, per the chunk map as
+//     of a whole pass that started after the first report, amended by this leader's own
+//     switches, and with no rebuild under way to that server, is an orphan: the server is told
+//     to delete it (heartbeat `remove`). Until a later report shows it gone, no rebuild of
+//     that chunk is sent there (the delete must not meet the rebuild).
+// A server that just received a rebuilt shard starts over: its earlier reports lack the shard.
+//
 // Not thread-safe: owned by the MetaService, on the meta server's event loop.
 #pragma once
 #include <kj/async.h>
@@ -43,7 +57,7 @@ struct ChunkReport {
 // Every chunk's health now (a full scan), listing at most `max` chunks that are not healthy or
 // are misplaced.
 ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSet& damaged,
-                        uint64_t graceMs, size_t max);
+                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld = {});
 
 class Repair {
  public:
@@ -62,11 +76,18 @@ class Repair {
     uint64_t healthy = 0, degraded = 0, lost = 0, misplaced = 0;
     uint64_t queued = 0;  // chunks with shards to rebuild now, not yet ordered
     uint64_t running = 0, done = 0, failed = 0, bytes = 0;
+    uint64_t orphans = 0;  // orphan chunks ordered deleted
   };
   using Report = ChunkReport;
 
   Repair(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer, kj::Network& network,
          Config config);
+
+  // A piece of server `server`'s inventory report.
+  void inventory(ServerId server, bool start, const std::vector<std::pair<uint64_t, int>>& shards,
+                 bool done);
+  // Orphan chunks `server` must delete, at most `max`, each handed out once per finding.
+  std::vector<ChunkId> takeOrphans(ServerId server, size_t max);
 
   // One step of the scan and of ordering, with the leader's view of the chunk servers. Call
   // only while leading (leaderReady).
@@ -89,6 +110,28 @@ class Repair {
   bool order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
              const ServerMap& servers);
   void finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t bytes);
+  bool notHeld(uint64_t chunk, int shard, ServerId server) const;
+  void findOrphans(ServerId server);
+
+  struct Inventory;
+  struct Listing {
+    uint64_t mark = 0;  // the chunk mark when the report started
+    std::set<std::pair<uint64_t, int>> shards;
+    std::set<uint64_t> chunks;
+  };
+  struct Inventory {
+    bool building = false;
+    Listing partial;
+    std::vector<Listing> complete;   // the last two, oldest first
+    std::set<uint64_t> ordered;     // orphans ordered deleted, until a report lacks them
+    std::vector<uint64_t> toOrder;  // orphans found, not yet handed to a heartbeat
+  };
+  std::map<ServerId, Inventory> inventories_;
+  // Chunk id → servers, from the last whole pass (and the pass under way), amended by this
+  // leader's switches; with the chunk mark when that pass started.
+  std::map<uint64_t, std::vector<ServerId>> placed_, placing_;
+  uint64_t placedMark_ = 0, placingMark_ = 0;
+  bool placedValid_ = false;
 
   Namespace& ns_;
   raft::RaftNode& raft_;

@@ -23,7 +23,7 @@ std::string hostKey(const ServerView& s) { return s.site + "/" + s.rack + "/" + 
 }  // namespace
 
 ChunkHealth assess(const ChunkDesc& chunk, const ServerMap& servers, const DamagedSet& damaged,
-                   uint64_t graceMs) {
+                   uint64_t graceMs, const NotHeldFn& notHeld) {
   ChunkHealth h;
   int n = int(chunk.servers.size());
   auto note = [&](const std::string& text) {
@@ -46,6 +46,10 @@ ChunkHealth assess(const ChunkDesc& chunk, const ServerMap& servers, const Damag
       h.missing.push_back(i);
       h.repairable.push_back(i);
       note(shard + ": damaged");
+    } else if (it->second.up && notHeld && notHeld(chunk.id.value, i, id)) {
+      h.missing.push_back(i);
+      h.repairable.push_back(i);
+      note(shard + ": not held by its server");
     } else if (!it->second.up) {
       h.missing.push_back(i);
       if (it->second.downMs > graceMs) h.repairable.push_back(i);

@@ -3,6 +3,7 @@
 // a rebuilt shard goes. No I/O, no clock: the leader's soft state comes in as values.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -34,7 +35,8 @@ const char* healthName(Health h);
 
 struct ChunkHealth {
   Health health = Health::kHealthy;
-  // Shards that cannot be read now: server unknown or down, stale bit set, reported damaged.
+  // Shards that cannot be read now: server unknown or down, stale bit set, reported damaged,
+  // or absent from the inventory of their live server.
   std::vector<int> missing;
   // Of those, the ones to rebuild now: stale, damaged, or on a server unknown or silent for
   // longer than the grace period. A shard on a server down for less stays missing and waits.
@@ -45,8 +47,11 @@ struct ChunkHealth {
   std::string why;  // for fsck: what is wrong, "" if healthy
 };
 
+// Whether a live server's inventory shows that it lacks shard (chunk, shard).
+using NotHeldFn = std::function<bool(uint64_t chunk, int shard, ServerId server)>;
+
 ChunkHealth assess(const ChunkDesc& chunk, const ServerMap& servers, const DamagedSet& damaged,
-                   uint64_t graceMs);
+                   uint64_t graceMs, const NotHeldFn& notHeld = {});
 
 // Bytes [0, n) of each shard that hold the first `chunkBytes` bytes of a chunk's data (rounded
 // up to whole stripe rows for ec, to 4 KiB for replicas; at most the shard size).

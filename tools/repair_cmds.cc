@@ -36,10 +36,11 @@ void printRepair(proto::RepairStatus::Reader r) {
   } else {
     printf("health  not assessed yet (the leader's first pass over the chunks is under way)\n");
   }
-  printf("repair  %lu queued, %lu running, %lu done, %lu failed, %s rebuilt\n",
+  printf("repair  %lu queued, %lu running, %lu done, %lu failed, %s rebuilt; %lu orphan chunks "
+         "deleted\n",
          (unsigned long)r.getQueued(), (unsigned long)r.getRunning(),
          (unsigned long)r.getDone(), (unsigned long)r.getFailed(),
-         mib(r.getBytesRebuilt()).c_str());
+         mib(r.getBytesRebuilt()).c_str(), (unsigned long)r.getOrphans());
 }
 
 int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {

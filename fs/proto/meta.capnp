@@ -54,6 +54,7 @@ struct RepairStatus {
   done @7 :UInt64;        # shards rebuilt and switched to since this server leads
   failed @8 :UInt64;
   bytesRebuilt @9 :UInt64;
+  orphans @10 :UInt64;    # orphan chunks ordered deleted from chunk servers
 }
 
 # One chunk that fsck found wanting.
@@ -176,4 +177,8 @@ interface MetaService {
   fsck @32 (max :UInt32) -> (error :Common.Error, healthy :UInt64, degraded :UInt64,
                              lost :UInt64, misplaced :UInt64, bad :List(ChunkReport),
                              repair :RepairStatus);
+  # One piece of a chunk server's inventory (chunk/inventory.h): `start` on the first piece of
+  # a report, `done` on its last; the leader uses only complete reports.
+  reportInventory @33 (server :UInt64, start :Bool, shards :List(ShardRef), done :Bool)
+      -> (error :Common.Error);
 }

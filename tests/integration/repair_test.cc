@@ -201,3 +201,92 @@ TEST_CASE("repair: a chunk server killed for good is rebuilt on the others; data
   }
   CHECK(cluster.logProblems().empty());
 }
+
+namespace {
+
+std::string shardFile(const std::string& chunkDir, uint64_t chunk, int shard) {
+  char name[64];
+  snprintf(name, sizeof name, "/shards/%02x/%016llx.%d", unsigned(chunk & 0xff),
+           (unsigned long long)chunk, shard);
+  return chunkDir + name;
+}
+
+// Index of the chunk server (in the Cluster) registered as `id`.
+int serverIndex(Cluster& cluster, uint64_t id) {
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (serverIdOf(cluster.chunkDir(i)) == id) return i;
+  }
+  FAIL("no chunk server has id " << id);
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("repair: inventories — a shard gone from a live server is rebuilt, an orphan deleted") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options options;
+  options.chunks = 7;
+  options.chunkArgs = {"--inventory-interval", "1s"};
+  options.metaArgs = {"--repair-grace", "3s"};
+  Cluster cluster(options);
+  REQUIRE(cluster.waitChunksUp(7));
+  uint64_t seed = testSeed(43);
+  std::mt19937_64 rng(seed);
+  std::string path = cluster.mnt() + "/file";
+  writeAll(path, randomBytes(rng, 3'000'017));
+  std::string sum = sha256(path);
+  struct stat st;
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  int leader = cluster.leader();
+  REQUIRE(leader >= 0);
+  auto chunks = chunksOf(cluster.metaAddress(leader), st.st_ino);
+  REQUIRE(chunks.size() == 1);
+  ChunkDesc c = chunks[0];
+  REQUIRE(c.servers.size() == 6);
+
+  // Shard 1's file vanishes from its (running) server; a copy of shard 2 appears on the one
+  // server that holds nothing of the chunk: an orphan.
+  int lostOn = serverIndex(cluster, c.servers[1].value);
+  std::string lost = shardFile(cluster.chunkDir(lostOn), c.id.value, 1);
+  REQUIRE(access(lost.c_str(), F_OK) == 0);
+  int spare = -1;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    uint64_t id = serverIdOf(cluster.chunkDir(i));
+    if (std::find(c.servers.begin(), c.servers.end(), ServerId(id)) == c.servers.end()) spare = i;
+  }
+  REQUIRE(spare >= 0);
+  std::string orphan = shardFile(cluster.chunkDir(spare), c.id.value, 2);
+  REQUIRE(run({"/bin/cp", shardFile(cluster.chunkDir(serverIndex(cluster, c.servers[2].value)),
+                                    c.id.value, 2),
+               orphan})
+              .exitCode == 0);
+  REQUIRE(unlink(lost.c_str()) == 0);
+
+  // The orphan goes, and shard 1 is rebuilt on a server that held nothing of the chunk.
+  double deadline = nowSeconds() + 120;
+  bool orphanGone = false, moved = false;
+  while (nowSeconds() < deadline && !(orphanGone && moved)) {
+    orphanGone = access(orphan.c_str(), F_OK) != 0;
+    auto now = chunksOf(cluster.metaAddress(cluster.leader()), st.st_ino);
+    moved = now.size() == 1 && now[0].servers[1] != c.servers[1];
+    if (moved) c = now[0];
+    usleep(200'000);
+  }
+  CHECK(orphanGone);
+  REQUIRE(moved);
+  auto after = fsck(cluster);
+  INFO(after.output);
+  CHECK(after.exitCode == 0);
+  // Every other shard stayed where it was, and the data reads back from the shards.
+  for (int i = 0; i < 6; ++i) {
+    if (i == 1) continue;
+    CHECK(access(shardFile(cluster.chunkDir(serverIndex(cluster, c.servers[i].value)), c.id.value,
+                           i)
+                      .c_str(),
+                  F_OK) == 0);
+  }
+  cluster.unmount();
+  cluster.mount();
+  CHECK(sha256(path) == sum);
+  CHECK(cluster.logProblems().empty());
+}
