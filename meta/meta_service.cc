@@ -444,7 +444,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   if (!policy) return fail(policy.error());
   std::vector<Candidate> candidates;
   for (auto& [id, s] : servers_) {
-    if (s.up) {
+    if (s.up && !s.record.draining) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
@@ -494,6 +494,12 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
   b.setUsedBytes(s.usedBytes);
   b.setFreeBytes(s.freeBytes);
   b.setShards(s.shards);
+  b.setDraining(s.record.draining);
+  if (repair_) {
+    auto st = repair_->stats();
+    auto it = st.shardsOn.find(s.record.id);
+    b.setPlacedShards(it == st.shardsOn.end() ? 0 : it->second);
+  }
   if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
     b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
   } else {
@@ -864,6 +870,7 @@ ServerMap MetaService::serverMap() {
     v.rack = s.record.rack;
     v.host = s.record.host;
     v.up = s.up;
+    v.draining = s.record.draining;
     v.freeBytes = s.freeBytes;
     // Down since it missed its heartbeats for the server timeout.
     uint64_t silentMs =
@@ -969,6 +976,49 @@ kj::Promise<void> MetaService::reportInventory(ReportInventoryContext context) {
   }
   okToWire(results.initError());
   return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::drainServer(DrainServerContext context) {
+  auto p = context.getParams();
+  ServerId id(p.getServer());
+  bool draining = p.getDraining();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           auto s = op.initSetServerState();
+           s.setServer(id.value);
+           s.setDraining(draining);
+         })
+      .then([this, context, id, draining](Result<Applied> r) mutable {
+        if (r) {
+          auto it = servers_.find(id);
+          if (it != servers_.end()) it->second.record.draining = draining;
+          log::info("chunk server ", id.value, draining ? " is draining" : " drains no more");
+        }
+        setError(context.getResults(), r);
+      });
+}
+
+kj::Promise<void> MetaService::removeServer(RemoveServerContext context) {
+  ServerId id(context.getParams().getServer());
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           auto s = op.initSetServerState();
+           s.setServer(id.value);
+           s.setRemove(true);
+         })
+      .then([this, context, id](Result<Applied> r) mutable {
+        if (r) {
+          servers_.erase(id);
+          log::info("chunk server ", id.value, " removed from the cluster");
+        }
+        setError(context.getResults(), r);
+      });
 }
 
 }  // namespace tessera::meta

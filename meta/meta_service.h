@@ -79,6 +79,8 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> reportDamaged(ReportDamagedContext context) override;
   kj::Promise<void> fsck(FsckContext context) override;
   kj::Promise<void> reportInventory(ReportInventoryContext context) override;
+  kj::Promise<void> drainServer(DrainServerContext context) override;
+  kj::Promise<void> removeServer(RemoveServerContext context) override;
 
  private:
   struct ServerState {

@@ -72,7 +72,8 @@ void Repair::tick(const ServerMap& servers) {
       case Health::kLost: ++pass_.lost; break;
     }
     if (h.misplaced) ++pass_.misplaced;
-    if (!h.repairable.empty() && h.health != Health::kLost) {
+    for (ServerId s : entry.chunk.servers) ++pass_.shardsOn[s];
+    if ((!h.repairable.empty() || !h.moves.empty()) && h.health != Health::kLost) {
       if (running_.count(entry.chunk.id)) continue;
       if (!order(entry, h, servers)) ++pass_.queued;
     }
@@ -85,6 +86,7 @@ void Repair::tick(const ServerMap& servers) {
     stats_.lost = pass_.lost;
     stats_.misplaced = pass_.misplaced;
     stats_.queued = pass_.queued;
+    stats_.shardsOn = std::move(pass_.shardsOn);
     pass_ = Stats{};
     placed_ = std::move(placing_);
     placing_.clear();
@@ -136,7 +138,7 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
   // A writer holds the chunk: its writes would race the copy. Wait for the lease to end.
   if (chunk.leaseSession) return false;
   if (running_.size() >= config_.maxOrders) return false;
-  int shard = health.repairable[0];
+  int shard = health.repairable.empty() ? health.moves[0] : health.repairable[0];
   std::set<ServerId> excluded;
   for (auto& [id, n] : perServer_) {
     if (n >= config_.maxPerServer) excluded.insert(id);
@@ -171,7 +173,8 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
   uint64_t generation = generation_;
   running_[chunk.id] = Order{*target, generation};
   ++perServer_[*target];
-  log::info("repair: rebuilding shard ", chunk.id.value, ".", shard, " (",
+  log::info("repair: ", health.repairable.empty() ? "moving" : "rebuilding", " shard ",
+            chunk.id.value, ".", shard, " (",
             chunk.layout.toString().c_str(), ", ", length, " bytes, was on server ",
             chunk.servers[shard].value, ") on server ", target->value, " at ", address.c_str());
 

@@ -8,6 +8,10 @@
 // the old leader that is still running on a chunk server ends either in a replaceShard that
 // was committed before this leader took over, or in an orphan copy nothing refers to.
 //
+// Draining servers (tessera drain) are read from, never written to: each of their shards is
+// copied to another server with the same rebuild and switched to with the same compare-and-set
+// (copy-then-switch), so the data stays readable throughout.
+//
 // Each tick (the leader's sweep, once a second) looks at the next batch of chunk descriptors
 // (a cursor walks the whole store and starts over) and, for each chunk with shards to rebuild
 // now (meta/repair_plan.h: stale, damaged, or on a server gone past the grace period) and no
@@ -77,6 +81,7 @@ class Repair {
     uint64_t queued = 0;  // chunks with shards to rebuild now, not yet ordered
     uint64_t running = 0, done = 0, failed = 0, bytes = 0;
     uint64_t orphans = 0;  // orphan chunks ordered deleted
+    std::map<ServerId, uint64_t> shardsOn;  // shards the chunk map places on each server
   };
   using Report = ChunkReport;
 

@@ -54,6 +54,10 @@ ChunkHealth assess(const ChunkDesc& chunk, const ServerMap& servers, const Damag
       h.missing.push_back(i);
       if (it->second.downMs > graceMs) h.repairable.push_back(i);
       note(shard + ": server down");
+    } else if (it->second.draining) {
+      h.moves.push_back(i);
+      h.misplaced = true;
+      note(shard + ": server draining");
     }
   }
   int canLose = chunk.layout.m;
@@ -116,7 +120,7 @@ Result<ServerId> pickTarget(const ChunkDesc& chunk, int shard, const ServerMap& 
   std::tuple<int, int, int> best{INT32_MAX, INT32_MAX, INT32_MAX};
   std::vector<const ServerView*> tied;
   for (auto& [id, s] : servers) {
-    if (!s.up || excluded.count(id)) continue;
+    if (!s.up || s.draining || excluded.count(id)) continue;
     if (std::find(chunk.servers.begin(), chunk.servers.end(), id) != chunk.servers.end()) continue;
     std::tuple<int, int, int> score{siteUse[siteKey(s)], rackUse[rackKey(s)], hostUse[hostKey(s)]};
     if (score < best) {

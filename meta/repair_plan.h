@@ -20,6 +20,7 @@ struct ServerView {
   ServerId id;
   std::string address, site, rack, host;
   bool up = false;
+  bool draining = false;  // tessera drain: its shards move off; it takes no new ones
   uint64_t freeBytes = 0;
   // How long it has been down (counted as from when this leader took over if it was down
   // then); 0 while up.
@@ -41,6 +42,8 @@ struct ChunkHealth {
   // Of those, the ones to rebuild now: stale, damaged, or on a server unknown or silent for
   // longer than the grace period. A shard on a server down for less stays missing and waits.
   std::vector<int> repairable;
+  // Readable shards on draining servers: to copy elsewhere and switch to (copy-then-switch).
+  std::vector<int> moves;
   // Shards not on distinct servers, or more than m shards in one site, rack or host while the
   // live servers span enough of them to do better.
   bool misplaced = false;
@@ -57,7 +60,7 @@ ChunkHealth assess(const ChunkDesc& chunk, const ServerMap& servers, const Damag
 // up to whole stripe rows for ec, to 4 KiB for replicas; at most the shard size).
 uint64_t shardLength(const Layout& layout, uint64_t chunkBytes);
 
-// A server to rebuild shard `shard` of `chunk` on: up, not holding any shard of the chunk, not
+// A server to rebuild shard `shard` of `chunk` on: up, not draining, not holding any shard of the chunk, not
 // in `excluded`; preferring the site, then rack, then host least used by the chunk's other
 // shards, drawn among equals by free space. kUnavailable if there is none.
 Result<ServerId> pickTarget(const ChunkDesc& chunk, int shard, const ServerMap& servers,

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "fs/wire.h"
 
@@ -107,6 +108,121 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
   fflush(stdout);
   if (r->lost > 0) return 2;
   if (r->degraded > 0 || r->misplaced > 0) return 1;
+  return 0;
+}
+
+namespace {
+
+Result<uint64_t> parseId(const std::string& text) {
+  try {
+    size_t used = 0;
+    uint64_t id = std::stoull(text, &used);
+    if (used == text.size() && id != 0) return id;
+  } catch (...) {
+  }
+  return Error{Errc::kInvalid, "bad chunk server id '" + text + "'"};
+}
+
+// Shards the chunk map places on server `id`, per the leader's last pass (nullopt: unknown).
+Result<std::optional<uint64_t>> placedOn(MetaCluster& cluster, uint64_t id) {
+  return cluster.onLeader<std::optional<uint64_t>>("status", [id](proto::MetaService::Client c) {
+    return c.statusRequest().send().then(
+        [id](capnp::Response<proto::MetaService::StatusResults> r)
+            -> Result<std::optional<uint64_t>> {
+          if (auto e = fromWire(r.getError()); !e) return e.error();
+          if (!r.getRepair().getPassed()) return std::optional<uint64_t>();
+          for (auto s : r.getServers()) {
+            if (s.getId() == id) return std::optional<uint64_t>(s.getPlacedShards());
+          }
+          return Error{Errc::kNotFound, "no chunk server " + std::to_string(id)};
+        });
+  });
+}
+
+}  // namespace
+
+int drain(MetaCluster& cluster, const std::vector<std::string>& args) {
+  bool stop = false, wait = false;
+  std::optional<uint64_t> id;
+  for (auto& a : args) {
+    if (a == "--stop") {
+      stop = true;
+    } else if (a == "--wait") {
+      wait = true;
+    } else if (auto parsed = parseId(a); parsed && !id) {
+      id = *parsed;
+    } else {
+      std::cerr << "tessera: error: usage: tessera drain ID [--stop] [--wait]" << std::endl;
+      return 1;
+    }
+  }
+  if (!id) {
+    std::cerr << "tessera: error: usage: tessera drain ID [--stop] [--wait]" << std::endl;
+    return 1;
+  }
+  auto r = cluster.onLeader<bool>("drainServer", [&](proto::MetaService::Client c) {
+    auto req = c.drainServerRequest();
+    req.setServer(*id);
+    req.setDraining(!stop);
+    return req.send().then([](capnp::Response<proto::MetaService::DrainServerResults> r)
+                               -> Result<bool> {
+      if (auto e = fromWire(r.getError()); !e) return e.error();
+      return true;
+    });
+  });
+  if (!r) {
+    std::cerr << "tessera: error: " << r.error().toString() << std::endl;
+    return 1;
+  }
+  printf("chunk server %lu %s\n", (unsigned long)*id,
+         stop ? "no longer drains" : "is draining: its shards move to the others");
+  if (stop || !wait) return 0;
+  std::optional<uint64_t> lastShown;
+  while (true) {
+    auto left = placedOn(cluster, *id);
+    if (!left) {
+      std::cerr << "tessera: error: " << left.error().toString() << std::endl;
+      return 1;
+    }
+    if (*left && (!lastShown || **left != *lastShown)) {
+      printf("  %lu shards left on server %lu\n", (unsigned long)**left, (unsigned long)*id);
+      fflush(stdout);
+      lastShown = **left;
+    }
+    if (*left && **left == 0) {
+      printf("drained: no shard left on server %lu; `tessera remove %lu` once its old copies "
+             "are deleted\n",
+             (unsigned long)*id, (unsigned long)*id);
+      return 0;
+    }
+    if (cluster.expired()) {
+      std::cerr << "tessera: error: still draining after --timeout" << std::endl;
+      return 1;
+    }
+    cluster.sleepMs(500);
+  }
+}
+
+int removeServer(MetaCluster& cluster, const std::vector<std::string>& args) {
+  auto id = args.size() == 1 ? parseId(args[0]) : Result<uint64_t>(Error{Errc::kInvalid, ""});
+  if (!id) {
+    std::cerr << "tessera: error: usage: tessera remove ID" << std::endl;
+    return 1;
+  }
+  auto r = cluster.onLeader<bool>("removeServer", [&](proto::MetaService::Client c) {
+    auto req = c.removeServerRequest();
+    req.setServer(*id);
+    return req.send().then([](capnp::Response<proto::MetaService::RemoveServerResults> r)
+                               -> Result<bool> {
+      if (auto e = fromWire(r.getError()); !e) return e.error();
+      return true;
+    });
+  });
+  if (!r) {
+    std::cerr << "tessera: error: " << r.error().toString() << std::endl;
+    return 1;
+  }
+  printf("chunk server %lu removed; stop its tessera-chunk\n", (unsigned long)*id);
   return 0;
 }
 

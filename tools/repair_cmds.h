@@ -15,6 +15,12 @@ namespace tessera::tools {
 // asked.
 int fsck(MetaCluster& cluster, const std::vector<std::string>& args);
 
+// `tessera drain ID [--stop] [--wait]`: start (or stop) moving every shard off chunk server ID.
+// With --wait, prints progress until the chunk map places nothing there (or --timeout).
+int drain(MetaCluster& cluster, const std::vector<std::string>& args);
+// `tessera remove ID`: forget chunk server ID; refused while it holds shards.
+int removeServer(MetaCluster& cluster, const std::vector<std::string>& args);
+
 // The "chunks" and "repair" lines of `tessera status`.
 void printRepair(proto::RepairStatus::Reader r);
 

@@ -39,6 +39,8 @@ struct ServerInfo {
   freeBytes @8 :UInt64;     # what the file system still allows us to write
   shards @9 :UInt64;
   lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
+  draining @11 :Bool;           # tessera drain: its shards are moving off
+  placedShards @12 :UInt64;     # shards the chunk map places here (the leader's last pass)
 }
 
 # Shard repair on the meta leader (meta/repair.h). Counts of chunks are those of its last whole
@@ -181,4 +183,9 @@ interface MetaService {
   # a report, `done` on its last; the leader uses only complete reports.
   reportInventory @33 (server :UInt64, start :Bool, shards :List(ShardRef), done :Bool)
       -> (error :Common.Error);
+  # Admin: start (or with draining false, stop) moving every shard off chunk server `server`;
+  # it keeps serving reads meanwhile and gets no new shards.
+  drainServer @34 (server :UInt64, draining :Bool) -> (error :Common.Error);
+  # Admin: forget chunk server `server`; notEmpty while any chunk or garbage record names it.
+  removeServer @35 (server :UInt64) -> (error :Common.Error);
 }

@@ -117,6 +117,12 @@ struct Op {
       servers @65 :List(UInt64);
       target @66 :UInt64;           # holds the rebuilt shard; not one of `servers`
     }
+    setServerState :group {         # tessera drain / remove of a chunk server
+      server @67 :UInt64;
+      draining @68 :Bool;
+      # Forget the server; refused (notEmpty) while any chunk or garbage record names it.
+      remove @69 :Bool;
+    }
   }
 }
 
@@ -147,6 +153,7 @@ struct ServerRecord {
   site @2 :Text;
   rack @3 :Text;
   host @4 :Text;
+  draining @5 :Bool;            # tessera drain: its shards move off, nothing new goes there
 }
 
 # A chunk of a deleted file (or of a truncated tail) whose shards are still on servers.

@@ -58,6 +58,7 @@ struct DirPage {
 struct ServerRecordOut {
   ServerId id;
   std::string address, site, rack, host;
+  bool draining = false;
 };
 
 struct GarbageOut {

@@ -4,8 +4,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <regex>
+#include <thread>
 
 #include <kj/async-io.h>
 
@@ -289,4 +291,100 @@ TEST_CASE("repair: inventories — a shard gone from a live server is rebuilt, a
   cluster.mount();
   CHECK(sha256(path) == sum);
   CHECK(cluster.logProblems().empty());
+}
+
+TEST_CASE("repair: drain moves every shard off a live server while it is read; then remove") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options options;
+  options.chunks = 7;
+  Cluster cluster(options);
+  REQUIRE(cluster.waitChunksUp(7));
+  uint64_t seed = testSeed(47);
+  std::mt19937_64 rng(seed);
+  std::string rep = cluster.mnt() + "/rep";
+  REQUIRE(mkdir(rep.c_str(), 0755) == 0);
+  REQUIRE(run({adminBin(), "policy", "set", rep, "replica(3)"}).exitCode == 0);
+  std::map<std::string, std::string> files = {
+      {cluster.mnt() + "/a", randomBytes(rng, 9'000'017)},
+      {cluster.mnt() + "/b", randomBytes(rng, 300'000)},
+      {rep + "/c", randomBytes(rng, 5'000'000)}};
+  for (auto& [path, data] : files) writeAll(path, data);
+
+  int leader = cluster.leader();
+  REQUIRE(leader >= 0);
+  std::map<uint64_t, int> shardsOn;
+  std::map<std::string, uint64_t> inodes;
+  for (auto& [path, data] : files) {
+    struct stat st;
+    REQUIRE(stat(path.c_str(), &st) == 0);
+    inodes[path] = st.st_ino;
+    for (auto& c : chunksOf(cluster.metaAddress(leader), st.st_ino)) {
+      for (ServerId s : c.servers) ++shardsOn[s.value];
+    }
+  }
+  uint64_t victim = 0;
+  for (auto& [id, n] : shardsOn) {
+    if (n > shardsOn[victim]) victim = id;
+  }
+  REQUIRE(victim != 0);
+  std::string id = std::to_string(victim);
+  auto refused = run({adminBin(), "--meta", cluster.meta(), "remove", id});
+  INFO(refused.output);
+  CHECK(refused.exitCode != 0);
+  CHECK(refused.output.find("drain it first") != std::string::npos);
+
+  // A reader goes over every file again and again while the shards move.
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, wrong{0}, errors{0};
+  std::thread reader([&] {
+    while (!stop) {
+      for (auto& [path, data] : files) {
+        try {
+          if (readAll(path) != data) ++wrong;
+        } catch (...) {
+          ++errors;
+        }
+        ++reads;
+      }
+    }
+  });
+  auto drained = run({adminBin(), "--meta", cluster.meta(), "--timeout", "120s", "drain", id,
+                      "--wait"},
+                     180'000);
+  stop = true;
+  reader.join();
+  INFO(drained.output);
+  REQUIRE(drained.exitCode == 0);
+  MESSAGE("drained server " << victim << " (" << shardsOn[victim] << " shards) with "
+                            << reads.load() << " whole-file reads meanwhile");
+  CHECK(wrong == 0);
+  CHECK(errors == 0);
+  CHECK(run({adminBin(), "--meta", cluster.meta(), "status"}).output.find("drain") !=
+        std::string::npos);
+
+  leader = cluster.leader();
+  for (auto& [path, inode] : inodes) {
+    for (auto& c : chunksOf(cluster.metaAddress(leader), inode)) {
+      CAPTURE(path);
+      for (ServerId s : c.servers) CHECK(s.value != victim);
+    }
+  }
+  // Its old copies are deleted through the garbage list; then it may go.
+  double deadline = nowSeconds() + 60;
+  RunResult removed;
+  while (nowSeconds() < deadline) {
+    removed = run({adminBin(), "--meta", cluster.meta(), "remove", id});
+    if (removed.exitCode == 0) break;
+    usleep(250'000);
+  }
+  INFO(removed.output);
+  CHECK(removed.exitCode == 0);
+  cluster.stopChunk(serverIndex(cluster, victim), SIGKILL);
+  cluster.unmount();
+  cluster.mount();
+  for (auto& [path, data] : files) {
+    CAPTURE(path);
+    CHECK((readAll(path) == data));
+  }
+  CHECK(fsck(cluster).exitCode == 0);
 }

@@ -33,6 +33,7 @@ Result<Applied> removed(Txn& txn, proto::Op::Reader op);
 Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
 Result<Applied> expireSession(Txn& txn, proto::Op::Reader op);
 Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op);
+Result<Applied> setServerState(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
