@@ -230,3 +230,49 @@ TEST_CASE("repair plan: the target is up, new to the chunk, not excluded, on an 
     CHECK(*t != ServerId(8));
   }
 }
+
+namespace {
+
+Status setServerState(NsFixture& f, uint64_t server, bool draining, bool remove) {
+  auto r = f.apply([&](proto::Op::Builder op) {
+    auto s = op.initSetServerState();
+    s.setServer(server);
+    s.setDraining(draining);
+    s.setRemove(remove);
+  });
+  if (!r) return r.error();
+  return Status();
+}
+
+bool drainingOf(NsFixture& f, uint64_t server) {
+  for (auto& s : f.ns().servers()) {
+    if (s.id == ServerId(server)) return s.draining;
+  }
+  FAIL("no server " << server);
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("setServerState: draining is kept across re-registration; remove waits for no shards") {
+  auto f = eachStore();
+  for (uint64_t id = 1; id <= 7; ++id) REQUIRE(f->registerServer(id, "127.0.0.1:1").ok());
+  InodeId file = f->createOk(kRoot, "file");
+  auto c = f->allocChunk(file, 0, 70);  // servers 1..6
+  REQUIRE(c.ok());
+  CHECK(setServerState(*f, 99, true, false).code() == Errc::kNotFound);
+  REQUIRE(setServerState(*f, 3, true, false).ok());
+  CHECK(drainingOf(*f, 3));
+  REQUIRE(f->registerServer(3, "127.0.0.1:2").ok());  // a restart on another port
+  CHECK(drainingOf(*f, 3));
+
+  CHECK(setServerState(*f, 3, false, true).code() == Errc::kNotEmpty);
+  REQUIRE(replaceShard(*f, file, *c, 2, 7).ok());
+  // Its old copy is still to be deleted.
+  CHECK(setServerState(*f, 3, false, true).code() == Errc::kNotEmpty);
+  REQUIRE(f->removed(3, {70}).ok());
+  REQUIRE(setServerState(*f, 3, false, true).ok());
+  for (auto& s : f->ns().servers()) CHECK(s.id != ServerId(3));
+  REQUIRE(setServerState(*f, 7, false, false).ok());
+  CHECK(!drainingOf(*f, 7));
+}
