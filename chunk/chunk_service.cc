@@ -41,8 +41,8 @@ kj::Promise<void> reply(Context& context, const Status& s) {
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(Disk& disk, EpochTable& epochs)
-    : disk_(disk), epochs_(epochs) {}
+ChunkServiceImpl::ChunkServiceImpl(Disk& disk, EpochTable& epochs, Rebuilder* rebuilder)
+    : disk_(disk), epochs_(epochs), rebuilder_(rebuilder) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();
@@ -170,6 +170,29 @@ kj::Promise<void> ChunkServiceImpl::fence(FenceContext context) {
   return epochs_.raise(ChunkId(p.getChunk()), p.getEpoch()).then([context](Status s) mutable {
     setError(context.getResults(), s);
   });
+}
+
+kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
+  auto p = context.getParams();
+  if (rebuilder_ == nullptr) {
+    return reply(context, Status(Error{Errc::kNotSupported, "this server does not rebuild"}));
+  }
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  if (p.getSources().size() > kMaxShards) return reply(context, invalid("too many sources"));
+  std::vector<std::string> sources;
+  for (auto text : p.getSources()) {
+    if (text.size() > 300) return reply(context, invalid("source address too long"));
+    sources.emplace_back(text.cStr());
+  }
+  return rebuilder_->rebuild(*key, *layout, std::move(sources), p.getLength())
+      .then([context](Result<uint64_t> r) mutable {
+        auto results = context.getResults();
+        setError(results, r);
+        if (r) results.setBytes(*r);
+      });
 }
 
 }  // namespace tessera::chunk

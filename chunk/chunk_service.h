@@ -9,6 +9,7 @@
 #pragma once
 #include "chunk/disk.h"
 #include "chunk/epochs.h"
+#include "chunk/rebuilder.h"
 #include "fs/proto/chunk.capnp.h"
 
 namespace tessera::chunk {
@@ -20,8 +21,9 @@ constexpr size_t kMaxRemoveChunks = 65536;
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
-  // `disk` and `epochs` must outlive the service.
-  ChunkServiceImpl(Disk& disk, EpochTable& epochs);
+  // `disk`, `epochs` and `rebuilder` must outlive the service. With a Rebuilder rebuild orders
+  // are carried out; without one they are answered notSupported.
+  ChunkServiceImpl(Disk& disk, EpochTable& epochs, Rebuilder* rebuilder = nullptr);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -31,10 +33,12 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> create(CreateContext context) override;
   kj::Promise<void> remove(RemoveContext context) override;
   kj::Promise<void> fence(FenceContext context) override;
+  kj::Promise<void> rebuild(RebuildContext context) override;
 
  private:
   Disk& disk_;
   EpochTable& epochs_;
+  Rebuilder* rebuilder_ = nullptr;
 };
 
 }  // namespace tessera::chunk

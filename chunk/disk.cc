@@ -1,5 +1,7 @@
 #include "chunk/disk.h"
 
+#include "chunk/inventory.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -394,6 +396,10 @@ kj::Promise<Status> Disk::writeFile(std::string name, std::string text) {
   return onWorker([this, name = kj::mv(name), text = kj::mv(text)]() {
     return writeFileAtomic(config_.dir + "/" + name, text);
   });
+}
+
+kj::Promise<Result<std::vector<ShardKey>>> Disk::list() {
+  return onWorker([this]() { return listShardFiles(config_.dir + "/shards"); });
 }
 
 }  // namespace tessera::chunk

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "chunk/shard_file.h"
 #include "fs/result.h"
@@ -73,6 +74,9 @@ class Disk {
   // Deletes every shard of the chunks; absent ones are fine.
   kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
   kj::Promise<Stats> stats();
+  // Every shard file in DIR/shards, by name (chunk/inventory.h listShardFiles); kIo if a
+  // bucket cannot be read.
+  kj::Promise<Result<std::vector<ShardKey>>> list();
 
   // A small file directly in DIR (server.id): kNotFound if absent.
   kj::Promise<Result<std::string>> readFile(std::string name);

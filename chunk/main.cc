@@ -6,11 +6,14 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <iostream>
 
 #include "chunk/chunk_service.h"
 #include "chunk/disk.h"
 #include "chunk/meta_link.h"
+#include "chunk/rebuilder.h"
+#include "fs/chunk_peers.h"
 #include "fs/log.h"
 #include "fs/options.h"
 #include "fs/rpc.h"
@@ -54,6 +57,10 @@ po::options_description flags() {
       ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
       ("connect-timeout", text("DURATION")->default_value("10s"),
        "how long the first registration with the meta server may take")
+      ("inventory-interval", text("DURATION")->default_value("10m"),
+       "report every shard held here to the meta leader this often (and at registration)")
+      ("repair-rate", text("MB/s")->default_value("50"),
+       "at most this many MB per second of shards rebuilt here on the meta leader's orders")
       ("log-level", text("LEVEL")->default_value("info"), "debug, info, warn or error");
   // clang-format on
   return d;
@@ -165,6 +172,17 @@ int run(int argc, char** argv) {
   auto connectTimeout = parseDurationMs(get("connect-timeout"));
   if (!connectTimeout) return fail("--connect-timeout: " + connectTimeout.error().detail);
   if (*connectTimeout == 0) return fail("--connect-timeout must be more than 0");
+  auto inventory = parseDurationMs(get("inventory-interval"));
+  if (!inventory || *inventory == 0) return fail("--inventory-interval: expected a duration");
+  uint64_t repairRate = 0;
+  {
+    const std::string text = get("repair-rate");
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), repairRate);
+    if (ec != std::errc() || end != text.data() + text.size() || repairRate == 0 ||
+        repairRate > (1u << 20)) {
+      return fail("--repair-rate: expected MB/s between 1 and 1048576, got '" + text + "'");
+    }
+  }
   auto level = parseLevel(get("log-level"));
   if (!level) return fail(level.error().detail);
   std::string advertise = get("advertise");
@@ -190,7 +208,9 @@ int run(int argc, char** argv) {
   if (!disk) return fail(disk.error().detail);
   auto epochs = EpochTable::open(get("data") + "/epochs");
   if (!epochs) return fail(epochs.error().toString());
-  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk, **epochs);
+  ChunkPeers peers(network, timer, *connectTimeout);
+  Rebuilder rebuilder(**disk, peers, timer, {.rateBytesPerSec = repairRate << 20});
+  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk, **epochs, &rebuilder);
   auto server = RpcServer::listen(network, io.waitScope, *listen, service);
   if (!server) return fail(server.error().detail);
   uint16_t port = (*server)->port();
@@ -208,7 +228,8 @@ int run(int argc, char** argv) {
                  .rack = get("rack"),
                  .host = host,
                  .heartbeatMs = *heartbeat,
-                 .connectTimeoutMs = *connectTimeout});
+                 .connectTimeoutMs = *connectTimeout,
+                 .inventoryMs = *inventory});
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))

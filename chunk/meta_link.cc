@@ -4,6 +4,7 @@
 #include <charconv>
 #include <sstream>
 
+#include "chunk/inventory.h"
 #include "fs/log.h"
 #include "fs/wire.h"
 
@@ -216,7 +217,10 @@ kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, ui
                                         " belongs to another cluster: " + s.error().detail});
               }
               return registered(r.getId(), r.getClusterId().cStr()).then([this](Status s) {
-                if (s) needRegister_ = false;
+                if (s) {
+                  needRegister_ = false;
+                  startInventory();
+                }
                 return s;
               });
             },
@@ -348,6 +352,7 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
                 return s;
               }
               removed_.erase(removed_.begin(), removed_.begin() + sent);
+              if (timer_.now() >= nextInventory_) startInventory();
               auto orders = r.getRemove();
               if (orders.size() == 0) return Status();
               std::vector<ChunkId> ids;
@@ -372,6 +377,18 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
               return Status(errorFromException(e, "heartbeat"));
             });
   });
+}
+
+void MetaLink::startInventory() {
+  KJ_IF_MAYBE(client, client_) {
+    nextInventory_ = timer_.now() + int64_t(config_.inventoryMs) * kj::MILLISECONDS;
+    inventory_ = sendInventory(*client, id_, disk_, timer_, config_.callTimeoutMs)
+                     .then([](Status s) {
+                       // Sent again in full at the next registration or interval.
+                       if (!s) log::debug("inventory report: ", s.error().toString().c_str());
+                     })
+                     .eagerlyEvaluate(nullptr);
+  }
 }
 
 }  // namespace tessera::chunk

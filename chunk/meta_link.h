@@ -79,6 +79,7 @@ class MetaLink {
     uint64_t heartbeatMs = 1000;
     uint64_t connectTimeoutMs = 10'000;  // for the first registration, by start()
     uint64_t callTimeoutMs = 5'000;      // for each connection and each call
+    uint64_t inventoryMs = 600'000;      // full inventory report (chunk/inventory.h) this often
   };
   static constexpr uint64_t kFirstBackoffMs = 100;
   static constexpr uint64_t kMaxBackoffMs = 1'000;
@@ -144,6 +145,11 @@ class MetaLink {
   bool outage_ = false;
   uint64_t backoffMs_ = 0;
   std::vector<ChunkId> removed_;  // removed on orders, not yet reported
+  // The inventory report under way (chunk/inventory.h): one after every registration, then
+  // every inventoryMs. Replacing it cancels the one before.
+  void startInventory();
+  kj::Promise<void> inventory_ = nullptr;
+  kj::TimePoint nextInventory_ = kj::origin<kj::TimePoint>();
 };
 
 }  // namespace tessera::chunk

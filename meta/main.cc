@@ -107,6 +107,8 @@ int main(int argc, char** argv) {
        "policy of the root directory when the cluster is created")
       ("server-timeout", po::value<std::string>()->default_value("5s"),
        "a chunk server without a heartbeat this long is down")
+      ("repair-grace", po::value<std::string>()->default_value("10m"),
+       "a chunk server down this long has its shards rebuilt on the others")
       ("session-timeout", po::value<std::string>()->default_value("60s"),
        "a mount silent this long loses its session: its open files are released")
       ("lease-timeout", po::value<std::string>()->default_value("10s"),
@@ -140,6 +142,8 @@ int main(int argc, char** argv) {
   if (!policy) return fail(policy.error().detail);
   auto timeout = parseDurationMs(vm["server-timeout"].as<std::string>());
   if (!timeout) return fail(timeout.error().detail);
+  auto repairGrace = parseDurationMs(vm["repair-grace"].as<std::string>());
+  if (!repairGrace) return fail("--repair-grace: " + repairGrace.error().detail);
   auto sessionTimeout = parseDurationMs(vm["session-timeout"].as<std::string>());
   if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
   auto leaseTimeout = parseDurationMs(vm["lease-timeout"].as<std::string>());
@@ -226,6 +230,7 @@ int main(int argc, char** argv) {
   meta::MetaConfig config;
   config.address = bound;
   config.serverTimeoutMs = *timeout;
+  config.repairGraceMs = *repairGrace;
   config.sessionTimeoutMs = *sessionTimeout;
   config.leaseTimeoutMs = *leaseTimeout;
   config.seed = randomU64();
@@ -233,6 +238,7 @@ int main(int argc, char** argv) {
   config.newClusterId = newClusterId();
   auto service = kj::heap<meta::MetaService>(**ns, node, io.provider->getTimer(), config);
   auto& serviceRef = *service;
+  serviceRef.enableRepair(io.provider->getNetwork());
   ready.fulfiller->fulfill(proto::MetaService::Client(kj::mv(service)));
   log::info("member ", self.value, " serving on ", bound.c_str(),
             (*ns)->initialized() ? " (cluster " + (*ns)->clusterId() + ")" : std::string(" (new)"),

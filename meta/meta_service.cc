@@ -64,6 +64,7 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
   raft_.onLeadershipLost = [this] {
     servers_.clear();
     sessions_.clear();
+    if (repair_) repair_->reset();
   };
 }
 
@@ -103,6 +104,7 @@ void MetaService::becameLeader() {
   }
   graceUntil_ = now + std::max<uint64_t>(2 * config_.serverTimeoutMs, 5'000) * kj::MILLISECONDS;
   trackSessions();
+  if (repair_) repair_->reset();
   log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode,
             ", ", sessions_.size(), " sessions");
 }
@@ -132,6 +134,7 @@ void MetaService::sweep() {
                 " is down: no heartbeat for ", config_.serverTimeoutMs, " ms");
     }
   }
+  if (repair_) repair_->tick(serverMap());
 }
 
 namespace {
@@ -409,7 +412,7 @@ Result<ChunkDesc> MetaService::newChunk(InodeId inode, uint64_t index) {
   if (!policy) return policy.error();
   std::vector<Candidate> candidates;
   for (auto& [id, s] : servers_) {
-    if (s.up) {
+    if (s.up && !s.record.draining) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
@@ -483,6 +486,12 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
   b.setUsedBytes(s.usedBytes);
   b.setFreeBytes(s.freeBytes);
   b.setShards(s.shards);
+  b.setDraining(s.record.draining);
+  if (repair_) {
+    auto st = repair_->stats();
+    auto it = st.shardsOn.find(s.record.id);
+    b.setPlacedShards(it == st.shardsOn.end() ? 0 : it->second);
+  }
   if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
     b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
   } else {
@@ -613,6 +622,10 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
     }
     if (orders.size() >= 1000) break;
   }
+  // Orphans found in this server's inventory (meta/repair.h) go the same way as garbage.
+  if (repair_ && orders.size() < 1000) {
+    for (ChunkId c : repair_->takeOrphans(id, 1000 - orders.size())) orders.push_back(c.value);
+  }
   okToWire(results.initError());
   auto list = results.initRemove(orders.size());
   for (size_t i = 0; i < orders.size(); ++i) list.set(i, orders[i]);
@@ -672,6 +685,7 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   size_t i = 0;
   for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
   fillStatFs(results.initStat());
+  fillRepairStatus(results.initRepair());
   return kj::READY_NOW;
 }
 
@@ -826,6 +840,177 @@ kj::Promise<void> MetaService::keepAlive(KeepAliveContext context) {
   okToWire(results.initError());
   results.setTimeoutMs(config_.sessionTimeoutMs);
   return kj::READY_NOW;
+}
+
+// --- repair ----------------------------------------------------------------------------------
+
+void MetaService::enableRepair(kj::Network& network) {
+  Repair::Config c;
+  c.graceMs = config_.repairGraceMs;
+  c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
+  repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
+}
+
+ServerMap MetaService::serverMap() {
+  ServerMap out;
+  auto now = timer_.now();
+  for (auto& [id, s] : servers_) {
+    ServerView v;
+    v.id = id;
+    v.address = s.record.address;
+    v.site = s.record.site;
+    v.rack = s.record.rack;
+    v.host = s.record.host;
+    v.up = s.up;
+    v.draining = s.record.draining;
+    v.freeBytes = s.freeBytes;
+    // Down since it missed its heartbeats for the server timeout.
+    uint64_t silentMs =
+        now > s.lastHeartbeat ? uint64_t((now - s.lastHeartbeat) / kj::MILLISECONDS) : 0;
+    v.downMs = !s.up && silentMs > config_.serverTimeoutMs ? silentMs - config_.serverTimeoutMs : 0;
+    out.emplace(id, std::move(v));
+  }
+  return out;
+}
+
+void MetaService::fillRepairStatus(proto::RepairStatus::Builder b) {
+  if (!repair_) return;
+  auto st = repair_->stats();
+  b.setPassed(st.passed);
+  b.setHealthy(st.healthy);
+  b.setDegraded(st.degraded);
+  b.setLost(st.lost);
+  b.setMisplaced(st.misplaced);
+  b.setQueued(st.queued);
+  b.setRunning(st.running);
+  b.setDone(st.done);
+  b.setFailed(st.failed);
+  b.setBytesRebuilt(st.bytes);
+  b.setOrphans(st.orphans);
+}
+
+kj::Promise<void> MetaService::reportDamaged(ReportDamagedContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  if (!repair_) {
+    toWire(Error{Errc::kNotSupported, "repair is off"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (p.getShards().size() > 65536) {
+    toWire(Error{Errc::kInvalid, "too many shards"}, results.initError());
+    return kj::READY_NOW;
+  }
+  for (auto ref : p.getShards()) {
+    repair_->reportDamaged(ChunkId(ref.getChunk()), ref.getShard(), ServerId(p.getServer()));
+  }
+  okToWire(results.initError());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::fsck(FsckContext context) {
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return readThen(context, [this](FsckContext& context) {
+    size_t max = std::min<uint32_t>(context.getParams().getMax(), 10'000);
+    auto servers = serverMap();
+    Repair::Report report = repair_ ? repair_->check(servers, max)
+                                    : checkChunks(ns_, servers, {}, config_.repairGraceMs, max);
+    auto results = context.getResults();
+    okToWire(results.initError());
+    results.setHealthy(report.healthy);
+    results.setDegraded(report.degraded);
+    results.setLost(report.lost);
+    results.setMisplaced(report.misplaced);
+    auto list = results.initBad(report.bad.size());
+    for (size_t i = 0; i < report.bad.size(); ++i) {
+      auto& bad = report.bad[i];
+      auto b = list[i];
+      b.setInode(bad.inode.value);
+      toWire(bad.chunk, b.initChunk());
+      b.setHealth(healthName(bad.health.health));
+      b.setMisplaced(bad.health.misplaced);
+      b.setDetail(bad.health.why);
+    }
+    fillRepairStatus(results.initRepair());
+  });
+}
+
+kj::Promise<void> MetaService::reportInventory(ReportInventoryContext context) {
+  auto p = context.getParams();
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  if (servers_.find(ServerId(p.getServer())) == servers_.end()) {
+    toWire(Error{Errc::kNotFound, "unknown server; register first"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (p.getShards().size() > 100'000) {
+    toWire(Error{Errc::kInvalid, "inventory piece too large"}, results.initError());
+    return kj::READY_NOW;
+  }
+  if (repair_) {
+    std::vector<std::pair<uint64_t, int>> shards;
+    shards.reserve(p.getShards().size());
+    for (auto ref : p.getShards()) {
+      if (ref.getChunk() != 0 && ref.getShard() < 32) {
+        shards.emplace_back(ref.getChunk(), ref.getShard());
+      }
+    }
+    repair_->inventory(ServerId(p.getServer()), p.getStart(), shards, p.getDone());
+  }
+  okToWire(results.initError());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::drainServer(DrainServerContext context) {
+  auto p = context.getParams();
+  ServerId id(p.getServer());
+  bool draining = p.getDraining();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           auto s = op.initSetServerState();
+           s.setServer(id.value);
+           s.setDraining(draining);
+         })
+      .then([this, context, id, draining](Result<Applied> r) mutable {
+        if (r) {
+          auto it = servers_.find(id);
+          if (it != servers_.end()) it->second.record.draining = draining;
+          log::info("chunk server ", id.value, draining ? " is draining" : " drains no more");
+        }
+        setError(context.getResults(), r);
+      });
+}
+
+kj::Promise<void> MetaService::removeServer(RemoveServerContext context) {
+  ServerId id(context.getParams().getServer());
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), context.getResults().initError());
+    return kj::READY_NOW;
+  }
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+           auto s = op.initSetServerState();
+           s.setServer(id.value);
+           s.setRemove(true);
+         })
+      .then([this, context, id](Result<Applied> r) mutable {
+        if (r) {
+          servers_.erase(id);
+          log::info("chunk server ", id.value, " removed from the cluster");
+        }
+        setError(context.getResults(), r);
+      });
 }
 
 }  // namespace tessera::meta

@@ -18,6 +18,7 @@
 #include "fs/wire.h"
 #include "meta/ns/namespace.h"
 #include "meta/raft/raft_node.h"
+#include "meta/repair.h"
 
 namespace tessera::meta {
 
@@ -29,6 +30,7 @@ struct MetaConfig {
   uint64_t sessionTimeoutMs = 60'000;     // a mount's session silent this long expires
   uint64_t leaseTimeoutMs = 10'000;       // a write lease of a session silent this long moves
   uint64_t seed = 0;                      // placement randomness
+  uint64_t repairGraceMs = 600'000;       // a chunk server down this long has its shards rebuilt
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -39,6 +41,9 @@ class MetaService final : public proto::MetaService::Server {
 
   // Runs the liveness sweep until the returned promise is dropped.
   kj::Promise<void> run();
+  // Turns on self-healing (meta/repair.h): the leader's sweep then orders lost shards rebuilt
+  // through `network`, which must outlive the service. Without it fsck still reports.
+  void enableRepair(kj::Network& network);
 
  protected:
   kj::Promise<void> openSession(OpenSessionContext context) override;
@@ -75,6 +80,11 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> acquireLease(AcquireLeaseContext context) override;
   kj::Promise<void> releaseLeases(ReleaseLeasesContext context) override;
   kj::Promise<void> markStale(MarkStaleContext context) override;
+  kj::Promise<void> reportDamaged(ReportDamagedContext context) override;
+  kj::Promise<void> fsck(FsckContext context) override;
+  kj::Promise<void> reportInventory(ReportInventoryContext context) override;
+  kj::Promise<void> drainServer(DrainServerContext context) override;
+  kj::Promise<void> removeServer(RemoveServerContext context) override;
 
  private:
   struct ServerState {
@@ -122,6 +132,9 @@ class MetaService final : public proto::MetaService::Server {
   void trackSessions();
   void expireSilentSessions();
   proto::StatFs::Builder fillStatFs(proto::StatFs::Builder b);
+  // --- repair (meta/repair.h) ---
+  ServerMap serverMap();
+  void fillRepairStatus(proto::RepairStatus::Builder b);
 
   Namespace& ns_;
   raft::RaftNode& raft_;
@@ -139,6 +152,8 @@ class MetaService final : public proto::MetaService::Server {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;
   kj::TaskSet tasks_{errorHandler_};
+  // Last, so it goes first: its tasks refer to the Raft node and the store.
+  kj::Own<Repair> repair_;
 };
 
 }  // namespace tessera::meta

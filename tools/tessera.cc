@@ -24,6 +24,7 @@
 #include "fs/types.h"
 #include "fs/wire.h"
 #include "tools/meta_cluster.h"
+#include "tools/repair_cmds.h"
 
 namespace po = boost::program_options;
 using namespace tessera;
@@ -54,6 +55,12 @@ constexpr const char* kUsage =
     "                                  first if it leads); then stop its tessera-meta\n"
     "  meta transfer-leader [ID]       hand leadership to member ID (default: any other) and\n"
     "                                  wait, up to --timeout, until it leads\n"
+    "  fsck [--max N]                  chunks that are degraded, lost or misplaced, from the\n"
+    "                                  meta leader; exit 0 all healthy, 1 degraded or\n"
+    "                                  misplaced, 2 lost, 3 could not ask\n"
+    "  drain ID [--stop] [--wait]      move every shard off chunk server ID (it keeps serving\n"
+    "                                  reads meanwhile); --wait shows progress until done\n"
+    "  remove ID                       forget chunk server ID; refused while it holds shards\n"
     "  policy get DIR                  the storage policy new files under DIR get\n"
     "  policy set DIR POLICY           ec(k,m) or replica(n) for new files under DIR\n"
     "DIR is a directory on a Tessera mount.";
@@ -173,7 +180,8 @@ void printChunkServers(proto::MetaService::StatusResults::Reader r) {
     auto label = [](capnp::Text::Reader t) { return t.size() ? std::string(t.cStr()) : "-"; };
     std::string where = label(s.getSite()) + "/" + label(s.getRack()) + "/" + label(s.getHost());
     printf("  %-4lu %-22s %-5s %-28s %10s %10s %10s %8lu  %s\n", (unsigned long)s.getId(),
-           s.getAddress().cStr(), s.getUp() ? "up" : "DOWN", where.c_str(),
+           s.getAddress().cStr(), !s.getUp() ? "DOWN" : s.getDraining() ? "drain" : "up",
+           where.c_str(),
            human(s.getCapacityBytes()).c_str(), human(s.getUsedBytes()).c_str(),
            human(s.getFreeBytes()).c_str(), (unsigned long)s.getShards(),
            age(s.getLastHeartbeatMs()).c_str());
@@ -229,6 +237,7 @@ int status(MetaCluster& cluster) {
   auto stat = r.getStat();
   printf("space   %s usable, %s free\n", human(stat.getTotalBytes()).c_str(),
          human(stat.getFreeBytes()).c_str());
+  tessera::tools::printRepair(r.getRepair());
   printChunkServers(r);
   fflush(stdout);
   if (!quorum) {
@@ -564,7 +573,8 @@ int main(int argc, char** argv) {
     if (cmd.size() == 4 && cmd[1] == "set") return policySet(cmd[2], cmd[3]);
     return fail("usage: tessera policy get DIR | tessera policy set DIR POLICY");
   }
-  if (cmd[0] != "status" && cmd[0] != "meta") {
+  if (cmd[0] != "status" && cmd[0] != "meta" && cmd[0] != "fsck" && cmd[0] != "drain" &&
+      cmd[0] != "remove") {
     return fail("unknown command '" + cmd[0] + "' (try --help)");
   }
   if (cmd[0] == "status" && cmd.size() != 1) return fail("status takes no arguments");
@@ -580,5 +590,15 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   MetaCluster cluster(io, *addresses, *timeout);
   if (cmd[0] == "status") return status(cluster);
+  if (cmd[0] == "drain") {
+    return tessera::tools::drain(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
+  }
+  if (cmd[0] == "remove") {
+    return tessera::tools::removeServer(cluster,
+                                        std::vector<std::string>(cmd.begin() + 1, cmd.end()));
+  }
+  if (cmd[0] == "fsck") {
+    return tessera::tools::fsck(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
+  }
   return meta(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
 }

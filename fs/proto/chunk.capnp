@@ -36,4 +36,14 @@ interface ChunkService {
   # A new lease holder fences the chunk: from the reply on, this server refuses writes to the
   # chunk with an older epoch, also after a restart (the epoch is on disk before the reply).
   fence @6 (chunk :UInt64, epoch :UInt64) -> (error :Common.Error);
+  # Rebuild shard `shard` of `chunk` here from the other shards (repair, on the meta leader's
+  # order). `sources[i]` is "HOST:PORT" of the chunk server holding shard i, "" if shard i is
+  # unusable (lost, stale, damaged, or the one being rebuilt). The server reads the rows
+  # [0, length) it needs from healthy sources (CRCs checked, a failing source replaced by
+  # another), decodes the shard (a plain copy for replica layouts), stores it locally in place
+  # of any shard of `chunk` it held, and fdatasyncs before replying. `length`: a multiple of
+  # 4 KiB, at most the shard size of the layout. busy if the server runs as many rebuilds as
+  # it allows; unavailable if fewer than k sources could be read. `bytes`: bytes rebuilt.
+  rebuild @7 (chunk :UInt64, shard :UInt8, layout :Common.Layout, sources :List(Text),
+              length :UInt64) -> (error :Common.Error, bytes :UInt64);
 }

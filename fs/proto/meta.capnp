@@ -6,6 +6,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tessera::proto");
 using Common = import "common.capnp";
 using Raft = import "raft.capnp";
+using ShardRef = import "chunk.capnp".ShardRef;
 
 # Which fields of a setattr request are meaningful (bit flags).
 const setMode :UInt32 = 1;
@@ -38,6 +39,33 @@ struct ServerInfo {
   freeBytes @8 :UInt64;     # what the file system still allows us to write
   shards @9 :UInt64;
   lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
+  draining @11 :Bool;           # tessera drain: its shards are moving off
+  placedShards @12 :UInt64;     # shards the chunk map places here (the leader's last pass)
+}
+
+# Shard repair on the meta leader (meta/repair.h). Counts of chunks are those of its last whole
+# pass over the chunk map (`passed` false until one finished since it leads).
+struct RepairStatus {
+  passed @0 :Bool;
+  healthy @1 :UInt64;
+  degraded @2 :UInt64;    # some shards missing, still readable
+  lost @3 :UInt64;        # more shards missing than the layout can lose
+  misplaced @4 :UInt64;   # placement rules broken (shards share a server, or a failure domain)
+  queued @5 :UInt64;      # chunks with shards to rebuild now, waiting for the throttle
+  running @6 :UInt64;     # rebuilds ordered and not finished
+  done @7 :UInt64;        # shards rebuilt and switched to since this server leads
+  failed @8 :UInt64;
+  bytesRebuilt @9 :UInt64;
+  orphans @10 :UInt64;    # orphan chunks ordered deleted from chunk servers
+}
+
+# One chunk that fsck found wanting.
+struct ChunkReport {
+  inode @0 :UInt64;
+  chunk @1 :Common.ChunkDesc;
+  health @2 :Text;        # "healthy", "degraded" or "lost"
+  misplaced @3 :Bool;
+  detail @4 :Text;        # which shards, and why
 }
 
 struct StatFs {
@@ -116,7 +144,7 @@ interface MetaService {
   # --- admin ---
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
                     inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs,
-                    raft :Raft.RaftInfo);
+                    raft :Raft.RaftInfo, repair :RepairStatus);
 
   # --- the meta cluster (Raft) ---
   # Messages from another meta server's Raft core. The reply only says they arrived.
@@ -157,4 +185,22 @@ interface MetaService {
   # they are stale until rebuilt, and nobody reads them. Error stale if the lease moved on.
   markStale @33 (inode :UInt64, index :UInt64, epoch :UInt64, shards :UInt32,
                  req :Common.RequestId) -> (error :Common.Error, chunk :Common.ChunkDesc);
+  # --- repair ---
+  # A chunk server (its scrubber, or a reader) found `shards` on server `server` damaged: the
+  # leader rebuilds them elsewhere like lost ones.
+  reportDamaged @34 (server :UInt64, shards :List(ShardRef)) -> (error :Common.Error);
+  # Every chunk's health now, on the leader: counts, and at most `max` chunks that are not
+  # healthy or are misplaced.
+  fsck @35 (max :UInt32) -> (error :Common.Error, healthy :UInt64, degraded :UInt64,
+                             lost :UInt64, misplaced :UInt64, bad :List(ChunkReport),
+                             repair :RepairStatus);
+  # One piece of a chunk server's inventory (chunk/inventory.h): `start` on the first piece of
+  # a report, `done` on its last; the leader uses only complete reports.
+  reportInventory @36 (server :UInt64, start :Bool, shards :List(ShardRef), done :Bool)
+      -> (error :Common.Error);
+  # Admin: start (or with draining false, stop) moving every shard off chunk server `server`;
+  # it keeps serving reads meanwhile and gets no new shards.
+  drainServer @37 (server :UInt64, draining :Bool) -> (error :Common.Error);
+  # Admin: forget chunk server `server`; notEmpty while any chunk or garbage record names it.
+  removeServer @38 (server :UInt64) -> (error :Common.Error);
 }

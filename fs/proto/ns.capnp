@@ -122,6 +122,23 @@ struct Op {
       # or after it is alive after all and is kept.
       silentSinceNs @59 :Int64;
     }
+    replaceShard :group {           # repair rebuilt a shard elsewhere: switch to it, if unchanged
+      inode @70 :UInt64;
+      index @71 :UInt64;
+      chunk @72 :UInt64;
+      shard @73 :UInt8;
+      # The chunk's epoch and servers when the copy started: the switch happens only if they
+      # are still these and no write lease is held (a lease grant bumps the epoch).
+      epoch @74 :UInt64;
+      servers @75 :List(UInt64);
+      target @76 :UInt64;           # holds the rebuilt shard; not one of `servers`
+    }
+    setServerState :group {         # tessera drain / remove of a chunk server
+      server @77 :UInt64;
+      draining @78 :Bool;
+      # Forget the server; refused (notEmpty) while any chunk or garbage record names it.
+      remove @79 :Bool;
+    }
   }
 }
 
@@ -152,6 +169,7 @@ struct ServerRecord {
   site @2 :Text;
   rack @3 :Text;
   host @4 :Text;
+  draining @5 :Bool;            # tessera drain: its shards move off, nothing new goes there
 }
 
 # A chunk of a deleted file (or of a truncated tail) whose shards are still on servers.

@@ -68,6 +68,10 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::releaseLeases(txn, op);
     case proto::Op::MARK_STALE:
       return ops::markStale(txn, op);
+    case proto::Op::REPLACE_SHARD:
+      return ops::replaceShard(txn, op);
+    case proto::Op::SET_SERVER_STATE:
+      return ops::setServerState(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};

@@ -58,6 +58,7 @@ struct DirPage {
 struct ServerRecordOut {
   ServerId id;
   std::string address, site, rack, host;
+  bool draining = false;
 };
 
 struct GarbageOut {
@@ -112,6 +113,18 @@ class Namespace {
   Result<std::vector<ChunkDesc>> chunks(InodeId inode, uint64_t first, uint64_t count);
   // The layout new chunks of this file (or new children of this directory) get.
   Result<Layout> policy(InodeId inode);
+
+  // --- repair (meta/ns/chunk_scan.cc) ---
+  struct ChunkEntry {
+    InodeId inode;
+    uint64_t fileSize = 0;
+    ChunkDesc chunk;
+  };
+  // Every chunk of every file in (inode, index) order, from (inode, index) on, at most `max`
+  // (a damaged record is logged and left out).
+  std::vector<ChunkEntry> scanChunks(InodeId inode, uint64_t index, size_t max);
+  // The garbage record of one chunk, nullopt if none.
+  std::optional<GarbageOut> garbageOf(ChunkId chunk);
 
   std::vector<ServerRecordOut> servers();
   std::vector<GarbageOut> garbage(size_t max);

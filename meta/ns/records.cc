@@ -177,6 +177,7 @@ std::string encode(const ServerRecordOut& server) {
     b.setSite(server.site);
     b.setRack(server.rack);
     b.setHost(server.host);
+    b.setDraining(server.draining);
   });
 }
 
@@ -185,7 +186,7 @@ Result<ServerRecordOut> decodeServer(ServerId id, std::string_view bytes) {
       "server", id.value, bytes, [&](proto::ServerRecord::Reader r) -> Result<ServerRecordOut> {
         if (ServerId(r.getId()) != id) return Error{Errc::kInvalid, "record names another server"};
         return ServerRecordOut{id, toStd(r.getAddress()), toStd(r.getSite()), toStd(r.getRack()),
-                               toStd(r.getHost())};
+                               toStd(r.getHost()), r.getDraining()};
       });
 }
 

@@ -28,6 +28,7 @@ class Cluster {
   struct Options {
     int metas = 1;
     std::vector<std::string> metaArgs;  // extra flags for every tessera-meta
+    std::vector<std::string> chunkArgs;  // extra flags for every tessera-chunk
     // Meta servers send Raft traffic through LinkProxy pairs (tests/support/link_proxy.h,
     // tessera-meta --raft-route), so isolateMeta() can partition one; clients still reach
     // every meta server directly.

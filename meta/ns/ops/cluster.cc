@@ -56,7 +56,14 @@ Result<Applied> registerServer(Txn& txn, proto::Op::Reader op) {
                          toStd(r.getRack()), toStd(r.getHost())};
   if (!server.id) return err(Errc::kInvalid, "registerServer: server 0");
   if (server.address.empty()) return err(Errc::kInvalid, "registerServer: empty address");
-  // A server that restarts may come back on another address or with new labels: overwrite.
+  // A server that restarts may come back on another address or with new labels: overwrite,
+  // keeping a drain under way.
+  auto old = txn.get(keys::server(server.id));
+  if (!old) return old.error();
+  if (*old) {
+    auto prev = decodeServer(server.id, **old);
+    if (prev) server.draining = prev->draining;
+  }
   txn.put(keys::server(server.id), encode(server));
   if (Status s = txn.raiseMark(keys::kServerMark, server.id.value); !s) return s.error();
   return Applied{};

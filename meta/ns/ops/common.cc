@@ -98,22 +98,35 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first) {
     if (chunk->leaseSession) txn.erase(keys::lease(chunk->leaseSession, inode.id(), chunk->index));
     // Each server is asked once per chunk, whatever number of its shards it holds; 0 marks a
     // shard that was never placed.
-    GarbageOut garbage{*chunk, {}};
+    // A record may exist already: servers that held shards repair moved away.
     for (ServerId s : chunk->servers) {
-      if (s &&
-          std::find(garbage.pending.begin(), garbage.pending.end(), s) == garbage.pending.end()) {
-        garbage.pending.push_back(s);
-      }
-    }
-    if (!garbage.pending.empty()) {
-      txn.put(keys::garbage(chunk->id), encode(garbage));
-      if (Status s = txn.addToCounter(keys::kGarbageCount, 1); !s) return s;
+      if (Status st = addGarbage(txn, *chunk, s); !st) return st;
     }
   }
   uint64_t n = chunks->size();
   if (n == 0) return Status();
   inode.chunkCount = inode.chunkCount > n ? inode.chunkCount - n : 0;
   return txn.addToCounter(keys::kChunkCount, -int64_t(n));
+}
+
+Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server) {
+  if (!server) return Status();
+  std::string key = keys::garbage(chunk.id);
+  auto bytes = txn.get(key);
+  if (!bytes) return bytes.error();
+  if (*bytes) {
+    auto garbage = decodeGarbage(chunk.id, **bytes);
+    if (!garbage) return garbage.error();
+    if (std::find(garbage->pending.begin(), garbage->pending.end(), server) !=
+        garbage->pending.end()) {
+      return Status();
+    }
+    garbage->pending.push_back(server);
+    txn.put(key, encode(*garbage));
+    return Status();
+  }
+  txn.put(key, encode(GarbageOut{chunk, {server}}));
+  return txn.addToCounter(keys::kGarbageCount, 1);
 }
 
 }  // namespace tessera::meta::ops

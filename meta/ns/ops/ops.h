@@ -34,6 +34,8 @@ Result<Applied> setMember(Txn& txn, proto::Op::Reader op);
 Result<Applied> expireSession(Txn& txn, proto::Op::Reader op);
 Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op);
 Result<Applied> markStale(Txn& txn, proto::Op::Reader op);
+Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op);
+Result<Applied> setServerState(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -79,6 +81,9 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
 // lease ops do (leases.cc).
 Status dropLeases(Txn& txn, SessionId session, InodeId inode);
+// Adds `server` to the servers that must delete their shards of `chunk` (the garbage record of
+// the chunk, created if there is none). Server 0 is ignored.
+Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server);
 
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {
