@@ -11,6 +11,7 @@
 #include "chunk/chunk_service.h"
 #include "chunk/disk.h"
 #include "chunk/meta_link.h"
+#include "chunk/scrubber.h"
 #include "fs/log.h"
 #include "fs/options.h"
 #include "fs/rpc.h"
@@ -54,6 +55,10 @@ po::options_description flags() {
       ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
       ("connect-timeout", text("DURATION")->default_value("10s"),
        "how long the first registration with the meta server may take")
+      ("scrub-rate", text("MB/s")->default_value("8"),
+       "scrubber read rate in MB/s (10^6 bytes), more than 0; fractions allowed")
+      ("scrub-interval", text("DURATION")->default_value("168h"),
+       "time between the end of a scrub pass and the next (0: only on `tessera scrub --now`)")
       ("log-level", text("LEVEL")->default_value("info"), "debug, info, warn or error");
   // clang-format on
   return d;
@@ -165,6 +170,18 @@ int run(int argc, char** argv) {
   auto connectTimeout = parseDurationMs(get("connect-timeout"));
   if (!connectTimeout) return fail("--connect-timeout: " + connectTimeout.error().detail);
   if (*connectTimeout == 0) return fail("--connect-timeout must be more than 0");
+  double scrubRate = 0;
+  try {
+    size_t used = 0;
+    scrubRate = std::stod(get("scrub-rate"), &used);
+    if (used != get("scrub-rate").size()) scrubRate = 0;
+  } catch (const std::exception&) {
+  }
+  if (!(scrubRate > 0) || scrubRate > 1e6) {
+    return fail("--scrub-rate: expected MB/s more than 0, got '" + get("scrub-rate") + "'");
+  }
+  auto scrubInterval = parseDurationMs(get("scrub-interval"));
+  if (!scrubInterval) return fail("--scrub-interval: " + scrubInterval.error().detail);
   auto level = parseLevel(get("log-level"));
   if (!level) return fail(level.error().detail);
   std::string advertise = get("advertise");
@@ -207,6 +224,10 @@ int run(int argc, char** argv) {
                  .host = host,
                  .heartbeatMs = *heartbeat,
                  .connectTimeoutMs = *connectTimeout});
+  Scrubber scrubber(**disk, timer,
+                    {.rateBytesPerSec = uint64_t(scrubRate * 1e6) ? uint64_t(scrubRate * 1e6) : 1,
+                     .intervalMs = *scrubInterval});
+  link.attach(scrubber);
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
@@ -232,6 +253,7 @@ int run(int argc, char** argv) {
   auto fatal = kj::newPromiseAndFulfiller<Status>();
   TaskErrors errors(*fatal.fulfiller);
   kj::TaskSet tasks(errors);
+  tasks.add(scrubber.run());
   tasks.add(
       link.run().then([&fulfiller = *fatal.fulfiller](Status s) { fulfiller.fulfill(kj::mv(s)); }));
   Outcome ended = untilSignal(kj::mv(fatal.promise));

@@ -107,6 +107,9 @@ int main(int argc, char** argv) {
        "policy of the root directory when the cluster is created")
       ("server-timeout", po::value<std::string>()->default_value("5s"),
        "a chunk server without a heartbeat this long is down")
+      ("placement", po::value<std::string>()->default_value("strict"),
+       "strict: refuse to place a chunk on fewer servers than its shards, or with more shards "
+       "in one site/rack/host than its policy can lose; degraded: place it anyway")
       ("session-timeout", po::value<std::string>()->default_value("60s"),
        "a mount silent this long loses its session: its open files are released")
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
@@ -140,6 +143,8 @@ int main(int argc, char** argv) {
   if (!timeout) return fail(timeout.error().detail);
   auto sessionTimeout = parseDurationMs(vm["session-timeout"].as<std::string>());
   if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
+  auto placement = meta::parsePlacementMode(vm["placement"].as<std::string>());
+  if (!placement) return fail("--placement: " + placement.error().detail);
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -224,6 +229,7 @@ int main(int argc, char** argv) {
   config.serverTimeoutMs = *timeout;
   config.sessionTimeoutMs = *sessionTimeout;
   config.seed = randomU64();
+  config.placement = *placement;
   config.rootPolicy = *policy;
   config.newClusterId = newClusterId();
   auto service = kj::heap<meta::MetaService>(**ns, node, io.provider->getTimer(), config);

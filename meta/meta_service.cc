@@ -78,6 +78,7 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
   raft_.onLeadershipLost = [this] {
     servers_.clear();
     sessions_.clear();
+    scrub_.clear();
   };
 }
 
@@ -103,6 +104,7 @@ void MetaService::becameLeader() {
   }
   next_ = ns_.idMarks();
   servers_.clear();
+  scrub_.clear();
   auto now = timer_.now();
   for (auto& rec : ns_.servers()) {
     ServerState s;
@@ -445,7 +447,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
-  auto placed = placeChunk(*policy, candidates, rng_);
+  auto placed = placeChunk(*policy, candidates, rng_, config_.placement);
   if (!placed) return fail(placed.error());
   ChunkDesc chunk;
   chunk.index = index;
@@ -496,6 +498,7 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
   } else {
     b.setLastHeartbeatMs(UINT64_MAX);
   }
+  scrub_.fillProgress(s.record.id, b);
 }
 
 kj::Promise<void> MetaService::servers(ServersContext context) {
@@ -624,6 +627,26 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   okToWire(results.initError());
   auto list = results.initRemove(orders.size());
   for (size_t i = 0; i < orders.size(); ++i) list.set(i, orders[i]);
+  if (p.hasScrub()) results.setScrubNow(scrub_.onHeartbeat(id, p.getScrub()));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::scrub(ScrubContext context) {
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  std::vector<ServerId> up;
+  for (auto& [id, s] : servers_) {
+    if (s.up) up.push_back(id);
+  }
+  // Request ids must differ from any a chunk server acted on, also under an earlier leader.
+  lastScrubRequest_ = std::max<uint64_t>(lastScrubRequest_ + 1, uint64_t(nowNs() / 1'000'000));
+  scrub_.requestPass(up, lastScrubRequest_);
+  log::info("scrub requested on ", up.size(), " chunk servers");
+  okToWire(results.initError());
+  results.setServers(uint32_t(up.size()));
   return kj::READY_NOW;
 }
 
@@ -680,6 +703,7 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   size_t i = 0;
   for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
   fillStatFs(results.initStat());
+  scrub_.fillDamaged(results.initDamaged(uint32_t(scrub_.damagedCount())));
   return kj::READY_NOW;
 }
 

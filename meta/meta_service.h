@@ -17,7 +17,9 @@
 #include "fs/proto/meta.capnp.h"
 #include "fs/wire.h"
 #include "meta/ns/namespace.h"
+#include "meta/placement.h"
 #include "meta/raft/raft_node.h"
+#include "meta/scrub_tracker.h"
 
 namespace tessera::meta {
 
@@ -28,6 +30,7 @@ struct MetaConfig {
   uint64_t serverTimeoutMs = 5000;        // a chunk server without heartbeat this long is down
   uint64_t sessionTimeoutMs = 60'000;     // a mount's session silent this long expires
   uint64_t seed = 0;                      // placement randomness
+  PlacementMode placement = PlacementMode::kStrict;  // --placement strict|degraded
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -71,6 +74,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> removeMember(RemoveMemberContext context) override;
   kj::Promise<void> transferLeader(TransferLeaderContext context) override;
   kj::Promise<void> keepAlive(KeepAliveContext context) override;
+  kj::Promise<void> scrub(ScrubContext context) override;
 
  private:
   struct ServerState {
@@ -121,6 +125,8 @@ class MetaService final : public proto::MetaService::Server {
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   std::map<SessionId, SessionState> sessions_;
+  ScrubTracker scrub_;  // scrub progress and damaged shards, from heartbeats
+  uint64_t lastScrubRequest_ = 0;
   kj::TimePoint started_;
   // A new leader counts the chunk servers it knows as up until this time, or until they miss a
   // heartbeat after it: they need a moment to find it after an election.

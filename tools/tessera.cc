@@ -24,6 +24,7 @@
 #include "fs/types.h"
 #include "fs/wire.h"
 #include "tools/meta_cluster.h"
+#include "tools/scrub_cmd.h"
 
 namespace po = boost::program_options;
 using namespace tessera;
@@ -54,6 +55,11 @@ constexpr const char* kUsage =
     "                                  first if it leads); then stop its tessera-meta\n"
     "  meta transfer-leader [ID]       hand leadership to member ID (default: any other) and\n"
     "                                  wait, up to --timeout, until it leads\n"
+    "  scrub [--now]                   scrub progress of every chunk server and the damaged\n"
+    "                                  shards found; --now first asks every chunk server up\n"
+    "                                  to start a pass now\n"
+    "  chunks FILE                     chunk ids of FILE (on a mount) and the server of each\n"
+    "                                  shard\n"
     "  policy get DIR                  the storage policy new files under DIR get\n"
     "  policy set DIR POLICY           ec(k,m) or replica(n) for new files under DIR\n"
     "DIR is a directory on a Tessera mount.";
@@ -230,6 +236,7 @@ int status(MetaCluster& cluster) {
   printf("space   %s usable, %s free\n", human(stat.getTotalBytes()).c_str(),
          human(stat.getFreeBytes()).c_str());
   printChunkServers(r);
+  tools::printScrubSummary(r);
   fflush(stdout);
   if (!quorum) {
     return fail("only " + num(active) + " of " + num(members) + " meta members are active");
@@ -564,7 +571,7 @@ int main(int argc, char** argv) {
     if (cmd.size() == 4 && cmd[1] == "set") return policySet(cmd[2], cmd[3]);
     return fail("usage: tessera policy get DIR | tessera policy set DIR POLICY");
   }
-  if (cmd[0] != "status" && cmd[0] != "meta") {
+  if (cmd[0] != "status" && cmd[0] != "meta" && cmd[0] != "scrub" && cmd[0] != "chunks") {
     return fail("unknown command '" + cmd[0] + "' (try --help)");
   }
   if (cmd[0] == "status" && cmd.size() != 1) return fail("status takes no arguments");
@@ -580,5 +587,7 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   MetaCluster cluster(io, *addresses, *timeout);
   if (cmd[0] == "status") return status(cluster);
+  if (cmd[0] == "scrub") return tools::scrubCommand(cluster, {cmd.begin() + 1, cmd.end()});
+  if (cmd[0] == "chunks") return tools::chunksCommand(cluster, {cmd.begin() + 1, cmd.end()});
   return meta(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
 }

@@ -38,6 +38,29 @@ struct ServerInfo {
   freeBytes @8 :UInt64;     # what the file system still allows us to write
   shards @9 :UInt64;
   lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
+  scrub @11 :ScrubProgress;     # its `damaged` is left empty here
+  damagedShards @12 :UInt64;    # shards on it that the scrubber found damaged
+}
+
+# A shard a chunk server's scrubber (chunk/scrubber.h) found damaged: the shard offsets of its
+# bad blocks, or no offsets when the whole shard is unreadable (a damaged header).
+struct DamagedShard {
+  chunk @0 :UInt64;
+  shard @1 :UInt8;
+  server @2 :UInt64;            # 0 in a heartbeat: the sender
+  blocks @3 :List(UInt64);
+}
+
+# A chunk server's scrub progress, sent in every heartbeat.
+struct ScrubProgress {
+  running @0 :Bool;             # a pass is under way
+  bytesThisPass @1 :UInt64;     # scrubbed so far in this pass (or the last, when idle)
+  passBytes @2 :UInt64;         # shard data to scrub in this pass (or the last)
+  passes @3 :UInt64;            # full passes finished since the server started
+  lastPassEndMs @4 :UInt64;     # wall clock (ms since the epoch) of the last finished pass, 0: none
+  badBlocks @5 :UInt64;         # bad blocks found since the server started
+  request @6 :UInt64;           # the last scrub-now request (heartbeat reply) it acted on
+  damaged @7 :List(DamagedShard);  # reports not acknowledged yet (a successful reply acks them)
 }
 
 struct StatFs {
@@ -110,13 +133,15 @@ interface MetaService {
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                 shards :UInt64, removed :List(UInt64), fsid :UInt64)
-      -> (error :Common.Error, remove :List(UInt64));
+                 shards :UInt64, removed :List(UInt64), fsid :UInt64, scrub :ScrubProgress)
+      -> (error :Common.Error, remove :List(UInt64), scrubNow :UInt64);
+  # `scrubNow`: if not 0 and not the `scrub.request` the server sent, start a scrub pass now
+  # and send this value as `scrub.request` from then on.
 
   # --- admin ---
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
                     inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs,
-                    raft :Raft.RaftInfo);
+                    raft :Raft.RaftInfo, damaged :List(DamagedShard));
 
   # --- the meta cluster (Raft) ---
   # Messages from another meta server's Raft core. The reply only says they arrived.
@@ -141,4 +166,9 @@ interface MetaService {
   # Keeps an idle session alive (any call carrying the session does too). Error stale if it
   # expired already: the mount must open a new one.
   keepAlive @30 (session :UInt64) -> (error :Common.Error, timeoutMs :UInt64);
+
+  # --- admin, continued ---
+  # Asks every chunk server that is up to start a scrub pass now (in its next heartbeat reply);
+  # `servers`: how many were asked.
+  scrub @31 () -> (error :Common.Error, servers :UInt32);
 }

@@ -280,10 +280,13 @@ void Cluster::startChunk(int i) {
   std::string portFile = dir() + "/chunk" + std::to_string(i) + ".port";
   unlink(portFile.c_str());
   chunkPorts_[i] = 0;
-  chunks_[i] = Process::spawn(
-      {buildDir() + "/chunk/tessera-chunk", "--data", d, "--meta", meta(), "--host",
-       "host" + std::to_string(i), "--heartbeat", options_.heartbeat, "--port-file", portFile},
-      dir() + "/chunk" + std::to_string(i) + ".log");
+  std::vector<std::string> args{buildDir() + "/chunk/tessera-chunk", "--data", d, "--meta", meta(),
+                                "--host", "host" + std::to_string(i), "--heartbeat",
+                                options_.heartbeat, "--port-file", portFile};
+  if (size_t(i) < options_.chunkArgs.size()) {
+    args.insert(args.end(), options_.chunkArgs[i].begin(), options_.chunkArgs[i].end());
+  }
+  chunks_[i] = Process::spawn(args, dir() + "/chunk" + std::to_string(i) + ".log");
   bool listening = waitFor(15'000, [&] {
     return access(portFile.c_str(), R_OK) == 0 || !chunks_[i].running();
   });
