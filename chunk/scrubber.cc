@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -209,6 +210,18 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
         auto crcs = kj::heapArray<uint32_t>(len / kBlockSize);
         r.bytes = len;
         r.end = offset + len >= data;
+        // Read what the disk holds, not what the page cache remembers (rot is on the media),
+        // and leave no scrubbed pages behind to push out the clients' hot ones. Dirty pages
+        // stay: they are the newest data and reach the disk with the next sync.
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        KJ_DEFER(if (fd >= 0) ::close(fd));
+        auto dropCache = [&] {
+          if (fd >= 0) {
+            ::posix_fadvise(fd, off_t(kDataOffset + offset), off_t(len), POSIX_FADV_DONTNEED);
+          }
+        };
+        dropCache();
+        KJ_DEFER(dropCache());
         Status s = file->read(offset, buf, crcs);
         if (s) return r;
         if (s.code() != Errc::kCorruption && s.code() != Errc::kIo) {

@@ -8,6 +8,8 @@
 // (the end time is kept in DIR/scrub.state, so a restart does not rescrub at once), or at once
 // when the meta leader asks (startNow, from a heartbeat reply; a request during a pass starts it
 // over, so damage made before the request is surely seen). intervalMs 0: only on request.
+// Each piece's pages are dropped from the page cache before it is read (so the media is read,
+// not a cached copy) and after (so scrubbing does not evict the clients' hot pages).
 //
 // Findings. A piece that fails its CRCs is re-read block by block to name every bad block (an
 // I/O error on a block counts as bad). A shard whose header is damaged is reported with no block
