@@ -268,6 +268,11 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
         size_t next = i;
         uint64_t nextOffset = offset + r.bytes;
         if (r.end) {
+          // The pass's size counts what the shard turned out to hold (it may have grown,
+          // shrunk, gone or be unreadable since the listing).
+          uint64_t listed = shards[i].bytes, read = offset + r.bytes;
+          progress_.passBytes += read;
+          progress_.passBytes -= std::min(listed, progress_.passBytes);
           if (r.kind == PieceResult::kOk || r.kind == PieceResult::kError) {
             // A whole shard read: what it holds now is the finding (clean drops an old one).
             if (!bad.empty()) {

@@ -86,6 +86,7 @@ TEST_CASE("scrubber: a requested pass finds every bad block and a bad header, an
   CHECK(!p.running);
   uint64_t total = 256 * 1024 + 1024 * 1024 + 8192 + 12288;  // the bad header's shard is not read
   CHECK(p.bytesThisPass == total);
+  CHECK(p.passBytes == total);
   CHECK(p.badBlocks == 4);
   // Paced: at 1 MB/s the pass took at least total / 1e6 s of (virtual) time.
   CHECK((fx.timer.now() - start) / kj::MILLISECONDS >= int64_t(total / 1000) - 5);

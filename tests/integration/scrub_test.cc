@@ -198,7 +198,7 @@ TEST_CASE("scrub: flipped blocks in shard files are found and reported exactly; 
     if (r.exitCode == 0 && listed.size() >= expected.size() && passesDone() == 6) break;
     usleep(200'000);
   }
-  INFO(output);
+  MESSAGE("tessera scrub says:\n" << output);
   CHECK(passesDone() == 6);
   REQUIRE(listed.size() == expected.size());
   for (auto& [at, blocks] : expected) {
