@@ -332,9 +332,12 @@ Scrubber::Sent Scrubber::fillHeartbeat(proto::ScrubProgress::Builder b) const {
     auto r = list[unsigned(i)];
     r.setChunk(key.chunk.value);
     r.setShard(key.shard);
-    auto blocks = r.initBlocks(unsigned(d.blocks.size()));
+    auto blocks = r.initBlocks(unsigned(std::min(d.blocks.size(), kMaxBlocksPerReport)));
     unsigned j = 0;
-    for (uint64_t o : d.blocks) blocks.set(j++, o);
+    for (uint64_t o : d.blocks) {
+      if (j == blocks.size()) break;
+      blocks.set(j++, o);
+    }
   }
   return sent;
 }

@@ -42,7 +42,10 @@ class Scrubber {
     uint64_t intervalMs = 7ull * 24 * 3600 * 1000;  // 0: only when the meta leader asks
   };
   static constexpr uint64_t kPieceBytes = 512 * 1024;
-  static constexpr size_t kMaxReportsPerHeartbeat = 1000;
+  // Bounds on one heartbeat (1 MiB of offsets at most): the rest follows in the next ones, and
+  // a shard with more bad blocks names its first kMaxBlocksPerReport (it is rebuilt whole).
+  static constexpr size_t kMaxReportsPerHeartbeat = 256;
+  static constexpr size_t kMaxBlocksPerReport = 512;
 
   Scrubber(Disk& disk, kj::Timer& timer, Config config);
 

@@ -154,3 +154,32 @@ TEST_CASE("scrubber: a request during a pass starts it over") {
   REQUIRE(scrubber.damaged().size() == 1);
   CHECK(scrubber.damaged().begin()->first == key(1, 0));
 }
+
+TEST_CASE("scrubber: a heartbeat carries at most 256 reports of at most 512 blocks each") {
+  Fixture fx;
+  fx.write(key(1, 0), 0, 600 * 4096, 1);
+  for (uint64_t b = 0; b < 600; ++b) {
+    test::flipByte(fx.disk->shardPath(key(1, 0)), kDataOffset + b * 4096 + 7);
+  }
+  for (uint64_t c = 2; c <= 300; ++c) {
+    fx.write(key(c, 2), 0, 4096, unsigned(c));
+    test::flipByte(fx.disk->shardPath(key(c, 2)), kDataOffset + 1);
+  }
+  Scrubber scrubber(*fx.disk, fx.timer, {.rateBytesPerSec = 100'000'000, .intervalMs = 0});
+  auto running = scrubber.run().eagerlyEvaluate(nullptr);
+  scrubber.request(1);
+  fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 1; });
+  CHECK(scrubber.damaged().size() == 300);
+  CHECK(scrubber.progress().badBlocks == 600 + 299);
+
+  Scrubber::Sent sent;
+  auto first = heartbeat(scrubber, &sent);
+  REQUIRE(first.size() == 256);
+  CHECK(first[0].chunk == 1);
+  CHECK(first[0].blocks.size() == 512);
+  scrubber.heartbeatAccepted(sent);
+  auto second = heartbeat(scrubber, &sent);
+  CHECK(second.size() == 300 - 256);
+  scrubber.heartbeatAccepted(sent);
+  CHECK(heartbeat(scrubber).empty());
+}
