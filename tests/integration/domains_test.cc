@@ -52,7 +52,7 @@ std::vector<ChunkRow> chunksOf(Cluster& cluster, const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("domains: ec(4,2) over three racks keeps two shards per rack; a whole rack lost loses nothing") {
+TEST_CASE("domains: ec(4,2) over three racks keeps two shards per rack and a whole rack lost loses nothing") {
   TESSERA_REQUIRE_FUSE();
   Cluster::Options options;
   for (int i = 0; i < 6; ++i) options.chunkArgs.push_back({"--rack", "r" + std::to_string(i / 2)});

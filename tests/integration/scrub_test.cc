@@ -114,7 +114,7 @@ void checkFiles(const std::map<std::string, std::string>& files) {
 
 }  // namespace
 
-TEST_CASE("scrub: flipped blocks in shard files are found and reported exactly; reads stay right") {
+TEST_CASE("scrub: flipped blocks in shard files are found and reported exactly while reads stay right") {
   TESSERA_REQUIRE_FUSE();
   Cluster::Options options;
   // Scrub only on request, fast, so the test sees the whole pass.

@@ -41,7 +41,7 @@ std::vector<std::tuple<uint64_t, unsigned, uint64_t, size_t>> listed(const Scrub
 
 }  // namespace
 
-TEST_CASE("scrub tracker: damage reports are recorded per server; malformed ones are dropped") {
+TEST_CASE("scrub tracker: damage reports are recorded per server and malformed ones are dropped") {
   ScrubTracker t;
   Heartbeat h;
   h.b.setPasses(3);
