@@ -86,6 +86,14 @@ class Disk {
   const std::string& dir() const { return config_.dir; }
   std::string shardPath(ShardKey key) const;
 
+  // Runs `func` (blocking file work) on the worker thread, in order with the operations above;
+  // the promise resolves on the calling loop to what it returns. For the scrubber
+  // (chunk/scrubber.h), which reads shard files there itself.
+  template <typename Func>
+  auto onWorkerThread(Func&& func) {
+    return onWorker(kj::fwd<Func>(func));
+  }
+
   // Needed by kj::heap; use open().
   Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards);
 

@@ -14,6 +14,7 @@
 #include "chunk/meta_link.h"
 #include "chunk/rebuilder.h"
 #include "fs/chunk_peers.h"
+#include "chunk/scrubber.h"
 #include "fs/log.h"
 #include "fs/options.h"
 #include "fs/rpc.h"
@@ -61,6 +62,10 @@ po::options_description flags() {
        "report every shard held here to the meta leader this often (and at registration)")
       ("repair-rate", text("MB/s")->default_value("50"),
        "at most this many MB per second of shards rebuilt here on the meta leader's orders")
+      ("scrub-rate", text("MB/s")->default_value("8"),
+       "scrubber read rate in MB/s (10^6 bytes), more than 0; fractions allowed")
+      ("scrub-interval", text("DURATION")->default_value("168h"),
+       "time between the end of a scrub pass and the next (0: only on `tessera scrub --now`)")
       ("log-level", text("LEVEL")->default_value("info"), "debug, info, warn or error");
   // clang-format on
   return d;
@@ -183,6 +188,18 @@ int run(int argc, char** argv) {
       return fail("--repair-rate: expected MB/s between 1 and 1048576, got '" + text + "'");
     }
   }
+  double scrubRate = 0;
+  try {
+    size_t used = 0;
+    scrubRate = std::stod(get("scrub-rate"), &used);
+    if (used != get("scrub-rate").size()) scrubRate = 0;
+  } catch (const std::exception&) {
+  }
+  if (!(scrubRate > 0) || scrubRate > 1e6) {
+    return fail("--scrub-rate: expected MB/s more than 0, got '" + get("scrub-rate") + "'");
+  }
+  auto scrubInterval = parseDurationMs(get("scrub-interval"));
+  if (!scrubInterval) return fail("--scrub-interval: " + scrubInterval.error().detail);
   auto level = parseLevel(get("log-level"));
   if (!level) return fail(level.error().detail);
   std::string advertise = get("advertise");
@@ -230,6 +247,10 @@ int run(int argc, char** argv) {
                  .heartbeatMs = *heartbeat,
                  .connectTimeoutMs = *connectTimeout,
                  .inventoryMs = *inventory});
+  Scrubber scrubber(**disk, timer,
+                    {.rateBytesPerSec = uint64_t(scrubRate * 1e6) ? uint64_t(scrubRate * 1e6) : 1,
+                     .intervalMs = *scrubInterval});
+  link.attach(scrubber);
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
@@ -255,6 +276,7 @@ int run(int argc, char** argv) {
   auto fatal = kj::newPromiseAndFulfiller<Status>();
   TaskErrors errors(*fatal.fulfiller);
   kj::TaskSet tasks(errors);
+  tasks.add(scrubber.run());
   tasks.add(
       link.run().then([&fulfiller = *fatal.fulfiller](Status s) { fulfiller.fulfill(kj::mv(s)); }));
   Outcome ended = untilSignal(kj::mv(fatal.promise));

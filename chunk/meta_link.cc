@@ -221,6 +221,8 @@ kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, ui
                   needRegister_ = false;
                   startInventory();
                 }
+                // This leader may be new and know none of the damage found so far.
+                if (s && scrubber_) scrubber_->leaderChanged();
                 return s;
               });
             },
@@ -343,16 +345,22 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
     size_t sent = removed_.size();
     auto list = req.initRemoved(sent);
     for (size_t i = 0; i < sent; ++i) list.set(i, removed_[i].value);
+    Scrubber::Sent scrubSent;
+    if (scrubber_) scrubSent = scrubber_->fillHeartbeat(req.initScrub());
     using Response = capnp::Response<proto::MetaService::HeartbeatResults>;
     return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
         .then(
-            [this, sent](Response r) -> kj::Promise<Status> {
+            [this, sent, scrubSent = std::move(scrubSent)](Response r) -> kj::Promise<Status> {
               if (auto s = fromWire(r.getError()); !s) {
                 if (s.code() == Errc::kNotFound) needRegister_ = true;
                 return s;
               }
               removed_.erase(removed_.begin(), removed_.begin() + sent);
               if (timer_.now() >= nextInventory_) startInventory();
+              if (scrubber_) {
+                scrubber_->heartbeatAccepted(scrubSent);
+                scrubber_->request(r.getScrubNow());
+              }
               auto orders = r.getRemove();
               if (orders.size() == 0) return Status();
               std::vector<ChunkId> ids;

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "chunk/disk.h"
+#include "chunk/scrubber.h"
 #include "fs/options.h"
 #include "fs/proto/meta.capnp.h"
 #include "fs/rpc.h"
@@ -97,6 +98,10 @@ class MetaLink {
   // fatal Error (kWrongCluster on registering again).
   kj::Promise<Status> run();
 
+  // Heartbeats then carry the scrubber's progress and damage reports, and pass on the meta
+  // leader's scrub-now requests. `scrubber` must outlive the link.
+  void attach(Scrubber& scrubber) { scrubber_ = &scrubber; }
+
   ServerId id() const { return id_; }
   const std::string& clusterId() const { return clusterId_; }
   // The meta server the link talks to now (the leader, once one accepted it).
@@ -150,6 +155,7 @@ class MetaLink {
   void startInventory();
   kj::Promise<void> inventory_ = nullptr;
   kj::TimePoint nextInventory_ = kj::origin<kj::TimePoint>();
+  Scrubber* scrubber_ = nullptr;
 };
 
 }  // namespace tessera::chunk

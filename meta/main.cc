@@ -109,6 +109,9 @@ int main(int argc, char** argv) {
        "a chunk server without a heartbeat this long is down")
       ("repair-grace", po::value<std::string>()->default_value("10m"),
        "a chunk server down this long has its shards rebuilt on the others")
+      ("placement", po::value<std::string>()->default_value("strict"),
+       "strict: refuse to place a chunk on fewer servers than its shards, or with more shards "
+       "in one site/rack/host than its policy can lose; degraded: place it anyway")
       ("session-timeout", po::value<std::string>()->default_value("60s"),
        "a mount silent this long loses its session: its open files are released")
       ("lease-timeout", po::value<std::string>()->default_value("10s"),
@@ -148,6 +151,8 @@ int main(int argc, char** argv) {
   if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
   auto leaseTimeout = parseDurationMs(vm["lease-timeout"].as<std::string>());
   if (!leaseTimeout || *leaseTimeout == 0) return fail("bad --lease-timeout");
+  auto placement = meta::parsePlacementMode(vm["placement"].as<std::string>());
+  if (!placement) return fail("--placement: " + placement.error().detail);
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -234,6 +239,7 @@ int main(int argc, char** argv) {
   config.sessionTimeoutMs = *sessionTimeout;
   config.leaseTimeoutMs = *leaseTimeout;
   config.seed = randomU64();
+  config.placement = *placement;
   config.rootPolicy = *policy;
   config.newClusterId = newClusterId();
   auto service = kj::heap<meta::MetaService>(**ns, node, io.provider->getTimer(), config);

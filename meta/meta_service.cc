@@ -65,6 +65,7 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
     servers_.clear();
     sessions_.clear();
     if (repair_) repair_->reset();
+    scrub_.clear();
   };
 }
 
@@ -90,6 +91,7 @@ void MetaService::becameLeader() {
   }
   next_ = ns_.idMarks();
   servers_.clear();
+  scrub_.clear();
   auto now = timer_.now();
   for (auto& rec : ns_.servers()) {
     ServerState s;
@@ -416,7 +418,7 @@ Result<ChunkDesc> MetaService::newChunk(InodeId inode, uint64_t index) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
-  auto placed = placeChunk(*policy, candidates, rng_);
+  auto placed = placeChunk(*policy, candidates, rng_, config_.placement);
   if (!placed) return placed.error();
   ChunkDesc chunk;
   chunk.index = index;
@@ -497,6 +499,7 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
   } else {
     b.setLastHeartbeatMs(UINT64_MAX);
   }
+  scrub_.fillProgress(s.record.id, b);
 }
 
 kj::Promise<void> MetaService::servers(ServersContext context) {
@@ -629,6 +632,26 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   okToWire(results.initError());
   auto list = results.initRemove(orders.size());
   for (size_t i = 0; i < orders.size(); ++i) list.set(i, orders[i]);
+  if (p.hasScrub()) results.setScrubNow(scrub_.onHeartbeat(id, p.getScrub()));
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> MetaService::scrub(ScrubContext context) {
+  auto results = context.getResults();
+  if (!raft_.leaderReady()) {
+    toWire(raft_.notLeader(), results.initError());
+    return kj::READY_NOW;
+  }
+  std::vector<ServerId> up;
+  for (auto& [id, s] : servers_) {
+    if (s.up) up.push_back(id);
+  }
+  // Request ids must differ from any a chunk server acted on, also under an earlier leader.
+  lastScrubRequest_ = std::max<uint64_t>(lastScrubRequest_ + 1, uint64_t(nowNs() / 1'000'000));
+  scrub_.requestPass(up, lastScrubRequest_);
+  log::info("scrub requested on ", up.size(), " chunk servers");
+  okToWire(results.initError());
+  results.setServers(uint32_t(up.size()));
   return kj::READY_NOW;
 }
 
@@ -686,6 +709,7 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   for (auto& [id, s] : servers_) fillServerInfo(s, list[i++]);
   fillStatFs(results.initStat());
   fillRepairStatus(results.initRepair());
+  scrub_.fillDamaged(results.initDamaged(uint32_t(scrub_.damagedCount())));
   return kj::READY_NOW;
 }
 
@@ -849,6 +873,9 @@ void MetaService::enableRepair(kj::Network& network) {
   c.graceMs = config_.repairGraceMs;
   c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
   repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
+  scrub_.onDamaged = [this](ChunkId chunk, int shard, ServerId server) {
+    if (repair_) repair_->reportDamaged(chunk, shard, server);
+  };
 }
 
 ServerMap MetaService::serverMap() {

@@ -17,8 +17,10 @@
 #include "fs/proto/meta.capnp.h"
 #include "fs/wire.h"
 #include "meta/ns/namespace.h"
+#include "meta/placement.h"
 #include "meta/raft/raft_node.h"
 #include "meta/repair.h"
+#include "meta/scrub_tracker.h"
 
 namespace tessera::meta {
 
@@ -31,6 +33,7 @@ struct MetaConfig {
   uint64_t leaseTimeoutMs = 10'000;       // a write lease of a session silent this long moves
   uint64_t seed = 0;                      // placement randomness
   uint64_t repairGraceMs = 600'000;       // a chunk server down this long has its shards rebuilt
+  PlacementMode placement = PlacementMode::kStrict;  // --placement strict|degraded
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -85,6 +88,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> reportInventory(ReportInventoryContext context) override;
   kj::Promise<void> drainServer(DrainServerContext context) override;
   kj::Promise<void> removeServer(RemoveServerContext context) override;
+  kj::Promise<void> scrub(ScrubContext context) override;
 
  private:
   struct ServerState {
@@ -144,6 +148,8 @@ class MetaService final : public proto::MetaService::Server {
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   std::map<SessionId, SessionState> sessions_;
+  ScrubTracker scrub_;  // scrub progress and damaged shards, from heartbeats
+  uint64_t lastScrubRequest_ = 0;
   kj::TimePoint started_;
   // A new leader counts the chunk servers it knows as up until this time, or until they miss a
   // heartbeat after it: they need a moment to find it after an election.

@@ -25,6 +25,7 @@
 #include "fs/wire.h"
 #include "tools/meta_cluster.h"
 #include "tools/repair_cmds.h"
+#include "tools/scrub_cmd.h"
 
 namespace po = boost::program_options;
 using namespace tessera;
@@ -61,6 +62,11 @@ constexpr const char* kUsage =
     "  drain ID [--stop] [--wait]      move every shard off chunk server ID (it keeps serving\n"
     "                                  reads meanwhile); --wait shows progress until done\n"
     "  remove ID                       forget chunk server ID; refused while it holds shards\n"
+    "  scrub [--now]                   scrub progress of every chunk server and the damaged\n"
+    "                                  shards found; --now first asks every chunk server up\n"
+    "                                  to start a pass now\n"
+    "  chunks FILE                     chunk ids of FILE (on a mount) and the server of each\n"
+    "                                  shard\n"
     "  policy get DIR                  the storage policy new files under DIR get\n"
     "  policy set DIR POLICY           ec(k,m) or replica(n) for new files under DIR\n"
     "DIR is a directory on a Tessera mount.";
@@ -239,6 +245,7 @@ int status(MetaCluster& cluster) {
          human(stat.getFreeBytes()).c_str());
   tessera::tools::printRepair(r.getRepair());
   printChunkServers(r);
+  tools::printScrubSummary(r);
   fflush(stdout);
   if (!quorum) {
     return fail("only " + num(active) + " of " + num(members) + " meta members are active");
@@ -574,7 +581,7 @@ int main(int argc, char** argv) {
     return fail("usage: tessera policy get DIR | tessera policy set DIR POLICY");
   }
   if (cmd[0] != "status" && cmd[0] != "meta" && cmd[0] != "fsck" && cmd[0] != "drain" &&
-      cmd[0] != "remove") {
+      cmd[0] != "remove" && cmd[0] != "scrub" && cmd[0] != "chunks") {
     return fail("unknown command '" + cmd[0] + "' (try --help)");
   }
   if (cmd[0] == "status" && cmd.size() != 1) return fail("status takes no arguments");
@@ -600,5 +607,7 @@ int main(int argc, char** argv) {
   if (cmd[0] == "fsck") {
     return tessera::tools::fsck(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
   }
+  if (cmd[0] == "scrub") return tools::scrubCommand(cluster, {cmd.begin() + 1, cmd.end()});
+  if (cmd[0] == "chunks") return tools::chunksCommand(cluster, {cmd.begin() + 1, cmd.end()});
   return meta(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
 }

@@ -41,6 +41,8 @@ struct ServerInfo {
   lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
   draining @11 :Bool;           # tessera drain: its shards are moving off
   placedShards @12 :UInt64;     # shards the chunk map places here (the leader's last pass)
+  scrub @13 :ScrubProgress;     # its `damaged` is left empty here
+  damagedShards @14 :UInt64;    # shards on it that the scrubber found damaged
 }
 
 # Shard repair on the meta leader (meta/repair.h). Counts of chunks are those of its last whole
@@ -66,6 +68,27 @@ struct ChunkReport {
   health @2 :Text;        # "healthy", "degraded" or "lost"
   misplaced @3 :Bool;
   detail @4 :Text;        # which shards, and why
+}
+
+# A shard a chunk server's scrubber (chunk/scrubber.h) found damaged: the shard offsets of its
+# bad blocks, or no offsets when the whole shard is unreadable (a damaged header).
+struct DamagedShard {
+  chunk @0 :UInt64;
+  shard @1 :UInt8;
+  server @2 :UInt64;            # 0 in a heartbeat: the sender
+  blocks @3 :List(UInt64);
+}
+
+# A chunk server's scrub progress, sent in every heartbeat.
+struct ScrubProgress {
+  running @0 :Bool;             # a pass is under way
+  bytesThisPass @1 :UInt64;     # scrubbed so far in this pass (or the last, when idle)
+  passBytes @2 :UInt64;         # shard data to scrub in this pass (or the last)
+  passes @3 :UInt64;            # full passes finished since the server started
+  lastPassEndMs @4 :UInt64;     # wall clock (ms since the epoch) of the last finished pass, 0: none
+  badBlocks @5 :UInt64;         # bad blocks found since the server started
+  request @6 :UInt64;           # the last scrub-now request (heartbeat reply) it acted on
+  damaged @7 :List(DamagedShard);  # reports not acknowledged yet (a successful reply acks them)
 }
 
 struct StatFs {
@@ -138,13 +161,16 @@ interface MetaService {
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                 shards :UInt64, removed :List(UInt64), fsid :UInt64)
-      -> (error :Common.Error, remove :List(UInt64));
+                 shards :UInt64, removed :List(UInt64), fsid :UInt64, scrub :ScrubProgress)
+      -> (error :Common.Error, remove :List(UInt64), scrubNow :UInt64);
+  # `scrubNow`: if not 0 and not the `scrub.request` the server sent, start a scrub pass now
+  # and send this value as `scrub.request` from then on.
 
   # --- admin ---
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
                     inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs,
-                    raft :Raft.RaftInfo, repair :RepairStatus);
+                    raft :Raft.RaftInfo, repair :RepairStatus,
+                    damaged :List(DamagedShard));
 
   # --- the meta cluster (Raft) ---
   # Messages from another meta server's Raft core. The reply only says they arrived.
@@ -203,4 +229,8 @@ interface MetaService {
   drainServer @37 (server :UInt64, draining :Bool) -> (error :Common.Error);
   # Admin: forget chunk server `server`; notEmpty while any chunk or garbage record names it.
   removeServer @38 (server :UInt64) -> (error :Common.Error);
+  # --- admin, continued ---
+  # Asks every chunk server that is up to start a scrub pass now (in its next heartbeat reply);
+  # `servers`: how many were asked.
+  scrub @39 () -> (error :Common.Error, servers :UInt32);
 }

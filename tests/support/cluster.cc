@@ -284,6 +284,9 @@ void Cluster::startChunk(int i) {
                                    meta(), "--host", "host" + std::to_string(i), "--heartbeat",
                                    options_.heartbeat, "--port-file", portFile};
   argv.insert(argv.end(), options_.chunkArgs.begin(), options_.chunkArgs.end());
+  if (size_t(i) < options_.chunkArgsOf.size()) {
+    argv.insert(argv.end(), options_.chunkArgsOf[i].begin(), options_.chunkArgsOf[i].end());
+  }
   chunks_[i] = Process::spawn(argv, dir() + "/chunk" + std::to_string(i) + ".log");
   bool listening = waitFor(15'000, [&] {
     return access(portFile.c_str(), R_OK) == 0 || !chunks_[i].running();

@@ -40,6 +40,7 @@ class Cluster {
     std::string ioTimeout = "10s";     // mount: a shard RPC fails after this
     std::string heartbeat = "250ms";
     std::string metaTimeout = "20s";   // mount: a meta call fails after this (failovers included)
+    std::vector<std::vector<std::string>> chunkArgsOf;  // [i]: extra flags for tessera-chunk i
   };
 
   // One meta server's own view (the status RPC), as the test sees it.

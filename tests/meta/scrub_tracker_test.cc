@@ -1,0 +1,87 @@
+// The meta leader's scrub soft state: progress and damage reports from heartbeats, scrub-now
+// requests until acted on, malformed reports dropped.
+#include "meta/scrub_tracker.h"
+
+#include <capnp/message.h>
+#include <doctest/doctest.h>
+
+using namespace tessera;
+using namespace tessera::meta;
+
+namespace {
+
+struct Heartbeat {
+  capnp::MallocMessageBuilder msg;
+  proto::ScrubProgress::Builder b = msg.initRoot<proto::ScrubProgress>();
+
+  // (chunk, shard, blocks) per report.
+  void damaged(std::vector<std::tuple<uint64_t, unsigned, std::vector<uint64_t>>> reports) {
+    auto list = b.initDamaged(unsigned(reports.size()));
+    for (unsigned i = 0; i < reports.size(); ++i) {
+      auto& [chunk, shard, blocks] = reports[i];
+      list[i].setChunk(chunk);
+      list[i].setShard(uint8_t(shard));
+      auto bl = list[i].initBlocks(unsigned(blocks.size()));
+      for (unsigned j = 0; j < blocks.size(); ++j) bl.set(j, blocks[j]);
+    }
+  }
+};
+
+std::vector<std::tuple<uint64_t, unsigned, uint64_t, size_t>> listed(const ScrubTracker& t) {
+  capnp::MallocMessageBuilder msg;
+  auto root = msg.initRoot<proto::MetaService::StatusResults>();
+  auto list = root.initDamaged(unsigned(t.damagedCount()));
+  t.fillDamaged(list);
+  std::vector<std::tuple<uint64_t, unsigned, uint64_t, size_t>> out;
+  for (auto d : list.asReader()) {
+    out.emplace_back(d.getChunk(), d.getShard(), d.getServer(), d.getBlocks().size());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("scrub tracker: damage reports are recorded per server and malformed ones are dropped") {
+  ScrubTracker t;
+  Heartbeat h;
+  h.b.setPasses(3);
+  h.damaged({{7, 2, {0, 8192}},
+             {9, 0, {}},             // whole shard
+             {0, 1, {0}},            // chunk 0: malformed
+             {5, 30, {0}},           // shard past any layout
+             {6, 1, {100}},          // not a block offset
+             {6, 2, {64u << 20}}});  // past the chunk
+  CHECK(t.onHeartbeat(ServerId(4), h.b.asReader()) == 0);
+  using Row = std::tuple<uint64_t, unsigned, uint64_t, size_t>;
+  CHECK(listed(t) == std::vector<Row>{{7, 2, 4, 2}, {9, 0, 4, 0}});
+  // The same shard from another server is another report.
+  Heartbeat h2;
+  h2.damaged({{7, 2, {4096}}});
+  t.onHeartbeat(ServerId(5), h2.b.asReader());
+  CHECK(t.damagedCount() == 3);
+
+  capnp::MallocMessageBuilder msg;
+  auto info = msg.initRoot<proto::ServerInfo>();
+  t.fillProgress(ServerId(4), info);
+  CHECK(info.getDamagedShards() == 2);
+  CHECK(info.getScrub().getPasses() == 3);
+
+  t.repaired(ChunkId(9), 0, ServerId(4));
+  CHECK(t.damagedCount() == 2);
+  t.clear();
+  CHECK(t.damagedCount() == 0);
+}
+
+TEST_CASE("scrub tracker: a scrub-now request is sent until the server reports acting on it") {
+  ScrubTracker t;
+  t.requestPass({ServerId(1), ServerId(2)}, 1000);
+  Heartbeat idle;
+  CHECK(t.onHeartbeat(ServerId(1), idle.b.asReader()) == 1000);
+  CHECK(t.onHeartbeat(ServerId(1), idle.b.asReader()) == 1000);  // reply lost? asked again
+  CHECK(t.onHeartbeat(ServerId(3), idle.b.asReader()) == 0);     // not asked
+  Heartbeat acting;
+  acting.b.setRequest(1000);
+  CHECK(t.onHeartbeat(ServerId(1), acting.b.asReader()) == 0);
+  CHECK(t.onHeartbeat(ServerId(1), idle.b.asReader()) == 0);
+  CHECK(t.onHeartbeat(ServerId(2), idle.b.asReader()) == 1000);
+}
