@@ -41,7 +41,7 @@ kj::Promise<void> reply(Context& context, const Status& s) {
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(Disk& disk) : disk_(disk) {}
+ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks) : disk_(disks) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();

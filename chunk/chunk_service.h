@@ -1,12 +1,12 @@
 // chunk/chunk_service.h — the chunk server's data RPC (proto::ChunkService, fs/proto/chunk.capnp)
-// over one Disk. Every request is validated before it reaches the disk: a chunk id of 0, a
+// over the server's disks (chunk/disk_set.h). Every request is validated before it reaches the disk: a chunk id of 0, a
 // shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
 // length, a read longer than kMaxReadBytes or a CRC list that does not match the data is
 // answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
 // never sent.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "fs/proto/chunk.capnp.h"
 
 namespace tessera::chunk {
@@ -18,7 +18,7 @@ constexpr size_t kMaxRemoveChunks = 65536;
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
-  explicit ChunkServiceImpl(Disk& disk);  // `disk` must outlive the service.
+  explicit ChunkServiceImpl(DiskSet& disks);  // `disks` must outlive the service.
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -29,7 +29,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> remove(RemoveContext context) override;
 
  private:
-  Disk& disk_;
+  DiskSet& disk_;
 };
 
 }  // namespace tessera::chunk

@@ -441,7 +441,7 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
   if (!policy) return fail(policy.error());
   std::vector<Candidate> candidates;
   for (auto& [id, s] : servers_) {
-    if (s.up) {
+    if (s.up && !s.noNewShards) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
@@ -491,6 +491,8 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
   b.setUsedBytes(s.usedBytes);
   b.setFreeBytes(s.freeBytes);
   b.setShards(s.shards);
+  b.setNoNewShards(s.noNewShards);
+  if (s.disks) b.setDisks(s.disks->getRoot<proto::ServerInfo>().asReader().getDisks());
   if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
     b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
   } else {
@@ -575,6 +577,26 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
   });
 }
 
+void MetaService::noteDisks(ServerId id, ServerState& s,
+                            proto::MetaService::HeartbeatParams::Reader p) {
+  if (p.getNoNewShards() != s.noNewShards) {
+    if (p.getNoNewShards()) {
+      log::warn("chunk server ", id.value, " takes no new shards: every disk failed or full");
+    } else {
+      log::info("chunk server ", id.value, " takes new shards again");
+    }
+  }
+  s.noNewShards = p.getNoNewShards();
+  s.disks = kj::heap<capnp::MallocMessageBuilder>(64);
+  s.disks->initRoot<proto::ServerInfo>().setDisks(p.getDisks());
+  size_t before = s.lostShards.size();
+  for (auto ref : p.getLost()) s.lostShards.insert({ref.getChunk(), ref.getShard()});
+  if (s.lostShards.size() > before) {
+    log::warn("chunk server ", id.value, " lost ", s.lostShards.size() - before,
+              " shards on failed disks");
+  }
+}
+
 kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   auto p = context.getParams();
   auto results = context.getResults();
@@ -597,6 +619,7 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   s.freeBytes = p.getFreeBytes();
   s.shards = p.getShards();
   s.fsid = p.getFsid();
+  noteDisks(id, s, p);
   if (p.getRemoved().size() > 0) {
     // Not waited for: a report lost with a leader change is simply made again.
     tasks_.add(proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {

@@ -6,6 +6,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tessera::proto");
 using Common = import "common.capnp";
 using Raft = import "raft.capnp";
+using Chunk = import "chunk.capnp";
 
 # Which fields of a setattr request are meaningful (bit flags).
 const setMode :UInt32 = 1;
@@ -38,6 +39,27 @@ struct ServerInfo {
   freeBytes @8 :UInt64;     # what the file system still allows us to write
   shards @9 :UInt64;
   lastHeartbeatMs @10 :UInt64;  # age of the last heartbeat
+  disks @11 :List(DiskInfo);    # as in the server's last heartbeat
+  noNewShards @12 :Bool;        # the server said no disk of it takes new shards
+}
+
+# One data directory of a chunk server. `full`: takes no new shards (free space below the
+# reserve, or ENOSPC); `failed`: an I/O error or its directory is gone; no I/O reaches it and its
+# shards are lost there.
+enum DiskState {
+  ok @0;
+  full @1;
+  failed @2;
+}
+
+struct DiskInfo {
+  path @0 :Text;
+  state @1 :DiskState;
+  reason @2 :Text;          # why full or failed
+  capacityBytes @3 :UInt64;
+  usedBytes @4 :UInt64;
+  freeBytes @5 :UInt64;
+  shards @6 :UInt64;        # held; on a failed disk: lost
 }
 
 struct StatFs {
@@ -109,8 +131,13 @@ interface MetaService {
       -> (error :Common.Error, id :UInt64, clusterId :Text);
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
+  # `disks`: each data directory's state (the totals count only the disks that have not
+  # failed). `noNewShards`: no disk takes new shards (each failed or full): place none there.
+  # `lost`: shards that were on disks that failed, sent again to each leader the server
+  # registers with (at most 10,000 a heartbeat, the rest in later ones).
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                 shards :UInt64, removed :List(UInt64), fsid :UInt64)
+                 shards :UInt64, removed :List(UInt64), fsid :UInt64,
+                 disks :List(DiskInfo), noNewShards :Bool, lost :List(Chunk.ShardRef))
       -> (error :Common.Error, remove :List(UInt64));
 
   # --- admin ---
