@@ -280,10 +280,16 @@ void Cluster::startChunk(int i) {
   std::string portFile = dir() + "/chunk" + std::to_string(i) + ".port";
   unlink(portFile.c_str());
   chunkPorts_[i] = 0;
-  chunks_[i] = Process::spawn(
-      {buildDir() + "/chunk/tessera-chunk", "--data", d, "--meta", meta(), "--host",
-       "host" + std::to_string(i), "--heartbeat", options_.heartbeat, "--port-file", portFile},
-      dir() + "/chunk" + std::to_string(i) + ".log");
+  std::vector<std::string> args = {buildDir() + "/chunk/tessera-chunk", "--meta", meta(),
+                                   "--host", "host" + std::to_string(i), "--heartbeat",
+                                   options_.heartbeat, "--port-file", portFile};
+  auto data = options_.chunkData.find(i);
+  for (auto& dataDir : data != options_.chunkData.end() ? data->second
+                                                        : std::vector<std::string>{d}) {
+    args.insert(args.end(), {"--data", dataDir});
+  }
+  args.insert(args.end(), options_.chunkArgs.begin(), options_.chunkArgs.end());
+  chunks_[i] = Process::spawn(args, dir() + "/chunk" + std::to_string(i) + ".log");
   bool listening = waitFor(15'000, [&] {
     return access(portFile.c_str(), R_OK) == 0 || !chunks_[i].running();
   });

@@ -7,6 +7,7 @@
 #pragma once
 #include <signal.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +40,9 @@ class Cluster {
     std::string ioTimeout = "10s";     // mount: a shard RPC fails after this
     std::string heartbeat = "250ms";
     std::string metaTimeout = "20s";   // mount: a meta call fails after this (failovers included)
+    // Data directories (--data, one per disk) of chunk server i, instead of chunkDir(i).
+    std::map<int, std::vector<std::string>> chunkData;
+    std::vector<std::string> chunkArgs;  // extra flags for every tessera-chunk
   };
 
   // One meta server's own view (the status RPC), as the test sees it.
