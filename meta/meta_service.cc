@@ -587,10 +587,15 @@ void MetaService::noteDisks(ServerId id, ServerState& s,
     }
   }
   s.noNewShards = p.getNoNewShards();
+  // Kept for `tessera status`; a list no server could have is not.
   s.disks = kj::heap<capnp::MallocMessageBuilder>(64);
-  s.disks->initRoot<proto::ServerInfo>().setDisks(p.getDisks());
+  if (p.getDisks().size() <= 1024) s.disks->initRoot<proto::ServerInfo>().setDisks(p.getDisks());
   size_t before = s.lostShards.size();
-  for (auto ref : p.getLost()) s.lostShards.insert({ref.getChunk(), ref.getShard()});
+  for (auto ref : p.getLost()) {
+    if (ref.getChunk() != 0 && ref.getShard() < 64) {
+      s.lostShards.insert({ref.getChunk(), ref.getShard()});
+    }
+  }
   if (s.lostShards.size() > before) {
     log::warn("chunk server ", id.value, " lost ", s.lostShards.size() - before,
               " shards on failed disks");
