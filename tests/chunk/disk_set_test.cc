@@ -152,7 +152,7 @@ TEST_CASE("disk set: when every disk is full a new shard is refused with noSpace
   CHECK(s.error().detail.find("full") != std::string::npos);
 }
 
-TEST_CASE("disk set: a disk whose directory disappears fails; its shards are lost, the other disk serves") {
+TEST_CASE("disk set: a disk whose directory disappears fails, its shards are lost, the other disk serves") {
   TwoDisks d;
   d.stats();
   // Chunk c's shard on disk a, chunk c + 10's on disk b (placement alternates on equal disks).
@@ -244,7 +244,7 @@ TEST_CASE("disk set: opening several directories") {
   log::setMinLevel(log::Level::kInfo);
 }
 
-TEST_CASE("disk set: the server identity is copied to a new disk; two different ones are refused") {
+TEST_CASE("disk set: the server identity is copied to a new disk, two different ones are refused") {
   test::TempDir tmp("disk-set-id");
   test::Loop loop;
   log::setMinLevel(log::Level::kError);

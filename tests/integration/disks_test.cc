@@ -211,7 +211,7 @@ TEST_CASE("disks: a chunk server whose disk fills up puts new shards on its othe
   CHECK(ok);
 }
 
-TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk; files stay "
+TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk, files stay "
           "readable and writable") {
   TESSERA_REQUIRE_FUSE();
   TempDir tmp("disks-eio");
