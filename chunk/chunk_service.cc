@@ -41,8 +41,8 @@ kj::Promise<void> reply(Context& context, const Status& s) {
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(Disk& disk, EpochTable& epochs, Rebuilder* rebuilder)
-    : disk_(disk), epochs_(epochs), rebuilder_(rebuilder) {}
+ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder)
+    : disk_(disks), epochs_(epochs), rebuilder_(rebuilder) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();

@@ -1,5 +1,5 @@
 // chunk/chunk_service.h — the chunk server's data RPC (proto::ChunkService, fs/proto/chunk.capnp)
-// over one Disk. Every request is validated before it reaches the disk: a chunk id of 0, a
+// over the server's disks (chunk/disk_set.h). Every request is validated before it reaches the disk: a chunk id of 0, a
 // shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
 // length, a read longer than kMaxReadBytes or a CRC list that does not match the data is
 // answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
@@ -7,7 +7,7 @@
 // (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "chunk/epochs.h"
 #include "chunk/rebuilder.h"
 #include "fs/proto/chunk.capnp.h"
@@ -23,7 +23,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
   // `disk`, `epochs` and `rebuilder` must outlive the service. With a Rebuilder rebuild orders
   // are carried out; without one they are answered notSupported.
-  ChunkServiceImpl(Disk& disk, EpochTable& epochs, Rebuilder* rebuilder = nullptr);
+  ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder = nullptr);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -36,7 +36,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> rebuild(RebuildContext context) override;
 
  private:
-  Disk& disk_;
+  DiskSet& disk_;
   EpochTable& epochs_;
   Rebuilder* rebuilder_ = nullptr;
 };

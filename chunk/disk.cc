@@ -48,6 +48,7 @@ Status makeDir(const std::string& path) {
 struct Scan {
   uint64_t usedBytes = 0;
   uint64_t shards = 0;
+  std::vector<ShardKey> keys;
 };
 
 // Adds up the shard files of one bucket and deletes the NAME.tmp files of creates that a crash
@@ -66,13 +67,46 @@ Status scanBucket(const std::string& path, Scan& scan) {
       ::unlinkat(::dirfd(d), e->d_name, 0);
       continue;
     }
+    auto key = parseShardName(name);
+    if (!key) continue;  // not a shard: neither counted nor served
     scan.usedBytes += uint64_t(st.st_blocks) * 512;
     ++scan.shards;
+    scan.keys.push_back(*key);
   }
   return Status();
 }
 
 }  // namespace
+
+const char* stateName(DiskState state) {
+  switch (state) {
+    case DiskState::kOk: return "ok";
+    case DiskState::kFull: return "full";
+    case DiskState::kFailed: return "failed";
+  }
+  return "?";
+}
+
+std::optional<ShardKey> parseShardName(const std::string& name) {
+  // "%016llx.%u", shard < kMaxShards
+  if (name.size() < 18 || name.size() > 19 || name[16] != '.') return std::nullopt;
+  uint64_t chunk = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    char c = name[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) return std::nullopt;
+    chunk = chunk << 4 | uint64_t(v);
+  }
+  unsigned shard = 0;
+  for (size_t i = 17; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return std::nullopt;
+    shard = shard * 10 + unsigned(name[i] - '0');
+  }
+  if (chunk == 0 || shard >= kMaxShards) return std::nullopt;
+  ShardKey key{ChunkId(chunk), uint8_t(shard)};
+  if (key.toString() != name) return std::nullopt;  // leading zeros in the shard index
+  return key;
+}
 
 // The worker thread's side: the cache of open shard files. Used only on the worker thread.
 class Disk::Store {
@@ -291,14 +325,23 @@ Result<kj::Own<Disk>> Disk::open(Config config) {
   if (::syncfs(lockFd.get()) != 0) {
     return Error{Errc::kIo, "cannot sync data directory " + dir + ": " + strerror(errno)};
   }
-  return kj::heap<Disk>(kj::mv(config), lockFd.release(), scan.usedBytes, scan.shards);
+  if (::stat(shards.c_str(), &st) != 0) {
+    return Error{Errc::kIo, "cannot stat " + shards + ": " + strerror(errno)};
+  }
+  auto disk = kj::heap<Disk>(kj::mv(config), lockFd.release(), scan.usedBytes, scan.shards,
+                             kj::mv(scan.keys));
+  disk->shardsDev_ = uint64_t(st.st_dev);
+  disk->shardsIno_ = uint64_t(st.st_ino);
+  return kj::mv(disk);
 }
 
-Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards)
+Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
+           std::vector<ShardKey> found)
     : config_(kj::mv(config)),
       lockFd_(lockFd),
       usedBytes_(usedBytes),
       shards_(shards),
+      found_(std::move(found)),
       store_(kj::heap<Store>(*this)),
       thread_([this] { runWorker(); }) {
   published_.when([](const kj::Maybe<Published>& p) { return p != nullptr; },
@@ -328,47 +371,116 @@ std::string Disk::shardPath(ShardKey key) const {
   return config_.dir + "/shards/" + bucketName(key.chunk) + "/" + key.toString();
 }
 
+std::optional<Error> Disk::refuse() const {
+  if (state_.load() != DiskState::kFailed) return std::nullopt;
+  return Error{Errc::kIo, "disk " + config_.dir + " failed: " + reason()};
+}
+
+Status Disk::note(Status s) {
+  if (s.code() == Errc::kIo) {
+    fail(s.error().detail);
+  } else if (s.code() == Errc::kNoSpace) {
+    setFull(s.error().detail);
+  }
+  return s;
+}
+
+void Disk::fail(const std::string& why) {
+  *reason_.lockExclusive() = why;
+  state_.store(DiskState::kFailed);
+  // Nothing more reaches the disk: drop the open files (closing them touches no data).
+  store_ = kj::heap<Store>(*this);
+}
+
+void Disk::setFull(const std::string& why) {
+  auto reason = reason_.lockExclusive();
+  DiskState expected = DiskState::kOk;
+  if (state_.compare_exchange_strong(expected, DiskState::kFull)) *reason = why;
+}
+
+void Disk::probe() {
+  std::string shards = config_.dir + "/shards";
+  struct stat st;
+  if (::stat(shards.c_str(), &st) != 0) {
+    return fail("cannot stat " + shards + ": " + strerror(errno));
+  }
+  if (uint64_t(st.st_dev) != shardsDev_ || uint64_t(st.st_ino) != shardsIno_) {
+    return fail(shards + " was replaced by another directory");
+  }
+  // A dead device often still serves reads from the page cache; a synced write reaches it.
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::pwrite(lockFd_.get(), pid.data(), pid.size(), 0) != ssize_t(pid.size()) ||
+      ::fdatasync(lockFd_.get()) != 0) {
+    int err = errno;
+    if (err == ENOSPC || err == EDQUOT) return setFull("write " + config_.dir + "/lock: " + strerror(err));
+    return fail("write " + config_.dir + "/lock: " + strerror(err));
+  }
+}
+
 kj::Promise<Status> Disk::write(ShardKey key, Layout layout, uint64_t offset,
                                 kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs,
                                 bool sync) {
-  return onWorker([this, key, layout, offset, data, crcs = kj::mv(crcs), sync]() {
-    return store_->write(key, layout, offset, data, crcs, sync);
+  return onWorker([this, key, layout, offset, data, crcs = kj::mv(crcs), sync]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->write(key, layout, offset, data, crcs, sync));
   });
 }
 
 kj::Promise<Status> Disk::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
                                kj::ArrayPtr<uint32_t> crcs) {
-  return onWorker(
-      [this, key, offset, out, crcs]() { return store_->read(key, offset, out, crcs); });
+  return onWorker([this, key, offset, out, crcs]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->read(key, offset, out, crcs));
+  });
 }
 
 kj::Promise<Status> Disk::sync(kj::Array<ShardKey> keys) {
-  return onWorker([this, keys = kj::mv(keys)]() { return store_->sync(keys); });
+  return onWorker([this, keys = kj::mv(keys)]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->sync(keys));
+  });
 }
 
 kj::Promise<Status> Disk::truncate(ShardKey key, uint64_t length) {
-  return onWorker([this, key, length]() { return store_->truncate(key, length); });
+  return onWorker([this, key, length]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->truncate(key, length));
+  });
 }
 
 kj::Promise<Status> Disk::create(ShardKey key, Layout layout) {
-  return onWorker([this, key, layout]() { return store_->create(key, layout); });
+  return onWorker([this, key, layout]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->create(key, layout));
+  });
 }
 
 kj::Promise<Status> Disk::remove(kj::Array<ChunkId> chunks) {
-  return onWorker([this, chunks = kj::mv(chunks)]() { return store_->remove(chunks); });
+  return onWorker([this, chunks = kj::mv(chunks)]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->remove(chunks));
+  });
 }
 
 kj::Promise<Disk::Stats> Disk::stats() {
   return onWorker([this]() {
     Stats s;
+    if (state_.load() != DiskState::kFailed) probe();
+    s.state = state_.load();
+    if (s.state == DiskState::kFailed) return s;
     s.usedBytes = usedBytes_.load();
     s.shards = shards_.load();
     struct statvfs vfs;
-    if (::statvfs(config_.dir.c_str(), &vfs) == 0) {
-      s.capacityBytes = uint64_t(vfs.f_blocks) * vfs.f_frsize;
-      s.freeBytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
-      if (config_.capacityCap == 0) s.fsid = uint64_t(vfs.f_fsid) | 1;  // never 0
+    bool noInodes = false;
+    if (::statvfs(config_.dir.c_str(), &vfs) != 0) {
+      fail("statvfs " + config_.dir + ": " + strerror(errno));
+      s.state = DiskState::kFailed;
+      return s;
     }
+    s.capacityBytes = uint64_t(vfs.f_blocks) * vfs.f_frsize;
+    s.freeBytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+    noInodes = vfs.f_files != 0 && vfs.f_favail == 0;
+    if (config_.capacityCap == 0) s.fsid = uint64_t(vfs.f_fsid) | 1;  // never 0
     if (config_.capacityCap != 0 && config_.capacityCap < s.capacityBytes) {
       s.capacityBytes = config_.capacityCap;
     }
@@ -376,12 +488,28 @@ kj::Promise<Disk::Stats> Disk::stats() {
       uint64_t room = config_.capacityCap > s.usedBytes ? config_.capacityCap - s.usedBytes : 0;
       if (room < s.freeBytes) s.freeBytes = room;
     }
+    uint64_t reserve =
+        config_.reserveBytes + uint64_t(config_.reserveFraction * double(s.capacityBytes));
+    if (noInodes) {
+      setFull("no free inodes on " + config_.dir);
+    } else if (s.freeBytes < reserve) {
+      setFull(std::to_string(s.freeBytes) + " bytes free on " + config_.dir + ", below the reserve of " +
+              std::to_string(reserve));
+    } else if (state_.load() == DiskState::kFull &&
+               s.freeBytes >= std::max<uint64_t>(2 * reserve, 1 << 20)) {
+      // Hysteresis: a disk at the edge of its reserve does not flip at every heartbeat.
+      auto reason = reason_.lockExclusive();
+      DiskState expected = DiskState::kFull;
+      if (state_.compare_exchange_strong(expected, DiskState::kOk)) reason->clear();
+    }
+    s.state = state_.load();
     return s;
   });
 }
 
 kj::Promise<Result<std::string>> Disk::readFile(std::string name) {
   return onWorker([this, name = kj::mv(name)]() -> Result<std::string> {
+    if (auto e = refuse()) return *e;
     std::string path = config_.dir + "/" + name;
     if (::access(path.c_str(), F_OK) != 0 && errno == ENOENT) {
       return Error{Errc::kNotFound, path + " does not exist"};
@@ -393,8 +521,9 @@ kj::Promise<Result<std::string>> Disk::readFile(std::string name) {
 }
 
 kj::Promise<Status> Disk::writeFile(std::string name, std::string text) {
-  return onWorker([this, name = kj::mv(name), text = kj::mv(text)]() {
-    return writeFileAtomic(config_.dir + "/" + name, text);
+  return onWorker([this, name = kj::mv(name), text = kj::mv(text)]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(writeFileAtomic(config_.dir + "/" + name, text));
   });
 }
 

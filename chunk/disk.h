@@ -13,8 +13,18 @@
 // Buffers passed by reference (write's data, read's out) must stay valid until the promise
 // resolves or is destroyed; destroying a promise whose operation is running waits for it.
 //
+// Health. A Disk is kOk, kFull or kFailed (state()); the worker sets it:
+//   - kFailed when an operation returns kIo (EIO and every errno but ENOSPC/EDQUOT), or when
+//     the probe of stats() finds DIR/shards gone or replaced, or cannot write and fdatasync
+//     DIR/lock. Final for the life of the Disk: every later operation answers kIo "disk DIR
+//     failed: ..." without touching the disk.
+//   - kFull when an operation returns kNoSpace, or the probe finds less free space than the
+//     reserve (Config::reserveBytes + reserveFraction of the capacity) or no free inodes. A
+//     probe that finds at least twice the reserve (and 1 MiB) free again makes it kOk.
+// The disk set (chunk/disk_set.h) places no new shards on a disk that is not kOk.
+//
 // Not thread-safe: owned by the main event loop; its worker-side state is touched only on the
-// worker thread.
+// worker thread (state_ and reason_ are read from the main loop).
 #pragma once
 #include <kj/async.h>
 #include <kj/mutex.h>
@@ -22,6 +32,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,12 +42,20 @@
 
 namespace tessera::chunk {
 
+enum class DiskState : uint8_t { kOk, kFull, kFailed };
+const char* stateName(DiskState state);
+
+// The name of a shard file (ShardKey::toString()), or nullopt for any other name.
+std::optional<ShardKey> parseShardName(const std::string& name);
+
 class Disk {
  public:
   struct Config {
     std::string dir;
     uint64_t capacityCap = 0;  // 0: report what the file system holds
     size_t maxOpenFiles = 256;
+    uint64_t reserveBytes = 0;    // free space below which the disk is kFull...
+    double reserveFraction = 0;   // ...plus this share of the capacity (0.01: 1%)
   };
   struct Stats {
     uint64_t capacityBytes = 0;  // file system size, capped by capacityCap
@@ -46,6 +65,7 @@ class Disk {
     // Identifies the file system the data directory is on (statvfs f_fsid), so the meta server
     // counts a disk shared by several servers once; 0 with a --capacity cap.
     uint64_t fsid = 0;
+    DiskState state = DiskState::kOk;  // after this probe
   };
 
   // Creates DIR (its parent must exist) and DIR/shards, checks DIR is a writable directory no
@@ -73,10 +93,19 @@ class Disk {
   kj::Promise<Status> create(ShardKey key, Layout layout);
   // Deletes every shard of the chunks; absent ones are fine.
   kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
+  // The figures, after probing the disk's health (see above). Never touches a failed disk.
   kj::Promise<Stats> stats();
   // Every shard file in DIR/shards, by name (chunk/inventory.h listShardFiles); kIo if a
   // bucket cannot be read.
   kj::Promise<Result<std::vector<ShardKey>>> list();
+
+  DiskState state() const { return state_.load(); }
+  // Disk space taken by shard files now (Stats::usedBytes without a probe).
+  uint64_t usedBytes() const { return usedBytes_.load(); }
+  // Why the disk is failed or full ("" when kOk).
+  std::string reason() const { return *reason_.lockShared(); }
+  // The shards found by open(), once (the disk set indexes them); empty afterwards.
+  std::vector<ShardKey> takeShards() { return std::move(found_); }
 
   // A small file directly in DIR (server.id): kNotFound if absent.
   kj::Promise<Result<std::string>> readFile(std::string name);
@@ -95,7 +124,8 @@ class Disk {
   }
 
   // Needed by kj::heap; use open().
-  Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards);
+  Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
+       std::vector<ShardKey> found);
 
  private:
   class Store;
@@ -105,11 +135,23 @@ class Disk {
     return executor_->executeAsync(kj::fwd<Func>(func));
   }
   void runWorker();
+  // On the worker: the error of an operation on a failed disk, or nullopt.
+  std::optional<Error> refuse() const;
+  // On the worker: takes note of an operation's outcome (kIo fails the disk, kNoSpace fills it).
+  Status note(Status s);
+  void fail(const std::string& why);
+  void setFull(const std::string& why);
+  // On the worker: DIR/shards is still there and DIR/lock takes a synced write; else fails.
+  void probe();
 
   Config config_;
   kj::AutoCloseFd lockFd_;
   std::atomic<uint64_t> usedBytes_;
   std::atomic<uint64_t> shards_;
+  std::atomic<DiskState> state_{DiskState::kOk};
+  kj::MutexGuarded<std::string> reason_;
+  std::vector<ShardKey> found_;
+  uint64_t shardsDev_ = 0, shardsIno_ = 0;  // DIR/shards at open
   kj::Own<Store> store_;  // touched only on the worker thread
 
   struct Published {

@@ -77,7 +77,7 @@ kj::Promise<Status> sendPieces(proto::MetaService::Client meta, ServerId id,
 
 }  // namespace
 
-kj::Promise<Status> sendInventory(proto::MetaService::Client meta, ServerId id, Disk& disk,
+kj::Promise<Status> sendInventory(proto::MetaService::Client meta, ServerId id, DiskSet& disk,
                                   kj::Timer& timer, uint64_t timeoutMs) {
   return disk.list().then([meta = kj::mv(meta), id, &timer, timeoutMs](
                               Result<std::vector<ShardKey>> keys) mutable -> kj::Promise<Status> {

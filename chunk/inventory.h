@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "fs/proto/meta.capnp.h"
 
 namespace tessera::chunk {
@@ -28,7 +28,7 @@ Result<ShardKey> parseShardName(const std::string& name);
 
 // Sends the whole inventory of `disk` as server `id` to `meta`, each call bounded by
 // `timeoutMs`. Resolves to the first error (then the report is incomplete and ignored).
-kj::Promise<Status> sendInventory(proto::MetaService::Client meta, ServerId id, Disk& disk,
+kj::Promise<Status> sendInventory(proto::MetaService::Client meta, ServerId id, DiskSet& disk,
                                   kj::Timer& timer, uint64_t timeoutMs);
 
 }  // namespace tessera::chunk

@@ -1,4 +1,4 @@
-// chunk/main.cc — tessera-chunk: serves the shards in one data directory over
+// chunk/main.cc — tessera-chunk: serves the shards in its data directories (one per disk) over
 // proto::ChunkService and keeps the meta leader informed. Runs in the foreground, logs to
 // stderr, exits 0 on SIGTERM or SIGINT. A bad flag, data directory or address, or a meta
 // server that does not answer in time, prints one line "tessera-chunk: error: ..." and exits 1.
@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "chunk/chunk_service.h"
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "chunk/meta_link.h"
 #include "chunk/rebuilder.h"
 #include "fs/chunk_peers.h"
@@ -25,8 +25,9 @@ namespace tessera::chunk {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: tessera-chunk --data DIR --meta HOST:PORT[,HOST:PORT...] [options]\n"
-    "Serves the shards of Tessera chunks stored in DIR and registers with the meta leader.";
+    "usage: tessera-chunk --data DIR [--data DIR...] --meta HOST:PORT[,HOST:PORT...] [options]\n"
+    "Serves the shards of Tessera chunks stored in the DIRs (one per disk) and registers with\n"
+    "the meta leader.";
 
 int fail(std::string what) {
   for (char& c : what) {
@@ -43,7 +44,8 @@ po::options_description flags() {
   po::options_description d("Options");
   // clang-format off
   d.add_options()
-      ("data", text("DIR"), "data directory, created if missing (required)")
+      ("data", po::value<std::vector<std::string>>()->value_name("DIR")->composing(),
+       "data directory, created if missing (required; once per disk)")
       ("meta", text("HOST:PORT[,HOST:PORT...]"),
        "the meta servers (required; any of them finds the leader)")
       ("listen", text("HOST:PORT")->default_value("127.0.0.1:0"),
@@ -53,7 +55,10 @@ po::options_description flags() {
       ("site", text("LABEL")->default_value(""), "site label")
       ("rack", text("LABEL")->default_value(""), "rack label")
       ("host", text("LABEL"), "host label (default: this machine's hostname)")
-      ("capacity", text("SIZE"), "report at most SIZE of capacity (e.g. 500G)")
+      ("capacity", text("SIZE"), "report at most SIZE of capacity per data directory (e.g. 500G)")
+      ("disk-reserve", text("SIZE|PERCENT")->default_value("1%"),
+       "a disk with less free space than this (e.g. 64M, or 1% of its capacity) takes no new "
+       "shards")
       ("port-file", text("FILE"), "write the bound port to FILE once listening")
       ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
       ("connect-timeout", text("DURATION")->default_value("10s"),
@@ -158,7 +163,12 @@ int run(int argc, char** argv) {
     return vm.count(key) ? vm[key].as<std::string>() : std::string();
   };
 
-  if (get("data").empty()) return fail("--data DIR is required");
+  std::vector<std::string> dataDirs;
+  if (vm.count("data")) dataDirs = vm["data"].as<std::vector<std::string>>();
+  if (dataDirs.empty()) return fail("--data DIR is required");
+  for (auto& d : dataDirs) {
+    if (d.empty()) return fail("--data: empty directory name");
+  }
   if (get("meta").empty()) return fail("--meta HOST:PORT[,HOST:PORT...] is required");
   auto meta = parseAddressList(get("meta"));
   if (!meta) return fail("--meta: " + meta.error().detail);
@@ -170,6 +180,20 @@ int run(int argc, char** argv) {
     if (!c) return fail("--capacity: " + c.error().detail);
     if (*c == 0) return fail("--capacity must be more than 0");
     capacity = *c;
+  }
+  uint64_t reserveBytes = 0;
+  double reserveFraction = 0;
+  if (std::string r = get("disk-reserve"); !r.empty() && r.back() == '%') {
+    char* end = nullptr;
+    double pct = strtod(r.c_str(), &end);
+    if (end != r.c_str() + r.size() - 1 || !(pct >= 0 && pct < 100)) {
+      return fail("--disk-reserve: bad percentage '" + r + "'");
+    }
+    reserveFraction = pct / 100;
+  } else {
+    auto b = parseSize(r);
+    if (!b) return fail("--disk-reserve: " + b.error().detail);
+    reserveBytes = *b;
   }
   auto heartbeat = parseDurationMs(get("heartbeat"));
   if (!heartbeat) return fail("--heartbeat: " + heartbeat.error().detail);
@@ -221,9 +245,13 @@ int run(int argc, char** argv) {
   auto& network = io.provider->getNetwork();
   auto& timer = io.provider->getTimer();
 
-  auto disk = Disk::open({.dir = get("data"), .capacityCap = capacity});
+  auto disk = DiskSet::open({.dirs = dataDirs,
+                             .capacityCap = capacity,
+                             .reserveBytes = reserveBytes,
+                             .reserveFraction = reserveFraction});
   if (!disk) return fail(disk.error().detail);
-  auto epochs = EpochTable::open(get("data") + "/epochs");
+  // The first disk keeps the lease epochs (chunk/epochs.h). TODO: survive its loss.
+  auto epochs = EpochTable::open(dataDirs.front() + "/epochs");
   if (!epochs) return fail(epochs.error().toString());
   ChunkPeers peers(network, timer, *connectTimeout);
   Rebuilder rebuilder(**disk, peers, timer, {.rateBytesPerSec = repairRate << 20});
@@ -270,7 +298,7 @@ int run(int argc, char** argv) {
   Outcome started = untilSignal(link.start());
   if (started.signalled) return 0;
   if (!started.status) return fail(started.status.error().detail);
-  log::info("serving ", (*disk)->dir().c_str(), " on port ", port, " as chunk server ",
+  log::info("serving ", (*disk)->dirs().c_str(), " on port ", port, " as chunk server ",
             link.id().value, " of cluster ", link.clusterId().c_str());
 
   auto fatal = kj::newPromiseAndFulfiller<Status>();

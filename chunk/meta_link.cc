@@ -36,7 +36,7 @@ kj::Promise<Result<proto::MetaService::Client>> TcpMetaDialer::dial(const Addres
       });
 }
 
-MetaLink::MetaLink(MetaDialer& dialer, kj::Timer& timer, Disk& disk, Config config)
+MetaLink::MetaLink(MetaDialer& dialer, kj::Timer& timer, DiskSet& disk, Config config)
     : dialer_(dialer),
       timer_(timer),
       disk_(disk),
@@ -46,7 +46,7 @@ MetaLink::MetaLink(MetaDialer& dialer, kj::Timer& timer, Disk& disk, Config conf
 }
 
 Status MetaLink::parseIdentity(const std::string& text) {
-  std::string path = disk_.dir() + "/" + kIdentityFile;
+  std::string path = kIdentityFile + std::string(" in ") + disk_.dirs();
   auto bad = [&](const std::string& why) {
     return Error{Errc::kCorruption, path + " is malformed: " + why};
   };
@@ -192,7 +192,7 @@ kj::Promise<Result<proto::MetaService::Client>> MetaLink::connected(uint64_t tim
 }
 
 kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, uint64_t timeoutMs) {
-  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](Disk::Stats st) mutable {
+  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](DiskSet::Stats st) mutable {
     auto req = client.registerServerRequest();
     req.setId(id_.value);
     req.setClusterId(clusterId_);
@@ -213,13 +213,14 @@ kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, ui
                 if (s.code() != Errc::kWrongCluster) return s;
                 return Status(Error{Errc::kWrongCluster,
                                     "meta server at " + tried_ + " says data directory " +
-                                        disk_.dir() +
+                                        disk_.dirs() +
                                         " belongs to another cluster: " + s.error().detail});
               }
               return registered(r.getId(), r.getClusterId().cStr()).then([this](Status s) {
                 if (s) {
                   needRegister_ = false;
                   startInventory();
+                  lostSent_ = 0;  // a new leader hears of every lost shard
                 }
                 // This leader may be new and know none of the damage found so far.
                 if (s && scrubber_) scrubber_->leaderChanged();
@@ -241,7 +242,7 @@ kj::Promise<Status> MetaLink::registered(uint64_t id, std::string clusterId) {
   }
   if (!clusterId_.empty() && clusterId != clusterId_) {
     return Status(Error{Errc::kWrongCluster,
-                        "data directory " + disk_.dir() + " belongs to cluster " + clusterId_ +
+                        "data directory " + disk_.dirs() + " belongs to cluster " + clusterId_ +
                             ", meta server at " + tried_ + " serves cluster " + clusterId});
   }
   if (id_ && id != id_.value) {
@@ -334,7 +335,7 @@ std::string MetaLink::where() const {
 }
 
 kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint64_t timeoutMs) {
-  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](Disk::Stats st) mutable {
+  return disk_.stats().then([this, timeoutMs, client = kj::mv(client)](DiskSet::Stats st) mutable {
     auto req = client.heartbeatRequest();
     req.setId(id_.value);
     req.setCapacityBytes(st.capacityBytes);
@@ -347,15 +348,39 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
     for (size_t i = 0; i < sent; ++i) list.set(i, removed_[i].value);
     Scrubber::Sent scrubSent;
     if (scrubber_) scrubSent = scrubber_->fillHeartbeat(req.initScrub());
+    auto disks = req.initDisks(st.disks.size());
+    for (size_t i = 0; i < st.disks.size(); ++i) {
+      auto& d = st.disks[i];
+      auto b = disks[i];
+      b.setPath(d.dir);
+      b.setState(d.state == DiskState::kOk     ? proto::DiskState::OK
+                 : d.state == DiskState::kFull ? proto::DiskState::FULL
+                                               : proto::DiskState::FAILED);
+      b.setReason(d.reason);
+      b.setCapacityBytes(d.capacityBytes);
+      b.setUsedBytes(d.usedBytes);
+      b.setFreeBytes(d.freeBytes);
+      b.setShards(d.shards);
+    }
+    req.setNoNewShards(!st.acceptsShards);
+    auto& lost = disk_.lostShards();
+    size_t lostNow = std::min<size_t>(lost.size() - lostSent_, kMaxLostPerHeartbeat);
+    auto refs = req.initLost(lostNow);
+    for (size_t i = 0; i < lostNow; ++i) {
+      refs[i].setChunk(lost[lostSent_ + i].chunk.value);
+      refs[i].setShard(lost[lostSent_ + i].shard);
+    }
     using Response = capnp::Response<proto::MetaService::HeartbeatResults>;
     return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
         .then(
-            [this, sent, scrubSent = std::move(scrubSent)](Response r) -> kj::Promise<Status> {
+            [this, sent, lostNow,
+             scrubSent = std::move(scrubSent)](Response r) -> kj::Promise<Status> {
               if (auto s = fromWire(r.getError()); !s) {
                 if (s.code() == Errc::kNotFound) needRegister_ = true;
                 return s;
               }
               removed_.erase(removed_.begin(), removed_.begin() + sent);
+              lostSent_ += lostNow;
               if (timer_.now() >= nextInventory_) startInventory();
               if (scrubber_) {
                 scrubber_->heartbeatAccepted(scrubSent);

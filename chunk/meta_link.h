@@ -1,7 +1,7 @@
 // chunk/meta_link.h — the chunk server's link to the meta cluster (3 or 5 Raft replicas, or one
 // server): registration, heartbeats and the meta leader's orders to delete chunks.
 //
-// Identity. DIR/server.id holds the id the meta cluster gave this data directory and the id of
+// Identity. DIR/server.id (in every data directory, chunk/disk_set.h) holds the id the meta cluster gave this data directory and the id of
 // its cluster, as `key = value` lines:
 //   id = 7
 //   cluster = 3f2a...
@@ -29,7 +29,10 @@
 // removed on the leader's orders are reported in the next successful heartbeat, however long
 // the outage.
 //
-// Not thread-safe: owned by the main event loop. The Disk, dialer and timer outlive it; the
+// Disks. Heartbeats carry each data directory's state and the shards lost on disks that failed
+// (DiskSet::lostShards()), all of them again to every leader the link registers with.
+//
+// Not thread-safe: owned by the main event loop. The DiskSet, dialer and timer outlive it; the
 // promises of start() and run() must be destroyed before it.
 #pragma once
 #include <kj/async-io.h>
@@ -38,7 +41,7 @@
 #include <string>
 #include <vector>
 
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "chunk/scrubber.h"
 #include "fs/options.h"
 #include "fs/proto/meta.capnp.h"
@@ -83,9 +86,10 @@ class MetaLink {
     uint64_t inventoryMs = 600'000;      // full inventory report (chunk/inventory.h) this often
   };
   static constexpr uint64_t kFirstBackoffMs = 100;
+  static constexpr size_t kMaxLostPerHeartbeat = 10'000;
   static constexpr uint64_t kMaxBackoffMs = 1'000;
 
-  MetaLink(MetaDialer& dialer, kj::Timer& timer, Disk& disk, Config config);
+  MetaLink(MetaDialer& dialer, kj::Timer& timer, DiskSet& disks, Config config);
 
   // Reads DIR/server.id and registers with the leader, retrying until connectTimeoutMs has
   // passed. Resolves to ok once registered and the identity saved; kWrongCluster at once if the
@@ -133,7 +137,7 @@ class MetaLink {
 
   MetaDialer& dialer_;
   kj::Timer& timer_;
-  Disk& disk_;
+  DiskSet& disk_;
   Config config_;
   std::vector<Address> addresses_;
   size_t current_ = 0;
@@ -156,6 +160,7 @@ class MetaLink {
   kj::Promise<void> inventory_ = nullptr;
   kj::TimePoint nextInventory_ = kj::origin<kj::TimePoint>();
   Scrubber* scrubber_ = nullptr;
+  size_t lostSent_ = 0;  // disk_.lostShards() reported to the current leader
 };
 
 }  // namespace tessera::chunk

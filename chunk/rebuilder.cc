@@ -73,7 +73,7 @@ struct Rebuilder::Job {
   uint64_t written = 0;
 };
 
-Rebuilder::Rebuilder(Disk& disk, ChunkPeers& peers, kj::Timer& timer, Config config)
+Rebuilder::Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config)
     : disk_(disk), peers_(peers), timer_(timer), config_(config), next_(timer.now()) {
   KJ_REQUIRE(config_.rateBytesPerSec > 0 && config_.maxJobs > 0 && config_.pieceBytes > 0 &&
              config_.pieceBytes % kBlockSize == 0);

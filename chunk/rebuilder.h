@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "fs/chunk_peers.h"
 #include "fs/erasure.h"
 
@@ -64,7 +64,7 @@ class Rebuilder {
     uint64_t running = 0, done = 0, failed = 0, bytes = 0;
   };
 
-  Rebuilder(Disk& disk, ChunkPeers& peers, kj::Timer& timer, Config config);
+  Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config);
 
   // Rebuilds `key` of a chunk with `layout` over shard bytes [0, length), `sources` as in
   // ChunkService.rebuild. Resolves to the bytes rebuilt, or kInvalid (bad arguments), kBusy
@@ -83,7 +83,7 @@ class Rebuilder {
                                                    uint64_t n);
   kj::Promise<void> throttle(uint64_t bytes);
 
-  Disk& disk_;
+  DiskSet& disk_;
   ChunkPeers& peers_;
   kj::Timer& timer_;
   Config config_;

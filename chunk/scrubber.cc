@@ -79,7 +79,7 @@ std::vector<std::pair<ShardKey, uint64_t>> listShards(const std::string& dir) {
 
 }  // namespace
 
-Scrubber::Scrubber(Disk& disk, kj::Timer& timer, Config config)
+Scrubber::Scrubber(DiskSet& disk, kj::Timer& timer, Config config)
     : disk_(disk), timer_(timer), config_(config), nextPass_(timer.now()) {
   KJ_REQUIRE(config_.rateBytesPerSec > 0, "scrub rate must be more than 0");
 }
@@ -139,16 +139,29 @@ kj::Promise<void> Scrubber::pass() {
   progress_.running = true;
   progress_.bytesThisPass = 0;
   progress_.passBytes = 0;
-  std::string dir = disk_.dir();
-  return disk_.onWorkerThread([dir] { return listShards(dir); })
-      .then([this](std::vector<std::pair<ShardKey, uint64_t>> found) {
+  // Every disk that has not failed, listed on its own worker thread.
+  kj::Vector<kj::Promise<std::vector<Listed>>> lists;
+  for (size_t d = 0; d < disk_.size(); ++d) {
+    Disk* one = disk_.diskAt(d);
+    if (!one) continue;
+    std::string dir = disk_.dirAt(d);
+    lists.add(one->onWorkerThread([dir] { return listShards(dir); })
+                  .then([d](std::vector<std::pair<ShardKey, uint64_t>> found) {
+                    std::vector<Listed> out;
+                    for (auto& [key, bytes] : found) out.push_back(Listed{key, bytes, d});
+                    return out;
+                  }));
+  }
+  return kj::joinPromises(lists.releaseAsArray())
+      .then([this](kj::Array<std::vector<Listed>> perDisk) {
         std::vector<Listed> shards;
-        shards.reserve(found.size());
         std::set<ShardKey, KeyLess> present;
-        for (auto& [key, bytes] : found) {
-          shards.push_back(Listed{key, bytes});
-          progress_.passBytes += bytes;
-          present.insert(key);
+        for (auto& list : perDisk) {
+          for (auto& l : list) {
+            shards.push_back(l);
+            progress_.passBytes += l.bytes;
+            present.insert(l.key);
+          }
         }
         // Damage of shards deleted since is no longer news.
         for (auto it = damaged_.begin(); it != damaged_.end();) {
@@ -178,10 +191,12 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
                                         std::vector<uint64_t> bad) {
   if (i >= shards.size() || restart_) return kj::READY_NOW;
   ShardKey key = shards[i].key;
-  std::string path = disk_.shardPath(key);
+  Disk* disk = disk_.diskAt(shards[i].disk);
+  if (!disk) return scrubShards(kj::mv(shards), i + 1, 0, {});  // its disk failed since
+  std::string path = disk->shardPath(key);
   kj::TimePoint started = timer_.now();
-  return disk_
-      .onWorkerThread([path, key, offset]() {
+  return disk
+      ->onWorkerThread([path, key, offset]() {
         // On the worker thread: blocking reads, between the client operations queued there.
         PieceResult r;
         auto file = ShardFile::open(path, key);

@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "chunk/disk.h"
+#include "chunk/disk_set.h"
 #include "fs/proto/meta.capnp.h"
 
 namespace tessera::chunk {
@@ -47,7 +47,7 @@ class Scrubber {
   static constexpr size_t kMaxReportsPerHeartbeat = 256;
   static constexpr size_t kMaxBlocksPerReport = 512;
 
-  Scrubber(Disk& disk, kj::Timer& timer, Config config);
+  Scrubber(DiskSet& disks, kj::Timer& timer, Config config);
 
   // Scrubs forever; never resolves. Disk errors are logged, never fatal.
   kj::Promise<void> run();
@@ -90,6 +90,7 @@ class Scrubber {
   struct Listed {
     ShardKey key;
     uint64_t bytes;
+    size_t disk = 0;  // which disk of the DiskSet holds it
   };
   struct PieceResult;
 
@@ -103,7 +104,7 @@ class Scrubber {
   void record(ShardKey key, const std::vector<uint64_t>& blocks, bool whole);
   uint64_t nowMs() const;
 
-  Disk& disk_;
+  DiskSet& disk_;
   kj::Timer& timer_;
   Config config_;
   Progress progress_;

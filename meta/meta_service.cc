@@ -414,7 +414,7 @@ Result<ChunkDesc> MetaService::newChunk(InodeId inode, uint64_t index) {
   if (!policy) return policy.error();
   std::vector<Candidate> candidates;
   for (auto& [id, s] : servers_) {
-    if (s.up && !s.record.draining) {
+    if (s.up && !s.record.draining && !s.noNewShards) {
       candidates.push_back(Candidate{id, s.record.site, s.record.rack, s.record.host, s.freeBytes});
     }
   }
@@ -494,6 +494,8 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
     auto it = st.shardsOn.find(s.record.id);
     b.setPlacedShards(it == st.shardsOn.end() ? 0 : it->second);
   }
+  b.setNoNewShards(s.noNewShards);
+  if (s.disks) b.setDisks(s.disks->getRoot<proto::ServerInfo>().asReader().getDisks());
   if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
     b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
   } else {
@@ -579,6 +581,31 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
   });
 }
 
+void MetaService::noteDisks(ServerId id, ServerState& s,
+                            proto::MetaService::HeartbeatParams::Reader p) {
+  if (p.getNoNewShards() != s.noNewShards) {
+    if (p.getNoNewShards()) {
+      log::warn("chunk server ", id.value, " takes no new shards: every disk failed or full");
+    } else {
+      log::info("chunk server ", id.value, " takes new shards again");
+    }
+  }
+  s.noNewShards = p.getNoNewShards();
+  // Kept for `tessera status`; a list no server could have is not.
+  s.disks = kj::heap<capnp::MallocMessageBuilder>(64);
+  if (p.getDisks().size() <= 1024) s.disks->initRoot<proto::ServerInfo>().setDisks(p.getDisks());
+  size_t before = s.lostShards.size();
+  for (auto ref : p.getLost()) {
+    if (ref.getChunk() != 0 && ref.getShard() < 64) {
+      s.lostShards.insert({ref.getChunk(), ref.getShard()});
+    }
+  }
+  if (s.lostShards.size() > before) {
+    log::warn("chunk server ", id.value, " lost ", s.lostShards.size() - before,
+              " shards on failed disks");
+  }
+}
+
 kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   auto p = context.getParams();
   auto results = context.getResults();
@@ -601,6 +628,7 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   s.freeBytes = p.getFreeBytes();
   s.shards = p.getShards();
   s.fsid = p.getFsid();
+  noteDisks(id, s, p);
   if (p.getRemoved().size() > 0) {
     // Not waited for: a report lost with a leader change is simply made again.
     tasks_.add(proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {

@@ -8,9 +8,11 @@
 // Not thread-safe: owned by the meta server's event loop.
 #pragma once
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 
+#include <capnp/message.h>
 #include <kj/async.h>
 #include <kj/timer.h>
 
@@ -97,6 +99,12 @@ class MetaService final : public proto::MetaService::Server {
     kj::TimePoint lastHeartbeat = kj::origin<kj::TimePoint>();
     uint64_t capacityBytes = 0, usedBytes = 0, freeBytes = 0, shards = 0;
     uint64_t fsid = 0;  // servers on one host with one fsid share a disk
+    // Per-disk state from the last heartbeat (proto::DiskInfo), kept as sent.
+    mutable kj::Own<capnp::MallocMessageBuilder> disks;  // mutable: capnp reads need a builder
+    bool noNewShards = false;  // no disk of it takes new shards: place none there
+    // Shards the server lost on failed disks, as it reported them to this leader; the repair
+    // service rebuilds them elsewhere.
+    std::set<std::pair<uint64_t, uint8_t>> lostShards;
   };
 
   int64_t nowNs() const;
@@ -120,6 +128,8 @@ class MetaService final : public proto::MetaService::Server {
         });
   }
   void fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b);
+  // Takes the per-disk state, noNewShards and lost shards of a heartbeat.
+  void noteDisks(ServerId id, ServerState& s, proto::MetaService::HeartbeatParams::Reader p);
 
   // --- session liveness: soft state of the leader, like chunk-server liveness. Every request
   // that carries a session counts as contact, keepAlive too; nothing of it is replicated. A

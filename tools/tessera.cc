@@ -175,6 +175,23 @@ void printLeaderless(const Survey& s, uint64_t waitedMs) {
   }
 }
 
+// The disks of a server with several, and any disk that is full or failed.
+void printDisks(proto::ServerInfo::Reader s) {
+  auto disks = s.getDisks();
+  if (s.getNoNewShards()) printf("       takes no new shards: every disk failed or full\n");
+  for (auto d : disks) {
+    bool ok = d.getState() == proto::DiskState::OK;
+    if (ok && disks.size() < 2) continue;
+    const char* state = ok ? "ok" : d.getState() == proto::DiskState::FULL ? "FULL" : "FAILED";
+    bool failed = d.getState() == proto::DiskState::FAILED;
+    printf("       disk %-6s %-33s %10s %10s %10s %8lu%s%s\n", state, d.getPath().cStr(),
+           failed ? "-" : human(d.getCapacityBytes()).c_str(),
+           failed ? "-" : human(d.getUsedBytes()).c_str(),
+           failed ? "-" : human(d.getFreeBytes()).c_str(), (unsigned long)d.getShards(),
+           failed ? " lost" : "", ok ? "" : ("  " + std::string(d.getReason().cStr())).c_str());
+  }
+}
+
 void printChunkServers(proto::MetaService::StatusResults::Reader r) {
   auto servers = r.getServers();
   size_t up = 0;
@@ -191,6 +208,7 @@ void printChunkServers(proto::MetaService::StatusResults::Reader r) {
            human(s.getCapacityBytes()).c_str(), human(s.getUsedBytes()).c_str(),
            human(s.getFreeBytes()).c_str(), (unsigned long)s.getShards(),
            age(s.getLastHeartbeatMs()).c_str());
+    printDisks(s);
   }
 }
 

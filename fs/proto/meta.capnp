@@ -7,6 +7,7 @@ $Cxx.namespace("tessera::proto");
 using Common = import "common.capnp";
 using Raft = import "raft.capnp";
 using ShardRef = import "chunk.capnp".ShardRef;
+using Chunk = import "chunk.capnp";
 
 # Which fields of a setattr request are meaningful (bit flags).
 const setMode :UInt32 = 1;
@@ -43,6 +44,8 @@ struct ServerInfo {
   placedShards @12 :UInt64;     # shards the chunk map places here (the leader's last pass)
   scrub @13 :ScrubProgress;     # its `damaged` is left empty here
   damagedShards @14 :UInt64;    # shards on it that the scrubber found damaged
+  disks @15 :List(DiskInfo);    # as in the server's last heartbeat
+  noNewShards @16 :Bool;        # the server said no disk of it takes new shards
 }
 
 # Shard repair on the meta leader (meta/repair.h). Counts of chunks are those of its last whole
@@ -89,6 +92,25 @@ struct ScrubProgress {
   badBlocks @5 :UInt64;         # bad blocks found since the server started
   request @6 :UInt64;           # the last scrub-now request (heartbeat reply) it acted on
   damaged @7 :List(DamagedShard);  # reports not acknowledged yet (a successful reply acks them)
+}
+
+# One data directory of a chunk server. `full`: takes no new shards (free space below the
+# reserve, or ENOSPC); `failed`: an I/O error or its directory is gone; no I/O reaches it and its
+# shards are lost there.
+enum DiskState {
+  ok @0;
+  full @1;
+  failed @2;
+}
+
+struct DiskInfo {
+  path @0 :Text;
+  state @1 :DiskState;
+  reason @2 :Text;          # why full or failed
+  capacityBytes @3 :UInt64;
+  usedBytes @4 :UInt64;
+  freeBytes @5 :UInt64;
+  shards @6 :UInt64;        # held; on a failed disk: lost
 }
 
 struct StatFs {
@@ -160,8 +182,13 @@ interface MetaService {
       -> (error :Common.Error, id :UInt64, clusterId :Text);
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
+  # `disks`: each data directory's state (the totals count only the disks that have not
+  # failed). `noNewShards`: no disk takes new shards (each failed or full): place none there.
+  # `lost`: shards that were on disks that failed, sent again to each leader the server
+  # registers with (at most 10,000 a heartbeat, the rest in later ones).
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                 shards :UInt64, removed :List(UInt64), fsid :UInt64, scrub :ScrubProgress)
+                 shards :UInt64, removed :List(UInt64), fsid :UInt64, scrub :ScrubProgress,
+                 disks :List(DiskInfo), noNewShards :Bool, lost :List(Chunk.ShardRef))
       -> (error :Common.Error, remove :List(UInt64), scrubNow :UInt64);
   # `scrubNow`: if not 0 and not the `scrub.request` the server sent, start a scrub pass now
   # and send this value as `scrub.request` from then on.

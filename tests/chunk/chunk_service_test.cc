@@ -16,12 +16,12 @@ using tessera::test::pattern;
 
 namespace {
 
-// A ChunkServiceImpl on a Disk in a temp dir, reached over an in-process Cap'n Proto pipe.
+// A ChunkServiceImpl on a DiskSet of one temp dir, reached over an in-process Cap'n Proto pipe.
 struct Service {
   test::Loop loop;
   test::TempDir dir{"chunk-service-test"};
-  kj::Own<Disk> disk = [this] {
-    auto d = Disk::open({.dir = dir.path()});
+  kj::Own<DiskSet> disk = [this] {
+    auto d = DiskSet::open({.dirs = {dir.path()}});
     REQUIRE(d.ok());
     return kj::mv(*d);
   }();

@@ -1,3 +1,4 @@
+#include "chunk/disk_set.h"
 #include "chunk/inventory.h"
 
 #include <doctest/doctest.h>
@@ -28,7 +29,7 @@ TEST_CASE("inventory: shard names parse back to their keys; anything else is ref
 TEST_CASE("inventory: a disk lists every shard it holds") {
   test::Loop loop;
   test::TempDir dir("inventory-test");
-  auto disk = Disk::open({.dir = dir.path()});
+  auto disk = DiskSet::open({.dirs = {dir.path()}});
   REQUIRE(disk.ok());
   auto data = pattern(kBlockSize, 1);
   std::vector<ShardKey> keys = {{ChunkId(1), 0}, {ChunkId(1), 3}, {ChunkId(0x1ff), 2}};

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -35,6 +36,9 @@ class FakeMeta final : public proto::MetaService::Server {
     uint64_t id;
     uint64_t shards, capacity, used;
     std::vector<uint64_t> removed;
+    std::vector<proto::DiskState> disks;
+    bool noNewShards = false;
+    std::vector<std::pair<uint64_t, unsigned>> lost;
   };
 
   // Answers.
@@ -96,8 +100,11 @@ class FakeMeta final : public proto::MetaService::Server {
       return kj::READY_NOW;
     }
     events.push_back({"heartbeat", timer_.now()});
-    Heartbeat hb{p.getId(), p.getShards(), p.getCapacityBytes(), p.getUsedBytes(), {}};
+    Heartbeat hb{p.getId(), p.getShards(), p.getCapacityBytes(), p.getUsedBytes(), {}, {}, false, {}};
     for (uint64_t c : p.getRemoved()) hb.removed.push_back(c);
+    for (auto d : p.getDisks()) hb.disks.push_back(d.getState());
+    hb.noNewShards = p.getNoNewShards();
+    for (auto l : p.getLost()) hb.lost.push_back({l.getChunk(), l.getShard()});
     heartbeats.push_back(hb);
     auto r = context.getResults();
     okToWire(r.initError());
@@ -145,7 +152,7 @@ struct Fixture {
   test::Loop loop;
   kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
   test::TempDir dir{"meta-link-test"};
-  kj::Own<Disk> disk = openDisk();
+  kj::Own<DiskSet> disk = openDisk();
   FakeDialer dialer;
   FakeMeta& meta = addMeta("meta.test:7000");
   std::vector<Address> metaAddresses{{"meta.test", 7000}};
@@ -154,8 +161,8 @@ struct Fixture {
   Fixture() { log::setMinLevel(log::Level::kError); }
   ~Fixture() { log::setMinLevel(log::Level::kInfo); }
 
-  kj::Own<Disk> openDisk() {
-    auto d = Disk::open({.dir = dir.path()});
+  kj::Own<DiskSet> openDisk() {
+    auto d = DiskSet::open({.dirs = {dir.path()}});
     REQUIRE(d.ok());
     return kj::mv(*d);
   }
@@ -505,4 +512,43 @@ TEST_CASE("meta link: a meta cluster of another cluster ends run() even after a 
   auto s = fx.loop.pump(fx.timer, link->run());
   CHECK(s.code() == Errc::kWrongCluster);
   CHECK(b.registrations.size() == 1);
+}
+
+TEST_CASE("meta link: heartbeats carry each disk's state and the shards lost on a failed one, "
+          "again to a new leader") {
+  Fixture fx;
+  test::TempDir second("meta-link-test-b");
+  fx.disk = nullptr;  // the fixture's set holds the lock of its directory
+  auto two = DiskSet::open({.dirs = {fx.dir.path(), second.path()}});
+  REQUIRE(two.ok());
+  fx.disk = kj::mv(*two);
+  fx.loop.wait(fx.disk->stats());
+  for (uint64_t c = 1; c <= 4; ++c) fx.writeShard(c, 1);
+  std::vector<std::pair<uint64_t, unsigned>> onFirst;
+  for (uint64_t c = 1; c <= 4; ++c) {
+    if (fx.disk->diskOf({ChunkId(c), 1}) == 0u) onFirst.push_back({c, 1});
+  }
+  REQUIRE(!onFirst.empty());
+  auto link = fx.link();
+  REQUIRE(fx.loop.pump(fx.timer, link->start()).ok());
+  auto running = fx.running(*link);
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 1; });
+  CHECK(fx.meta.heartbeats[0].disks ==
+        std::vector<proto::DiskState>{proto::DiskState::OK, proto::DiskState::OK});
+  CHECK(fx.meta.heartbeats[0].lost.empty());
+
+  REQUIRE(::rename(fx.dir.path().c_str(), (fx.dir.path() + ".gone").c_str()) == 0);
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 3; });
+  ::rename((fx.dir.path() + ".gone").c_str(), fx.dir.path().c_str());
+  auto& failed = fx.meta.heartbeats[1];
+  CHECK(failed.disks == std::vector<proto::DiskState>{proto::DiskState::FAILED, proto::DiskState::OK});
+  CHECK(!failed.noNewShards);
+  auto lost = failed.lost;
+  std::sort(lost.begin(), lost.end());
+  CHECK(lost == onFirst);
+  CHECK(fx.meta.heartbeats[2].lost.empty());  // told once
+
+  fx.meta.forget();  // a new leader: registers again and hears of them again
+  fx.loop.runUntil(fx.timer, [&] { return fx.meta.heartbeats.size() == 4; });
+  CHECK(fx.meta.heartbeats[3].lost.size() == onFirst.size());
 }

@@ -1,3 +1,4 @@
+#include "chunk/disk_set.h"
 #include "chunk/rebuilder.h"
 
 #include <doctest/doctest.h>
@@ -100,7 +101,7 @@ struct Servers {
   kj::Network& network = loop.io.provider->getNetwork();
   kj::Timer& timer = loop.io.provider->getTimer();
   struct One {
-    kj::Own<Disk> disk;
+    kj::Own<DiskSet> disk;
     kj::Own<EpochTable> epochs;
     kj::Own<ChunkPeers> peers;
     kj::Own<Rebuilder> rebuilder;
@@ -113,7 +114,7 @@ struct Servers {
   explicit Servers(int n) {
     for (int i = 0; i < n; ++i) {
       One one;
-      auto d = Disk::open({.dir = dir.path() + "/s" + std::to_string(i)});
+      auto d = DiskSet::open({.dirs = {dir.path() + "/s" + std::to_string(i)}});
       REQUIRE(d.ok());
       one.disk = kj::mv(*d);
       auto e = EpochTable::open(dir.path() + "/s" + std::to_string(i) + "/epochs");

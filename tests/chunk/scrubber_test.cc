@@ -1,4 +1,5 @@
 // The scrubber on a real Disk in a temporary directory, with a virtual timer.
+#include "chunk/disk_set.h"
 #include "chunk/scrubber.h"
 
 #include <capnp/message.h>
@@ -20,10 +21,10 @@ struct Fixture {
   test::Loop loop;
   test::TempDir dir{"scrub-test"};
   kj::TimerImpl timer{kj::origin<kj::TimePoint>()};
-  kj::Own<Disk> disk;
+  kj::Own<DiskSet> disk;
 
   Fixture() {
-    auto d = Disk::open({.dir = dir.path()});
+    auto d = DiskSet::open({.dirs = {dir.path()}});
     REQUIRE(d.ok());
     disk = kj::mv(*d);
   }

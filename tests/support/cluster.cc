@@ -280,9 +280,14 @@ void Cluster::startChunk(int i) {
   std::string portFile = dir() + "/chunk" + std::to_string(i) + ".port";
   unlink(portFile.c_str());
   chunkPorts_[i] = 0;
-  std::vector<std::string> argv = {buildDir() + "/chunk/tessera-chunk", "--data", d, "--meta",
-                                   meta(), "--host", "host" + std::to_string(i), "--heartbeat",
+  std::vector<std::string> argv = {buildDir() + "/chunk/tessera-chunk", "--meta", meta(),
+                                   "--host", "host" + std::to_string(i), "--heartbeat",
                                    options_.heartbeat, "--port-file", portFile};
+  auto data = options_.chunkData.find(i);
+  for (auto& dataDir : data != options_.chunkData.end() ? data->second
+                                                        : std::vector<std::string>{d}) {
+    argv.insert(argv.end(), {"--data", dataDir});
+  }
   argv.insert(argv.end(), options_.chunkArgs.begin(), options_.chunkArgs.end());
   if (size_t(i) < options_.chunkArgsOf.size()) {
     argv.insert(argv.end(), options_.chunkArgsOf[i].begin(), options_.chunkArgsOf[i].end());

@@ -7,6 +7,7 @@
 #pragma once
 #include <signal.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +42,8 @@ class Cluster {
     std::string heartbeat = "250ms";
     std::string metaTimeout = "20s";   // mount: a meta call fails after this (failovers included)
     std::vector<std::vector<std::string>> chunkArgsOf;  // [i]: extra flags for tessera-chunk i
+    // Data directories (--data, one per disk) of chunk server i, instead of chunkDir(i).
+    std::map<int, std::vector<std::string>> chunkData;
   };
 
   // One meta server's own view (the status RPC), as the test sees it.
