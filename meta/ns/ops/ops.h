@@ -77,8 +77,8 @@ Status deleteInode(Txn& txn, Inode& inode);
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
 
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
-// lease ops do (leases.cc).
-Status dropLeases(Txn& txn, SessionId session, InodeId inode);
+// lease ops do (leases.cc). Not `clean` (the session expired): the chunks need a re-sync.
+Status dropLeases(Txn& txn, SessionId session, InodeId inode, bool clean);
 
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {
