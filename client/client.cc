@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "fs/log.h"
@@ -841,7 +842,7 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
             return acquireLease(inode, index, deadline);
           });
         }
-        if (!a || a->chunk.epoch <= 1) return kj::mv(a);
+        if (!a || (a->chunk.epoch <= 1 && !a->chunk.resync)) return kj::mv(a);
         // The lease was someone's before (or ours, released): fence out whatever its last holder
         // still has in flight before writing. A server that cannot be reached misses our writes:
         // its shard is stale from now on.
@@ -851,6 +852,24 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
             .then([this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
               if (!missed) return Result<ChunkDesc>(missed.error());
               return markStale(inode, ref.chunk, *missed);
+            })
+            .then([this, inode, &ref](Result<ChunkDesc> c) -> kj::Promise<Result<ChunkDesc>> {
+              if (!c || !c->resync) return kj::mv(c);
+              ref.chunk = kj::mv(*c);
+              // Only the bytes the file has can be half written.
+              uint64_t len = kChunkSize;
+              if (auto* f = find(inode)) {
+                uint64_t start = ref.chunk.index * kChunkSize;
+                len = f->size > start ? std::min(kChunkSize, f->size - start) : 0;
+              }
+              log::info("inode ", inode.value, " chunk ", ref.chunk.id.value,
+                        ": its last writer let go uncleanly; re-syncing ", len, " bytes");
+              auto resynced = len ? data_.resync(ref.chunk, len)
+                                 : kj::Promise<Result<uint32_t>>(Result<uint32_t>(0u));
+              return resynced.then([this, inode, &ref](Result<uint32_t> missed) {
+                if (!missed) return kj::Promise<Result<ChunkDesc>>(missed.error());
+                return markStale(inode, ref.chunk, *missed, true);
+              });
             })
             .then([&ref](Result<ChunkDesc> c) -> Result<Leased> {
               if (!c) return c.error();
@@ -862,15 +881,17 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
 }
 
 kj::Promise<Result<ChunkDesc>> Client::markStale(InodeId inode, const ChunkDesc& chunk,
-                                                 uint32_t shards) {
-  if (shards == 0 || (chunk.staleShards | shards) == chunk.staleShards) {
+                                                 uint32_t shards, bool resynced) {
+  if (!resynced && (shards == 0 || (chunk.staleShards | shards) == chunk.staleShards)) {
     return Result<ChunkDesc>(chunk);
   }
   uint64_t index = chunk.index, epoch = chunk.epoch;
   return meta_
       .mutate<ChunkDesc>("markStale",
-                         [inode, index, epoch, shards](MetaClient m, MetaLink::Req r) {
+                         [inode, index, epoch, shards, resynced](MetaClient m,
+                                                                 MetaLink::Req r) {
                            auto req = m.markStaleRequest();
+                           req.setResynced(resynced);
                            r.fill(req.initReq());
                            req.setInode(inode.value);
                            req.setIndex(index);
@@ -1186,25 +1207,73 @@ kj::Promise<Status> Client::fsync(InodeId inode, bool dataOnly) {
       });
 }
 
-kj::Promise<Status> Client::syncChunks(const std::map<uint64_t, Unsynced>& chunks) {
-  std::map<ServerId, std::vector<ShardKey>> byServer;
+kj::Promise<Status> Client::syncChunks(InodeId inode,
+                                       const std::map<uint64_t, Unsynced>& chunks) {
+  struct Sync {
+    ServerId server;
+    std::vector<ShardKey> shards;
+    std::vector<uint64_t> indexes;  // chunk index of each shard
+  };
+  std::map<ServerId, Sync> byServer;
   for (auto& [index, u] : chunks) {
     const ChunkDesc& c = u.chunk;
     for (int j = 0; j < c.layout.shards(); ++j) {
-      if ((u.shards & (1u << j)) && !c.stale(j)) byServer[c.servers[j]].push_back(ShardKey{c.id, j});
+      if ((u.shards & (1u << j)) && !c.stale(j)) {
+        auto& sync = byServer[c.servers[j]];
+        sync.server = c.servers[j];
+        sync.shards.push_back(ShardKey{c.id, j});
+        sync.indexes.push_back(index);
+      }
     }
   }
+  auto plan = kj::heap<std::vector<Sync>>();
   kj::Vector<kj::Promise<Status>> syncs;
-  for (auto& [server, shards] : byServer) syncs.add(data_.sync(server, shards));
-  return joinStatus(syncs.releaseAsArray());
+  for (auto& [server, sync] : byServer) {
+    syncs.add(data_.sync(server, sync.shards));
+    plan->push_back(kj::mv(sync));
+  }
+  auto copy = kj::heap<std::map<uint64_t, Unsynced>>(chunks);
+  auto& ref = *copy;
+  auto& planRef = *plan;
+  return kj::joinPromises(syncs.releaseAsArray())
+      .then([this, inode, &ref, &planRef](kj::Array<Status> results) -> kj::Promise<Status> {
+        // A server that cannot make its shards durable (it died since the write) is a lost
+        // shard like any other: marked stale, the chunk stays durable on the rest (rule 5) as
+        // long as no more than m of it (every replica but one) are lost.
+        std::map<uint64_t, uint32_t> missed;
+        std::optional<Error> first;
+        for (size_t i = 0; i < results.size(); ++i) {
+          if (results[i]) continue;
+          if (!first) first = results[i].error();
+          for (size_t n = 0; n < planRef[i].shards.size(); ++n) {
+            missed[planRef[i].indexes[n]] |= 1u << planRef[i].shards[n].shard;
+          }
+        }
+        if (missed.empty()) return Status();
+        kj::Vector<kj::Promise<Status>> marks;
+        for (auto& [index, shards] : missed) {
+          const ChunkDesc& c = ref.at(index).chunk;
+          int lost = std::popcount(c.staleShards | shards);
+          int tolerable = c.layout.isEc() ? c.layout.m : c.layout.shards() - 1;
+          if (lost > tolerable) return Status(*first);
+          log::warn("chunk ", c.id.value, ": sync failed on shards (mask ", shards, "): ",
+                    first->toString().c_str(), "; they become stale");
+          marks.add(markStale(inode, c, shards).then([](Result<ChunkDesc> r) -> Status {
+            if (!r) return r.error();
+            return Status();
+          }));
+        }
+        return joinStatus(marks.releaseAsArray());
+      })
+      .attach(kj::mv(copy), kj::mv(plan));
 }
 
 kj::Promise<Status> Client::syncShards(FileState& f) {
   if (f.unsynced.empty()) return Status();
   auto chunks = std::move(f.unsynced);
   f.unsynced.clear();
-  auto syncing = syncChunks(chunks);
   InodeId inode = f.inode;
+  auto syncing = syncChunks(inode, chunks);
   return syncing.then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
     // Not durable: keep them, so the next fsync tries again (and fails again if lost).
     if (!s) {
@@ -1227,7 +1296,7 @@ void Client::trimClosedUnsynced() {
     InodeId inode = it->first;
     auto chunks = std::move(it->second);
     closedUnsynced_.erase(it);
-    auto syncing = syncChunks(chunks);
+    auto syncing = syncChunks(inode, chunks);
     tasks_.add(syncing
                    .then([inode](Status s) {
                      if (!s)

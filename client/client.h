@@ -154,7 +154,9 @@ class Client {
   kj::Promise<Result<Leased>> acquireLease(InodeId inode, uint64_t index, kj::TimePoint deadline);
   // Marks `shards` of the chunk stale at the meta server (we hold its lease) and caches the
   // answer; the chunk as it is then.
-  kj::Promise<Result<ChunkDesc>> markStale(InodeId inode, const ChunkDesc& chunk, uint32_t shards);
+  // With `resynced`, also that this client re-synced it (ChunkDesc::resync).
+  kj::Promise<Result<ChunkDesc>> markStale(InodeId inode, const ChunkDesc& chunk, uint32_t shards,
+                                           bool resynced = false);
   void leaseLost(InodeId inode, const ChunkDesc& chunk);
   kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
                                    bool sync);
@@ -170,7 +172,8 @@ class Client {
     ChunkDesc chunk;
     uint32_t shards = 0;  // bit j: shard j was written
   };
-  kj::Promise<Status> syncChunks(const std::map<uint64_t, Unsynced>& chunks);
+  // Shards whose server cannot sync them are marked stale (the chunk's own tolerance allowing).
+  kj::Promise<Status> syncChunks(InodeId inode, const std::map<uint64_t, Unsynced>& chunks);
   // Which shards a write of [off, off+len) of a chunk touches; every one when `creating`.
   static uint32_t shardsWritten(const Layout& layout, uint64_t off, uint64_t len, bool creating);
   void trimClosedUnsynced();

@@ -588,6 +588,87 @@ kj::Promise<Result<uint32_t>> DataPath::truncate(const ChunkDesc& chunk, uint64_
       .attach(kj::mv(chunkCopy));
 }
 
+// Re-sync after an unclean lease handover: the last holder may have died (or been fenced) in
+// the middle of a write, leaving rows whose parity (ec) or replicas (replica) disagree with the
+// data. The next holder, before its first write, makes every row of [0, len) consistent again:
+// ec re-encodes the parity of each row from its data shards; replica copies the first readable
+// replica over the others. Each row's data is then either the old or the new content of the
+// interrupted write, and so is everything a degraded read decodes from it.
+kj::Promise<Result<uint32_t>> DataPath::resync(const ChunkDesc& chunk, uint64_t len) {
+  struct State {
+    ChunkDesc chunk;
+    uint64_t shardLen = 0;  // bytes of each shard to make consistent
+    uint32_t missed = 0;
+  };
+  auto st = kj::heap<State>();
+  st->chunk = chunk;
+  const Layout& l = chunk.layout;
+  uint64_t end = alignUp(std::min<uint64_t>(len, kChunkSize), stripeWidth(l));
+  st->shardLen = l.isEc() ? end / l.k : end;
+  auto& s = *st;
+  return resyncFrom(s.chunk, 0, s.shardLen, 0).attach(kj::mv(st));
+}
+
+kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint64_t lo,
+                                                   uint64_t end, uint32_t missed) {
+  if (lo >= end) return Result<uint32_t>(missed);
+  uint64_t hi = std::min(end, lo + kMaxTransfer);
+  struct Piece {
+    std::vector<kj::Array<kj::byte>> bufs;
+    RangeLock::Guard guard;
+  };
+  auto piece = kj::heap<Piece>();
+  auto& p = *piece;
+  const Layout& l = chunk.layout;
+  (void)l;
+  // Rows [lo, hi) of every shard (what the RangeLock counts in): this client's writes wait.
+  return rows_.lock(chunk.id.value, lo, hi)
+      .then([this, &chunk, &p, lo, hi](RangeLock::Guard guard) -> kj::Promise<Status> {
+        p.guard = kj::mv(guard);
+        const Layout& l = chunk.layout;
+        if (!l.isEc()) {
+          p.bufs.push_back(kj::heapArray<kj::byte>(hi - lo));
+          return readReplica(chunk, lo, p.bufs[0], 0);
+        }
+        std::vector<Want> wants;
+        for (int j = 0; j < l.shards(); ++j) {
+          p.bufs.push_back(kj::heapArray<kj::byte>(hi - lo));
+          if (j < l.k) wants.push_back(Want{j, lo, p.bufs[j]});
+        }
+        return readEc(chunk, kj::mv(wants), true);
+      })
+      .then([this, &chunk, &p, lo](Status r) -> kj::Promise<Result<uint32_t>> {
+        if (!r) return Result<uint32_t>(r.error());
+        const Layout& l = chunk.layout;
+        kj::Vector<kj::Promise<Status>> writes;
+        std::vector<int> shards;
+        if (l.isEc()) {
+          std::vector<const uint8_t*> in;
+          std::vector<uint8_t*> parity;
+          for (int j = 0; j < l.k; ++j) in.push_back(p.bufs[j].begin());
+          for (int j = l.k; j < l.shards(); ++j) parity.push_back(p.bufs[j].begin());
+          code(l).encode(in.data(), parity.data(), p.bufs[0].size());
+          for (int j = l.k; j < l.shards(); ++j) {
+            if (chunk.stale(j)) continue;
+            writes.add(writeShard(chunk, j, lo, p.bufs[j], true));
+            shards.push_back(j);
+          }
+        } else {
+          for (int j = 0; j < l.shards(); ++j) {
+            if (chunk.stale(j)) continue;
+            writes.add(writeShard(chunk, j, lo, p.bufs[0], true));
+            shards.push_back(j);
+          }
+        }
+        return joinShardWrites(chunk, writes.releaseAsArray(), kj::mv(shards));
+      })
+      .attach(kj::mv(piece))
+      .then([this, &chunk, hi, end, missed](Result<uint32_t> r) -> kj::Promise<Result<uint32_t>> {
+        if (!r) return r;
+        return resyncFrom(chunk, hi, end, missed | *r);
+      });
+}
+
 kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk) {
   kj::Vector<kj::Promise<Status>> fences;
   std::vector<int> shards;

@@ -77,6 +77,11 @@ class DataPath {
   // The mask of shards it could not reach, as write().
   kj::Promise<Result<uint32_t>> truncate(const ChunkDesc& chunk, uint64_t len);
 
+  // Makes rows [0, len) of the chunk consistent after an unclean lease handover (see
+  // ChunkDesc::resync): ec parity re-encoded from the data shards, replicas copied from the
+  // first readable one; durable when resolved. The mask of shards it could not write.
+  kj::Promise<Result<uint32_t>> resync(const ChunkDesc& chunk, uint64_t len);
+
   // Makes the chunk's servers refuse writes with an epoch older than chunk.epoch. The mask of
   // shards whose server could not be reached (kStale if one knows a newer epoch already).
   kj::Promise<Result<uint32_t>> fence(const ChunkDesc& chunk);
@@ -114,6 +119,8 @@ class DataPath {
                                              std::shared_ptr<FreshChunk> fresh);
   // Joins per-shard writes (`shards[i]` is the shard of `all[i]`) into the mask of failed
   // shards, or the error that fails the whole write (see write()).
+  kj::Promise<Result<uint32_t>> resyncFrom(const ChunkDesc& chunk, uint64_t lo, uint64_t end,
+                                           uint32_t missed);
   kj::Promise<Result<uint32_t>> joinShardWrites(const ChunkDesc& chunk,
                                                 kj::Array<kj::Promise<Status>> all,
                                                 std::vector<int> shards);

@@ -78,6 +78,7 @@ struct ChunkDesc {
   uint64_t epoch = 0;             // of the last write lease granted (fs/proto/common.capnp)
   SessionId leaseSession;         // holder of the write lease; 0: none
   uint32_t staleShards = 0;       // bit i: shard i missed writes, rebuild before reading it
+  bool resync = false;            // the last holder let go uncleanly: re-sync before writing
 
   bool stale(int shard) const { return (staleShards >> shard) & 1u; }
 };

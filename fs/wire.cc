@@ -79,6 +79,7 @@ void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b) {
   b.setEpoch(c.epoch);
   b.setLeaseSession(c.leaseSession.value);
   b.setStaleShards(c.staleShards);
+  b.setResync(c.resync);
 }
 
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
@@ -99,6 +100,7 @@ Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
   c.epoch = r.getEpoch();
   c.leaseSession = SessionId(r.getLeaseSession());
   c.staleShards = r.getStaleShards();
+  c.resync = r.getResync();
   if (c.staleShards >> c.layout.shards()) {
     return Error{Errc::kInvalid, "chunk descriptor marks shards stale that it does not have"};
   }

@@ -100,6 +100,7 @@ kj::Promise<void> MetaService::markStale(MarkStaleContext context) {
            m.setIndex(p.getIndex());
            m.setEpoch(p.getEpoch());
            m.setShards(p.getShards());
+           m.setResynced(p.getResynced());
          })
       .then([context](Result<Applied> r) mutable {
         auto results = context.getResults();

@@ -81,6 +81,9 @@ struct ChunkDesc {
   # Bit i set: shard i missed writes (its server was unreachable) and must be rebuilt before it
   # is read again.
   staleShards @7 :UInt32;
+  # The last lease holder let go without a clean release (it died, or its lease was taken over):
+  # it may have left rows half written. The next holder re-syncs them before it writes.
+  resync @8 :Bool;
 }
 
 # Names one mutating request of a client session, so that the state machine applies it once

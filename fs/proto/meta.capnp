@@ -236,8 +236,10 @@ interface MetaService {
                      req :Common.RequestId) -> (error :Common.Error);
   # The lease holder (`epoch`) could not write these shards (bit i: shard i) of the chunk:
   # they are stale until rebuilt, and nobody reads them. Error stale if the lease moved on.
+  # With `resynced`, the holder also made every row consistent again (ChunkDesc.resync).
   markStale @33 (inode :UInt64, index :UInt64, epoch :UInt64, shards :UInt32,
-                 req :Common.RequestId) -> (error :Common.Error, chunk :Common.ChunkDesc);
+                 req :Common.RequestId, resynced :Bool)
+      -> (error :Common.Error, chunk :Common.ChunkDesc);
   # --- repair ---
   # A chunk server (its scrubber, or a reader) found `shards` on server `server` damaged: the
   # leader rebuilds them elsewhere like lost ones.

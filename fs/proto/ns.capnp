@@ -115,6 +115,7 @@ struct Op {
       index @66 :UInt64;
       epoch @67 :UInt64;
       shards @68 :UInt32;
+      resynced @69 :Bool;           # and it re-synced the chunk: clear its resync flag
     }
     expireSession :group {          # the leader found the session silent past its timeout
       session @58 :UInt64;

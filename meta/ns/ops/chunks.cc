@@ -34,7 +34,10 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
     if (holder && holder.value != args.getReplace()) {
       return err(Errc::kBusy, "write lease held by session", std::to_string(holder.value));
     }
-    if (holder) txn.erase(keys::lease(holder, id, stored->index));
+    if (holder) {
+      txn.erase(keys::lease(holder, id, stored->index));
+      stored->resync = true;  // taken over: the holder may be cut off in the middle of a write
+    }
     // A new grant: a new epoch, so chunk servers refuse whatever the last holder still sends.
     stored->epoch++;
     stored->leaseSession = leaseTo;

@@ -7,8 +7,9 @@
 namespace tessera::meta::ops {
 namespace {
 
-// Clears the lease of the chunk at `index` of `inode` if `session` holds it.
-Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index) {
+// Clears the lease of the chunk at `index` of `inode` if `session` holds it. Not `clean` (the
+// session expired): the chunk needs a re-sync before its next write.
+Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index, bool clean) {
   txn.erase(keys::lease(session, inode, index));
   std::string key = keys::chunk(inode, index);
   auto bytes = txn.get(key);
@@ -18,13 +19,14 @@ Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index) {
   if (!chunk) return chunk.error();
   if (chunk->leaseSession != session) return Status();
   chunk->leaseSession = SessionId();
+  if (!clean) chunk->resync = true;
   txn.put(key, encode(*chunk));
   return Status();
 }
 
 }  // namespace
 
-Status dropLeases(Txn& txn, SessionId session, InodeId inode) {
+Status dropLeases(Txn& txn, SessionId session, InodeId inode, bool clean) {
   std::string prefix = inode ? keys::leases(session, inode) : keys::leases(session);
   auto held = txn.list(prefix);
   if (!held) return held.error();
@@ -32,7 +34,7 @@ Status dropLeases(Txn& txn, SessionId session, InodeId inode) {
     if (key.size() != keys::kIdPrefixLen + 16) return corruption("lease key", "wrong length");
     InodeId of(keys::readU64(key, keys::kIdPrefixLen));
     uint64_t index = keys::readU64(key, keys::kIdPrefixLen + 8);
-    if (Status s = dropLease(txn, session, of, index); !s) return s;
+    if (Status s = dropLease(txn, session, of, index, clean); !s) return s;
   }
   return Status();
 }
@@ -43,11 +45,11 @@ Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op) {
   InodeId inode(args.getInode());
   if (!session || !inode) return err(Errc::kInvalid, "releaseLeases: session or inode 0");
   if (args.getIndexes().size() == 0) {
-    if (Status s = dropLeases(txn, session, inode); !s) return s.error();
+    if (Status s = dropLeases(txn, session, inode, true); !s) return s.error();
     return Applied{};
   }
   for (uint64_t index : args.getIndexes()) {
-    if (Status s = dropLease(txn, session, inode, index); !s) return s.error();
+    if (Status s = dropLease(txn, session, inode, index, true); !s) return s.error();
   }
   return Applied{};
 }
@@ -69,6 +71,7 @@ Result<Applied> markStale(Txn& txn, proto::Op::Reader op) {
   uint32_t shards = args.getShards();
   if (shards >> chunk->layout.shards()) return err(Errc::kInvalid, "markStale: no such shard");
   chunk->staleShards |= shards;
+  if (args.getResynced()) chunk->resync = false;
   txn.put(key, encode(*chunk));
   auto a = txn.inode(inode);
   if (!a) return a.error();

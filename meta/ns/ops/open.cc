@@ -41,7 +41,7 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
   }
   // The session's last handle of the file: its write leases on the file go too (its mount
   // flushed before it released).
-  if (Status s = dropLeases(txn, session, id); !s) return s.error();
+  if (Status s = dropLeases(txn, session, id, true); !s) return s.error();
   if (Status s = dropOpenHandle(txn, id, key); !s) return s.error();
   return Applied{};
 }

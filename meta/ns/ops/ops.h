@@ -79,8 +79,8 @@ Status deleteInode(Txn& txn, Inode& inode);
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
 
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
-// lease ops do (leases.cc).
-Status dropLeases(Txn& txn, SessionId session, InodeId inode);
+// lease ops do (leases.cc). Not `clean` (the session expired): the chunks need a re-sync.
+Status dropLeases(Txn& txn, SessionId session, InodeId inode, bool clean);
 // Adds `server` to the servers that must delete their shards of `chunk` (the garbage record of
 // the chunk, created if there is none). Server 0 is ignored.
 Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server);

@@ -56,7 +56,7 @@ Result<Applied> expireSession(Txn& txn, proto::Op::Reader op) {
 
   // 1. Write leases, then open files, released exactly as release would, so an unlinked file whose last opener
   //    this was goes now, its chunks to the garbage list.
-  if (Status s = dropLeases(txn, id, InodeId()); !s) return s.error();
+  if (Status s = dropLeases(txn, id, InodeId(), false); !s) return s.error();
   auto opens = openKeysOf(txn, id);
   if (!opens) return opens.error();
   for (const std::string& key : *opens) {
