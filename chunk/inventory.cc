@@ -12,20 +12,6 @@
 
 namespace tessera::chunk {
 
-Result<ShardKey> parseShardName(const std::string& name) {
-  auto bad = [&] { return Error{Errc::kInvalid, "not a shard name: " + name}; };
-  if (name.size() < 18 || name[16] != '.') return bad();
-  uint64_t chunk = 0;
-  auto [end, ec] = std::from_chars(name.data(), name.data() + 16, chunk, 16);
-  if (ec != std::errc() || end != name.data() + 16 || chunk == 0) return bad();
-  unsigned shard = 0;
-  auto [end2, ec2] = std::from_chars(name.data() + 17, name.data() + name.size(), shard);
-  if (ec2 != std::errc() || end2 != name.data() + name.size() || shard >= kMaxShards) {
-    return bad();
-  }
-  return ShardKey{ChunkId(chunk), uint8_t(shard)};
-}
-
 Result<std::vector<ShardKey>> listShardFiles(const std::string& shardsDir) {
   std::vector<ShardKey> out;
   for (unsigned b = 0; b < 256; ++b) {

@@ -23,8 +23,6 @@ constexpr size_t kInventoryPiece = 20'000;
 // Blocking: the shard files under `shardsDir` (DIR/shards/XX/NAME), parsed from their names;
 // names that are not shard names (temporary files) are skipped. kIo if a bucket cannot be read.
 Result<std::vector<ShardKey>> listShardFiles(const std::string& shardsDir);
-// "00000000000000ab.2" → its key; kInvalid for anything else.
-Result<ShardKey> parseShardName(const std::string& name);
 
 // Sends the whole inventory of `disk` as server `id` to `meta`, each call bounded by
 // `timeoutMs`. Resolves to the first error (then the report is incomplete and ignored).

@@ -19,21 +19,6 @@ namespace {
 
 constexpr const char* kStateFile = "scrub.state";
 
-// "00000000000000ab.2" (ShardKey::toString) back to the key; false for any other name (a
-// leftover NAME.tmp, a stray file).
-bool parseShardName(const char* name, ShardKey& key) {
-  size_t n = strlen(name);
-  if (n < 18 || name[16] != '.') return false;
-  uint64_t chunk = 0;
-  auto [end, ec] = std::from_chars(name, name + 16, chunk, 16);
-  if (ec != std::errc() || end != name + 16 || chunk == 0) return false;
-  unsigned shard = 0;
-  auto [end2, ec2] = std::from_chars(name + 17, name + n, shard);
-  if (ec2 != std::errc() || end2 != name + n || shard >= kMaxShards) return false;
-  key = ShardKey{ChunkId(chunk), uint8_t(shard)};
-  return true;
-}
-
 uint64_t dataBytes(const struct stat& st) {
   uint64_t size = uint64_t(st.st_size);
   if (size <= kDataOffset) return 0;
@@ -66,7 +51,9 @@ std::vector<std::pair<ShardKey, uint64_t>> listShards(const std::string& dir) {
     if (!d) continue;
     while (struct dirent* e = ::readdir(d)) {
       ShardKey key;
-      if (!parseShardName(e->d_name, key)) continue;
+      auto parsed = parseShardName(e->d_name);
+      if (!parsed) continue;
+      key = *parsed;
       struct stat st;
       if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       if (!S_ISREG(st.st_mode)) continue;

@@ -597,7 +597,9 @@ void MetaService::noteDisks(ServerId id, ServerState& s,
   size_t before = s.lostShards.size();
   for (auto ref : p.getLost()) {
     if (ref.getChunk() != 0 && ref.getShard() < 64) {
-      s.lostShards.insert({ref.getChunk(), ref.getShard()});
+      bool added = s.lostShards.insert({ref.getChunk(), ref.getShard()}).second;
+      // Rebuilt elsewhere like any damaged shard.
+      if (added && repair_) repair_->reportDamaged(ChunkId(ref.getChunk()), ref.getShard(), id);
     }
   }
   if (s.lostShards.size() > before) {

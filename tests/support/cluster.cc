@@ -331,9 +331,15 @@ ExtraMount::ExtraMount(Cluster& cluster, const std::string& name, const std::str
   mkdir(path.c_str(), 0755);
   std::vector<std::string> argv{buildDir() + "/client/tessera-mount",
                                 "--meta", meta.empty() ? cluster.meta() : meta,
-                                "-f", "--io-timeout", cluster.options().ioTimeout,
-                                "--meta-timeout", cluster.options().metaTimeout,
-                                "--log-level", logLevel()};
+                                "-f", "--log-level", logLevel()};
+  // The cluster's timeouts unless `args` set them (a flag may be given once).
+  auto given = [&](const char* flag) {
+    return std::find(args.begin(), args.end(), flag) != args.end();
+  };
+  if (!given("--io-timeout")) argv.insert(argv.end(), {"--io-timeout", cluster.options().ioTimeout});
+  if (!given("--meta-timeout")) {
+    argv.insert(argv.end(), {"--meta-timeout", cluster.options().metaTimeout});
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(path);
   process = Process::spawn(argv, log);
