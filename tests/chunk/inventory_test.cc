@@ -13,7 +13,7 @@ using namespace tessera::chunk;
 using tessera::test::crcsOf;
 using tessera::test::pattern;
 
-TEST_CASE("inventory: shard names parse back to their keys; anything else is refused") {
+TEST_CASE("inventory: shard names parse back to their keys — anything else is refused") {
   ShardKey key{ChunkId(0xab), 5};
   auto parsed = parseShardName(key.toString());
   REQUIRE(parsed.has_value());

@@ -221,7 +221,7 @@ TEST_CASE("rebuilder: a lost ec(4,2) shard is rebuilt on another server, around 
   CHECK(again.status.code() == Errc::kUnavailable);
 }
 
-TEST_CASE("rebuilder: a replica is copied; bad arguments are refused") {
+TEST_CASE("rebuilder: a replica is copied — bad arguments are refused") {
   Servers s(3);
   Layout layout = Layout::replica(3);
   const uint64_t chunk = 7;

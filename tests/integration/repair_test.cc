@@ -83,7 +83,7 @@ Fsck fsck(Cluster& cluster) {
 
 }  // namespace
 
-TEST_CASE("repair: a chunk server killed for good is rebuilt on the others; data identical") {
+TEST_CASE("repair: a chunk server killed for good is rebuilt on the others — data identical") {
   TESSERA_REQUIRE_FUSE();
   Cluster::Options options;
   options.chunks = 7;
@@ -293,7 +293,7 @@ TEST_CASE("repair: inventories — a shard gone from a live server is rebuilt, a
   CHECK(cluster.logProblems().empty());
 }
 
-TEST_CASE("repair: drain moves every shard off a live server while it is read; then remove") {
+TEST_CASE("repair: drain moves every shard off a live server while it is read — then remove") {
   TESSERA_REQUIRE_FUSE();
   Cluster::Options options;
   options.chunks = 7;

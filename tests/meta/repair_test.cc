@@ -254,7 +254,7 @@ bool drainingOf(NsFixture& f, uint64_t server) {
 
 }  // namespace
 
-TEST_CASE("setServerState: draining is kept across re-registration; remove waits for no shards") {
+TEST_CASE("setServerState: draining is kept across re-registration — remove waits for no shards") {
   auto f = eachStore();
   for (uint64_t id = 1; id <= 7; ++id) REQUIRE(f->registerServer(id, "127.0.0.1:1").ok());
   InodeId file = f->createOk(kRoot, "file");
