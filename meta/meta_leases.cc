@@ -39,12 +39,9 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
   if (!existing->empty()) {
     chunk = existing->front();
     SessionId holder = chunk.leaseSession;
-    if (holder == session) {
-      okToWire(results.initError());
-      toWire(chunk, results.initChunk());
-      return kj::READY_NOW;
-    }
-    if (holder) {
+    // Held by this session already: still through the log, so that a retried request whose
+    // first try was applied gets that first answer (with `created`) from the stored reply.
+    if (holder && holder != session) {
       if (!leaseLapsed(holder)) {
         return fail(Error{Errc::kBusy, "chunk " + std::to_string(chunk.id.value) +
                                            ": write lease held by session " +
@@ -65,13 +62,13 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
            a.setLeaseSession(session.value);
            a.setReplace(replace.value);
          })
-      .then([context, proposed = chunk.id](Result<Applied> r) mutable {
+      .then([context](Result<Applied> r) mutable {
         auto results = context.getResults();
         if (!r) return toWire(r.error(), results.initError());
         okToWire(results.initError());
         KJ_ASSERT(r->chunk != std::nullopt, "acquireLease applied without a chunk");
         toWire(*r->chunk, results.initChunk());
-        results.setCreated(r->chunk->id == proposed && r->chunk->epoch == 1);
+        results.setCreated(r->created);
       });
 }
 

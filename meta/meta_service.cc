@@ -456,13 +456,13 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
            a.setInode(inode.value);
            toWire(*chunk, a.initChunk());
          })
-      .then([context, proposed = chunk->id](Result<Applied> r) mutable {
+      .then([context](Result<Applied> r) mutable {
         auto results = context.getResults();
         if (!r) return toWire(r.error(), results.initError());
         okToWire(results.initError());
         KJ_ASSERT(r->chunk != std::nullopt, "allocChunk applied without a chunk");
         toWire(*r->chunk, results.initChunk());
-        results.setCreated(r->chunk->id == proposed);
+        results.setCreated(r->created);
       });
 }
 

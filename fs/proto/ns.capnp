@@ -196,4 +196,5 @@ struct StoredReply {
   attr @1 :Common.Attr;
   hasChunk @2 :Bool;
   chunk @3 :Common.ChunkDesc;
+  created @4 :Bool;           # allocChunk placed the chunk (Applied::created)
 }

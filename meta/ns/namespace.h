@@ -42,6 +42,9 @@ namespace tessera::meta {
 struct Applied {
   Attr attr;
   std::optional<ChunkDesc> chunk;
+  // allocChunk: this op placed the chunk, so no shard of it exists yet. Kept in the stored
+  // reply, so a retried request that was applied before gets the same answer.
+  bool created = false;
 };
 
 struct DirEntryOut {

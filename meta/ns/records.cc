@@ -248,6 +248,7 @@ std::string encodeReply(const Result<Applied>& reply) {
       b.setHasChunk(true);
       toWire(*reply->chunk, b.initChunk());
     }
+    b.setCreated(reply->created);
   });
 }
 
@@ -263,6 +264,7 @@ Result<Result<Applied>> decodeReply(std::string_view bytes) {
           if (!chunk) return chunk.error();
           a.chunk = std::move(*chunk);
         }
+        a.created = r.getCreated();
         return Result<Applied>(std::move(a));
       });
 }

@@ -53,7 +53,7 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
   ++(*inode)->chunkCount;
   if (Status s = txn.addToCounter(keys::kChunkCount, 1); !s) return s.error();
   if (Status s = txn.raiseMark(keys::kChunkMark, chunk->id.value); !s) return s.error();
-  return Applied{attrOf(**inode), std::move(*chunk)};
+  return Applied{attrOf(**inode), std::move(*chunk), true};
 }
 
 Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op) {
