@@ -407,7 +407,11 @@ void Disk::probe() {
   if (uint64_t(st.st_dev) != shardsDev_ || uint64_t(st.st_ino) != shardsIno_) {
     return fail(shards + " was replaced by another directory");
   }
-  // A dead device often still serves reads from the page cache; a synced write reaches it.
+  // A dead device often still serves reads from the page cache; a synced write reaches it. At
+  // most every few seconds: it waits for the disk on the worker that client I/O waits behind.
+  auto now = std::chrono::steady_clock::now();
+  if (now - lastSyncedProbe_ < std::chrono::seconds(5)) return;
+  lastSyncedProbe_ = now;
   std::string pid = std::to_string(::getpid()) + "\n";
   if (::pwrite(lockFd_.get(), pid.data(), pid.size(), 0) != ssize_t(pid.size()) ||
       ::fdatasync(lockFd_.get()) != 0) {

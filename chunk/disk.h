@@ -31,6 +31,7 @@
 #include <kj/thread.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -152,6 +153,7 @@ class Disk {
   kj::MutexGuarded<std::string> reason_;
   std::vector<ShardKey> found_;
   uint64_t shardsDev_ = 0, shardsIno_ = 0;  // DIR/shards at open
+  std::chrono::steady_clock::time_point lastSyncedProbe_{};  // worker thread only
   kj::Own<Store> store_;  // touched only on the worker thread
 
   struct Published {

@@ -69,7 +69,9 @@ class Repair {
     uint64_t graceMs = 600'000;
     unsigned maxOrders = 4;
     unsigned maxPerServer = 2;
-    size_t scanBatch = 20'000;
+    // Chunk records read per tick (once a second, on the meta loop): a pass over N chunks takes
+    // N / scanBatch seconds. TODO(perf): off the loop, or driven by changes instead of scans.
+    size_t scanBatch = 2'000;
     uint64_t rebuildTimeoutMs = 600'000;
     uint64_t connectTimeoutMs = 5'000;
     uint64_t seed = 0;
