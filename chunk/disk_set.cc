@@ -275,6 +275,11 @@ kj::Promise<Status> DiskSet::remove(kj::Array<ChunkId> chunks) {
       if (!on[i]) perDisk[i].push_back(chunk);
       on[i] = true;
     }
+    // Every other healthy disk is asked too: a shard file the index does not know (one left
+    // behind by a crash, or put there by hand) must go as well; absent shards are fine.
+    for (size_t i = 0; i < disks_.size(); ++i) {
+      if (!on[i] && stateOf(i) != DiskState::kFailed) perDisk[i].push_back(chunk);
+    }
   }
   kj::Vector<kj::Promise<Status>> removals;
   for (size_t i = 0; i < disks_.size(); ++i) {
