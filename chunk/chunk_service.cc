@@ -5,6 +5,7 @@
 
 #include <unordered_set>
 
+#include "fs/checksum.h"
 #include "fs/log.h"
 #include "fs/wire.h"
 
@@ -41,8 +42,9 @@ kj::Promise<void> reply(Context& context, const Status& s) {
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder)
-    : disk_(disks), epochs_(epochs), rebuilder_(rebuilder) {}
+ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder,
+                                   ChunkLog* log)
+    : disk_(disks), epochs_(epochs), rebuilder_(rebuilder), log_(log) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();
@@ -91,7 +93,23 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(length);
   auto crcs = kj::heapArray<uint32_t>(length / kBlockSize);
   auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs);
-  return promise.then([context, data = kj::mv(data), crcs = kj::mv(crcs)](Status s) mutable {
+  bool overlay = log_ && !p.getRaw() && log_->count(key->chunk) > 0;
+  return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
+                       key = *key, offset = p.getOffset()](Status s) mutable {
+    // Unapplied log records are newer than the stored blocks (checked after the read: a record
+    // appended while it ran is newer still). A shard this server does not hold reads as zeros
+    // under the records of it.
+    if (overlay && (s || s.code() == Errc::kNotFound) && log_->count(key.chunk) > 0) {
+      if (!s) {
+        auto out = data.get();
+        memset(out.begin(), 0, out.size());
+        for (auto& c : crcs) c = zeroBlockCrc();
+      }
+      log_->overlay(key.chunk, key.shard, offset, data.get(), crcs);
+      if (!s && !log_->records(key.chunk, key.shard, offset, offset + crcs.size() * kBlockSize).empty()) {
+        s = Status();
+      }
+    }
     auto results = context.getResults();
     setError(results, s);
     // The client reads around the block; the operator should still hear of a rotting disk.
@@ -159,16 +177,33 @@ kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
     if (id == 0) return reply(context, invalid("chunk id 0"));
     chunks.add(ChunkId(id));
   }
-  return disk_.remove(chunks.finish()).then([context](Status s) mutable {
-    setError(context.getResults(), s);
-  });
+  auto list = chunks.finish();
+  kj::Vector<kj::Promise<Status>> drops;
+  if (log_) {
+    for (auto id : list) {
+      if (log_->count(id) > 0) drops.add(log_->drop(id));
+    }
+  }
+  return disk_.remove(kj::mv(list))
+      .then([drops = drops.releaseAsArray()](Status s) mutable -> kj::Promise<Status> {
+        return kj::joinPromises(kj::mv(drops)).then([s](kj::Array<Status> dropped) {
+          for (auto& d : dropped) {
+            if (!d) return d;
+          }
+          return s;
+        });
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
 kj::Promise<void> ChunkServiceImpl::fence(FenceContext context) {
   auto p = context.getParams();
   if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
-  return epochs_.raise(ChunkId(p.getChunk()), p.getEpoch()).then([context](Status s) mutable {
-    setError(context.getResults(), s);
+  ChunkId chunk(p.getChunk());
+  return epochs_.raise(chunk, p.getEpoch()).then([this, context, chunk](Status s) mutable {
+    auto results = context.getResults();
+    setError(results, s);
+    if (s && log_) results.setLogRecords(uint32_t(log_->count(chunk)));
   });
 }
 
@@ -188,11 +223,112 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
     sources.emplace_back(text.cStr());
   }
   return rebuilder_->rebuild(*key, *layout, std::move(sources), p.getLength())
+      .then([this, chunk = key->chunk](Result<uint64_t> r) -> kj::Promise<Result<uint64_t>> {
+        // Records this server kept of the chunk belong to the copy it replaced (a shard is
+        // rebuilt only where it was stale, lost or absent, and only while no writer holds the
+        // chunk): from now on they would only shadow the rebuilt bytes.
+        if (!r || !log_) return kj::mv(r);
+        return log_->drop(chunk).then([r = kj::mv(r)](Status s) mutable -> Result<uint64_t> {
+          if (!s) return s.error();
+          return kj::mv(r);
+        });
+      })
       .then([context](Result<uint64_t> r) mutable {
         auto results = context.getResults();
         setError(results, r);
         if (r) results.setBytes(*r);
       });
+}
+
+kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
+  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  auto data = p.getData();
+  if (data.size() == 0) return reply(context, invalid("empty log record"));
+  if (auto s = checkRange(p.getOffset(), data.size()); !s) return reply(context, s);
+  auto wireCrcs = p.getCrcs();
+  if (wireCrcs.size() != data.size() / kBlockSize) {
+    return reply(context, invalid(std::to_string(wireCrcs.size()) + " CRCs for " +
+                                  std::to_string(data.size() / kBlockSize) + " blocks"));
+  }
+  ChunkLog::Record r;
+  r.chunk = key->chunk;
+  r.shard = key->shard;
+  r.epoch = p.getEpoch();
+  r.seq = p.getSeq();
+  r.offset = p.getOffset();
+  r.data = kj::heapArray<kj::byte>(data);
+  r.crcs = kj::heapArray<uint32_t>(wireCrcs.size());
+  for (size_t i = 0; i < r.crcs.size(); ++i) r.crcs[i] = wireCrcs[i];
+  return epochs_.admit(key->chunk, r.epoch)
+      .then([this, r = kj::mv(r)](Status admitted) mutable {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return log_->append(kj::mv(r));
+      })
+      .then([context, key = *key](Status s) mutable {
+        if (s.code() == Errc::kCorruption) {
+          log::warn("refused a log record of shard ", key.toString().c_str(), ": ",
+                    s.error().detail.c_str());
+        }
+        setError(context.getResults(), s);
+      });
+}
+
+kj::Promise<void> ChunkServiceImpl::logTrim(LogTrimContext context) {
+  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
+  auto p = context.getParams();
+  if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
+  ChunkId chunk(p.getChunk());
+  return epochs_.admit(chunk, p.getEpoch())
+      .then([this, chunk, epoch = p.getEpoch(), seq = p.getSeq()](Status admitted) {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return log_->trim(chunk, epoch, seq);
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
+kj::Promise<void> ChunkServiceImpl::logFetch(LogFetchContext context) {
+  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
+  auto p = context.getParams();
+  if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
+  int shard = p.getShard() == 255 ? -1 : int(p.getShard());
+  if (shard >= int(kMaxShards)) return reply(context, invalid("shard index out of range"));
+  uint64_t lo = std::min<uint64_t>(p.getOffset(), kChunkSize);
+  uint64_t hi = std::min<uint64_t>(lo + std::min<uint64_t>(p.getLength(), kChunkSize), kChunkSize);
+  uint64_t maxBytes = std::min<uint64_t>(p.getMaxBytes(), kMaxLogFetchBytes);
+  auto after = std::make_pair(p.getAfterEpoch(), p.getAfterSeq());
+  std::vector<const ChunkLog::Record*> picked;
+  bool more = false;
+  uint64_t bytes = 0;
+  for (auto* r : log_->records(ChunkId(p.getChunk()), shard, lo, hi)) {
+    if (std::make_pair(r->epoch, r->seq) <= after) continue;
+    if (!picked.empty() && bytes + r->data.size() > maxBytes) {
+      more = true;
+      break;
+    }
+    bytes += r->data.size();
+    picked.push_back(r);
+  }
+  auto results = context.getResults();
+  setError(results, Status());
+  results.setMore(more);
+  auto list = results.initRecords(picked.size());
+  for (size_t i = 0; i < picked.size(); ++i) {
+    const auto& r = *picked[i];
+    auto w = list[i];
+    w.setShard(r.shard);
+    w.setEpoch(r.epoch);
+    w.setSeq(r.seq);
+    w.setOffset(r.offset);
+    w.setData(r.data);
+    auto crcs = w.initCrcs(r.crcs.size());
+    for (size_t j = 0; j < r.crcs.size(); ++j) crcs.set(j, r.crcs[j]);
+  }
+  return kj::READY_NOW;
 }
 
 }  // namespace tessera::chunk

@@ -5,8 +5,11 @@
 // answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
 // never sent. Writes, truncates and creates carry the writer's lease epoch and are refused
 // (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
+// Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
+// removing a chunk or rebuilding a shard here drops the chunk's records.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
+#include "chunk/chunk_log.h"
 #include "chunk/disk_set.h"
 #include "chunk/epochs.h"
 #include "chunk/rebuilder.h"
@@ -21,9 +24,11 @@ constexpr size_t kMaxRemoveChunks = 65536;
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
-  // `disk`, `epochs` and `rebuilder` must outlive the service. With a Rebuilder rebuild orders
-  // are carried out; without one they are answered notSupported.
-  ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder = nullptr);
+  // `disk`, `epochs`, `log` and `rebuilder` must outlive the service. With a Rebuilder rebuild
+  // orders are carried out; without one they are answered notSupported. Without a log the
+  // log calls answer notSupported.
+  ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder = nullptr,
+                   ChunkLog* log = nullptr);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -34,11 +39,18 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> remove(RemoveContext context) override;
   kj::Promise<void> fence(FenceContext context) override;
   kj::Promise<void> rebuild(RebuildContext context) override;
+  kj::Promise<void> logAppend(LogAppendContext context) override;
+  kj::Promise<void> logTrim(LogTrimContext context) override;
+  kj::Promise<void> logFetch(LogFetchContext context) override;
 
  private:
   DiskSet& disk_;
   EpochTable& epochs_;
   Rebuilder* rebuilder_ = nullptr;
+  ChunkLog* log_ = nullptr;
 };
+
+// Largest data of one logFetch reply.
+constexpr uint32_t kMaxLogFetchBytes = 8 << 20;
 
 }  // namespace tessera::chunk

@@ -254,8 +254,12 @@ int run(int argc, char** argv) {
   auto epochs = EpochTable::open(dataDirs.front() + "/epochs");
   if (!epochs) return fail(epochs.error().toString());
   ChunkPeers peers(network, timer, *connectTimeout);
+  // The first disk also keeps the chunk write logs (chunk/chunk_log.h). TODO: survive its loss.
+  auto chunkLog = ChunkLog::open(dataDirs.front() + "/log");
+  if (!chunkLog) return fail(chunkLog.error().toString());
   Rebuilder rebuilder(**disk, peers, timer, {.rateBytesPerSec = repairRate << 20});
-  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk, **epochs, &rebuilder);
+  capnp::Capability::Client service =
+      kj::heap<ChunkServiceImpl>(**disk, **epochs, &rebuilder, chunkLog->get());
   auto server = RpcServer::listen(network, io.waitScope, *listen, service);
   if (!server) return fail(server.error().detail);
   uint16_t port = (*server)->port();

@@ -236,6 +236,7 @@ kj::Promise<Result<kj::Array<kj::byte>>> Rebuilder::readFrom(Job& job, int shard
                                    n](Result<proto::ChunkService::Client> c) -> kj::Promise<R> {
     if (!c) return R(c.error());
     auto req = c->readRequest();
+    req.setRaw(true);  // the stored bytes, which the other shards agree with
     req.setChunk(chunk);
     req.setShard(uint8_t(shard));
     req.setOffset(offset);

@@ -94,7 +94,11 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
             });
           },
           config_.connectTimeoutMs),
-      data_(servers_, timer, config_.ioTimeoutMs) {}
+      data_(servers_, timer, config_.ioTimeoutMs, DataPath::LogConfig{.enabled = config_.ecLog, .applyDelayMs = config_.ecLogApplyDelayMs}) {
+  data_.onMissed([this](InodeId inode, const ChunkDesc& chunk, uint32_t shards) {
+    return markStale(inode, chunk, shards);
+  });
+}
 
 Client::~Client() = default;
 
@@ -705,7 +709,22 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
 kj::Promise<Status> Client::release(InodeId inode) {
   auto* f = find(inode);
   if (!f) return Status();
-  return flush(inode).then([this, inode](Status flushed) {
+  return flush(inode)
+      .then([this, inode](Status flushed) -> kj::Promise<Status> {
+        // The write logs of the chunks we hold go into their stripes before the leases go
+        // (the next holder would apply them too, but a clean handover leaves nothing behind).
+        auto* f = find(inode);
+        if (!f) return flushed;
+        kj::Vector<kj::Promise<Status>> drains;
+        for (auto& [index, c] : f->chunks) {
+          if (c.leaseSession == session_) drains.add(data_.drainLog(c.id));
+        }
+        return joinStatus(drains.releaseAsArray()).then([flushed](Status d) {
+          if (!flushed) return flushed;
+          return d;
+        });
+      })
+      .then([this, inode](Status flushed) {
     return meta_
         .mutate<bool>("release",
                       [=](MetaClient m, MetaLink::Req r) {
@@ -846,9 +865,15 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
         // The lease was someone's before (or ours, released): fence out whatever its last holder
         // still has in flight before writing. A server that cannot be reached misses our writes:
         // its shard is stale from now on.
-        auto leased = kj::heap<Leased>(kj::mv(*a));
-        auto& ref = *leased;
-        return data_.fence(ref.chunk)
+        struct Fenced {
+          Leased leased;
+          uint32_t logRecords = 0;
+        };
+        auto fenced = kj::heap<Fenced>();
+        fenced->leased = kj::mv(*a);
+        auto& ref = fenced->leased;
+        uint32_t& logRecords = fenced->logRecords;
+        return data_.fence(ref.chunk, &logRecords)
             .then([this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
               if (!missed) return Result<ChunkDesc>(missed.error());
               return markStale(inode, ref.chunk, *missed);
@@ -871,12 +896,23 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
                 return markStale(inode, ref.chunk, *missed, true);
               });
             })
+            .then([this, inode, &ref, &logRecords](Result<ChunkDesc> c)
+                      -> kj::Promise<Result<ChunkDesc>> {
+              // Records an earlier holder logged but did not apply: into the stripes first.
+              if (!c || logRecords == 0 || !ref.chunk.layout.isEc()) return kj::mv(c);
+              ref.chunk = kj::mv(*c);
+              return data_.recoverLog(ref.chunk).then(
+                  [this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
+                    if (!missed) return Result<ChunkDesc>(missed.error());
+                    return markStale(inode, ref.chunk, *missed);
+                  });
+            })
             .then([&ref](Result<ChunkDesc> c) -> Result<Leased> {
               if (!c) return c.error();
               ref.chunk = kj::mv(*c);
               return kj::mv(ref);
             })
-            .attach(kj::mv(leased));
+            .attach(kj::mv(fenced));
       });
 }
 
@@ -922,6 +958,7 @@ kj::Promise<Result<ChunkDesc>> Client::markStale(InodeId inode, const ChunkDesc&
 void Client::leaseLost(InodeId inode, const ChunkDesc& chunk) {
   log::warn("inode ", inode.value, " chunk ", chunk.id.value, ": write lease (epoch ",
             chunk.epoch, ") was taken over by another writer");
+  data_.forgetLog(chunk.id);
   if (auto* f = find(inode)) {
     auto it = f->chunks.find(chunk.index);
     if (it != f->chunks.end() && it->second.id == chunk.id && it->second.epoch == chunk.epoch) {
@@ -952,7 +989,7 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                     }
                     uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
                                                     fresh && !fresh->shardsCreated);
-                    return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh))
+                    return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh), inode)
                         .then([this, inode, desc](Result<uint32_t> missed)
                                   -> kj::Promise<Result<ChunkDesc>> {
                           if (!missed) {

@@ -55,6 +55,10 @@ struct ClientConfig {
   // How often an idle client tells the meta leader its session is alive; 0: a third of the
   // session timeout the meta server announces.
   uint64_t keepaliveMs = 0;
+  // Small ec writes go through the chunk's write log (client/data_path.h); off: read-modify-
+  // write in place.
+  bool ecLog = true;
+  uint64_t ecLogApplyDelayMs = 20;  // how long a chunk's records wait for more before applying
 };
 
 struct DirEntry {

@@ -48,8 +48,9 @@ void FreshChunk::add(int shard, uint64_t lo, uint64_t hi) {
   list = std::move(out);
 }
 
-DataPath::DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs)
-    : servers_(servers), timer_(timer), ioTimeoutMs_(ioTimeoutMs) {}
+DataPath::DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs,
+                   LogConfig logConfig)
+    : servers_(servers), timer_(timer), ioTimeoutMs_(ioTimeoutMs), logConfig_(logConfig) {}
 
 ErasureCode& DataPath::code(const Layout& layout) {
   auto& c = codes_[{layout.k, layout.m}];
@@ -60,7 +61,7 @@ ErasureCode& DataPath::code(const Layout& layout) {
 // --- one shard -------------------------------------------------------------------------------
 
 kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                        kj::ArrayPtr<kj::byte> dest) {
+                                        kj::ArrayPtr<kj::byte> dest, bool raw) {
   KJ_REQUIRE(lo % kBlockSize == 0 && dest.size() % kBlockSize == 0, lo, dest.size());
   if (chunk.stale(shard)) {
     return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(chunk.id.value) +
@@ -69,13 +70,14 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
   }
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
-  return servers_.get(server).then([this, server, chunkId, shard, lo, dest](
+  return servers_.get(server).then([this, server, chunkId, shard, lo, dest, raw](
                                        Result<proto::ChunkService::Client> service) mutable {
     if (!service) return kj::Promise<Status>(service.error());
     kj::Vector<kj::Promise<Status>> parts;
     for (uint64_t done = 0; done < dest.size(); done += kMaxTransfer) {
       uint64_t n = std::min<uint64_t>(kMaxTransfer, dest.size() - done);
       auto req = service->readRequest();
+      req.setRaw(raw);
       req.setChunk(chunkId);
       req.setShard(uint8_t(shard));
       req.setOffset(lo + done);
@@ -157,13 +159,13 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
 // --- ec reads --------------------------------------------------------------------------------
 
 kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> wants,
-                                     bool rowsLocked) {
+                                     bool rowsLocked, bool raw) {
   auto chunkCopy = kj::heap<ChunkDesc>(chunk);
   auto& c = *chunkCopy;
   kj::Vector<kj::Promise<Status>> reads;
-  for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest));
+  for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest, raw));
   return kj::joinPromises(reads.releaseAsArray())
-      .then([this, &c, wants = kj::mv(wants), rowsLocked](kj::Array<Status> results) mutable
+      .then([this, &c, wants = kj::mv(wants), rowsLocked, raw](kj::Array<Status> results) mutable
             -> kj::Promise<Status> {
         std::vector<Want> failed;
         std::set<int> missing;
@@ -182,21 +184,24 @@ kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> w
           hi = std::max(hi, w.lo + w.dest.size());
         }
         std::vector<int> missingList(missing.begin(), missing.end());
-        if (rowsLocked) return rebuild(c, kj::mv(failed), kj::mv(missingList));
+        if (rowsLocked) return rebuild(c, kj::mv(failed), kj::mv(missingList), raw);
         // A rebuild decodes rows across shards: keep this client's own writes out of them.
         return rows_.lock(c.id.value, lo, hi).then(
-            [this, &c, failed = kj::mv(failed), missingList = kj::mv(missingList)](
-                RangeLock::Guard guard) mutable {
-              return rebuild(c, kj::mv(failed), kj::mv(missingList)).attach(kj::mv(guard));
+            [this, &c, failed = kj::mv(failed), missingList = kj::mv(missingList),
+             raw](RangeLock::Guard guard) mutable {
+              return rebuild(c, kj::mv(failed), kj::mv(missingList), raw).attach(kj::mv(guard));
             });
       })
       .attach(kj::mv(chunkCopy));
 }
 
-// Reads rows [lo, hi) (the union of the failed Wants) from every shard not known missing,
-// rebuilds the missing ones and copies the rebuilt bytes into the failed Wants.
+// Reads rows [lo, hi) (the union of the failed Wants) from every shard not known missing, as
+// stored (the parity agrees with the stored bytes, not with unapplied log records), rebuilds
+// the missing ones and copies the rebuilt bytes into the failed Wants — for a reader (!raw)
+// with the newest log records of the rebuilt data shards over them, fetched from the servers
+// of the other shards (a record is on m + 1 of them).
 kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
-                                      std::vector<int> missingIn) {
+                                      std::vector<int> missingIn, bool raw) {
   struct State {
     ChunkDesc chunk;
     std::vector<Want> failed;
@@ -220,7 +225,7 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
     st->rows[s] = kj::heapArray<kj::byte>(st->hi - st->lo);
     if (std::find(st->missing.begin(), st->missing.end(), s) != st->missing.end()) continue;
     st->asked.push_back(s);
-    reads.add(readShard(st->chunk, s, st->lo, st->rows[s]));
+    reads.add(readShard(st->chunk, s, st->lo, st->rows[s], true));
   }
   auto& ref = *st;
   return kj::joinPromises(reads.releaseAsArray())
@@ -243,12 +248,38 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
         }
         std::vector<uint8_t*> ptrs;
         for (auto& r : s.rows) ptrs.push_back(r.begin());
-        auto ok = code(l).reconstruct(ptrs.data(), s.missing, s.hi - s.lo);
+        return code(l).reconstruct(ptrs.data(), s.missing, s.hi - s.lo);
+      })
+      .then([this, &ref, raw](Status ok) -> kj::Promise<Status> {
+        auto& s = ref;
         if (!ok) return ok;
-        for (auto& w : s.failed) {
-          memcpy(w.dest.begin(), s.rows[w.shard].begin() + (w.lo - s.lo), w.dest.size());
+        auto copyOut = [&s]() {
+          for (auto& w : s.failed) {
+            memcpy(w.dest.begin(), s.rows[w.shard].begin() + (w.lo - s.lo), w.dest.size());
+          }
+          return Status();
+        };
+        uint32_t from = 0, dataMissing = 0;
+        for (int j : s.asked) {
+          if (std::find(s.missing.begin(), s.missing.end(), j) == s.missing.end()) from |= 1u << j;
         }
-        return Status();
+        for (auto& w : s.failed) {
+          if (w.shard < s.chunk.layout.k) dataMissing |= 1u << w.shard;
+        }
+        if (raw || !logConfig_.enabled || dataMissing == 0) return copyOut();
+        return fetchLog(s.chunk, from, -1, s.lo, s.hi)
+            .then([&s, dataMissing, copyOut](
+                      Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>> recs) -> Status {
+              if (!recs) return recs.error();
+              for (auto& [key, r] : *recs) {
+                if (!((dataMissing >> r.shard) & 1u)) continue;
+                uint64_t lo = std::max(s.lo, r.offset), hi = std::min(s.hi, r.offset + r.data.size());
+                if (lo >= hi) continue;
+                memcpy(s.rows[r.shard].begin() + (lo - s.lo), r.data.begin() + (lo - r.offset),
+                       hi - lo);
+              }
+              return copyOut();
+            });
       })
       .attach(kj::mv(st));
 }
@@ -360,11 +391,27 @@ kj::Promise<Result<uint32_t>> DataPath::joinShardWrites(const ChunkDesc& chunk,
 
 kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t off,
                                               kj::ArrayPtr<const kj::byte> data, bool sync,
-                                              std::shared_ptr<FreshChunk> fresh) {
+                                              std::shared_ptr<FreshChunk> fresh, InodeId inode) {
   if (data.size() == 0) return Result<uint32_t>(0u);
   KJ_REQUIRE(off + data.size() <= kChunkSize, off, data.size());
-  return chunk.layout.isEc() ? writeEc(chunk, off, data, sync, kj::mv(fresh))
-                             : writeReplica(chunk, off, data, sync, kj::mv(fresh));
+  if (!chunk.layout.isEc()) return writeReplica(chunk, off, data, sync, kj::mv(fresh));
+  // Small writes go to the log — except the first of a chunk this client placed, which creates
+  // its shards (and has no old content to protect).
+  bool small = data.size() < stripeWidth(chunk.layout);
+  if (small && logConfig_.enabled && inode.value != 0 && chunk.epoch > 0 &&
+      !(fresh && !fresh->shardsCreated)) {
+    return writeLogged(chunk, off, data, inode);
+  }
+  // Straight to the stripes, after the log's records of the chunk: they are older.
+  if (logs_.count(chunk.id.value)) {
+    return drainLog(chunk.id).then(
+        [this, chunk, off, data, sync, fresh = kj::mv(fresh)](Status s) mutable
+        -> kj::Promise<Result<uint32_t>> {
+          if (!s) return Result<uint32_t>(s.error());
+          return writeEc(chunk, off, data, sync, kj::mv(fresh));
+        });
+  }
+  return writeEc(chunk, off, data, sync, kj::mv(fresh));
 }
 
 kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
@@ -418,7 +465,7 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
             want(j, suffixStart, H);
           }
         }
-        return readEc(s.chunk, kj::mv(wants), true);
+        return readEc(s.chunk, kj::mv(wants), true, true);
       })
       .then([this, &s, off, data, sync](Status r) -> kj::Promise<Result<uint32_t>> {
         if (!r) return Result<uint32_t>(r.error());
@@ -461,9 +508,21 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
             }
             s.fresh->shardsCreated = true;
           }
+          // Unlocked now, not when the promise is dropped: a caller that joins several writes
+          // of overlapping rows (the log's applier) drops them all only at the end.
+          s.guard.release();
           return r;
         });
       })
+      .then(
+          [&s](Result<uint32_t> r) {
+            s.guard.release();  // also after a failed read
+            return r;
+          },
+          [&s](kj::Exception&& e) -> Result<uint32_t> {
+            s.guard.release();
+            kj::throwFatalException(kj::mv(e));
+          })
       .attach(kj::mv(st));
 }
 
@@ -537,13 +596,16 @@ kj::Promise<Result<uint32_t>> DataPath::truncate(const ChunkDesc& chunk, uint64_
   uint64_t shardLen = l.isEc() ? end / l.k : end;
   auto chunkCopy = kj::heap<ChunkDesc>(chunk);
   auto& c = *chunkCopy;
-  kj::Promise<Result<uint32_t>> zeroing = Result<uint32_t>(0u);
-  if (end > len) {
+  // The log's records of the chunk first: some may lie past the cut.
+  kj::Promise<Status> drained = logs_.count(c.id.value) ? drainLog(c.id) : kj::Promise<Status>(Status());
+  auto zeroing = drained.then([this, &c, len, end](Status d) -> kj::Promise<Result<uint32_t>> {
+    if (!d) return Result<uint32_t>(d.error());
+    if (end <= len) return Result<uint32_t>(0u);
     auto zeros = kj::heapArray<kj::byte>(end - len);
     memset(zeros.begin(), 0, zeros.size());
     auto ptr = zeros.asPtr();
-    zeroing = write(c, len, ptr, false).attach(kj::mv(zeros));
-  }
+    return write(c, len, ptr, false).attach(kj::mv(zeros));
+  });
   return zeroing
       .then([this, &c, shardLen](Result<uint32_t> zeroed) -> kj::Promise<Result<uint32_t>> {
         if (!zeroed) return zeroed;
@@ -635,7 +697,7 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
           p.bufs.push_back(kj::heapArray<kj::byte>(hi - lo));
           if (j < l.k) wants.push_back(Want{j, lo, p.bufs[j]});
         }
-        return readEc(chunk, kj::mv(wants), true);
+        return readEc(chunk, kj::mv(wants), true, true);
       })
       .then([this, &chunk, &p, lo](Status r) -> kj::Promise<Result<uint32_t>> {
         if (!r) return Result<uint32_t>(r.error());
@@ -669,7 +731,7 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
       });
 }
 
-kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk) {
+kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk, uint32_t* logRecords) {
   kj::Vector<kj::Promise<Status>> fences;
   std::vector<int> shards;
   for (int j = 0; j < chunk.layout.shards(); ++j) {
@@ -678,14 +740,15 @@ kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk) {
     uint64_t chunkId = chunk.id.value, epoch = chunk.epoch;
     shards.push_back(j);
     fences.add(servers_.get(server).then(
-        [this, server, chunkId, epoch](Result<proto::ChunkService::Client> service)
+        [this, server, chunkId, epoch, logRecords](Result<proto::ChunkService::Client> service)
             -> kj::Promise<Status> {
           if (!service) return Status(service.error());
           auto req = service->fenceRequest();
           req.setChunk(chunkId);
           req.setEpoch(epoch);
           return withTimeout(timer_, ioTimeoutMs_, req.send())
-              .then([](capnp::Response<proto::ChunkService::FenceResults> r) {
+              .then([logRecords](capnp::Response<proto::ChunkService::FenceResults> r) {
+                if (logRecords) *logRecords = std::max(*logRecords, r.getLogRecords());
                 return fromWire(r.getError());
               },
               [this, server](kj::Exception&& e) -> Status {

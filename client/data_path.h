@@ -8,9 +8,10 @@
 // contents of the untouched part of its rows, re-encodes parity over those rows and writes the
 // touched data blocks and every parity shard; a full-stripe write reads nothing. Writes that
 // touch the same rows of a chunk are serialised through a RangeLock, so this client never
-// interleaves two read-modify-writes of one row. (Crash consistency of a partial-stripe
-// overwrite — the write hole — is the per-chunk log of DESIGN.md rule 2, not yet here: a crash
-// mid-write can leave a row whose parity disagrees with its data.)
+// interleaves two read-modify-writes of one row.
+// Small ec writes go to the chunk's write log instead (DESIGN.md rule 2; the argument is at the
+// top of client/data_path_log.cc): durable on m + 1 shard servers when acknowledged, applied to
+// the stripes in the background, visible to every reader meanwhile.
 // replica(n): reads go to one replica and fall back to the others; writes go to all.
 //
 // Writes carry the chunk's lease epoch (ChunkDesc::epoch); a chunk server that knows a newer
@@ -20,6 +21,7 @@
 // the shards it missed, which the caller must have marked stale before it acknowledges.
 // Not thread-safe: lives on the client's event loop.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -54,10 +56,30 @@ struct FreshChunk {
   void add(int shard, uint64_t lo, uint64_t hi);
 };
 
+struct DataPathLogConfig {
+  bool enabled = true;
+  uint64_t applyDelayMs = 20;       // a chunk's records wait this long for more before applying
+  uint64_t applyBytes = 1 << 20;    // ... unless this much is waiting
+  uint64_t memoryLimit = 64 << 20;  // logged, unapplied bytes; further small writes wait
+};
+
 class DataPath {
  public:
+  using LogConfig = DataPathLogConfig;
+  struct LogStats {
+    uint64_t appended = 0, appliedRecords = 0, loggedBytes = 0, recovered = 0, applyErrors = 0;
+    uint64_t pendingBytes = 0;
+  };
+  // Told which shards of a chunk a background apply could not write: must mark them stale
+  // (the chunk's lease is ours) and answer the descriptor after that.
+  using MissedFn =
+      std::function<kj::Promise<Result<ChunkDesc>>(InodeId inode, const ChunkDesc&, uint32_t)>;
+
   // `servers` and `timer` must outlive this. Each shard RPC fails after `ioTimeoutMs`.
-  DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs);
+  DataPath(ChunkServers& servers, kj::Timer& timer, uint64_t ioTimeoutMs,
+           LogConfig logConfig = LogConfig{});
+  ~DataPath();
+  void onMissed(MissedFn fn) { missed_ = kj::mv(fn); }
 
   // Chunk bytes [off, off + out.size()) into `out`, which must stay alive until resolved.
   // kUnavailable when more than m shards of a row (every replica) cannot be read.
@@ -68,9 +90,24 @@ class DataPath {
   // knows of a chunk it placed; it is updated when the write succeeds. The value is the mask of
   // shards the write could not reach (0 when it reached all); kStale if a server fenced the
   // lease's epoch; kUnavailable if too many shards failed.
+  // A write to an ec chunk smaller than a stripe goes to the chunk's write log when `inode` is
+  // set (and the log is enabled): it is durable whatever `sync` says.
   kj::Promise<Result<uint32_t>> write(const ChunkDesc& chunk, uint64_t off,
                                       kj::ArrayPtr<const kj::byte> data, bool sync,
-                                      std::shared_ptr<FreshChunk> fresh = nullptr);
+                                      std::shared_ptr<FreshChunk> fresh = nullptr,
+                                      InodeId inode = InodeId());
+
+  // Applies and trims every record this client logged for the chunk; resolves when none is
+  // left, or with the error that stopped an apply (the records then stay on the servers).
+  kj::Promise<Status> drainLog(ChunkId chunk);
+  // Applies, in order, the records an earlier lease holder left in the chunk's logs (fence
+  // counted some), then trims every record older than chunk.epoch. The mask of shards it could
+  // not write or trim.
+  kj::Promise<Result<uint32_t>> recoverLog(const ChunkDesc& chunk);
+  // Forgets what this client logged for the chunk (its lease moved on: the next holder applies
+  // the records).
+  void forgetLog(ChunkId chunk);
+  LogStats logStats() const;
 
   // Cuts the chunk to `len` bytes (0 < len < kChunkSize): zeroes the rest of the stripe that
   // holds byte len - 1 and truncates every shard after it.
@@ -84,7 +121,9 @@ class DataPath {
 
   // Makes the chunk's servers refuse writes with an epoch older than chunk.epoch. The mask of
   // shards whose server could not be reached (kStale if one knows a newer epoch already).
-  kj::Promise<Result<uint32_t>> fence(const ChunkDesc& chunk);
+  // `logRecords` (may be null; alive until resolved): the most records of the chunk's log any
+  // server reported.
+  kj::Promise<Result<uint32_t>> fence(const ChunkDesc& chunk, uint32_t* logRecords = nullptr);
 
   // Makes the listed shards on `server` durable.
   kj::Promise<Status> sync(ServerId server, const std::vector<ShardKey>& shards);
@@ -100,20 +139,52 @@ class DataPath {
     kj::ArrayPtr<kj::byte> dest;
   };
 
+  // `raw`: the stored bytes, without the server's unapplied log records.
   kj::Promise<Status> readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                kj::ArrayPtr<kj::byte> dest);
+                                kj::ArrayPtr<kj::byte> dest, bool raw = false);
   kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                  kj::ArrayPtr<const kj::byte> data, bool sync);
   // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the
   // caller already holds the RangeLock over every row involved.
-  kj::Promise<Status> readEc(const ChunkDesc& chunk, std::vector<Want> wants, bool rowsLocked);
+  // `raw`: the stored stripes (what a read-modify-write must encode over), else what a reader
+  // sees (unapplied log records over them).
+  kj::Promise<Status> readEc(const ChunkDesc& chunk, std::vector<Want> wants, bool rowsLocked,
+                             bool raw = false);
   kj::Promise<Status> rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
-                              std::vector<int> missing);
+                              std::vector<int> missing, bool raw);
   kj::Promise<Status> readReplica(const ChunkDesc& chunk, uint64_t lo,
                                   kj::ArrayPtr<kj::byte> dest, int attempt);
+  // The read-modify-write of whole rows (no log).
   kj::Promise<Result<uint32_t>> writeEc(const ChunkDesc& chunk, uint64_t off,
                                         kj::ArrayPtr<const kj::byte> data, bool sync,
                                         std::shared_ptr<FreshChunk> fresh);
+
+  // --- the write log (client/data_path_log.cc) ---
+  struct LogRecord {
+    uint64_t epoch = 0, seq = 0;
+    int shard = 0;
+    uint64_t offset = 0;  // shard offset, block-aligned
+    kj::Array<kj::byte> data;
+    uint32_t holders = 0;  // shards whose servers have it
+  };
+  struct LogChunk;
+  kj::Promise<Result<uint32_t>> writeLogged(const ChunkDesc& chunk, uint64_t off,
+                                            kj::ArrayPtr<const kj::byte> data, InodeId inode);
+  kj::Promise<Result<uint32_t>> appendRecord(const ChunkDesc& chunk, LogRecord& rec);
+  kj::Promise<Status> appendTo(const ChunkDesc& chunk, int target, const LogRecord& rec);
+  void scheduleApply(uint64_t chunk);
+  kj::Promise<Status> applyNow(uint64_t chunk);
+  // Applies `records` (in order) to the stripes: durable when resolved; the mask of missed
+  // shards.
+  kj::Promise<Result<uint32_t>> applyRecords(const ChunkDesc& chunk,
+                                             std::vector<const LogRecord*> records);
+  kj::Promise<Result<uint32_t>> trimLog(const ChunkDesc& chunk, uint32_t holders, uint64_t epoch,
+                                        uint64_t seq);
+  // Every record of `shard` (-1: all) in [lo, hi) that the servers of `from` (a shard mask)
+  // hold, merged by (epoch, seq).
+  kj::Promise<Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>>> fetchLog(
+      const ChunkDesc& chunk, uint32_t from, int shard, uint64_t lo, uint64_t hi);
+  kj::Promise<void> waitForLogRoom();
   kj::Promise<Result<uint32_t>> writeReplica(const ChunkDesc& chunk, uint64_t off,
                                              kj::ArrayPtr<const kj::byte> data, bool sync,
                                              std::shared_ptr<FreshChunk> fresh);
@@ -131,6 +202,17 @@ class DataPath {
   uint64_t ioTimeoutMs_;
   RangeLock rows_;
   std::map<std::pair<int, int>, std::unique_ptr<ErasureCode>> codes_;
+
+  LogConfig logConfig_;
+  MissedFn missed_;
+  std::map<uint64_t, std::shared_ptr<LogChunk>> logs_;  // by chunk id (an apply keeps its own)
+  uint64_t logBytes_ = 0;
+  LogStats logStats_;
+  std::vector<kj::Own<kj::PromiseFulfiller<void>>> logRoomWaiters_;
+  struct TaskErrors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  } taskErrors_;
+  kj::TaskSet logTasks_{taskErrors_};  // scheduled applies; last, destroyed first
 };
 
 // Resolves to the first error among `all`, or ok.

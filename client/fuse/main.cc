@@ -127,6 +127,11 @@ int main(int argc, char** argv) {
       ("keepalive", po::value<std::string>(),
        "how often an idle mount tells the meta leader it is alive (default: a third of the "
        "session timeout the meta server announces)")
+      ("ec-log", po::value<std::string>()->default_value("on"),
+       "on: small writes to erasure-coded chunks go through the chunk's replicated write log; "
+       "off: read-modify-write in place (for comparison)")
+      ("ec-log-apply-delay", po::value<std::string>()->default_value("20ms"),
+       "how long logged writes of a chunk wait for more before they are applied to its stripes")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -141,7 +146,7 @@ int main(int argc, char** argv) {
     const std::string& a = args[i];
     bool takesValue = a == "--meta" || a == "--log-file" || a == "--pid-file" || a == "--name" ||
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
-                      a == "--keepalive" ||
+                      a == "--keepalive" || a == "--ec-log" || a == "--ec-log-apply-delay" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
     if (takesValue && i + 1 < args.size()) {
       rewritten.push_back(a);
@@ -240,6 +245,14 @@ int main(int argc, char** argv) {
   config.ioTimeoutMs = *ioTimeout;
   config.metaRetryMs = *metaTimeout;
   config.keepaliveMs = keepaliveMs;
+  {
+    std::string ecLog = vm["ec-log"].as<std::string>();
+    if (ecLog != "on" && ecLog != "off") die("--ec-log must be on or off, not '" + ecLog + "'");
+    config.ecLog = ecLog == "on";
+    auto delay = parseDurationMs(vm["ec-log-apply-delay"].as<std::string>());
+    if (!delay) die("--ec-log-apply-delay: " + delay.error().detail);
+    config.ecLogApplyDelayMs = *delay;
+  }
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);

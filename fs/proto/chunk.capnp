@@ -19,8 +19,10 @@ interface ChunkService {
   write @0 (chunk :UInt64, shard :UInt8, layout :Common.Layout, offset :UInt64, data :Data,
             crcs :List(UInt32), sync :Bool, epoch :UInt64) -> (error :Common.Error);
   # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
-  # exist here; corruption if a stored block fails its CRC.
-  read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32)
+  # exist here; corruption if a stored block fails its CRC. Blocks with an unapplied record in
+  # this server's chunk log (logAppend) read as the newest record, unless `raw`: the stored
+  # bytes, which the stripe's parity agrees with.
+  read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32, raw :Bool)
       -> (error :Common.Error, data :Data, crcs :List(UInt32));
   # Make every listed shard durable (fdatasync).
   sync @2 (shards :List(ShardRef)) -> (error :Common.Error);
@@ -35,7 +37,9 @@ interface ChunkService {
   remove @5 (chunks :List(UInt64)) -> (error :Common.Error);
   # A new lease holder fences the chunk: from the reply on, this server refuses writes to the
   # chunk with an older epoch, also after a restart (the epoch is on disk before the reply).
-  fence @6 (chunk :UInt64, epoch :UInt64) -> (error :Common.Error);
+  # `logRecords`: how many records of the chunk this server's log holds (the new holder applies
+  # them: logFetch).
+  fence @6 (chunk :UInt64, epoch :UInt64) -> (error :Common.Error, logRecords :UInt32);
   # Rebuild shard `shard` of `chunk` here from the other shards (repair, on the meta leader's
   # order). `sources[i]` is "HOST:PORT" of the chunk server holding shard i, "" if shard i is
   # unusable (lost, stale, damaged, or the one being rebuilt). The server reads the rows
@@ -46,4 +50,29 @@ interface ChunkService {
   # it allows; unavailable if fewer than k sources could be read. `bytes`: bytes rebuilt.
   rebuild @7 (chunk :UInt64, shard :UInt8, layout :Common.Layout, sources :List(Text),
               length :UInt64) -> (error :Common.Error, bytes :UInt64);
+
+  # The per-chunk write log of DESIGN.md rule 2 (chunk/chunk_log.h). Appends whole blocks of
+  # shard `shard` at `offset` as record (epoch, seq) of the chunk, durably (fdatasync, group
+  # commit) before replying. Refused like a write when the epoch is fenced (stale); busy when
+  # the log holds too much unapplied data.
+  logAppend @8 (chunk :UInt64, shard :UInt8, layout :Common.Layout, offset :UInt64, data :Data,
+                crcs :List(UInt32), epoch :UInt64, seq :UInt64) -> (error :Common.Error);
+  # Drops the chunk's records up to (epoch, seq) inclusive (applied to the stripes), durably.
+  logTrim @9 (chunk :UInt64, epoch :UInt64, seq :UInt64) -> (error :Common.Error);
+  # The chunk's records after (afterEpoch, afterSeq) of shard `shard` (255: every shard)
+  # overlapping shard range [offset, offset + length), in (epoch, seq) order, at most
+  # `maxBytes` of data (but at least one record); `more` if some were left out (ask again
+  # after the last one returned).
+  logFetch @10 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, maxBytes :UInt32,
+                afterEpoch :UInt64, afterSeq :UInt64)
+      -> (error :Common.Error, records :List(LogRecord), more :Bool);
+}
+
+struct LogRecord {
+  shard @0 :UInt8;
+  epoch @1 :UInt64;
+  seq @2 :UInt64;
+  offset @3 :UInt64;
+  data @4 :Data;
+  crcs @5 :List(UInt32);
 }

@@ -1,0 +1,416 @@
+#include "chunk/chunk_log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "chunk/shard_file.h"
+#include "fs/checksum.h"
+#include "fs/log.h"
+
+namespace tessera::chunk {
+namespace {
+
+constexpr uint32_t kMagic = 0x31474c54;  // "TLG1"
+constexpr size_t kHeader = 48;
+enum Type : uint8_t { kAppend = 1, kTrim = 2, kDrop = 3 };
+
+void putU32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = char((v >> (8 * i)) & 0xff);
+}
+void putU64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = char((v >> (8 * i)) & 0xff);
+}
+uint32_t getU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | uint8_t(p[i]);
+  return v;
+}
+uint64_t getU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | uint8_t(p[i]);
+  return v;
+}
+
+std::string encode(Type type, ChunkId chunk, uint8_t shard, uint64_t epoch, uint64_t seq,
+                   uint64_t offset, kj::ArrayPtr<const uint32_t> crcs,
+                   kj::ArrayPtr<const kj::byte> data) {
+  std::string r(kHeader + crcs.size() * 4 + data.size(), '\0');
+  putU32(r.data(), kMagic);
+  r[4] = char(type);
+  r[5] = char(shard);
+  putU64(r.data() + 8, chunk.value);
+  putU64(r.data() + 16, epoch);
+  putU64(r.data() + 24, seq);
+  putU64(r.data() + 32, offset);
+  putU32(r.data() + 40, uint32_t(data.size()));
+  for (size_t i = 0; i < crcs.size(); ++i) putU32(r.data() + kHeader + 4 * i, crcs[i]);
+  if (data.size()) memcpy(r.data() + kHeader + crcs.size() * 4, data.begin(), data.size());
+  putU32(r.data() + 44, crc32c(r.data(), r.size()));
+  return r;
+}
+
+Error ioError(const std::string& what, const std::string& path, int err) {
+  return Error{err == ENOSPC ? Errc::kNoSpace : Errc::kIo,
+               what + " " + path + ": " + strerror(err)};
+}
+
+std::string pathOf(const std::string& dir, uint64_t n) {
+  char name[32];
+  snprintf(name, sizeof name, "log.%08llu", static_cast<unsigned long long>(n));
+  return dir + "/" + name;
+}
+
+}  // namespace
+
+std::string ChunkLog::segmentPath(uint64_t n) const { return pathOf(dir_, n); }
+
+Result<kj::Own<ChunkLog>> ChunkLog::open(std::string dir, Config config) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return ioError("cannot create", dir, errno);
+  std::vector<uint64_t> segments;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      unsigned long long n = 0;
+      char rest = 0;
+      if (sscanf(e->d_name, "log.%llu%c", &n, &rest) == 1 && n > 0) segments.push_back(n);
+    }
+    ::closedir(d);
+  } else {
+    return ioError("cannot list", dir, errno);
+  }
+  std::sort(segments.begin(), segments.end());
+  std::unordered_map<uint64_t, ChunkRecords> chunks;
+  std::map<uint64_t, uint64_t> live;
+  auto forgetChunk = [&](uint64_t chunk, auto keep) {
+    auto c = chunks.find(chunk);
+    if (c == chunks.end()) return;
+    for (auto it = c->second.begin(); it != c->second.end();) {
+      if (keep(it->first)) {
+        ++it;
+        continue;
+      }
+      live[it->second.segment]--;
+      it = c->second.erase(it);
+    }
+    if (c->second.empty()) chunks.erase(c);
+  };
+  for (uint64_t seg : segments) {
+    std::string path = pathOf(dir, seg);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return ioError("cannot open", path, errno);
+    std::string bytes;
+    char buf[1 << 16];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0) {
+        int err = errno;
+        ::close(fd);
+        return ioError("cannot read", path, err);
+      }
+      if (n == 0) break;
+      bytes.append(buf, size_t(n));
+    }
+    live[seg] += 0;
+    size_t pos = 0;
+    while (pos + kHeader <= bytes.size()) {
+      const char* h = bytes.data() + pos;
+      if (getU32(h) != kMagic) break;
+      uint32_t length = getU32(h + 40);
+      if (length % kBlockSize || length > kChunkSize) break;
+      size_t size = kHeader + length / kBlockSize * 4 + length;
+      if (pos + size > bytes.size()) break;
+      std::string copy(h, size);
+      putU32(copy.data() + 44, 0);
+      if (crc32c(copy.data(), copy.size()) != getU32(h + 44)) break;
+      Type type = Type(uint8_t(h[4]));
+      uint64_t chunk = getU64(h + 8), epoch = getU64(h + 16), seq = getU64(h + 24);
+      if (type == kAppend) {
+        Record r;
+        r.chunk = ChunkId(chunk);
+        r.shard = uint8_t(h[5]);
+        r.epoch = epoch;
+        r.seq = seq;
+        r.offset = getU64(h + 32);
+        size_t blocks = length / kBlockSize;
+        r.crcs = kj::heapArray<uint32_t>(blocks);
+        for (size_t i = 0; i < blocks; ++i) r.crcs[i] = getU32(h + kHeader + 4 * i);
+        r.data = kj::heapArray<kj::byte>(length);
+        memcpy(r.data.begin(), h + kHeader + blocks * 4, length);
+        auto& recs = chunks[chunk];
+        auto key = std::make_pair(epoch, seq);
+        auto old = recs.find(key);
+        if (old != recs.end()) live[old->second.segment]--;
+        live[seg]++;
+        recs[key] = Entry{kj::mv(r), seg};
+      } else if (type == kTrim) {
+        forgetChunk(chunk, [&](std::pair<uint64_t, uint64_t> k) {
+          return k > std::make_pair(epoch, seq);
+        });
+      } else if (type == kDrop) {
+        forgetChunk(chunk, [](std::pair<uint64_t, uint64_t>) { return false; });
+      } else {
+        break;
+      }
+      pos += size;
+    }
+    if (pos != bytes.size()) {
+      // Never acknowledged (a torn group commit) — or damage, behind which nothing is trusted.
+      log::warn("chunk log ", path.c_str(), ": cut a damaged tail of ", bytes.size() - pos,
+                " bytes");
+      if (::ftruncate(fd, off_t(pos)) != 0 || ::fdatasync(fd) != 0) {
+        int err = errno;
+        ::close(fd);
+        return ioError("cannot cut", path, err);
+      }
+    }
+    ::close(fd);
+  }
+  // Appends go to a new segment after the last one read (whose tail may have been cut).
+  uint64_t seg = segments.empty() ? 1 : segments.back() + 1;
+  auto self = kj::heap<ChunkLog>(dir, config, -1, seg, 0, kj::mv(chunks), kj::mv(live));
+  std::string path = self->segmentPath(seg);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ioError("cannot create", path, errno);
+  self->fd_ = fd;
+  self->live_[seg] += 0;
+  if (Status s = ShardFile::syncDirectory(dir); !s) return s.error();
+  for (auto& [chunk, recs] : self->chunks_) {
+    for (auto& [key, e] : recs) self->bytes_ += e.record.data.size();
+  }
+  self->collect();
+  return kj::mv(self);
+}
+
+ChunkLog::ChunkLog(std::string dir, Config config, int fd, uint64_t segment, uint64_t segmentSize,
+                   std::unordered_map<uint64_t, ChunkRecords> chunks,
+                   std::map<uint64_t, uint64_t> live)
+    : dir_(kj::mv(dir)),
+      config_(config),
+      fd_(fd),
+      segment_(segment),
+      segmentSize_(segmentSize),
+      chunks_(kj::mv(chunks)),
+      live_(kj::mv(live)) {}
+
+ChunkLog::~ChunkLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ChunkLog::queue(std::string bytes) {
+  if (segmentSize_ > 0 && segmentSize_ + bytes.size() > config_.segmentBytes) {
+    ++segment_;
+    segmentSize_ = 0;
+    live_[segment_] += 0;
+    pending_.push_back(Batch{"", segment_});
+  }
+  segmentSize_ += bytes.size();
+  if (pending_.empty() || pending_.back().rollTo) {
+    pending_.push_back(Batch{kj::mv(bytes), std::nullopt});
+  } else {
+    pending_.back().bytes += bytes;
+  }
+}
+
+void ChunkLog::add(Entry entry) {
+  auto& recs = chunks_[entry.record.chunk.value];
+  auto key = std::make_pair(entry.record.epoch, entry.record.seq);
+  auto old = recs.find(key);
+  if (old != recs.end()) forget(old, recs);
+  bytes_ += entry.record.data.size();
+  live_[entry.segment]++;
+  recs.emplace(key, kj::mv(entry));
+}
+
+void ChunkLog::forget(ChunkRecords::iterator it, ChunkRecords& records) {
+  bytes_ -= it->second.record.data.size();
+  live_[it->second.segment]--;
+  records.erase(it);
+}
+
+kj::Promise<Status> ChunkLog::append(Record r) {
+  if (r.chunk.value == 0) return Status(Error{Errc::kInvalid, "chunk id 0"});
+  if (r.shard >= kMaxShards) return Status(Error{Errc::kInvalid, "shard index out of range"});
+  if (r.data.size() == 0) return Status(Error{Errc::kInvalid, "empty log record"});
+  if (auto s = checkRange(r.offset, r.data.size()); !s) return s;
+  if (auto s = verifyBlocks(r.offset, r.data, r.crcs); !s) return s;
+  if (broken_) return Status(*broken_);
+  if (bytes_ + r.data.size() > config_.memoryLimit) {
+    return Status(Error{Errc::kBusy, "chunk log full (" + std::to_string(bytes_) +
+                                         " bytes unapplied)"});
+  }
+  queue(encode(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data));
+  counters_.appended++;
+  add(Entry{kj::mv(r), segment_});
+  return flush();
+}
+
+kj::Promise<Status> ChunkLog::trim(ChunkId chunk, uint64_t epoch, uint64_t seq) {
+  auto c = chunks_.find(chunk.value);
+  if (c == chunks_.end()) return Status();
+  auto& recs = c->second;
+  bool any = false;
+  while (!recs.empty() && recs.begin()->first <= std::make_pair(epoch, seq)) {
+    forget(recs.begin(), recs);
+    counters_.trimmed++;
+    any = true;
+  }
+  if (recs.empty()) chunks_.erase(c);
+  if (!any) return Status();
+  if (broken_) return Status(*broken_);
+  queue(encode(kTrim, chunk, 0, epoch, seq, 0, nullptr, nullptr));
+  return flush();
+}
+
+kj::Promise<Status> ChunkLog::drop(ChunkId chunk) {
+  auto c = chunks_.find(chunk.value);
+  if (c == chunks_.end()) return Status();
+  while (!c->second.empty()) forget(c->second.begin(), c->second);
+  chunks_.erase(c);
+  if (broken_) return Status(*broken_);
+  queue(encode(kDrop, chunk, 0, 0, 0, 0, nullptr, nullptr));
+  return flush();
+}
+
+void ChunkLog::overlay(ChunkId chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                       kj::ArrayPtr<uint32_t> crcs) const {
+  auto c = chunks_.find(chunk.value);
+  if (c == chunks_.end()) return;
+  uint64_t end = offset + out.size();
+  // In (epoch, seq) order: a later record's blocks land over an earlier one's.
+  for (auto& [key, e] : c->second) {
+    const Record& r = e.record;
+    if (r.shard != shard) continue;
+    uint64_t lo = std::max(offset, r.offset), hi = std::min(end, r.offset + r.data.size());
+    if (lo >= hi) continue;
+    memcpy(out.begin() + (lo - offset), r.data.begin() + (lo - r.offset), hi - lo);
+    for (uint64_t b = lo; b < hi; b += kBlockSize) {
+      crcs[(b - offset) / kBlockSize] = r.crcs[(b - r.offset) / kBlockSize];
+    }
+  }
+}
+
+std::vector<const ChunkLog::Record*> ChunkLog::records(ChunkId chunk, int shard, uint64_t lo,
+                                                       uint64_t hi) const {
+  std::vector<const Record*> out;
+  auto c = chunks_.find(chunk.value);
+  if (c == chunks_.end()) return out;
+  for (auto& [key, e] : c->second) {
+    const Record& r = e.record;
+    if (shard >= 0 && r.shard != shard) continue;
+    if (r.offset >= hi || r.offset + r.data.size() <= lo) continue;
+    out.push_back(&r);
+  }
+  return out;
+}
+
+size_t ChunkLog::count(ChunkId chunk) const {
+  auto c = chunks_.find(chunk.value);
+  return c == chunks_.end() ? 0 : c->second.size();
+}
+
+ChunkLog::Stats ChunkLog::stats() const {
+  Stats s = counters_;
+  for (auto& [chunk, recs] : chunks_) s.records += recs.size();
+  s.bytes = bytes_;
+  s.segments = live_.size();
+  return s;
+}
+
+// Group commit, as in chunk/epochs.cc: what is queued when a write starts goes in it, what
+// comes while it runs shares the next. After a failed write the segment may end in a partial
+// record behind which later ones would be lost at the next open: the log then refuses all.
+kj::Promise<Status> ChunkLog::flush() {
+  KJ_IF_MAYBE(next, next_) { return next->addBranch(); }
+  auto start = [this]() -> kj::Promise<Status> {
+    if (broken_) return Status(*broken_);
+    auto batches = kj::heap<std::vector<Batch>>(kj::mv(pending_));
+    pending_.clear();
+    next_ = nullptr;
+    auto& work = *batches;
+    return worker_
+        .run([this, &work]() -> Status {
+          for (auto& b : work) {
+            if (b.rollTo) {
+              if (::fdatasync(fd_) != 0) return ioError("cannot sync", segmentPath(*b.rollTo - 1), errno);
+              std::string path = segmentPath(*b.rollTo);
+              int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+              if (fd < 0) return ioError("cannot create", path, errno);
+              ::close(fd_);
+              fd_ = fd;
+              if (Status s = ShardFile::syncDirectory(dir_); !s) return s;
+              continue;
+            }
+            size_t done = 0;
+            while (done < b.bytes.size()) {
+              ssize_t n = ::write(fd_, b.bytes.data() + done, b.bytes.size() - done);
+              if (n < 0) {
+                if (errno == EINTR) continue;
+                return ioError("cannot write", dir_ + "/log", errno);
+              }
+              done += size_t(n);
+            }
+          }
+          if (::fdatasync(fd_) != 0) return ioError("cannot sync", dir_ + "/log", errno);
+          return Status();
+        })
+        .then([this](Status s) {
+          if (!s && !broken_) {
+            log::error("chunk log ", dir_.c_str(), ": ", s.error().toString().c_str());
+            broken_ = s.error();
+          }
+          if (s) collect();
+          return s;
+        })
+        .attach(kj::mv(batches));
+  };
+  kj::Promise<void> ready = kj::READY_NOW;
+  KJ_IF_MAYBE(running, running_) { ready = running->addBranch(); }
+  auto batch = ready.then(kj::mv(start)).fork();
+  running_ = batch.addBranch().ignoreResult().fork();
+  auto result = batch.addBranch();
+  next_ = kj::mv(batch);
+  return result;
+}
+
+void ChunkLog::collect() {
+  // Move the live records out of the oldest segment when there are too many segments.
+  if (live_.size() > config_.maxSegments && !broken_) {
+    uint64_t oldest = live_.begin()->first;
+    if (oldest != segment_ && live_.begin()->second > 0) {
+      std::vector<std::pair<uint64_t, std::pair<uint64_t, uint64_t>>> moves;
+      for (auto& [chunk, recs] : chunks_) {
+        for (auto& [key, e] : recs) {
+          if (e.segment == oldest) moves.push_back({chunk, key});
+        }
+      }
+      for (auto& [chunk, key] : moves) {
+        Entry& e = chunks_[chunk][key];
+        const Record& r = e.record;
+        queue(encode(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data));
+        live_[e.segment]--;
+        e.segment = segment_;
+        live_[segment_]++;
+      }
+      // Deleted after the next flush, which makes the moved copies durable.
+      flush().detach([](kj::Exception&&) {});
+      return;
+    }
+  }
+  std::vector<std::string> doomed;
+  while (live_.size() > 1 && live_.begin()->first != segment_ && live_.begin()->second == 0) {
+    doomed.push_back(segmentPath(live_.begin()->first));
+    live_.erase(live_.begin());
+  }
+  if (doomed.empty()) return;
+  worker_
+      .run([doomed = kj::mv(doomed)] {
+        for (auto& p : doomed) ::unlink(p.c_str());
+      })
+      .detach([](kj::Exception&&) {});
+}
+
+}  // namespace tessera::chunk

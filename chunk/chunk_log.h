@@ -1,0 +1,130 @@
+// chunk/chunk_log.h — this chunk server's share of the per-chunk write logs of DESIGN.md rule 2.
+//
+// A small write to an ec(k,m) chunk is not written into its stripe at once: the lease holder
+// appends it as a record {chunk, shard, epoch, seq, shard offset, whole 4 KiB blocks} to m + 1
+// of the chunk's shard servers — always including the server of the data shard it belongs to —
+// and acknowledges it once every one of them has it on disk. Later the holder applies records to
+// the stripes (client/ec_log.h) and trims them here. Until then:
+//   - a read of the data shard on this server returns the newest record's blocks in place of
+//     the stored ones (overlay), unless it asks for the stored bytes (raw: what the stripe's
+//     parity agrees with);
+//   - `records` gives every record of a chunk (or of one shard and range) to a reader that
+//     rebuilds a lost data shard, and to the next lease holder, which applies what a crashed
+//     holder left.
+// "Newest" is the highest (epoch, seq): epochs order lease holders, seq the records of one.
+//
+// On disk: segment files DIR/log.NNNNNNNN of records
+//   magic u32 'TLG1', type u8 (1 append, 2 trim, 3 drop), shard u8, zero u16,
+//   chunk u64, epoch u64, seq u64, offset u64, length u32 (data bytes), crc u32,
+//   then length / 4096 block CRCs (u32) and the data
+// (little-endian; crc = crc32c of the whole record with the crc field zero). A trim drops the
+// chunk's records with (epoch, seq) <= its own; a drop removes all of them (the chunk was
+// removed here, or its shard here was rebuilt: its records describe an older copy). Appends,
+// trims and drops are durable (fdatasync, one per batch: group commit) before they resolve.
+// Records live in memory too (bounded: append answers kBusy beyond `memoryLimit` bytes), and
+// are read back from the segments at start, in order; a torn or damaged tail of the last
+// segment is cut (it was never acknowledged). Segments are deleted oldest first once nothing in
+// them is live (trims follow their appends, so nothing trimmed can come back); when the oldest
+// pins too many, its live records are appended again and it goes.
+// Not thread-safe: owned by the chunk server's event loop; file I/O runs on a worker thread.
+#pragma once
+#include <kj/async.h>
+
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/result.h"
+#include "fs/types.h"
+#include "fs/worker.h"
+
+namespace tessera::chunk {
+
+class ChunkLog {
+ public:
+  struct Config {
+    uint64_t memoryLimit = 256ull << 20;  // bytes of record data held
+    uint64_t segmentBytes = 64ull << 20;
+    size_t maxSegments = 4;  // past this, the oldest segment's live records are moved
+  };
+  struct Record {
+    ChunkId chunk;
+    uint8_t shard = 0;
+    uint64_t epoch = 0, seq = 0;
+    uint64_t offset = 0;            // in the shard, a multiple of 4 KiB
+    kj::Array<kj::byte> data;       // whole blocks
+    kj::Array<uint32_t> crcs;       // one per block, as the writer computed them
+  };
+  struct Stats {
+    uint64_t records = 0, bytes = 0, segments = 0, appended = 0, trimmed = 0;
+  };
+
+  // Opens (creating) the log in directory `dir`, reading every record back. Blocks.
+  static Result<kj::Own<ChunkLog>> open(std::string dir, Config config);
+  static Result<kj::Own<ChunkLog>> open(std::string dir) { return open(kj::mv(dir), Config{}); }
+  ~ChunkLog();
+
+  // Durable when resolved. kInvalid for a malformed record (checked here: offset and length
+  // within the shard, whole blocks, CRC list matching the data); kBusy beyond the memory limit.
+  // The caller checks the epoch against the fence first.
+  kj::Promise<Status> append(Record record);
+  // Drops the chunk's records with (epoch, seq) <= (epoch, seq). Durable when resolved.
+  kj::Promise<Status> trim(ChunkId chunk, uint64_t epoch, uint64_t seq);
+  // Drops every record of the chunk. Durable when resolved.
+  kj::Promise<Status> drop(ChunkId chunk);
+
+  // Copies the newest record blocks of (chunk, shard) over `out` (the shard's bytes at
+  // `offset`) and their CRCs over `crcs` (one per block of `out`).
+  void overlay(ChunkId chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+               kj::ArrayPtr<uint32_t> crcs) const;
+  // The chunk's records in (epoch, seq) order: of one shard (shard < 0: all) overlapping shard
+  // range [lo, hi).
+  std::vector<const Record*> records(ChunkId chunk, int shard, uint64_t lo, uint64_t hi) const;
+  size_t count(ChunkId chunk) const;
+  Stats stats() const;
+
+  struct Pos {
+    uint64_t segment = 0;
+  };
+  struct Entry {
+    Record record;
+    uint64_t segment = 0;  // where its append is
+  };
+  using ChunkRecords = std::map<std::pair<uint64_t, uint64_t>, Entry>;  // (epoch, seq)
+  // Needed by kj::heap; use open().
+  ChunkLog(std::string dir, Config config, int fd, uint64_t segment, uint64_t segmentSize,
+           std::unordered_map<uint64_t, ChunkRecords> chunks, std::map<uint64_t, uint64_t> live);
+
+ private:
+  kj::Promise<Status> flush();
+  void add(Entry entry);
+  void forget(ChunkRecords::iterator it, ChunkRecords& records);
+  void queue(std::string bytes);
+  // Deletes/compacts old segments (after a flush).
+  void collect();
+  std::string segmentPath(uint64_t n) const;
+
+  std::string dir_;
+  Config config_;
+  int fd_;                   // the current segment
+  uint64_t segment_;         // its number
+  uint64_t segmentSize_;     // bytes in it, written or queued
+  std::unordered_map<uint64_t, ChunkRecords> chunks_;
+  std::map<uint64_t, uint64_t> live_;  // segment -> live appends in it (every segment on disk)
+  uint64_t bytes_ = 0;
+  Stats counters_;
+  struct Batch {
+    std::string bytes;
+    std::optional<uint64_t> rollTo;  // start segment N before writing the rest
+  };
+  std::vector<Batch> pending_;
+  std::optional<Error> broken_;
+  kj::Maybe<kj::ForkedPromise<Status>> next_;
+  kj::Maybe<kj::ForkedPromise<void>> running_;
+  WorkerThread worker_;
+};
+
+}  // namespace tessera::chunk
