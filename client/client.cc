@@ -159,21 +159,48 @@ kj::Promise<Result<Client::Opened>> Client::openSession() {
 
 kj::Promise<void> Client::keepAliveLoop() {
   auto interval = int64_t(keepaliveMs_) * kj::MILLISECONDS;
-  return timer_.afterDelay(interval).then([this, interval]() -> kj::Promise<void> {
-    // A mutation counts as contact: only an idle client needs to say it is alive.
-    if (timer_.now() - meta_.lastMutation() < interval || renewing_) return keepAliveLoop();
+  // Wakes at least every leasePollMs: a lease taken meanwhile must hear of its recall soon.
+  auto tick = std::min(interval, int64_t(config_.leasePollMs) * kj::MILLISECONDS);
+  return timer_.afterDelay(tick).then([this, interval]() -> kj::Promise<void> {
+    releaseIdle();
+    auto now = timer_.now();
+    // A mutation counts as contact: only an idle client needs to say it is alive — or one
+    // that holds leases, to hear of recalls.
+    bool alive = now - meta_.lastMutation() < interval || now - lastKeepAlive_ < interval;
+    if ((alive && !anyLeaseHeld()) || renewing_) return keepAliveLoop();
+    lastKeepAlive_ = now;
     uint64_t session = session_.value;
+    struct Recall {
+      InodeId inode;
+      uint64_t index, epoch;
+    };
     return meta_
-        .call<bool>("keepAlive", true,
-                    [session](MetaClient m) {
-                      auto req = m.keepAliveRequest();
-                      req.setSession(session);
-                      return req.send().then([](auto r) -> Result<bool> {
-                        auto st = fromWire(r.getError());
-                        if (!st) return st.error();
-                        return true;
-                      });
-                    })
+        .call<std::vector<Recall>>(
+            "keepAlive", true,
+            [session](MetaClient m) {
+              auto req = m.keepAliveRequest();
+              req.setSession(session);
+              return req.send().then([](auto r) -> Result<std::vector<Recall>> {
+                auto st = fromWire(r.getError());
+                if (!st) return st.error();
+                std::vector<Recall> out;
+                for (auto l : r.getRecalled()) {
+                  out.push_back(Recall{InodeId(l.getInode()), l.getIndex(), l.getEpoch()});
+                  if (out.size() >= 100'000) break;
+                }
+                return out;
+              });
+            })
+        .then([this](Result<std::vector<Recall>> r) {
+          if (!r) return Result<bool>(r.error());
+          for (auto& recall : *r) {
+            auto it = leases_.find({recall.inode, recall.index});
+            if (it != leases_.end() && it->second.held && it->second.epoch == recall.epoch) {
+              letGo(recall.inode, recall.index, "recalled by the meta leader to move the chunk");
+            }
+          }
+          return Result<bool>(true);
+        })
         .then([this, session](Result<bool> r) -> kj::Promise<void> {
           if (r.code() == Errc::kStale) return renewSession(session).ignoreResult();
           // The link logs a lost leader once; the next round tries again.
@@ -210,6 +237,8 @@ kj::Promise<bool> Client::renewSession(uint64_t stale) {
         }
         session_ = SessionId(opened->session);
         meta_.setSession(opened->session);
+        // The expired session's leases went with it.
+        for (auto& [key, use] : leases_) use.held = false;
         log::info("session ", opened->session, " replaces expired session ", renewingFrom_);
         return reopenAll(kj::mv(held), 0).then([] { return true; });
       });
@@ -403,14 +432,16 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
                 -> kj::Promise<Result<std::optional<ChunkDesc>>> {
         if (!c || !*c) return kj::mv(c);
         // It exists: cutting it is a write, under its lease.
-        auto* f = find(inode);
-        if (!f) return Result<std::optional<ChunkDesc>>(Error{Errc::kStale, "file closed"});
-        return chunk(*f, index, true);
+        return useLease(inode, index).then([](Result<ChunkDesc> c) {
+          if (!c) return Result<std::optional<ChunkDesc>>(c.error());
+          return Result<std::optional<ChunkDesc>>(std::optional<ChunkDesc>(kj::mv(*c)));
+        });
       })
       .then([this, inode, newSize](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
         if (!c) return Status(c.error());
         if (!*c) return Status();
         auto desc = **c;
+        auto used = kj::defer([this, inode, index = desc.index] { endUse(inode, index); });
         return data_.truncate(desc, newSize % kChunkSize)
             .then([this, inode, desc](Result<uint32_t> missed) -> kj::Promise<Status> {
               if (!missed) {
@@ -421,8 +452,45 @@ kj::Promise<Status> Client::truncateData(FileState& f, uint64_t newSize) {
                 if (!c) return c.error();
                 return Status();
               });
-            });
+            })
+            .attach(kj::mv(used));
       });
+}
+
+std::map<uint64_t, Client::Unsynced> Client::takeUnsynced(InodeId inode, uint64_t index) {
+  std::map<uint64_t, Unsynced> out;
+  auto* f = find(inode);
+  std::map<uint64_t, Unsynced>* from = f ? &f->unsynced : nullptr;
+  if (!f) {
+    auto closed = closedUnsynced_.find(inode);
+    if (closed != closedUnsynced_.end()) from = &closed->second;
+  }
+  if (!from) return out;
+  auto u = from->find(index);
+  if (u != from->end()) {
+    out.emplace(index, u->second);
+    from->erase(u);
+  }
+  return out;
+}
+
+void Client::restoreUnsynced(InodeId inode, const std::map<uint64_t, Unsynced>& chunks) {
+  auto* f = find(inode);
+  auto& to = f ? f->unsynced : closedUnsynced_[inode];
+  for (auto& [index, u] : chunks) {
+    auto& back = to[index];
+    back.chunk = u.chunk;
+    back.shards |= u.shards;
+  }
+}
+
+void Client::uncacheLease(InodeId inode, uint64_t index, uint64_t epoch) {
+  auto* f = find(inode);
+  if (!f) return;
+  auto it = f->chunks.find(index);
+  if (it != f->chunks.end() && it->second.epoch == epoch && it->second.leaseSession == session_) {
+    it->second.leaseSession = SessionId();
+  }
 }
 
 void Client::forgetChunksFrom(FileState& f, uint64_t first) {
@@ -431,6 +499,7 @@ void Client::forgetChunksFrom(FileState& f, uint64_t first) {
   f.fresh.erase(f.fresh.lower_bound(first), f.fresh.end());
   f.absent.erase(f.absent.lower_bound(first), f.absent.end());
   f.unsynced.erase(f.unsynced.lower_bound(first), f.unsynced.end());
+  forgetLeases(f.inode, first);
 }
 
 kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32_t mode,
@@ -741,6 +810,8 @@ kj::Promise<Status> Client::release(InodeId inode) {
         .then([this, inode, flushed](Result<bool> r) -> Status {
           if (auto* f = find(inode)) {
             if (f->opens > 0) f->opens--;
+            // The session's last handle: the meta server dropped its leases on the file.
+            if (f->opens == 0) forgetLeases(inode);
             if (f->opens == 0) f->writeError.reset();
             dropIfIdle(inode);
           }
@@ -756,8 +827,22 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
   using R = Result<std::optional<ChunkDesc>>;
   auto cached = f.chunks.find(index);
   // A writer needs the chunk's write lease; a reader any descriptor.
-  if (cached != f.chunks.end() && (!allocate || cached->second.leaseSession == session_)) {
+  if (cached != f.chunks.end() && (!allocate || holds(f.inode, index, cached->second))) {
     return R(std::optional<ChunkDesc>(cached->second));
+  }
+  if (allocate) {
+    // The lease is being given back: ask again only once the release is applied.
+    auto lease = leases_.find({f.inode, index});
+    if (lease != leases_.end()) {
+      KJ_IF_MAYBE(releasing, lease->second.releasing) {
+        InodeId inode = f.inode;
+        return releasing->addBranch().then([this, inode, index]() -> kj::Promise<R> {
+          auto* f = find(inode);
+          if (!f) return R(Error{Errc::kStale, "file closed"});
+          return chunk(*f, index, true);
+        });
+      }
+    }
   }
   auto busy = f.allocating.find(index);
   if (busy != f.allocating.end()) {
@@ -817,6 +902,7 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
                     auto* f = find(inode);
                     if (f) f->allocating.erase(index);
                     if (!a) return a.error();
+                    noteLeased(inode, a->chunk);
                     log::debug("inode ", inode.value, " index ", index, ": chunk ",
                                a->chunk.id.value, " leased at epoch ", a->chunk.epoch,
                                a->created ? " (new)" : "");
@@ -953,6 +1039,14 @@ kj::Promise<Result<ChunkDesc>> Client::markStale(InodeId inode, const ChunkDesc&
       });
 }
 
+kj::Promise<Status> Client::drainChunkLog(InodeId inode, uint64_t index) {
+  auto* f = find(inode);
+  if (!f) return Status();
+  auto c = f->chunks.find(index);
+  if (c == f->chunks.end()) return Status();
+  return data_.drainLog(c->second.id);
+}
+
 // A chunk server refused a write because the lease moved on: forget that we held it, so the
 // next write asks again, and fail this one — its data must not land after the new holder's.
 void Client::leaseLost(InodeId inode, const ChunkDesc& chunk) {
@@ -965,6 +1059,8 @@ void Client::leaseLost(InodeId inode, const ChunkDesc& chunk) {
       it->second.leaseSession = SessionId();
     }
   }
+  auto lease = leases_.find({inode, chunk.index});
+  if (lease != leases_.end() && lease->second.epoch == chunk.epoch) lease->second.held = false;
 }
 
 kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
@@ -977,11 +1073,11 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
     uint64_t chunkOff = pos % kChunkSize;
     uint64_t n = std::min(end - pos, kChunkSize - chunkOff);
     auto piece = data.slice(pos - off, pos - off + n);
-    parts.add(chunk(f, index, true)
+    parts.add(useLease(inode, index)
                   .then([this, inode, chunkOff, piece,
-                         sync](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
+                         sync](Result<ChunkDesc> c) -> kj::Promise<Status> {
                     if (!c) return Status(c.error());
-                    auto desc = **c;
+                    auto desc = *c;
                     std::shared_ptr<FreshChunk> fresh;
                     if (auto* f = find(inode)) {
                       auto it = f->fresh.find(desc.index);
@@ -1010,7 +1106,10 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                             u.shards |= shards & ~written->staleShards;
                           }
                           return Status();
-                        });
+                        })
+                        .attach(kj::defer([this, inode, index = desc.index] {
+                          endUse(inode, index);
+                        }));
                   }));
     pos += n;
   }
@@ -1310,6 +1409,17 @@ kj::Promise<Status> Client::syncShards(FileState& f) {
   auto chunks = std::move(f.unsynced);
   f.unsynced.clear();
   InodeId inode = f.inode;
+  // A lease given back meanwhile waits for this sync (client_leases.cc).
+  std::vector<uint64_t> used;
+  for (auto& [index, u] : chunks) {
+    if (leases_.count({inode, index})) {
+      beginUse(inode, index);
+      used.push_back(index);
+    }
+  }
+  auto ended = kj::defer([this, inode, used = kj::mv(used)] {
+    for (uint64_t index : used) endUse(inode, index);
+  });
   auto syncing = syncChunks(inode, chunks);
   return syncing.then([this, inode, chunks = kj::mv(chunks)](Status s) mutable {
     // Not durable: keep them, so the next fsync tries again (and fails again if lost).
@@ -1323,7 +1433,7 @@ kj::Promise<Status> Client::syncShards(FileState& f) {
       }
     }
     return s;
-  });
+  }).attach(kj::mv(ended));
 }
 
 // Sync what closed files left unsynced once too many are remembered; arbitrary ones go first.

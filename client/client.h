@@ -18,6 +18,15 @@
 // wholly past it are dropped by the meta server, and the rest of the stripe that holds the new
 // last byte is zeroed by the client first.
 //
+// Write leases (client_leases.cc): a chunk is written only under this session's lease, taken
+// at the first write and kept while it is used. It is given back — after the writes under it
+// finished and what they wrote is synced — when the meta leader recalls it (a repair, drain or
+// rebalance wants to move the chunk; heard in keepAlive replies, polled every leasePollMs while
+// leases are held) or when it was not used for leaseIdleMs; and, all of a file's at once, when
+// the file is closed. A write that needs the lease again waits until the release is done
+// before it asks (a release applied after the new grant would take the new lease away), and
+// then retries while the chunk is busy (moving): it sees latency, not an error.
+//
 // Sizes: the meta server stores a file's size; a write past the end grows the size this client
 // reports at once and commits it (commitWrite) on flush, fsync and release.
 //
@@ -59,6 +68,12 @@ struct ClientConfig {
   // write in place.
   bool ecLog = true;
   uint64_t ecLogApplyDelayMs = 20;  // how long a chunk's records wait for more before applying
+  // A write lease not used for this long is given back (what was written under it synced
+  // first); 0: leases are kept until the file is closed.
+  uint64_t leaseIdleMs = 5'000;
+  // How often a client that holds write leases asks the meta leader whether one was recalled
+  // (for a move of its chunk); more than 0.
+  uint64_t leasePollMs = 500;
 };
 
 struct DirEntry {
@@ -162,6 +177,9 @@ class Client {
   kj::Promise<Result<ChunkDesc>> markStale(InodeId inode, const ChunkDesc& chunk, uint32_t shards,
                                            bool resynced = false);
   void leaseLost(InodeId inode, const ChunkDesc& chunk);
+  // Applies what the chunk's write log holds of this client's writes (DataPath::drainLog).
+  kj::Promise<Status> drainChunkLog(InodeId inode, uint64_t index);
+
   kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
                                    bool sync);
   // Starts writing the pending buffer out; the returned promise is for callers that wait.
@@ -184,6 +202,39 @@ class Client {
   kj::Promise<Status> truncateData(FileState& f, uint64_t newSize);
   // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
   void forgetChunksFrom(FileState& f, uint64_t first);
+
+  // --- write leases held (client_leases.cc) ---
+  struct LeaseUse {
+    bool held = false;  // granted to this session, not given back nor lost
+    uint64_t epoch = 0;
+    int inflight = 0;   // writes and syncs under the lease now
+    kj::TimePoint lastUse = kj::origin<kj::TimePoint>();
+    std::vector<kj::Own<kj::PromiseFulfiller<void>>> idle;  // woken when inflight is 0
+    kj::Maybe<kj::ForkedPromise<void>> releasing;           // letGo under way
+  };
+  using LeaseKey = std::pair<InodeId, uint64_t>;
+  // The lease on `chunk` was granted to this session.
+  void noteLeased(InodeId inode, const ChunkDesc& chunk);
+  // Whether this session holds the lease of `chunk` (as cached) and may write it now.
+  bool holds(InodeId inode, uint64_t index, const ChunkDesc& chunk) const;
+  // The chunk at `index` under this session's lease, counted in use until endUse.
+  kj::Promise<Result<ChunkDesc>> useLease(InodeId inode, uint64_t index);
+  void beginUse(InodeId inode, uint64_t index);
+  void endUse(InodeId inode, uint64_t index);
+  // Gives the lease back once the writes under it are done and synced (recalled, or idle).
+  void letGo(InodeId inode, uint64_t index, const char* why);
+  kj::Promise<void> releaseLease(InodeId inode, uint64_t index, uint64_t epoch);
+  // Leases unused for leaseIdleMs go.
+  void releaseIdle();
+  bool anyLeaseHeld() const;
+  // The leases of `inode` at `first` and later are gone (close, truncate): forget them.
+  void forgetLeases(InodeId inode, uint64_t first = 0);
+  // What was written to the chunk at `index` and not synced (taken out of the file's list, or
+  // of the list its last close left), and putting it back (client.cc).
+  std::map<uint64_t, Unsynced> takeUnsynced(InodeId inode, uint64_t index);
+  void restoreUnsynced(InodeId inode, const std::map<uint64_t, Unsynced>& chunks);
+  // The cached descriptor of the chunk no longer counts as leased at `epoch`.
+  void uncacheLease(InodeId inode, uint64_t index, uint64_t epoch);
 
   // --- the session (start, keepalive, renewal after expiry) ---
   struct Opened {
@@ -211,7 +262,9 @@ class Client {
     void taskFailed(kj::Exception&& e) override;
   } taskErrors_;
   kj::TaskSet tasks_{taskErrors_};
+  std::map<LeaseKey, LeaseUse> leases_;
   uint64_t keepaliveMs_ = 10'000;
+  kj::TimePoint lastKeepAlive_ = kj::origin<kj::TimePoint>();
   bool renewing_ = false;
   uint64_t renewingFrom_ = 0;  // the expired session being replaced
   kj::Maybe<kj::ForkedPromise<bool>> renewal_;

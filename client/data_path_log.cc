@@ -374,13 +374,13 @@ kj::Promise<Status> DataPath::applyNow(uint64_t id) {
     });
   };
   return applyRecords(lc->chunk, kj::mv(batch))
-      .then(markMissed)
+      .then(kj::cp(markMissed))  // a copy: then() keeps a reference to an lvalue
       .then([this, lc, holders, last, current](Status r) -> kj::Promise<Result<uint32_t>> {
         if (!r) return Result<uint32_t>(r.error());
         if (!current()) return Result<uint32_t>(0u);
         return trimLog(lc->chunk, holders, lc->chunk.epoch, last);
       })
-      .then(markMissed)
+      .then(kj::cp(markMissed))  // a copy: then() keeps a reference to an lvalue
       .then([this, id, lc, last, count, current](Status r) -> Status {
         log::debug("chunk ", id, ": applied up to ", last, ": ", r ? "ok" : r.error().toString().c_str());
         lc->applying = false;

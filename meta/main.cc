@@ -116,6 +116,9 @@ int main(int argc, char** argv) {
        "a mount silent this long loses its session: its open files are released")
       ("lease-timeout", po::value<std::string>()->default_value("10s"),
        "a write lease whose holder is silent this long may move to another mount")
+      ("recall-hold", po::value<std::string>()->default_value("5s"),
+       "a write lease recalled for a move (repair, drain, rebalance) is refused to new grants "
+       "this long at most while the move waits or runs; then writers get it back")
       ("id", po::value<uint64_t>()->default_value(1), "this server's member id in the group")
       ("peers", po::value<std::string>(),
        "every member of a new group, this one included: ID=HOST:PORT,ID=HOST:PORT,...")
@@ -151,6 +154,8 @@ int main(int argc, char** argv) {
   if (!sessionTimeout || *sessionTimeout == 0) return fail("bad --session-timeout");
   auto leaseTimeout = parseDurationMs(vm["lease-timeout"].as<std::string>());
   if (!leaseTimeout || *leaseTimeout == 0) return fail("bad --lease-timeout");
+  auto recallHold = parseDurationMs(vm["recall-hold"].as<std::string>());
+  if (!recallHold || *recallHold == 0) return fail("bad --recall-hold");
   auto placement = meta::parsePlacementMode(vm["placement"].as<std::string>());
   if (!placement) return fail("--placement: " + placement.error().detail);
   std::string level = vm["log-level"].as<std::string>();
@@ -238,6 +243,7 @@ int main(int argc, char** argv) {
   config.repairGraceMs = *repairGrace;
   config.sessionTimeoutMs = *sessionTimeout;
   config.leaseTimeoutMs = *leaseTimeout;
+  config.recallHoldMs = *recallHold;
   config.seed = randomU64();
   config.placement = *placement;
   config.rootPolicy = *policy;

@@ -39,6 +39,12 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
   if (!existing->empty()) {
     chunk = existing->front();
     SessionId holder = chunk.leaseSession;
+    // A move of the chunk waits for its lease or runs (meta/lease_recall.h): new grants wait,
+    // for at most the recall hold time. The holder keeps what it holds.
+    if (holder != session && repair_ && repair_->leaseBusy(inode, index)) {
+      return fail(Error{Errc::kBusy, "chunk " + std::to_string(chunk.id.value) +
+                                         " is being moved; its write lease is held back"});
+    }
     // Held by this session already: still through the log, so that a retried request whose
     // first try was applied gets that first answer (with `created`) from the stored reply.
     if (holder && holder != session) {
@@ -80,6 +86,7 @@ kj::Promise<void> MetaService::releaseLeases(ReleaseLeasesContext context) {
            r.setSession(p.getSession());
            r.setInode(p.getInode());
            r.setIndexes(p.getIndexes());
+           r.setEpochs(p.getEpochs());
          })
       .then([context](Result<Applied> r) mutable {
         auto error = context.getResults().initError();

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <cmath>
 #include <set>
 
 #include <capnp/message.h>
@@ -740,6 +741,7 @@ kj::Promise<void> MetaService::status(StatusContext context) {
   fillStatFs(results.initStat());
   fillRepairStatus(results.initRepair());
   scrub_.fillDamaged(results.initDamaged(uint32_t(scrub_.damagedCount())));
+  fillRebalanceStatus(results.initRebalance());
   return kj::READY_NOW;
 }
 
@@ -893,6 +895,15 @@ kj::Promise<void> MetaService::keepAlive(KeepAliveContext context) {
   it->second.lastContact = timer_.now();
   okToWire(results.initError());
   results.setTimeoutMs(config_.sessionTimeoutMs);
+  if (repair_) {
+    auto recalled = repair_->recalledFrom(id);
+    auto list = results.initRecalled(uint32_t(recalled.size()));
+    for (size_t i = 0; i < recalled.size(); ++i) {
+      list[i].setInode(recalled[i].inode.value);
+      list[i].setIndex(recalled[i].index);
+      list[i].setEpoch(recalled[i].epoch);
+    }
+  }
   return kj::READY_NOW;
 }
 
@@ -902,6 +913,7 @@ void MetaService::enableRepair(kj::Network& network) {
   Repair::Config c;
   c.graceMs = config_.repairGraceMs;
   c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
+  c.recallHoldMs = config_.recallHoldMs;
   repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
   scrub_.onDamaged = [this](ChunkId chunk, int shard, ServerId server) {
     if (repair_) repair_->reportDamaged(chunk, shard, server);
@@ -921,6 +933,8 @@ ServerMap MetaService::serverMap() {
     v.up = s.up;
     v.draining = s.record.draining;
     v.freeBytes = s.freeBytes;
+    v.capacityBytes = s.capacityBytes;
+    v.usedBytes = s.usedBytes;
     // Down since it missed its heartbeats for the server timeout.
     uint64_t silentMs =
         now > s.lastHeartbeat ? uint64_t((now - s.lastHeartbeat) / kj::MILLISECONDS) : 0;
@@ -928,6 +942,20 @@ ServerMap MetaService::serverMap() {
     out.emplace(id, std::move(v));
   }
   return out;
+}
+
+void MetaService::fillRebalanceStatus(proto::RebalanceStatus::Builder b) {
+  if (!repair_) return;
+  auto st = repair_->rebalanceStats();
+  b.setActive(st.queued + st.running > 0);
+  b.setBandPct(st.bandPct);
+  b.setPlanned(st.planned);
+  b.setQueued(st.queued);
+  b.setRunning(st.running);
+  b.setDone(st.done);
+  b.setFailed(st.failed);
+  b.setBytesPlanned(st.bytesPlanned);
+  b.setBytesMoved(st.bytesMoved);
 }
 
 void MetaService::fillRepairStatus(proto::RepairStatus::Builder b) {

@@ -36,6 +36,9 @@ struct MetaConfig {
   uint64_t seed = 0;                      // placement randomness
   uint64_t repairGraceMs = 600'000;       // a chunk server down this long has its shards rebuilt
   PlacementMode placement = PlacementMode::kStrict;  // --placement strict|degraded
+  // How long a recalled write lease is refused to new grants while its chunk moves
+  // (meta/lease_recall.h); then the writer gets it back and the move is tried later.
+  uint64_t recallHoldMs = 5'000;
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -91,6 +94,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> drainServer(DrainServerContext context) override;
   kj::Promise<void> removeServer(RemoveServerContext context) override;
   kj::Promise<void> scrub(ScrubContext context) override;
+  kj::Promise<void> rebalance(RebalanceContext context) override;
 
  private:
   struct ServerState {
@@ -149,6 +153,7 @@ class MetaService final : public proto::MetaService::Server {
   // --- repair (meta/repair.h) ---
   ServerMap serverMap();
   void fillRepairStatus(proto::RepairStatus::Builder b);
+  void fillRebalanceStatus(proto::RebalanceStatus::Builder b);
 
   Namespace& ns_;
   raft::RaftNode& raft_;

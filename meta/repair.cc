@@ -21,7 +21,8 @@ Repair::Repair(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer, kj::Networ
       timer_(timer),
       config_(config),
       peers_(network, timer, config.connectTimeoutMs),
-      rng_(config.seed) {}
+      rng_(config.seed),
+      recalls_(config.recallHoldMs) {}
 
 void Repair::reset() {
   ++generation_;
@@ -32,6 +33,10 @@ void Repair::reset() {
   placedValid_ = false;
   running_.clear();
   perServer_.clear();
+  recalls_.clear();
+  // A rebalance is the leader's soft state: a new leader has none (run it again there).
+  moves_.clear();
+  rebalance_ = RebalanceStats{};
   cursorInode_ = InodeId();
   cursorIndex_ = 0;
   pass_ = Stats{};
@@ -57,6 +62,9 @@ Repair::Stats Repair::stats() const {
 }
 
 void Repair::tick(const ServerMap& servers) {
+  recalls_.expire(timer_.now());
+  // Writers wait for these: first.
+  tickRecalled(servers);
   if (!cursorInode_ && cursorIndex_ == 0) {
     placing_.clear();
     placingMark_ = ns_.idMarks().chunk;
@@ -75,7 +83,7 @@ void Repair::tick(const ServerMap& servers) {
     for (ServerId s : entry.chunk.servers) ++pass_.shardsOn[s];
     if ((!h.repairable.empty() || !h.moves.empty()) && h.health != Health::kLost) {
       if (running_.count(entry.chunk.id)) continue;
-      if (!order(entry, h, servers)) ++pass_.queued;
+      if (order(entry, h, servers) != Ordered::kYes) ++pass_.queued;
     }
   }
   if (batch.size() < config_.scanBatch) {
@@ -98,6 +106,141 @@ void Repair::tick(const ServerMap& servers) {
     cursorInode_ = batch.back().inode;
     cursorIndex_ = batch.back().chunk.index + 1;
   }
+  tickMoves(servers);
+}
+
+std::optional<Namespace::ChunkEntry> Repair::entryOf(InodeId inode, uint64_t index) {
+  auto found = ns_.chunks(inode, index, 1);
+  if (!found || found->empty() || found->front().index != index) return std::nullopt;
+  auto attr = ns_.getattr(inode);
+  if (!attr) return std::nullopt;
+  return Namespace::ChunkEntry{inode, attr->size, found->front()};
+}
+
+void Repair::tickRecalled(const ServerMap& servers) {
+  for (auto [inode, index] : recalls_.inForce(timer_.now())) {
+    auto entry = entryOf(inode, index);
+    if (!entry) {
+      recalls_.finished(inode, index, false);
+      continue;
+    }
+    // Still held (the holder is finishing its writes), or the move runs already.
+    if (entry->chunk.leaseSession || running_.count(entry->chunk.id)) continue;
+    Ordered ordered = Ordered::kNoTarget;
+    auto move = std::find_if(moves_.begin(), moves_.end(), [&](const QueuedMove& q) {
+      return q.move.chunk == entry->chunk.id;
+    });
+    if (move != moves_.end()) {
+      if (tryMove(*move, servers)) {
+        moves_.erase(move);
+        if (running_.count(entry->chunk.id)) ordered = Ordered::kYes;
+      } else {
+        ordered = Ordered::kThrottled;
+      }
+    } else {
+      auto h = assess(entry->chunk, servers, damaged_, config_.graceMs,
+                      [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); });
+      if ((!h.repairable.empty() || !h.moves.empty()) && h.health != Health::kLost) {
+        ordered = order(*entry, h, servers);
+      }
+    }
+    // Nothing to move after all (or nowhere to): the writer may have its lease back now. A
+    // full throttle keeps the recall, within its hold time.
+    if (ordered == Ordered::kNoTarget) recalls_.finished(inode, index, false);
+  }
+}
+
+void Repair::tickMoves(const ServerMap& servers) {
+  size_t n = moves_.size();
+  for (size_t i = 0; i < n && !moves_.empty() && running_.size() < config_.maxOrders; ++i) {
+    QueuedMove q = moves_.front();
+    moves_.pop_front();
+    if (!tryMove(q, servers)) moves_.push_back(q);
+  }
+}
+
+bool Repair::tryMove(QueuedMove& q, const ServerMap& servers) {
+  const PlannedMove& m = q.move;
+  auto drop = [&](const char* why) {
+    log::info("rebalance: dropping the move of shard ", m.chunk.value, ".", m.shard,
+              " from server ", m.from.value, " to ", m.to.value, ": ", why);
+    ++rebalance_.failed;
+    return true;
+  };
+  auto entry = entryOf(m.inode, m.index);
+  if (!entry || entry->chunk.id != m.chunk) return drop("the chunk is gone");
+  const ChunkDesc& chunk = entry->chunk;
+  if (size_t(m.shard) >= chunk.servers.size() || chunk.servers[m.shard] != m.from) {
+    return drop("the shard moved since the plan");
+  }
+  if (std::find(chunk.servers.begin(), chunk.servers.end(), m.to) != chunk.servers.end()) {
+    return drop("the target holds a shard of the chunk now");
+  }
+  auto target = servers.find(m.to);
+  if (target == servers.end() || target->second.draining) {
+    return drop("the target is gone or draining");
+  }
+  if (!target->second.up) return drop("the target is down");
+  if (running_.count(chunk.id)) return false;
+  NotHeldFn held = [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); };
+  auto h = assess(chunk, servers, damaged_, config_.graceMs, held);
+  // Repair first: a chunk with shards missing is not moved (for a while).
+  if (h.health != Health::kHealthy || !h.missing.empty()) {
+    return ++q.waits >= kMoveWaits ? drop("the chunk stayed degraded") : false;
+  }
+  ChunkDesc moved = chunk;
+  moved.servers[m.shard] = m.to;
+  if (assess(moved, servers, {}, config_.graceMs).misplaced && !h.misplaced) {
+    return drop("the placement rules would break");
+  }
+  switch (order(*entry, h, servers, &q)) {
+    case Ordered::kYes: return true;
+    case Ordered::kNoTarget: return drop("the target cannot take it now");
+    case Ordered::kThrottled: return false;
+    case Ordered::kRecalled:
+      return ++q.waits >= kMoveWaits ? drop("its writer did not give the lease back") : false;
+  }
+  return false;
+}
+
+bool Repair::leaseBusy(InodeId inode, uint64_t index) const {
+  return recalls_.holding(inode, index, timer_.now());
+}
+
+std::vector<RecalledLease> Repair::recalledFrom(SessionId session) const {
+  return recalls_.recalledFrom(session, timer_.now());
+}
+
+void Repair::startRebalance(const RebalancePlan& plan, double bandPct) {
+  moves_.clear();
+  ++plan_;
+  uint64_t running = 0;
+  for (auto& [id, o] : running_) running += o.move ? 1 : 0;
+  rebalance_ = RebalanceStats{};
+  rebalance_.bandPct = bandPct;
+  rebalance_.planned = plan.moves.size();
+  for (auto& m : plan.moves) {
+    moves_.push_back(QueuedMove{m, 0, 0, plan_});
+    rebalance_.bytesPlanned += m.bytes;
+  }
+  log::info("rebalance: ", plan.moves.size(), " moves planned (", rebalance_.bytesPlanned,
+            " bytes) to bring every server within ", bandPct, " points of the mean usage ",
+            plan.meanPct, "%", running ? "; moves of an earlier plan still run" : "");
+}
+
+void Repair::stopRebalance() {
+  if (!moves_.empty()) log::info("rebalance: stopped; ", moves_.size(), " queued moves dropped");
+  rebalance_.failed += moves_.size();
+  moves_.clear();
+  ++plan_;
+}
+
+Repair::RebalanceStats Repair::rebalanceStats() const {
+  RebalanceStats s = rebalance_;
+  s.queued = moves_.size();
+  s.running = 0;
+  for (auto& [id, o] : running_) s.running += o.move ? 1 : 0;
+  return s;
 }
 
 ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSet& damaged,
@@ -132,13 +275,13 @@ Repair::Report Repair::check(const ServerMap& servers, size_t max) {
                      [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); });
 }
 
-bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
-                   const ServerMap& servers) {
+Repair::Ordered Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
+                              const ServerMap& servers, const QueuedMove* move) {
   const ChunkDesc& chunk = entry.chunk;
-  // A writer holds the chunk: its writes would race the copy. Wait for the lease to end.
-  if (chunk.leaseSession) return false;
-  if (running_.size() >= config_.maxOrders) return false;
-  int shard = health.repairable.empty() ? health.moves[0] : health.repairable[0];
+  if (running_.size() >= config_.maxOrders) return Ordered::kThrottled;
+  int shard = move                      ? move->move.shard
+              : health.repairable.empty() ? health.moves[0]
+                                          : health.repairable[0];
   std::set<ServerId> excluded;
   for (auto& [id, n] : perServer_) {
     if (n >= config_.maxPerServer) excluded.insert(id);
@@ -153,10 +296,34 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
       excluded.insert(id);
     }
   }
-  auto target = pickTarget(chunk, shard, servers, excluded, rng_);
+  Result<ServerId> target = Error{Errc::kUnavailable, ""};
+  if (move) {
+    if (excluded.count(move->move.to)) return Ordered::kThrottled;
+    target = move->move.to;
+  } else {
+    target = pickTarget(chunk, shard, servers, excluded, rng_);
+  }
   if (!target) {
     log::debug("repair: ", target.error().toString().c_str());
-    return false;
+    // Every target busy with its share of orders is the throttle, not a lack of targets.
+    bool throttled = false;
+    for (auto& [id, n] : perServer_) throttled = throttled || n >= config_.maxPerServer;
+    return throttled ? Ordered::kThrottled : Ordered::kNoTarget;
+  }
+  // A writer holds the chunk: its writes would race the copy. Ask for the lease back; the
+  // move is ordered at a tick after the holder let go (tickRecalled).
+  if (chunk.leaseSession) {
+    auto now = timer_.now();
+    bool already = recalls_.holding(entry.inode, chunk.index, now);
+    // Writers wait for recalled chunks: no more of them at once than moves may run.
+    if (!already && recalls_.countInForce(now) >= config_.maxOrders) return Ordered::kThrottled;
+    if (recalls_.recall(entry.inode, chunk.index, chunk.leaseSession, chunk.epoch, now) &&
+        !already) {
+      log::info("repair: recalling the write lease of chunk ", chunk.id.value, " (epoch ",
+                chunk.epoch, ") from session ", chunk.leaseSession.value, " to move shard ",
+                shard);
+    }
+    return Ordered::kRecalled;
   }
   std::vector<std::string> sources(chunk.servers.size());
   for (size_t i = 0; i < chunk.servers.size(); ++i) {
@@ -171,9 +338,11 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
   uint64_t length = shardLength(chunk.layout, chunkBytes);
   std::string address = servers.at(*target).address;
   uint64_t generation = generation_;
-  running_[chunk.id] = Order{*target, generation};
+  running_[chunk.id] = Order{*target, generation, entry.inode, chunk.index,
+                             move ? std::optional<QueuedMove>(*move) : std::nullopt};
   ++perServer_[*target];
-  log::info("repair: ", health.repairable.empty() ? "moving" : "rebuilding", " shard ",
+  log::info(move ? "rebalance: " : "repair: ",
+            move || health.repairable.empty() ? "moving" : "rebuilding", " shard ",
             chunk.id.value, ".", shard, " (",
             chunk.layout.toString().c_str(), ", ", length, " bytes, was on server ",
             chunk.servers[shard].value, ") on server ", target->value, " at ", address.c_str());
@@ -260,7 +429,7 @@ bool Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health
           finished(chunk.id, generation, true, bytes);
         });
   }));
-  return true;
+  return Ordered::kYes;
 }
 
 void Repair::finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t bytes) {
@@ -269,7 +438,22 @@ void Repair::finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t byte
   if (it == running_.end()) return;
   auto s = perServer_.find(it->second.target);
   if (s != perServer_.end() && --s->second == 0) perServer_.erase(s);
+  Order o = std::move(it->second);
   running_.erase(it);
+  recalls_.finished(o.inode, o.index, ok);
+  if (o.move) {
+    if (o.move->plan != plan_) return;  // of a plan since replaced or stopped
+    if (ok) {
+      ++rebalance_.done;
+      rebalance_.bytesMoved += bytes;
+    } else if (++o.move->attempts < kMoveAttempts) {
+      // A writer that took the chunk back, a copy that failed: try again later.
+      moves_.push_back(*o.move);
+    } else {
+      ++rebalance_.failed;
+    }
+    return;
+  }
   if (ok) {
     ++stats_.done;
     stats_.bytes += bytes;

@@ -19,6 +19,18 @@
 // maxPerServer per target server, one per chunk. A failed order is simply found again by a
 // later pass.
 //
+// Moves under a running writer (meta/lease_recall.h). A chunk whose shard is to be switched
+// now but whose write lease is held is not skipped for good: its lease is recalled, and the
+// chunks with a recall in force are looked at first at every tick, so the move starts within a
+// tick of the holder letting go, while new grants of the chunk wait (busy, bounded).
+//
+// Rebalance (tessera rebalance, meta/rebalance_plan.h). A plan's moves are queued here and
+// ordered like drain moves — same rebuild, same compare-and-set, same throttle — after the
+// repairs a tick found. Each move is checked against the chunk map again when it is ordered
+// (the chunk still there, the shard still on its source, the target up, not draining, not
+// holding a shard of it, placement rules kept); a move that no longer fits is dropped, one
+// whose copy or switch failed is tried again later (at most kMoveAttempts times).
+//
 // Inventories. Chunk servers report which shards they hold (chunk/inventory.h), in full, at
 // registration and then periodically. Conclusions are drawn only from two consecutive complete
 // reports of a server, and only about chunks older than the first of them (id <= the chunk
@@ -38,13 +50,17 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 
+#include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 
 #include "fs/chunk_peers.h"
+#include "meta/lease_recall.h"
 #include "meta/ns/namespace.h"
 #include "meta/raft/raft_node.h"
+#include "meta/rebalance_plan.h"
 #include "meta/repair_plan.h"
 
 namespace tessera::meta {
@@ -75,7 +91,16 @@ class Repair {
     uint64_t rebuildTimeoutMs = 600'000;
     uint64_t connectTimeoutMs = 5'000;
     uint64_t seed = 0;
+    // How long a recalled lease stays refused to new grants while the move waits or runs.
+    uint64_t recallHoldMs = 5'000;
   };
+  struct RebalanceStats {
+    double bandPct = 0;
+    uint64_t planned = 0, queued = 0, running = 0, done = 0, failed = 0;
+    uint64_t bytesPlanned = 0, bytesMoved = 0;
+  };
+  static constexpr unsigned kMoveAttempts = 5;
+  static constexpr unsigned kMoveWaits = 300;
   struct Stats {
     bool passed = false;  // a whole pass over the chunks finished since this node leads
     // Of the last whole pass.
@@ -103,20 +128,52 @@ class Repair {
   void reportDamaged(ChunkId chunk, int shard, ServerId server);
   // Forgets all soft state (leadership gained or lost). Running orders finish unheeded.
   void reset();
+
+  // --- lease recalls (meta/lease_recall.h) ---
+  // Whether acquireLease of the chunk must answer busy now: a move of it waits or runs.
+  bool leaseBusy(InodeId inode, uint64_t index) const;
+  // The leases recalled from `session`, for its keepAlive reply.
+  std::vector<RecalledLease> recalledFrom(SessionId session) const;
+
+  // --- rebalance ---
+  // Queues the plan's moves (dropping those of an earlier plan not started yet).
+  void startRebalance(const RebalancePlan& plan, double bandPct);
+  // Drops the queued moves; running ones finish.
+  void stopRebalance();
+  RebalanceStats rebalanceStats() const;
   // Every chunk's health now (a full scan, for fsck), listing at most `max` bad chunks.
   Report check(const ServerMap& servers, size_t max);
   Stats stats() const;
 
  private:
+  struct QueuedMove {
+    PlannedMove move;
+    unsigned attempts = 0;
+    unsigned waits = 0;  // ticks it could not start for want of a lease or of health
+    uint64_t plan = 0;   // which rebalance it belongs to (plan_)
+  };
   struct Order {
     ServerId target;
     uint64_t generation;
+    InodeId inode;
+    uint64_t index = 0;
+    std::optional<QueuedMove> move;  // a rebalance move
   };
-  // Orders one shard of the chunk rebuilt; false if the throttle, a lease or the lack of a
-  // target holds it back.
-  bool order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
-             const ServerMap& servers);
+  enum class Ordered { kYes, kThrottled, kNoTarget, kRecalled };
+  // Orders one shard of the chunk rebuilt (for a rebalance move: that move's shard on its
+  // target), unless the throttle or the lack of a target holds it back; a leased chunk has its
+  // lease recalled instead.
+  Ordered order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,
+                const ServerMap& servers, const QueuedMove* move = nullptr);
   void finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t bytes);
+  // The chunks whose lease was recalled: their moves, as soon as the lease is back.
+  void tickRecalled(const ServerMap& servers);
+  // Queued rebalance moves, within what the throttle leaves.
+  void tickMoves(const ServerMap& servers);
+  // Checks a queued move against the chunk map now and orders it if it still fits. False if
+  // it is to stay queued; true if it was ordered or dropped (`moves_` entry to go).
+  bool tryMove(QueuedMove& queued, const ServerMap& servers);
+  std::optional<Namespace::ChunkEntry> entryOf(InodeId inode, uint64_t index);
   bool notHeld(uint64_t chunk, int shard, ServerId server) const;
   void findOrphans(ServerId server);
 
@@ -149,6 +206,10 @@ class Repair {
   uint64_t generation_ = 1;
   DamagedSet damaged_;
   std::map<ChunkId, Order> running_;
+  LeaseRecalls recalls_;
+  std::deque<QueuedMove> moves_;
+  RebalanceStats rebalance_;
+  uint64_t plan_ = 0;  // bumped by every start and stop of a rebalance
   std::map<ServerId, unsigned> perServer_;
   // The scan: where the next batch starts, and the counts of the pass under way.
   InodeId cursorInode_;

@@ -22,6 +22,7 @@ struct ServerView {
   bool up = false;
   bool draining = false;  // tessera drain: its shards move off; it takes no new ones
   uint64_t freeBytes = 0;
+  uint64_t capacityBytes = 0, usedBytes = 0;  // from heartbeats: what rebalance evens out
   // How long it has been down (counted as from when this leader took over if it was down
   // then); 0 while up.
   uint64_t downMs = 0;

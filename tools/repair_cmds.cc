@@ -1,6 +1,8 @@
 #include "tools/repair_cmds.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 
@@ -48,7 +50,16 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
   uint32_t max = 100;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--max" && i + 1 < args.size()) {
-      max = uint32_t(std::stoul(args[++i]));
+      // A number, not an exception: bad input is one clear line.
+      const std::string& text = args[++i];
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long n = std::strtoull(text.c_str(), &end, 10);
+      if (text.empty() || text[0] == '-' || *end != '\0' || errno != 0 || n > 10'000) {
+        std::cerr << "tessera: error: --max takes a number from 0 to 10000" << std::endl;
+        return 3;
+      }
+      max = uint32_t(n);
     } else {
       std::cerr << "tessera: error: usage: tessera fsck [--max N]" << std::endl;
       return 3;

@@ -1,5 +1,5 @@
-// tools/repair_cmds.h — the admin command's view of shard health and repair: `tessera fsck`
-// and the repair lines of `tessera status`.
+// tools/repair_cmds.h — the admin command's view of shard health, repair and data moves:
+// `tessera fsck`, drain, remove, rebalance, and their lines in `tessera status`.
 #pragma once
 #include <string>
 #include <vector>
@@ -23,5 +23,14 @@ int removeServer(MetaCluster& cluster, const std::vector<std::string>& args);
 
 // The "chunks" and "repair" lines of `tessera status`.
 void printRepair(proto::RepairStatus::Reader r);
+
+// `tessera rebalance [--dry-run] [--band PCT] [--wait]`: plan moves that bring every live chunk
+// server's disk usage within PCT points (default 10) of the mean, print them (chunk, shard,
+// from -> to, bytes) and, unless --dry-run, start them; --wait shows progress until they are
+// done (exit 1 if some failed). `tessera rebalance --stop` drops the queued moves.
+// (tools/rebalance_cmd.cc)
+int rebalance(MetaCluster& cluster, const std::vector<std::string>& args);
+// The "rebalance" line of `tessera status` (nothing when no rebalance ran).
+void printRebalance(proto::RebalanceStatus::Reader r);
 
 }  // namespace tessera::tools

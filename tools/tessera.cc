@@ -62,6 +62,13 @@ constexpr const char* kUsage =
     "  drain ID [--stop] [--wait]      move every shard off chunk server ID (it keeps serving\n"
     "                                  reads meanwhile); --wait shows progress until done\n"
     "  remove ID                       forget chunk server ID; refused while it holds shards\n"
+    "  rebalance [--dry-run] [--band PCT] [--wait]\n"
+    "                                  move shards so that every live chunk server's disk\n"
+    "                                  usage is within PCT points (default 10) of the mean,\n"
+    "                                  placement rules kept; prints the planned moves (chunk,\n"
+    "                                  shard, from -> to, bytes); --dry-run only prints them;\n"
+    "                                  --wait shows progress until done. --stop drops the\n"
+    "                                  moves not started yet\n"
     "  scrub [--now]                   scrub progress of every chunk server and the damaged\n"
     "                                  shards found; --now first asks every chunk server up\n"
     "                                  to start a pass now\n"
@@ -262,6 +269,7 @@ int status(MetaCluster& cluster) {
   printf("space   %s usable, %s free\n", human(stat.getTotalBytes()).c_str(),
          human(stat.getFreeBytes()).c_str());
   tessera::tools::printRepair(r.getRepair());
+  tessera::tools::printRebalance(r.getRebalance());
   printChunkServers(r);
   tools::printScrubSummary(r);
   fflush(stdout);
@@ -599,7 +607,7 @@ int main(int argc, char** argv) {
     return fail("usage: tessera policy get DIR | tessera policy set DIR POLICY");
   }
   if (cmd[0] != "status" && cmd[0] != "meta" && cmd[0] != "fsck" && cmd[0] != "drain" &&
-      cmd[0] != "remove" && cmd[0] != "scrub" && cmd[0] != "chunks") {
+      cmd[0] != "remove" && cmd[0] != "scrub" && cmd[0] != "chunks" && cmd[0] != "rebalance") {
     return fail("unknown command '" + cmd[0] + "' (try --help)");
   }
   if (cmd[0] == "status" && cmd.size() != 1) return fail("status takes no arguments");
@@ -625,6 +633,7 @@ int main(int argc, char** argv) {
   if (cmd[0] == "fsck") {
     return tessera::tools::fsck(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));
   }
+  if (cmd[0] == "rebalance") return tools::rebalance(cluster, {cmd.begin() + 1, cmd.end()});
   if (cmd[0] == "scrub") return tools::scrubCommand(cluster, {cmd.begin() + 1, cmd.end()});
   if (cmd[0] == "chunks") return tools::chunksCommand(cluster, {cmd.begin() + 1, cmd.end()});
   return meta(cluster, std::vector<std::string>(cmd.begin() + 1, cmd.end()));

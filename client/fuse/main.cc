@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
        "off: read-modify-write in place (for comparison)")
       ("ec-log-apply-delay", po::value<std::string>()->default_value("20ms"),
        "how long logged writes of a chunk wait for more before they are applied to its stripes")
+      ("lease-idle", po::value<std::string>()->default_value("5s"),
+       "give a chunk's write lease back (after syncing what was written under it) once it was "
+       "not used this long, so that repair, drain and rebalance can move the chunk; 0: keep "
+       "leases until the file is closed")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -147,6 +151,7 @@ int main(int argc, char** argv) {
     bool takesValue = a == "--meta" || a == "--log-file" || a == "--pid-file" || a == "--name" ||
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
                       a == "--keepalive" || a == "--ec-log" || a == "--ec-log-apply-delay" ||
+                      a == "--lease-idle" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
     if (takesValue && i + 1 < args.size()) {
       rewritten.push_back(a);
@@ -186,6 +191,8 @@ int main(int argc, char** argv) {
     if (!k || *k == 0) die("bad --keepalive");
     keepaliveMs = *k;
   }
+  auto leaseIdle = parseDurationMs(vm["lease-idle"].as<std::string>());
+  if (!leaseIdle) die("--lease-idle: " + leaseIdle.error().detail);
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -253,6 +260,7 @@ int main(int argc, char** argv) {
     if (!delay) die("--ec-log-apply-delay: " + delay.error().detail);
     config.ecLogApplyDelayMs = *delay;
   }
+  config.leaseIdleMs = *leaseIdle;
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);

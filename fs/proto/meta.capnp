@@ -113,6 +113,47 @@ struct DiskInfo {
   shards @6 :UInt64;        # held; on a failed disk: lost
 }
 
+# A write lease the meta leader wants back (a move of the chunk waits for it): the holder finishes
+# its writes to the chunk, syncs them and releases the lease (releaseLeases with this epoch).
+struct LeaseRef {
+  inode @0 :UInt64;
+  index @1 :UInt64;
+  epoch @2 :UInt64;
+}
+
+# tessera rebalance on the meta leader (meta/rebalance_plan.h): moves planned to bring every live
+# chunk server's disk usage within `bandPct` points of the cluster mean, executed by the repair
+# service (rebuild, then the replaceShard compare-and-set) under its throttle.
+struct RebalanceStatus {
+  active @0 :Bool;          # moves queued or running
+  bandPct @1 :Float64;
+  planned @2 :UInt64;       # moves of the last plan
+  queued @3 :UInt64;        # not started yet (or waiting for a lease, a retry)
+  running @4 :UInt64;
+  done @5 :UInt64;          # switched
+  failed @6 :UInt64;        # given up (the chunk changed, no longer placeable, retries spent)
+  bytesPlanned @7 :UInt64;
+  bytesMoved @8 :UInt64;
+}
+
+struct PlannedMove {
+  inode @0 :UInt64;
+  index @1 :UInt64;
+  chunk @2 :UInt64;
+  shard @3 :UInt8;
+  from @4 :UInt64;
+  to @5 :UInt64;
+  bytes @6 :UInt64;         # estimated shard size
+}
+
+# A live chunk server's disk usage as the planner saw it, and as the plan would leave it.
+struct ServerUsage {
+  id @0 :UInt64;
+  capacityBytes @1 :UInt64;
+  usedBytes @2 :UInt64;
+  afterBytes @3 :UInt64;
+}
+
 struct StatFs {
   totalBytes @0 :UInt64;    # usable capacity under the root's policy
   freeBytes @1 :UInt64;
@@ -197,7 +238,7 @@ interface MetaService {
   status @24 () -> (error :Common.Error, clusterId :Text, address :Text, uptimeMs :UInt64,
                     inodes :UInt64, chunks :UInt64, servers :List(ServerInfo), stat :StatFs,
                     raft :Raft.RaftInfo, repair :RepairStatus,
-                    damaged :List(DamagedShard));
+                    damaged :List(DamagedShard), rebalance :RebalanceStatus);
 
   # --- the meta cluster (Raft) ---
   # Messages from another meta server's Raft core. The reply only says they arrived.
@@ -221,19 +262,26 @@ interface MetaService {
   # --- mounts, continued ---
   # Keeps an idle session alive (any call carrying the session does too). Error stale if it
   # expired already: the mount must open a new one.
-  keepAlive @30 (session :UInt64) -> (error :Common.Error, timeoutMs :UInt64);
+  # `recalled`: write leases of this session the leader wants back for a move (LeaseRef). A mount
+  # that holds write leases calls keepAlive about every half second, busy or not, to hear them.
+  keepAlive @30 (session :UInt64)
+      -> (error :Common.Error, timeoutMs :UInt64, recalled :List(LeaseRef));
 
   # --- write leases (DESIGN.md rule 3) ---
   # A write lease for `session` on the chunk at `index` of `inode`, placing the chunk first if it
   # does not exist (`created`, as allocChunk). The chunk's `epoch` is the lease's: a new grant
   # raises it, so chunk servers refuse the writes of any earlier holder. Held by another live
   # session: error busy (retry later). A holder keeps its lease until it releases it, closes the
-  # file, or stays silent for `leaseMs` (then another session may take it over).
+  # file, or stays silent for `leaseMs` (then another session may take it over). While a move of
+  # the chunk (repair, drain, rebalance) is under way after a recall, busy too, for at most
+  # tessera-meta --recall-hold.
   acquireLease @31 (session :UInt64, inode :UInt64, index :UInt64, req :Common.RequestId)
       -> (error :Common.Error, chunk :Common.ChunkDesc, created :Bool, leaseMs :UInt64);
   # Gives up the session's leases on these chunks of `inode` (none listed: all of them).
+  # `epochs`, if given, one per index: a lease is dropped only if the chunk is still at that
+  # epoch (a late release never drops a lease granted since).
   releaseLeases @32 (session :UInt64, inode :UInt64, indexes :List(UInt64),
-                     req :Common.RequestId) -> (error :Common.Error);
+                     req :Common.RequestId, epochs :List(UInt64)) -> (error :Common.Error);
   # The lease holder (`epoch`) could not write these shards (bit i: shard i) of the chunk:
   # they are stale until rebuilt, and nobody reads them. Error stale if the lease moved on.
   # With `resynced`, the holder also made every row consistent again (ChunkDesc.resync).
@@ -262,4 +310,10 @@ interface MetaService {
   # Asks every chunk server that is up to start a scrub pass now (in its next heartbeat reply);
   # `servers`: how many were asked.
   scrub @39 () -> (error :Common.Error, servers :UInt32);
+  # Admin, on the leader: plan moves that bring every live chunk server's usage within
+  # `bandPct` (0: 10) points of the cluster mean, placement rules kept; unless `dryRun`, queue
+  # them (replacing any earlier plan). `stop`: drop the queued moves (running ones finish).
+  rebalance @40 (dryRun :Bool, bandPct :Float64, stop :Bool)
+      -> (error :Common.Error, meanPct :Float64, balanced :Bool, moves :List(PlannedMove),
+          usage :List(ServerUsage), status :RebalanceStatus);
 }

@@ -109,6 +109,7 @@ struct Op {
       session @62 :UInt64;
       inode @63 :UInt64;
       indexes @64 :List(UInt64);    # empty: every chunk of the inode
+      epochs @80 :List(UInt64);     # if not empty, one per index: drop only at that epoch
     }
     markStale :group {              # the lease holder could not write these shards
       inode @65 :UInt64;

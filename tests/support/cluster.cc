@@ -303,6 +303,14 @@ void Cluster::startChunk(int i) {
   chunkPorts_[i] = uint16_t(std::stoi(slurp(portFile)));
 }
 
+int Cluster::addChunk() {
+  int i = int(chunks_.size());
+  chunks_.emplace_back();
+  chunkPorts_.push_back(0);
+  startChunk(i);
+  return i;
+}
+
 void Cluster::stopChunk(int i, int sig) {
   if (sig == SIGTERM) {
     chunks_[i].stop();
@@ -356,15 +364,27 @@ ExtraMount::~ExtraMount() {
 }
 
 void Cluster::unmount() {
+  std::string last;
   for (int attempt = 0; attempt < 50 && isMountPoint(mountpoint_); ++attempt) {
     auto r = run({"/usr/bin/fusermount3", "-u", mountpoint_}, 10'000);
     if (r.exitCode == 0) break;
+    last = r.output;
     usleep(100'000);  // the kernel may still hold a closing file; bounded retries
   }
   if (mount_.wait(15'000) == -1) {
+    bool mounted = isMountPoint(mountpoint_);
+    if (mounted) {
+      // Who keeps it busy (an inherited descriptor, a working directory).
+      auto holders = run({"/bin/sh", "-c",
+                          "for p in /proc/[0-9]*; do ls -l $p/fd $p/cwd 2>/dev/null | grep -qF '" +
+                              mountpoint_ + "' && echo \"$p $(tr '\\0' ' ' < $p/cmdline)\"; done"},
+                         10'000);
+      last += "; held by: " + holders.output;
+    }
     mount_.stop(0);
     run({"/usr/bin/fusermount3", "-u", "-z", mountpoint_}, 10'000);
-    throw std::runtime_error("tessera-mount did not exit after unmount");
+    throw std::runtime_error("tessera-mount did not exit after unmount" +
+                             (mounted ? " (still mounted: " + last + ")" : std::string()));
   }
 }
 

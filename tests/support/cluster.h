@@ -85,6 +85,9 @@ class Cluster {
   // Returns once the server listens (not yet registered: see waitChunksUp).
   void startChunk(int i);
   void stopChunk(int i, int sig = SIGTERM);
+  // Starts one more chunk server (the next index, with chunkArgs) and returns its index; it is
+  // listening, not yet registered (see waitChunksUp).
+  int addChunk();
   bool chunkRunning(int i) { return chunks_[i].running(); }
   // Mounts at `mountpoint` (default dir()/mnt) with a foreground tessera-mount child.
   void mount(const std::string& mountpoint = "");

@@ -1,22 +1,30 @@
 // releaseLeases and markStale: the write leases of DESIGN.md rule 3 (granted by allocChunk with
 // a lease session, chunks.cc) and the shards a holder could not write.
 #include <algorithm>
+#include <optional>
 
 #include "meta/ns/ops/ops.h"
 
 namespace tessera::meta::ops {
 namespace {
 
-// Clears the lease of the chunk at `index` of `inode` if `session` holds it. Not `clean` (the
-// session expired): the chunk needs a re-sync before its next write.
-Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index, bool clean) {
-  txn.erase(keys::lease(session, inode, index));
+// Clears the lease of the chunk at `index` of `inode` if `session` holds it (at `epoch`, if
+// given). Not `clean` (the session expired): the chunk needs a re-sync before its next write.
+Status dropLease(Txn& txn, SessionId session, InodeId inode, uint64_t index, bool clean,
+                 std::optional<uint64_t> epoch = std::nullopt) {
   std::string key = keys::chunk(inode, index);
   auto bytes = txn.get(key);
   if (!bytes) return bytes.error();
-  if (!*bytes) return Status();  // the chunk went (truncate, unlink)
+  if (!*bytes) {
+    txn.erase(keys::lease(session, inode, index));
+    return Status();  // the chunk went (truncate, unlink)
+  }
   auto chunk = decodeChunk(index, **bytes);
   if (!chunk) return chunk.error();
+  // A release of an earlier grant (sent before the session took the lease again) keeps the
+  // lease granted since.
+  if (epoch && chunk->epoch != *epoch && chunk->leaseSession == session) return Status();
+  txn.erase(keys::lease(session, inode, index));
   if (chunk->leaseSession != session) return Status();
   chunk->leaseSession = SessionId();
   if (!clean) chunk->resync = true;
@@ -48,8 +56,15 @@ Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op) {
     if (Status s = dropLeases(txn, session, inode, true); !s) return s.error();
     return Applied{};
   }
-  for (uint64_t index : args.getIndexes()) {
-    if (Status s = dropLease(txn, session, inode, index, true); !s) return s.error();
+  auto indexes = args.getIndexes();
+  auto epochs = args.getEpochs();
+  if (epochs.size() != 0 && epochs.size() != indexes.size()) {
+    return err(Errc::kInvalid, "releaseLeases: one epoch per index");
+  }
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    std::optional<uint64_t> epoch;
+    if (epochs.size() != 0) epoch = epochs[i];
+    if (Status s = dropLease(txn, session, inode, indexes[i], true, epoch); !s) return s.error();
   }
   return Applied{};
 }
