@@ -3,10 +3,12 @@
 #include <capnp/orphan.h>
 #include <kj/vector.h>
 
+#include <map>
 #include <unordered_set>
 
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/rpc.h"
 #include "fs/wire.h"
 
 namespace tessera::chunk {
@@ -32,6 +34,15 @@ Result<Layout> shardLayout(ShardKey key, proto::Layout::Reader wire) {
                  "shard " + key.toString() + " is not part of " + layout->toString()};
   }
   return layout;
+}
+
+kj::Promise<Status> joinStatusList(kj::Array<kj::Promise<Status>> all) {
+  return kj::joinPromises(kj::mv(all)).then([](kj::Array<Status> done) {
+    for (auto& d : done) {
+      if (!d) return d;
+    }
+    return Status();
+  });
 }
 
 template <typename Context>
@@ -222,22 +233,110 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
     if (text.size() > 300) return reply(context, invalid("source address too long"));
     sources.emplace_back(text.cStr());
   }
+  auto addresses = sources;
   return rebuilder_->rebuild(*key, *layout, std::move(sources), p.getLength())
-      .then([this, chunk = key->chunk](Result<uint64_t> r) -> kj::Promise<Result<uint64_t>> {
-        // Records this server kept of the chunk belong to the copy it replaced (a shard is
-        // rebuilt only where it was stale, lost or absent, and only while no writer holds the
-        // chunk): from now on they would only shadow the rebuilt bytes.
+      .then([this, chunk = key->chunk, addresses = kj::mv(addresses)](
+                Result<uint64_t> r) mutable -> kj::Promise<Result<uint64_t>> {
         if (!r || !log_) return kj::mv(r);
-        return log_->drop(chunk).then([r = kj::mv(r)](Status s) mutable -> Result<uint64_t> {
-          if (!s) return s.error();
-          return kj::mv(r);
-        });
+        // The rebuilt shard is the stored stripe; the chunk's write log goes with it. A shard
+        // is rebuilt only while no writer holds the chunk, so the records the healthy servers
+        // keep are a dead writer's, which the next writer applies: this server takes their
+        // copies (the one it replaces may have held some), in place of any it kept itself —
+        // those belong to the copy it replaced, whose server missed writes or trims.
+        return takeLogRecords(chunk, kj::mv(addresses))
+            .then([r = kj::mv(r)](Status s) mutable -> Result<uint64_t> {
+              if (!s) return s.error();
+              return kj::mv(r);
+            });
       })
       .then([context](Result<uint64_t> r) mutable {
         auto results = context.getResults();
         setError(results, r);
         if (r) results.setBytes(*r);
       });
+}
+
+kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ChunkId chunk,
+                                                     std::vector<std::string> sources) {
+  using Key = std::pair<uint64_t, uint64_t>;
+  struct State {
+    std::map<Key, ChunkLog::Record> merged;
+    int asked = 0, answered = 0;
+  };
+  auto st = kj::heap<State>();
+  auto& s = *st;
+  // Pages through one source's records of the chunk.
+  struct Pager {
+    static kj::Promise<Status> page(ChunkServiceImpl& self, proto::ChunkService::Client peer,
+                                    ChunkId chunk, Key after, State& s) {
+      auto req = peer.logFetchRequest();
+      req.setChunk(chunk.value);
+      req.setShard(255);
+      req.setOffset(0);
+      req.setLength(kChunkSize);
+      req.setMaxBytes(kMaxLogFetchBytes / 2);
+      req.setAfterEpoch(after.first);
+      req.setAfterSeq(after.second);
+      auto& rb = *self.rebuilder_;
+      return withTimeout(rb.timer(), rb.callTimeoutMs(), req.send())
+          .then([&self, peer, chunk, &s](capnp::Response<proto::ChunkService::LogFetchResults> r)
+                    mutable -> kj::Promise<Status> {
+            if (auto e = fromWire(r.getError()); !e) return e;
+            Key last{0, 0};
+            for (auto w : r.getRecords()) {
+              ChunkLog::Record rec;
+              rec.chunk = chunk;
+              rec.shard = w.getShard();
+              rec.epoch = w.getEpoch();
+              rec.seq = w.getSeq();
+              rec.offset = w.getOffset();
+              rec.data = kj::heapArray<kj::byte>(w.getData());
+              rec.crcs = kj::heapArray<uint32_t>(w.getCrcs().size());
+              for (size_t i = 0; i < rec.crcs.size(); ++i) rec.crcs[i] = w.getCrcs()[i];
+              last = {rec.epoch, rec.seq};
+              // Checked here (CRCs, ranges) before it is kept, as any append.
+              if (auto ok = verifyBlocks(rec.offset, rec.data, rec.crcs); !ok) return ok;
+              if (auto ok = checkRange(rec.offset, rec.data.size()); !ok) return ok;
+              s.merged.emplace(last, kj::mv(rec));
+            }
+            if (!r.getMore() || last == Key{0, 0}) return Status();
+            return page(self, peer, chunk, last, s);
+          });
+    }
+  };
+  kj::Vector<kj::Promise<void>> fetches;
+  for (auto& address : sources) {
+    if (address.empty()) continue;
+    s.asked++;
+    fetches.add(rebuilder_->peers().get(address).then(
+        [this, chunk, &s](Result<proto::ChunkService::Client> peer) -> kj::Promise<void> {
+          kj::Promise<Status> p = peer ? Pager::page(*this, *peer, chunk, {0, 0}, s)
+                                       : kj::Promise<Status>(Status(peer.error()));
+          return p.then([&s](Status r) { s.answered += r ? 1 : 0; },
+                        [](kj::Exception&&) {});
+        }));
+  }
+  return kj::joinPromises(fetches.releaseAsArray())
+      .then([this, chunk, &s]() -> kj::Promise<Status> {
+        // With any source silent a record could be missing here: keep none then, rather than
+        // a subset (reads of this shard would miss the rest).
+        if (s.answered < s.asked) {
+          return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(chunk.value) +
+                                                      ": its write log could be read from " +
+                                                      std::to_string(s.answered) + " of " +
+                                                      std::to_string(s.asked) + " sources"});
+        }
+        return log_->drop(chunk).then([this, &s](Status d) -> kj::Promise<Status> {
+          if (!d) return d;
+          kj::Vector<kj::Promise<Status>> appends;
+          for (auto& [key, rec] : s.merged) appends.add(log_->append(kj::mv(rec)));
+          if (!s.merged.empty()) {
+            log::info("took ", s.merged.size(), " write-log records of the rebuilt chunk");
+          }
+          return joinStatusList(appends.releaseAsArray());
+        });
+      })
+      .attach(kj::mv(st));
 }
 
 kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {

@@ -6,7 +6,8 @@
 // never sent. Writes, truncates and creates carry the writer's lease epoch and are refused
 // (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
-// removing a chunk or rebuilding a shard here drops the chunk's records.
+// removing a chunk drops the chunk's records, and a shard rebuilt here takes the records the
+// rebuild's sources hold of its chunk in place of its own.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
 #include "chunk/chunk_log.h"
@@ -44,6 +45,9 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> logFetch(LogFetchContext context) override;
 
  private:
+  // Replaces this server's records of `chunk` with every record the servers at `sources`
+  // ("" skipped) hold of it (after a rebuild here).
+  kj::Promise<Status> takeLogRecords(ChunkId chunk, std::vector<std::string> sources);
   DiskSet& disk_;
   EpochTable& epochs_;
   Rebuilder* rebuilder_ = nullptr;

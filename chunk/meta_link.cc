@@ -1,7 +1,12 @@
 #include "chunk/meta_link.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <sstream>
 
 #include "chunk/inventory.h"
@@ -12,6 +17,26 @@ namespace tessera::chunk {
 namespace {
 
 constexpr const char* kIdentityFile = "server.id";
+constexpr const char* kTokenFile = "server.token";
+
+// 128 bits from the kernel's random source, as 32 hex digits.
+Result<std::string> newToken() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Error{Errc::kIo, std::string("getrandom: ") + strerror(errno)};
+    got += size_t(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) {
+    token.push_back(kHex[b >> 4]);
+    token.push_back(kHex[b & 15]);
+  }
+  return token;
+}
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r");
@@ -86,9 +111,39 @@ kj::Promise<Status> MetaLink::start() {
         } else if (text.code() != Errc::kNotFound) {
           return Status(text.error());
         }
+        return loadToken();
+      })
+      .then([this](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
         deadline_ = timer_.now() + int64_t(config_.connectTimeoutMs) * kj::MILLISECONDS;
         return registerUntilDeadline(kFirstBackoffMs);
       });
+}
+
+kj::Promise<Status> MetaLink::loadToken() {
+  return disk_.readFile(kTokenFile).then([this](Result<std::string> text) -> kj::Promise<Status> {
+    if (text) {
+      std::string token = *text;
+      while (!token.empty() && isspace(uint8_t(token.back()))) token.pop_back();
+      if (auto s = checkServerToken(token); !s) {
+        return Status(Error{Errc::kCorruption, std::string(kTokenFile) + " in " + disk_.dirs() +
+                                                   " is malformed: " + s.error().detail});
+      }
+      token_ = std::move(token);
+      return Status();
+    }
+    if (text.code() != Errc::kNotFound) return Status(text.error());
+    // Durable before the first registration sends it: a server that restarts before it heard
+    // its id must present the same token, or the meta cluster would give it a second id.
+    auto token = newToken();
+    if (!token) return Status(token.error());
+    return disk_.writeFile(kTokenFile, *token + "\n")
+        .then([this, token = *token](Status s) -> Status {
+          if (!s) return Error{s.code(), "cannot save the identity token: " + s.error().detail};
+          token_ = token;
+          return s;
+        });
+  });
 }
 
 kj::Promise<Status> MetaLink::registerUntilDeadline(uint64_t backoffMs) {
@@ -205,6 +260,7 @@ kj::Promise<Status> MetaLink::registerOnce(proto::MetaService::Client client, ui
     req.setFreeBytes(st.freeBytes);
     req.setShards(st.shards);
     req.setFsid(st.fsid);
+    req.setToken(token_);
     using Response = capnp::Response<proto::MetaService::RegisterServerResults>;
     return withTimeout(timer_, timeoutMs, kj::Promise<Response>(req.send()))
         .then(

@@ -1,14 +1,22 @@
 // chunk/meta_link.h — the chunk server's link to the meta cluster (3 or 5 Raft replicas, or one
 // server): registration, heartbeats and the meta leader's orders to delete chunks.
 //
-// Identity. DIR/server.id (in every data directory, chunk/disk_set.h) holds the id the meta cluster gave this data directory and the id of
-// its cluster, as `key = value` lines:
+// Identity. DIR/server.id (in every data directory, chunk/disk_set.h) holds the id the meta
+// cluster gave this data directory and the id of its cluster, as `key = value` lines:
 //   id = 7
 //   cluster = 3f2a...
 // It is absent before the first registration (which then sends id 0 and an empty cluster id)
 // and written atomically (write to a temporary file, rename) when registration returns an id.
 // A meta server of another cluster answers kWrongCluster: that is fatal, the data belongs
 // elsewhere.
+// DIR/server.token holds one line, the data directory's identity token: 32 random hex digits,
+// made and written atomically and durably (fsync of file and directory) before the first
+// registration if absent (also in directories of older versions that have only server.id), and
+// sent with every registration. The meta leader answers a registration without an id but with a
+// token it knows with that token's id, so a first registration that is retried (its answer
+// timed out, or its leader lost leadership after committing it), even across a restart of this
+// server, never gets a second id. A crash before the token is durable leaves no file (or a
+// stale server.token.tmp, ignored): the next start makes a new one, and nothing was sent yet.
 //
 // Finding the leader, as the client's link does. The link talks to one meta server at a time,
 // the current one (at first the first address):
@@ -95,7 +103,7 @@ class MetaLink {
   // passed. Resolves to ok once registered and the identity saved; kWrongCluster at once if the
   // meta server says the data directory belongs to another cluster; kUnavailable "cannot reach
   // meta server at ADDR: ..." (or "meta servers at ADDR,ADDR...") after the timeout; kCorruption if
-  // server.id is malformed; kIo if it cannot be saved.
+  // server.id or server.token is malformed; kIo if either cannot be saved.
   kj::Promise<Status> start();
   // After start() succeeded: heartbeats to the leader every heartbeatMs, deletes the chunks it
   // orders deleted, follows leader changes and rides out outages (see above). Resolves only with a
@@ -115,6 +123,8 @@ class MetaLink {
 
  private:
   Status parseIdentity(const std::string& text);
+  // Reads DIR/server.token into token_, making and saving one if there is none.
+  kj::Promise<Status> loadToken();
   kj::Promise<Status> registerUntilDeadline(uint64_t backoffMs);
   // One exchange with the leader: registers if the current server has not accepted this server
   // since the link moved to it, else heartbeats; follows hints and kNotFound at once, `quick`
@@ -144,6 +154,7 @@ class MetaLink {
 
   ServerId id_;
   std::string clusterId_;
+  std::string token_;  // DIR/server.token
   kj::Maybe<proto::MetaService::Client> client_;  // to addresses_[current_], once dialed
   kj::TimePoint deadline_ = kj::origin<kj::TimePoint>();
   std::string startError_;    // what kept start() from registering, for its message

@@ -65,6 +65,9 @@ class Rebuilder {
   };
 
   Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config);
+  ChunkPeers& peers() { return peers_; }
+  kj::Timer& timer() { return timer_; }
+  uint64_t callTimeoutMs() const { return config_.callTimeoutMs; }
 
   // Rebuilds `key` of a chunk with `layout` over shard bytes [0, length), `sources` as in
   // ChunkService.rebuild. Resolves to the bytes rebuilt, or kInvalid (bad arguments), kBusy

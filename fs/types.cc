@@ -60,4 +60,17 @@ bool Layout::valid() const {
   return kind == Kind::kEc && k >= 1 && k <= 16 && m >= 1 && m <= 8;
 }
 
+Status checkServerToken(std::string_view token) {
+  if (token.size() < kMinServerTokenLen || token.size() > kMaxServerTokenLen) {
+    return Error{Errc::kInvalid, "server token of " + std::to_string(token.size()) +
+                                     " characters (must be " + std::to_string(kMinServerTokenLen) +
+                                     " to " + std::to_string(kMaxServerTokenLen) + ")"};
+  }
+  for (char c : token) {
+    if (c <= ' ' || c > '~')
+      return Error{Errc::kInvalid, "server token with a non-printable character"};
+  }
+  return Status();
+}
+
 }  // namespace tessera

@@ -83,6 +83,14 @@ struct ChunkDesc {
   bool stale(int shard) const { return (staleShards >> shard) & 1u; }
 };
 
+// A chunk server's identity token: random, made once per data directory before its first
+// registration (chunk/meta_link.h), so the meta cluster recognizes a retried registration.
+constexpr size_t kMinServerTokenLen = 16;
+constexpr size_t kMaxServerTokenLen = 128;
+// kInvalid unless `token` has kMinServerTokenLen to kMaxServerTokenLen printable ASCII
+// characters other than space.
+Status checkServerToken(std::string_view token);
+
 }  // namespace tessera
 
 template <typename Tag>

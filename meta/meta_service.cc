@@ -541,31 +541,72 @@ kj::Promise<void> MetaService::registerServer(RegisterServerContext context) {
     return fail(Error{Errc::kInvalid, "server id without a cluster id"});
   }
   ServerRecordOut rec;
-  rec.id = p.getId() ? ServerId(p.getId()) : ServerId(++next_.server);
   rec.address = view(p.getAddress());
   rec.site = view(p.getSite());
   rec.rack = view(p.getRack());
   rec.host = view(p.getHost());
+  rec.token = view(p.getToken());
   if (!Address::parse(rec.address)) return fail(Error{Errc::kInvalid, "bad address"});
+  if (!rec.token.empty()) {
+    if (Status s = checkServerToken(rec.token); !s) return fail(s.error());
+  }
+  // A server that asks for an id with a token we know registered before and did not hear the
+  // answer (a timeout, a leader that lost its leadership): it gets the same id again. Two
+  // registrations of one token that race here both propose; the state machine answers the
+  // same id to both (ops/cluster.cc).
+  bool newId = false;
+  if (p.getId() != 0) {
+    rec.id = ServerId(p.getId());
+  } else {
+    for (auto& [id, s] : servers_) {
+      if (!rec.token.empty() && s.record.token == rec.token) rec.id = id;
+    }
+    if (!rec.id) {
+      rec.id = ServerId(++next_.server);
+      newId = true;
+    }
+  }
   auto it = servers_.find(rec.id);
+  if (it != servers_.end()) {
+    rec.draining = it->second.record.draining;
+    if (rec.token.empty()) rec.token = it->second.record.token;
+  }
   bool changed = it == servers_.end() || it->second.record.address != rec.address ||
                  it->second.record.site != rec.site || it->second.record.rack != rec.rack ||
-                 it->second.record.host != rec.host;
-  kj::Promise<Result<Applied>> recorded = Result<Applied>(Applied{});
+                 it->second.record.host != rec.host || it->second.record.token != rec.token;
+  Applied same;
+  same.server = rec.id;
+  kj::Promise<Result<Applied>> recorded = Result<Applied>(same);
   if (changed) {
     recorded = proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
-      auto s = op.initRegisterServer().initServer();
+      auto reg = op.initRegisterServer();
+      reg.setNewId(newId);
+      auto s = reg.initServer();
       s.setId(rec.id.value);
       s.setAddress(rec.address);
       s.setSite(rec.site);
       s.setRack(rec.rack);
       s.setHost(rec.host);
+      s.setToken(rec.token);
     });
   }
   return recorded.then([this, context, rec, cluster](Result<Applied> r) mutable {
     auto p = context.getParams();
     auto results = context.getResults();
-    if (!r) return toWire(r.error(), results.initError());
+    if (!r) {
+      if (r.code() != Errc::kNotLeader) {
+        log::warn("refused chunk server at ", rec.address.c_str(), ": ",
+                  r.error().toString().c_str());
+      }
+      return toWire(r.error(), results.initError());
+    }
+    if (r->server && r->server != rec.id) {
+      log::info("chunk server at ", rec.address.c_str(), " registered again with its token: id ",
+                r->server.value, " (", rec.id.value, " unused)");
+      rec.id = r->server;
+      auto known = servers_.find(rec.id);
+      if (known != servers_.end()) rec.draining = known->second.record.draining;
+    }
     auto& s = servers_[rec.id];
     s.record = rec;
     s.up = true;

@@ -217,9 +217,13 @@ interface MetaService {
   # --- chunk servers ---
   # id 0 asks for a new id. clusterId empty on a server's first start.
   # fsid names the file system of the server's disk (0: do not share its capacity with others).
+  # token: the random identity of the server's data directory (kMinServerTokenLen to
+  # kMaxServerTokenLen printable characters; empty from old servers). A server that asks for a
+  # new id with a token the cluster knows gets that token's id again (a retried first
+  # registration); a token of another server is refused.
   registerServer @22 (id :UInt64, clusterId :Text, address :Text, site :Text, rack :Text,
                       host :Text, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
-                      shards :UInt64, fsid :UInt64)
+                      shards :UInt64, fsid :UInt64, token :Text)
       -> (error :Common.Error, id :UInt64, clusterId :Text);
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.

@@ -95,6 +95,10 @@ struct Op {
     }
     registerServer :group {
       server @49 :ServerRecord;
+      # The proposer gave `server.id` to a server that asked for a new id. If a record already
+      # carries `server.token`, that record is the server's: it is updated instead and its id is
+      # the answer (Applied::server), so retries and leader changes never make a second id.
+      newId @81 :Bool;
     }
     removed :group {                # a chunk server deleted these garbage chunks' shards
       server @50 :UInt64;
@@ -172,6 +176,7 @@ struct ServerRecord {
   rack @3 :Text;
   host @4 :Text;
   draining @5 :Bool;            # tessera drain: its shards move off, nothing new goes there
+  token @6 :Text;               # the identity token of its data directory; empty in old records
 }
 
 # A chunk of a deleted file (or of a truncated tail) whose shards are still on servers.

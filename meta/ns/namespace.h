@@ -45,6 +45,8 @@ struct Applied {
   // allocChunk: this op placed the chunk, so no shard of it exists yet. Kept in the stored
   // reply, so a retried request that was applied before gets the same answer.
   bool created = false;
+  // registerServer: the id the server has (another than proposed when its token already had one).
+  ServerId server{};
 };
 
 struct DirEntryOut {
@@ -62,6 +64,7 @@ struct ServerRecordOut {
   ServerId id;
   std::string address, site, rack, host;
   bool draining = false;
+  std::string token;  // identity of its data directory (fs/types.h); empty in old records
 };
 
 struct GarbageOut {

@@ -178,6 +178,7 @@ std::string encode(const ServerRecordOut& server) {
     b.setRack(server.rack);
     b.setHost(server.host);
     b.setDraining(server.draining);
+    b.setToken(server.token);
   });
 }
 
@@ -185,8 +186,13 @@ Result<ServerRecordOut> decodeServer(ServerId id, std::string_view bytes) {
   return decodeMessage<ServerRecordOut, proto::ServerRecord>(
       "server", id.value, bytes, [&](proto::ServerRecord::Reader r) -> Result<ServerRecordOut> {
         if (ServerId(r.getId()) != id) return Error{Errc::kInvalid, "record names another server"};
-        return ServerRecordOut{id, toStd(r.getAddress()), toStd(r.getSite()), toStd(r.getRack()),
-                               toStd(r.getHost()), r.getDraining()};
+        return ServerRecordOut{id,
+                               toStd(r.getAddress()),
+                               toStd(r.getSite()),
+                               toStd(r.getRack()),
+                               toStd(r.getHost()),
+                               r.getDraining(),
+                               toStd(r.getToken())};
       });
 }
 

@@ -31,6 +31,7 @@ class FakeMeta final : public proto::MetaService::Server {
     uint64_t id;
     std::string clusterId, address, site, rack, host;
     uint64_t shards;
+    std::string token;
   };
   struct Heartbeat {
     uint64_t id;
@@ -50,6 +51,7 @@ class FakeMeta final : public proto::MetaService::Server {
   std::vector<uint64_t> removeOrders;  // sent with the next heartbeat reply
   bool leader = true;
   std::string hint;                    // the leader hint when not leading
+  int loseAnswers = 0;                 // registrations recorded, then answered as if cut off
 
   std::vector<Registration> registrations;  // accepted ones
   std::vector<Heartbeat> heartbeats;        // accepted ones
@@ -71,7 +73,11 @@ class FakeMeta final : public proto::MetaService::Server {
       return kj::READY_NOW;
     }
     registrations.push_back({p.getId(), p.getClusterId(), p.getAddress(), p.getSite(), p.getRack(),
-                             p.getHost(), p.getShards()});
+                             p.getHost(), p.getShards(), p.getToken()});
+    if (loseAnswers > 0) {
+      --loseAnswers;
+      return KJ_EXCEPTION(DISCONNECTED, "answer lost");
+    }
     auto r = context.getResults();
     if (wrongCluster) {
       toWire(Error{Errc::kWrongCluster, "this is cluster " + clusterId}, r.initError());
@@ -234,6 +240,59 @@ TEST_CASE("meta link: a restart registers with the saved id and cluster") {
   CHECK(fx.meta.registrations[1].id == 7);
   CHECK(fx.meta.registrations[1].clusterId == "cluster-a");
   CHECK(again->id() == ServerId(7));
+}
+
+TEST_CASE("meta link: every registration carries the token saved before the first one") {
+  Fixture fx;
+  // The first answer is lost: the retry and a later restart present the same token, which is
+  // what lets the meta leader answer the same id.
+  fx.meta.loseAnswers = 1;
+  REQUIRE(fx.loop.pump(fx.timer, fx.link()->start()).ok());
+  REQUIRE(fx.loop.pump(fx.timer, fx.link()->start()).ok());
+  REQUIRE(fx.meta.registrations.size() == 3);
+  std::string token = fx.meta.registrations[0].token;
+  CHECK(checkServerToken(token).ok());
+  CHECK(token.size() == 32);
+  CHECK(fx.meta.registrations[0].id == 0);
+  CHECK(fx.meta.registrations[1].id == 0);
+  CHECK(fx.meta.registrations[1].token == token);
+  CHECK(fx.meta.registrations[2].id == 7);
+  CHECK(fx.meta.registrations[2].token == token);
+  auto saved = fx.loop.wait(fx.disk->readFile("server.token"));
+  REQUIRE(saved.ok());
+  CHECK(*saved == token + "\n");
+
+  // Another data directory gets another token.
+  test::TempDir other{"meta-link-test-other"};
+  auto otherDisk = DiskSet::open({.dirs = {other.path()}});
+  REQUIRE(otherDisk.ok());
+  MetaLink link(fx.dialer, fx.timer, **otherDisk,
+                MetaLink::Config{.meta = fx.metaAddresses,
+                                 .advertise = "10.0.0.6:7500",
+                                 .site = "s1",
+                                 .rack = "r1",
+                                 .host = "h1"});
+  REQUIRE(fx.loop.pump(fx.timer, link.start()).ok());
+  CHECK(fx.meta.registrations.back().token != token);
+}
+
+TEST_CASE("meta link: a data directory of an older version gets a token, kept from then on") {
+  Fixture fx;
+  REQUIRE(fx.loop.wait(fx.disk->writeFile("server.id", "id = 7\ncluster = cluster-a\n")).ok());
+  REQUIRE(fx.loop.pump(fx.timer, fx.link()->start()).ok());
+  REQUIRE(fx.loop.pump(fx.timer, fx.link()->start()).ok());
+  REQUIRE(fx.meta.registrations.size() == 2);
+  CHECK(fx.meta.registrations[0].id == 7);
+  CHECK(checkServerToken(fx.meta.registrations[0].token).ok());
+  CHECK(fx.meta.registrations[1].token == fx.meta.registrations[0].token);
+}
+
+TEST_CASE("meta link: a malformed token file makes start fail before registering") {
+  Fixture fx;
+  REQUIRE(fx.loop.wait(fx.disk->writeFile("server.token", "abc\n")).ok());
+  auto s = fx.loop.pump(fx.timer, fx.link()->start());
+  CHECK(s.code() == Errc::kCorruption);
+  CHECK(fx.meta.registrations.empty());
 }
 
 TEST_CASE("meta link: a meta server of another cluster makes start fail") {

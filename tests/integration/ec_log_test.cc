@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <regex>
+
 #include "tests/integration/helpers.h"
 
 using namespace tessera::test;
@@ -81,6 +83,105 @@ TEST_CASE("ec log: unapplied small writes are read everywhere, a killed writer's
   }
   cluster.stopChunk(0, SIGKILL);
   cluster.stopChunk(1, SIGKILL);
+  ExtraMount d(cluster, "mnt-d");
+  CHECK((readAll(d.path + "/image") == model));
+}
+
+namespace {
+
+// The id the chunk server with data directory `dir` registered under (DIR/server.id).
+uint64_t registeredId(const std::string& dir) {
+  std::string text = readAll(dir + "/server.id");
+  std::smatch m;
+  REQUIRE(std::regex_search(text, m, std::regex("id = ([0-9]+)")));
+  return std::stoull(m[1]);
+}
+
+}  // namespace
+
+TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebuilds elsewhere") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;  // ec(4,2) on 7 servers: a lost one's shards have somewhere to go
+  o.chunks = 7;
+  o.serverTimeout = "2s";
+  o.metaArgs = {"--lease-timeout", "2s", "--repair-grace", "2s", "--session-timeout", "3s"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(7));
+  std::mt19937_64 rng(testSeed(4711));
+  const size_t kSize = 4 << 20;  // one chunk
+  std::string model = randomBytes(rng, kSize);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+
+  // The server of data shard 0, whose blocks the small writes below all land in.
+  auto placed = run({adminBin(), "--meta", cluster.meta(), "chunks", path});
+  REQUIRE_MESSAGE(placed.exitCode == 0, placed.output);
+  std::smatch m;
+  REQUIRE(std::regex_search(placed.output, m, std::regex("\n0 +[0-9]+ +ec\\(4,2\\) +([0-9]+) ")));
+  uint64_t shard0 = std::stoull(m[1]);
+  int victim = -1;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (registeredId(cluster.chunkDir(i)) == shard0) victim = i;
+  }
+  REQUIRE(victim >= 0);
+
+  // A logs small writes into the first cell of every stripe (data shard 0) and dies.
+  {
+    ExtraMount a(cluster, "mnt-a", "", {"--ec-log-apply-delay", "1h", "--keepalive", "1s"});
+    int fd = open((a.path + "/image").c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    for (int i = 0; i < 40; ++i) {
+      size_t n = 1 + rng() % 6000;
+      size_t at = (rng() % (kSize / (256 << 10))) * (256 << 10) + rng() % ((64 << 10) - n);
+      std::string bytes = randomBytes(rng, n);
+      REQUIRE(pwrite(fd, bytes.data(), n, off_t(at)) == ssize_t(n));
+      model.replace(at, n, bytes);
+    }
+    REQUIRE(fdatasync(fd) == 0);
+    a.process.signal(SIGKILL);
+    a.process.wait(5'000);
+    close(fd);
+  }
+
+  // Shard 0's server goes for good; once its session is gone and the grace passed, repair
+  // rebuilds shard 0 elsewhere. The rebuilt copy must carry A's records: reads of shard 0 go
+  // to it.
+  cluster.stopChunk(victim, SIGKILL);
+  bool degraded = false, clean = false;
+  std::string last;
+  for (int i = 0; i < 600 && !clean; ++i) {  // bounded: 60 s
+    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+    last = f.output;
+    degraded = degraded || f.exitCode == 1;
+    clean = degraded && f.exitCode == 0;
+    if (!clean) usleep(100'000);
+  }
+  INFO(last);
+  REQUIRE(clean);
+  // The rebuilt shard's server took the records (its log says so).
+  bool took = false;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (i == victim) continue;
+    took = took || readAll(cluster.dir() + "/chunk" + std::to_string(i) + ".log")
+                           .find("write-log records of the rebuilt chunk") != std::string::npos;
+  }
+  CHECK(took);
+  {
+    ExtraMount r(cluster, "mnt-r");
+    CHECK((readAll(r.path + "/image") == model));
+  }
+
+  // The next writer applies them; then the stripes alone hold every write.
+  {
+    int fd = open(path.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "C", 1, 99) == 1);
+    model[99] = 'C';
+    REQUIRE(fsync(fd) == 0);
+    close(fd);
+  }
+  CHECK(readAll(cluster.dir() + "/mount.log").find("write-log records its last writer left") !=
+        std::string::npos);
   ExtraMount d(cluster, "mnt-d");
   CHECK((readAll(d.path + "/image") == model));
 }

@@ -101,6 +101,16 @@ void expectOneLineError(const RunResult& r, const std::string& words) {
   CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
 }
 
+// The id in a chunk server's DIR/server.id, 0 if it has none.
+uint64_t savedId(const std::string& dataDir) {
+  std::istringstream in(readAll(dataDir + "/server.id"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("id = ", 0) == 0) return std::stoull(line.substr(5));
+  }
+  return 0;
+}
+
 }  // namespace
 
 TEST_CASE("meta admin: status, transfer-leader, remove, add back with --join, and a killed member") {
@@ -244,4 +254,56 @@ TEST_CASE("meta admin: bad input, unknown members and an unreachable cluster are
   expectOneLineError(admin3({"meta", "transfer-leader", "9"}), "no member 9");
   expectOneLineError(admin3({"meta", "add", c.metaAddress(1)}), "already member 2");
   expectOneLineError(admin3({"meta", "add", dead, "--id", "2"}), "taken");
+}
+
+TEST_CASE("meta admin: a chunk server keeps its id across restarts, lost answers and leader "
+          "changes") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;
+  o.metas = 3;
+  o.chunks = 3;
+  o.policy = "replica(2)";
+  o.mount = false;
+  Cluster c(o);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(savedId(c.chunkDir(i)));
+    CHECK(ids.back() != 0);
+    CHECK(readAll(c.chunkDir(i) + "/server.token").size() == 33);
+  }
+  std::sort(ids.begin(), ids.end());
+  CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
+  auto listsExactly3 = [](const RunResult& r) {
+    return r.exitCode == 0 && r.output.find("chunk servers: 3 up, 0 down") != std::string::npos;
+  };
+
+  // A restart on its data directory: the same id.
+  uint64_t id0 = savedId(c.chunkDir(0));
+  c.stopChunk(0);
+  c.startChunk(0);
+  REQUIRE(c.waitChunksUp(3));
+  CHECK(savedId(c.chunkDir(0)) == id0);
+
+  // Its first registration was applied but the answer never arrived (server.id was not
+  // written): the token gets it the same id, from this leader and from the next one.
+  for (int round = 0; round < 2; ++round) {
+    CAPTURE(round);
+    uint64_t id1 = savedId(c.chunkDir(1));
+    c.stopChunk(1);
+    REQUIRE(unlink((c.chunkDir(1) + "/server.id").c_str()) == 0);
+    c.startChunk(1);
+    REQUIRE(c.waitChunksUp(3));
+    CHECK(savedId(c.chunkDir(1)) == id1);
+    auto st = statusUntil(c, 10'000, listsExactly3);
+    CAPTURE(st.output);
+    CHECK(listsExactly3(st));
+    if (round == 0) {
+      int leader = c.leader();
+      REQUIRE(leader >= 0);
+      int target = (leader + 1) % 3;
+      auto moved = admin(c, {"meta", "transfer-leader", std::to_string(target + 1)});
+      CAPTURE(moved.output);
+      REQUIRE(moved.exitCode == 0);
+    }
+  }
 }

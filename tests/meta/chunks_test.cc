@@ -221,6 +221,95 @@ TEST_CASE("servers: registerServer inserts, updates after a restart, and refuses
   CHECK(f->ns().idMarks().server == 2);
 }
 
+TEST_CASE("servers: a second registration with the same token gets the same id, another token "
+          "a new one") {
+  auto f = eachStore();
+  const std::string tokenA(32, 'a'), tokenB(32, 'b');
+  auto first = f->registerServerWithToken(1, "10.0.0.1:7000", tokenA, /*newId=*/true);
+  REQUIRE(first.ok());
+  CHECK(first->server == ServerId(1));
+
+  // The first answer was lost; the retry, on the same or a new leader, was given id 2 to
+  // propose. The server keeps id 1, at the address it now reports.
+  auto retry = f->registerServerWithToken(2, "10.0.0.1:7001", tokenA, /*newId=*/true);
+  REQUIRE(retry.ok());
+  CHECK(retry->server == ServerId(1));
+  // The same proposal applied twice answers the same.
+  auto again = f->registerServerWithToken(2, "10.0.0.1:7001", tokenA, /*newId=*/true);
+  REQUIRE(again.ok());
+  CHECK(again->server == ServerId(1));
+
+  auto other = f->registerServerWithToken(3, "10.0.0.2:7000", tokenB, /*newId=*/true);
+  REQUIRE(other.ok());
+  CHECK(other->server == ServerId(3));
+
+  auto servers = f->ns().servers();
+  REQUIRE(servers.size() == 2);
+  CHECK(servers[0].id == ServerId(1));
+  CHECK(servers[0].address == "10.0.0.1:7001");
+  CHECK(servers[0].token == tokenA);
+  CHECK(servers[1].id == ServerId(3));
+  CHECK(servers[1].token == tokenB);
+  // Ids proposed and not used are not handed out again.
+  CHECK(f->ns().idMarks().server == 3);
+
+  // A server that names its id registers with it, whatever leader it meets.
+  auto known = f->registerServerWithToken(3, "10.0.0.2:7002", tokenB, /*newId=*/false);
+  REQUIRE(known.ok());
+  CHECK(known->server == ServerId(3));
+}
+
+TEST_CASE("servers: a registration keeps a drain, and an old server without a token its token") {
+  auto f = eachStore();
+  const std::string token(32, 'c');
+  REQUIRE(f->registerServerWithToken(4, "10.0.0.4:7000", token, true).ok());
+  REQUIRE(f->apply([](proto::Op::Builder op) {
+               auto s = op.initSetServerState();
+               s.setServer(4);
+               s.setDraining(true);
+             }).ok());
+  REQUIRE(f->registerServerWithToken(5, "10.0.0.4:7001", token, true).ok());
+  REQUIRE(f->registerServer(4, "10.0.0.4:7002").ok());  // no token: an older chunk server
+  auto servers = f->ns().servers();
+  REQUIRE(servers.size() == 1);
+  CHECK(servers[0].draining);
+  CHECK(servers[0].token == token);
+  CHECK(servers[0].address == "10.0.0.4:7002");
+}
+
+TEST_CASE("servers: records without a token keep working and learn one") {
+  auto f = eachStore();
+  REQUIRE(f->registerServer(1, "10.0.0.1:7000").ok());
+  const std::string token(32, 'd');
+  auto r = f->registerServerWithToken(1, "10.0.0.1:7000", token, /*newId=*/false);
+  REQUIRE(r.ok());
+  CHECK(r->server == ServerId(1));
+  CHECK(f->ns().servers()[0].token == token);
+  // A registration that asks for a new id without a token gets it, as before.
+  auto fresh = f->registerServerWithToken(2, "10.0.0.2:7000", "", /*newId=*/true);
+  REQUIRE(fresh.ok());
+  CHECK(fresh->server == ServerId(2));
+}
+
+TEST_CASE("servers: a bad or borrowed token is refused and changes nothing") {
+  auto f = eachStore();
+  const std::string tokenA(32, 'a'), tokenB(32, 'b');
+  REQUIRE(f->registerServerWithToken(1, "10.0.0.1:7000", tokenA, true).ok());
+  REQUIRE(f->registerServerWithToken(2, "10.0.0.2:7000", tokenB, true).ok());
+  auto before = f->dump();
+  CHECK(f->registerServerWithToken(3, "x:1", "short", true).code() == Errc::kInvalid);
+  CHECK(f->registerServerWithToken(3, "x:1", std::string(129, 'a'), true).code() ==
+        Errc::kInvalid);
+  CHECK(f->registerServerWithToken(3, "x:1", std::string(31, 'a') + "\n", true).code() ==
+        Errc::kInvalid);
+  // Server 2 presenting server 1's token, or another token than its own: two data directories
+  // would share an id.
+  CHECK(f->registerServerWithToken(2, "10.0.0.2:7000", tokenA, false).code() == Errc::kExists);
+  CHECK(f->registerServerWithToken(2, "10.0.0.2:7000", std::string(32, 'e'), false).code() ==
+        Errc::kExists);
+  CHECK(f->dump() == before);
+}
+
 TEST_CASE("sessions: openSession records the session and raises the session mark") {
   auto f = eachStore();
   REQUIRE(f->openSession(5, "host-a", "/mnt/t").ok());

@@ -276,6 +276,21 @@ Status NsFixture::registerServer(uint64_t id, std::string_view address, std::str
   }));
 }
 
+Result<meta::Applied> NsFixture::registerServerWithToken(uint64_t id, std::string_view address,
+                                                         std::string_view token, bool newId) {
+  return apply([&](proto::Op::Builder op) {
+    auto reg = op.initRegisterServer();
+    reg.setNewId(newId);
+    auto s = reg.initServer();
+    s.setId(id);
+    s.setAddress(kj::heapString(address.data(), address.size()));
+    s.setSite("s1");
+    s.setRack("r1");
+    s.setHost("h1");
+    s.setToken(kj::heapString(token.data(), token.size()));
+  });
+}
+
 Status NsFixture::removed(uint64_t server, const std::vector<uint64_t>& chunks) {
   return statusOf(apply([&](proto::Op::Builder op) {
     auto r = op.initRemoved();

@@ -98,6 +98,10 @@ class NsFixture {
   Status openSession(uint64_t session, std::string_view host, std::string_view mountpoint);
   Status registerServer(uint64_t id, std::string_view address, std::string_view site = "s1",
                         std::string_view rack = "r1", std::string_view host = "h1");
+  // A registration as the meta leader proposes it: `newId` when it gave `id` to a server that
+  // asked for one. The result's `server` is the id the server has.
+  Result<meta::Applied> registerServerWithToken(uint64_t id, std::string_view address,
+                                                std::string_view token, bool newId);
   Status removed(uint64_t server, const std::vector<uint64_t>& chunks);
 
   // Shorthands that REQUIRE success.
