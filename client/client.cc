@@ -1186,8 +1186,12 @@ kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byt
   f.opens++;
   kj::Promise<Status> before = f.busy() ? drain(f) : kj::Promise<Status>(Status());
   auto ptr = data.asPtr();
+  // O_DIRECT and O_SYNC/O_DSYNC data is on disk on every shard written when the write returns
+  // (DESIGN.md rule 1); only O_SYNC also commits the size and mtime first.
   bool sync = mode == WriteMode::kSync;
-  return before.then([this, &f, off, ptr, sync](Status) { return writeThrough(f, off, ptr, sync); })
+  bool durable = mode != WriteMode::kBuffered;
+  return before
+      .then([this, &f, off, ptr, durable](Status) { return writeThrough(f, off, ptr, durable); })
       .then([this, &f, end, sync](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         f.size = std::max(f.size, end);

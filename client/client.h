@@ -11,7 +11,8 @@
 // not contiguous with it, and on flush/fsync/release/read/truncate. A failure of such a
 // background write is kept and reported by the next flush or fsync of the file (and every one
 // after, until the file is closed): it is never silently dropped. Direct (O_DIRECT) writes skip
-// the buffer; sync (O_SYNC/O_DSYNC) writes are durable on every shard before they return.
+// the buffer; direct and sync (O_SYNC/O_DSYNC) writes are durable on every shard before they
+// return (small ec writes through the chunk's write log are durable anyway).
 //
 // Truncation: everything past the new size must read as zeros afterwards, whatever this client
 // or the meta server believed the size was (there may be uncommitted writes past it): chunks
