@@ -147,13 +147,16 @@ TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebu
   // rebuilds shard 0 elsewhere. The rebuilt copy must carry A's records: reads of shard 0 go
   // to it.
   cluster.stopChunk(victim, SIGKILL);
-  bool degraded = false, clean = false;
+  // Done when fsck is clean and says a shard was rebuilt (the lost server may be noticed,
+  // waited for and rebuilt between two polls).
+  bool clean = false;
   std::string last;
+  std::smatch done;
   for (int i = 0; i < 600 && !clean; ++i) {  // bounded: 60 s
     auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
     last = f.output;
-    degraded = degraded || f.exitCode == 1;
-    clean = degraded && f.exitCode == 0;
+    clean = f.exitCode == 0 && std::regex_search(last, done, std::regex("([0-9]+) done")) &&
+            std::stoull(done[1]) > 0;
     if (!clean) usleep(100'000);
   }
   INFO(last);
