@@ -30,7 +30,6 @@
 #pragma once
 #include <kj/async.h>
 
-#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -86,9 +85,6 @@ class ChunkLog {
   size_t count(ChunkId chunk) const;
   Stats stats() const;
 
-  struct Pos {
-    uint64_t segment = 0;
-  };
   struct Entry {
     Record record;
     uint64_t segment = 0;  // where its append is

@@ -36,6 +36,31 @@ Result<Layout> shardLayout(ShardKey key, proto::Layout::Reader wire) {
   return layout;
 }
 
+// What a write or a log append carries: blocks of one shard at an offset, with their CRCs,
+// checked for shape (the CRCs themselves are checked where the blocks are stored).
+struct Blocks {
+  ShardKey key;
+  Layout layout;
+  kj::Array<uint32_t> crcs;
+};
+template <typename Params>
+Result<Blocks> blocksOf(Params p) {
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return key.error();
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return layout.error();
+  auto data = p.getData();
+  if (auto s = checkRange(p.getOffset(), data.size()); !s) return s.error();
+  auto wire = p.getCrcs();
+  if (wire.size() != data.size() / kBlockSize) {
+    return Error{Errc::kInvalid, std::to_string(wire.size()) + " CRCs for " +
+                                     std::to_string(data.size() / kBlockSize) + " blocks"};
+  }
+  auto crcs = kj::heapArray<uint32_t>(wire.size());
+  for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = wire[i];
+  return Blocks{*key, *layout, kj::mv(crcs)};
+}
+
 kj::Promise<Status> joinStatusList(kj::Array<kj::Promise<Status>> all) {
   return kj::joinPromises(kj::mv(all)).then([](kj::Array<Status> done) {
     for (auto& d : done) {
@@ -59,19 +84,12 @@ ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();
-  auto key = shardKey(p.getChunk(), p.getShard());
-  if (!key) return reply(context, key.error());
-  auto layout = shardLayout(*key, p.getLayout());
-  if (!layout) return reply(context, layout.error());
+  auto b = blocksOf(p);
+  if (!b) return reply(context, b.error());
+  auto key = &b->key;
+  auto layout = &b->layout;
   auto data = p.getData();
-  if (auto s = checkRange(p.getOffset(), data.size()); !s) return reply(context, s);
-  auto wireCrcs = p.getCrcs();
-  if (wireCrcs.size() != data.size() / kBlockSize) {
-    return reply(context, invalid(std::to_string(wireCrcs.size()) + " CRCs for " +
-                                  std::to_string(data.size() / kBlockSize) + " blocks"));
-  }
-  auto crcs = kj::heapArray<uint32_t>(wireCrcs.size());
-  for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = wireCrcs[i];
+  auto crcs = kj::mv(b->crcs);
   // `data` points into the request, which lives until this call's promise is done.
   return epochs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, layout = *layout, offset = p.getOffset(), data,
@@ -342,27 +360,18 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ChunkId chunk,
 kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
   if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
   auto p = context.getParams();
-  auto key = shardKey(p.getChunk(), p.getShard());
-  if (!key) return reply(context, key.error());
-  auto layout = shardLayout(*key, p.getLayout());
-  if (!layout) return reply(context, layout.error());
-  auto data = p.getData();
-  if (data.size() == 0) return reply(context, invalid("empty log record"));
-  if (auto s = checkRange(p.getOffset(), data.size()); !s) return reply(context, s);
-  auto wireCrcs = p.getCrcs();
-  if (wireCrcs.size() != data.size() / kBlockSize) {
-    return reply(context, invalid(std::to_string(wireCrcs.size()) + " CRCs for " +
-                                  std::to_string(data.size() / kBlockSize) + " blocks"));
-  }
+  if (p.getData().size() == 0) return reply(context, invalid("empty log record"));
+  auto b = blocksOf(p);
+  if (!b) return reply(context, b.error());
+  auto key = &b->key;
   ChunkLog::Record r;
   r.chunk = key->chunk;
   r.shard = key->shard;
   r.epoch = p.getEpoch();
   r.seq = p.getSeq();
   r.offset = p.getOffset();
-  r.data = kj::heapArray<kj::byte>(data);
-  r.crcs = kj::heapArray<uint32_t>(wireCrcs.size());
-  for (size_t i = 0; i < r.crcs.size(); ++i) r.crcs[i] = wireCrcs[i];
+  r.data = kj::heapArray<kj::byte>(p.getData());
+  r.crcs = kj::mv(b->crcs);
   return epochs_.admit(key->chunk, r.epoch)
       .then([this, r = kj::mv(r)](Status admitted) mutable {
         if (!admitted) return kj::Promise<Status>(admitted);

@@ -110,7 +110,6 @@ kj::Promise<Result<uint32_t>> DataPath::writeLogged(const ChunkDesc& chunk, uint
       int shard;
       uint64_t lo, hi;  // block-aligned shard range
       kj::Array<kj::byte> buf;
-      LogRecord* record = nullptr;
     };
     std::vector<Piece> pieces;
   };
