@@ -320,16 +320,14 @@ ChunkLog::Stats ChunkLog::stats() const {
   return s;
 }
 
-// Group commit, as in chunk/epochs.cc: what is queued when a write starts goes in it, what
+// Group commit (fs/group_commit.h): what is queued when a write starts goes in it, what
 // comes while it runs shares the next. After a failed write the segment may end in a partial
 // record behind which later ones would be lost at the next open: the log then refuses all.
 kj::Promise<Status> ChunkLog::flush() {
-  KJ_IF_MAYBE(next, next_) { return next->addBranch(); }
-  auto start = [this]() -> kj::Promise<Status> {
+  return commits_.flush([this]() -> kj::Promise<Status> {
     if (broken_) return Status(*broken_);
     auto batches = kj::heap<std::vector<Batch>>(kj::mv(pending_));
     pending_.clear();
-    next_ = nullptr;
     auto& work = *batches;
     return worker_
         .run([this, &work]() -> Status {
@@ -366,14 +364,7 @@ kj::Promise<Status> ChunkLog::flush() {
           return s;
         })
         .attach(kj::mv(batches));
-  };
-  kj::Promise<void> ready = kj::READY_NOW;
-  KJ_IF_MAYBE(running, running_) { ready = running->addBranch(); }
-  auto batch = ready.then(kj::mv(start)).fork();
-  running_ = batch.addBranch().ignoreResult().fork();
-  auto result = batch.addBranch();
-  next_ = kj::mv(batch);
-  return result;
+  });
 }
 
 void ChunkLog::collect() {

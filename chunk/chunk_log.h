@@ -36,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/group_commit.h"
 #include "fs/result.h"
 #include "fs/types.h"
 #include "fs/worker.h"
@@ -118,8 +119,7 @@ class ChunkLog {
   };
   std::vector<Batch> pending_;
   std::optional<Error> broken_;
-  kj::Maybe<kj::ForkedPromise<Status>> next_;
-  kj::Maybe<kj::ForkedPromise<void>> running_;
+  GroupCommit commits_;
   WorkerThread worker_;
 };
 

@@ -128,12 +128,10 @@ kj::Promise<Status> EpochTable::raise(ChunkId chunk, uint64_t epoch) {
 // runs share the next. After a failed write the file may end in a partial record, behind which
 // later records would be lost at the next open: the table then refuses every raise.
 kj::Promise<Status> EpochTable::flush() {
-  KJ_IF_MAYBE(next, next_) { return next->addBranch(); }
-  auto start = [this]() -> kj::Promise<Status> {
+  return commits_.flush([this]() -> kj::Promise<Status> {
     if (broken_) return Status(*broken_);
     auto batch = kj::heap<std::string>(kj::mv(pending_));
     pending_.clear();
-    next_ = nullptr;
     auto& bytes = *batch;
     return worker_
         .run([this, &bytes]() -> Status {
@@ -157,14 +155,7 @@ kj::Promise<Status> EpochTable::flush() {
           return s;
         })
         .attach(kj::mv(batch));
-  };
-  kj::Promise<void> ready = kj::READY_NOW;
-  KJ_IF_MAYBE(running, running_) { ready = running->addBranch(); }
-  auto batch = ready.then(kj::mv(start)).fork();
-  running_ = batch.addBranch().ignoreResult().fork();
-  auto result = batch.addBranch();
-  next_ = kj::mv(batch);
-  return result;
+  });
 }
 
 }  // namespace tessera::chunk

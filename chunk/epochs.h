@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/group_commit.h"
 #include "fs/result.h"
 #include "fs/types.h"
 #include "fs/worker.h"
@@ -51,8 +52,7 @@ class EpochTable {
   std::unordered_map<uint64_t, uint64_t> epochs_;
   std::string pending_;  // records not yet handed to the worker
   std::optional<Error> broken_;                 // a write failed: no more raises
-  kj::Maybe<kj::ForkedPromise<Status>> next_;   // the batch that takes `pending_`, not started
-  kj::Maybe<kj::ForkedPromise<void>> running_;  // the last batch started
+  GroupCommit commits_;
   WorkerThread worker_;
 };
 
