@@ -400,7 +400,7 @@ kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t o
   bool small = data.size() < stripeWidth(chunk.layout);
   if (small && logConfig_.enabled && inode.value != 0 && chunk.epoch > 0 &&
       !(fresh && !fresh->shardsCreated)) {
-    return writeLogged(chunk, off, data, inode);
+    return writeLogged(chunk, off, data, inode, kj::mv(fresh));
   }
   // Straight to the stripes, after the log's records of the chunk: they are older.
   if (logs_.count(chunk.id.value)) {

@@ -168,8 +168,11 @@ class DataPath {
     uint32_t holders = 0;  // shards whose servers have it
   };
   struct LogChunk;
+  // `fresh` (may be null) learns the blocks the records cover, before they are appended: a
+  // later direct write must read them, not take them for never-written zeros.
   kj::Promise<Result<uint32_t>> writeLogged(const ChunkDesc& chunk, uint64_t off,
-                                            kj::ArrayPtr<const kj::byte> data, InodeId inode);
+                                            kj::ArrayPtr<const kj::byte> data, InodeId inode,
+                                            std::shared_ptr<FreshChunk> fresh);
   kj::Promise<Result<uint32_t>> appendRecord(const ChunkDesc& chunk, LogRecord& rec);
   kj::Promise<Status> appendTo(const ChunkDesc& chunk, int target, const LogRecord& rec);
   void scheduleApply(uint64_t chunk);

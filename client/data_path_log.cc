@@ -101,7 +101,8 @@ kj::Promise<void> DataPath::waitForLogRoom() {
 
 kj::Promise<Result<uint32_t>> DataPath::writeLogged(const ChunkDesc& chunk, uint64_t off,
                                                     kj::ArrayPtr<const kj::byte> data,
-                                                    InodeId inode) {
+                                                    InodeId inode,
+                                                    std::shared_ptr<FreshChunk> fresh) {
   struct State {
     ChunkDesc chunk;
     Extent rows;
@@ -120,25 +121,37 @@ kj::Promise<Result<uint32_t>> DataPath::writeLogged(const ChunkDesc& chunk, uint
   s.rows = rowExtent(l, off, data.size());
   return waitForLogRoom()
       .then([this, &s] { return rows_.lock(s.chunk.id.value, s.rows.lo, s.rows.hi); })
-      .then([this, &s, off, data](RangeLock::Guard guard) {
+      .then([this, &s, off, data, fresh = kj::mv(fresh)](RangeLock::Guard guard) {
         s.guard = kj::mv(guard);
         const Layout& l = s.chunk.layout;
         std::vector<Want> wants;
+        // The old bytes of an edge block: zeros if this client placed the chunk and never wrote
+        // the block, else as readers see them (our earlier records too).
+        auto old = [&](int shard, uint64_t lo, kj::ArrayPtr<kj::byte> dest) {
+          if (fresh && !fresh->overlaps(shard, lo, lo + kBlockSize)) {
+            memset(dest.begin(), 0, dest.size());
+          } else {
+            wants.push_back(Want{shard, lo, dest});
+          }
+        };
         forEachRun(l, off, data.size(), [&](uint64_t, int shard, uint64_t shardOff, uint64_t n) {
           State::Piece p;
           p.shard = shard;
           p.lo = alignDown(shardOff, kBlockSize);
           p.hi = alignUp(shardOff + n, kBlockSize);
           p.buf = kj::heapArray<kj::byte>(p.hi - p.lo);
-          // The old bytes of partial edge blocks, as readers see them (our earlier records too).
           bool head = shardOff != p.lo, tail = shardOff + n != p.hi;
-          if (head) wants.push_back(Want{shard, p.lo, p.buf.slice(0, kBlockSize)});
+          if (head) old(shard, p.lo, p.buf.slice(0, kBlockSize));
           if (tail && !(head && p.hi - p.lo == kBlockSize)) {
-            wants.push_back(Want{shard, p.hi - kBlockSize,
-                                 p.buf.slice(p.hi - p.lo - kBlockSize, p.hi - p.lo)});
+            old(shard, p.hi - kBlockSize, p.buf.slice(p.hi - p.lo - kBlockSize, p.hi - p.lo));
           }
           s.pieces.push_back(kj::mv(p));
         });
+        // Recorded before the rows are unlocked, and even if an append fails (the blocks may
+        // then hold either content): the next direct write of these rows must read them.
+        if (fresh) {
+          for (auto& p : s.pieces) fresh->add(p.shard, p.lo, p.hi);
+        }
         if (wants.empty()) return kj::Promise<Status>(Status());
         return readEc(s.chunk, kj::mv(wants), true);
       })
