@@ -125,20 +125,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   bool overlay = log_ && !p.getRaw() && log_->count(key->chunk) > 0;
   return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
                        key = *key, offset = p.getOffset()](Status s) mutable {
-    // Unapplied log records are newer than the stored blocks (checked after the read: a record
-    // appended while it ran is newer still). A shard this server does not hold reads as zeros
-    // under the records of it.
-    if (overlay && (s || s.code() == Errc::kNotFound) && log_->count(key.chunk) > 0) {
-      if (!s) {
-        auto out = data.get();
-        memset(out.begin(), 0, out.size());
-        for (auto& c : crcs) c = zeroBlockCrc();
-      }
-      log_->overlay(key.chunk, key.shard, offset, data.get(), crcs);
-      if (!s && !log_->records(key.chunk, key.shard, offset, offset + crcs.size() * kBlockSize).empty()) {
-        s = Status();
-      }
-    }
+    if (overlay) s = overlayLog(key, offset, data.get(), crcs, s);
     auto results = context.getResults();
     setError(results, s);
     // The client reads around the block; the operator should still hear of a rotting disk.
@@ -148,6 +135,127 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
     auto list = results.initCrcs(crcs.size());
     for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
   });
+}
+
+Status ChunkServiceImpl::overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                                    kj::ArrayPtr<uint32_t> crcs, Status s) {
+  // Unapplied log records are newer than the stored blocks (checked after the read: a record
+  // appended while it ran is newer still). A shard this server does not hold reads as zeros
+  // under the records of it.
+  if ((s || s.code() == Errc::kNotFound) && log_->count(key.chunk) > 0) {
+    if (!s) {
+      memset(out.begin(), 0, out.size());
+      for (auto& c : crcs) c = zeroBlockCrc();
+    }
+    log_->overlay(key.chunk, key.shard, offset, out, crcs);
+    if (!s && !log_->records(key.chunk, key.shard, offset, offset + crcs.size() * kBlockSize).empty()) {
+      s = Status();
+    }
+  }
+  return s;
+}
+
+kj::Promise<void> ChunkServiceImpl::readV(ReadVContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto wire = p.getRanges();
+  if (wire.size() > kMaxVectorParts) {
+    return reply(context, invalid(std::to_string(wire.size()) + " ranges (at most " +
+                                  std::to_string(kMaxVectorParts) + ")"));
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // (offset, length)
+  uint64_t total = 0;
+  for (auto r : wire) {
+    if (auto s = checkRange(r.getOffset(), r.getLength()); !s) return reply(context, s);
+    total += r.getLength();
+    if (total > kMaxReadBytes) {
+      return reply(context, invalid("read of more than " + std::to_string(kMaxReadBytes) + " bytes"));
+    }
+    ranges.emplace_back(r.getOffset(), r.getLength());
+  }
+  auto results = context.getResults();
+  auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(total);
+  auto crcs = kj::heapArray<uint32_t>(total / kBlockSize);
+  kj::Vector<kj::Promise<Status>> reads;
+  uint64_t at = 0;
+  for (auto [offset, length] : ranges) {
+    reads.add(disk_.read(*key, offset, data.get().slice(at, at + length),
+                         crcs.slice(at / kBlockSize, (at + length) / kBlockSize)));
+    at += length;
+  }
+  bool overlay = log_ && !p.getRaw() && log_->count(key->chunk) > 0;
+  return kj::joinPromises(reads.releaseAsArray())
+      .then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay, key = *key,
+             ranges = kj::mv(ranges)](kj::Array<Status> done) mutable {
+        Status s;
+        uint64_t at = 0;
+        for (size_t i = 0; i < ranges.size(); ++i) {
+          auto [offset, length] = ranges[i];
+          Status r = done[i];
+          if (overlay) {
+            r = overlayLog(key, offset, data.get().slice(at, at + length),
+                           crcs.slice(at / kBlockSize, (at + length) / kBlockSize), r);
+          }
+          if (!r && s) s = r;
+          at += length;
+        }
+        auto results = context.getResults();
+        setError(results, s);
+        if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
+        if (!s) return;
+        results.adoptData(kj::mv(data));
+        auto list = results.initCrcs(crcs.size());
+        for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+      });
+}
+
+kj::Promise<void> ChunkServiceImpl::writeV(WriteVContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  auto layout = shardLayout(*key, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  auto wire = p.getPieces();
+  if (wire.size() > kMaxVectorParts) {
+    return reply(context, invalid(std::to_string(wire.size()) + " pieces (at most " +
+                                  std::to_string(kMaxVectorParts) + ")"));
+  }
+  // Every piece is checked, CRCs included, before any is stored.
+  struct Piece {
+    uint64_t offset;
+    kj::ArrayPtr<const kj::byte> data;  // into the request, alive until the reply
+    kj::Array<uint32_t> crcs;
+  };
+  std::vector<Piece> pieces;
+  for (auto w : wire) {
+    auto data = w.getData();
+    if (data.size() == 0) return reply(context, invalid("empty piece"));
+    if (auto s = checkRange(w.getOffset(), data.size()); !s) return reply(context, s);
+    auto list = w.getCrcs();
+    auto crcs = kj::heapArray<uint32_t>(list.size());
+    for (size_t i = 0; i < crcs.size(); ++i) crcs[i] = list[i];
+    if (auto s = verifyBlocks(w.getOffset(), data, crcs); !s) {
+      log::warn("refused a write to shard ", key->toString().c_str(), ": ",
+                s.error().detail.c_str());
+      return reply(context, s);
+    }
+    pieces.push_back(Piece{w.getOffset(), data, kj::mv(crcs)});
+  }
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, layout = *layout, pieces = kj::mv(pieces),
+             sync = p.getSync()](Status admitted) mutable -> kj::Promise<Status> {
+        if (!admitted) return admitted;
+        kj::Vector<kj::Promise<Status>> writes;
+        for (auto& piece : pieces) {
+          writes.add(disk_.write(key, layout, piece.offset, piece.data, kj::mv(piece.crcs), false));
+        }
+        return joinStatusList(writes.releaseAsArray()).then([this, key, sync](Status s) {
+          if (!s || !sync) return kj::Promise<Status>(s);
+          return disk_.sync(kj::heapArray<ShardKey>({key}));
+        });
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
 kj::Promise<void> ChunkServiceImpl::sync(SyncContext context) {

@@ -1,8 +1,9 @@
 // chunk/chunk_service.h — the chunk server's data RPC (proto::ChunkService, fs/proto/chunk.capnp)
 // over the server's disks (chunk/disk_set.h). Every request is validated before it reaches the disk: a chunk id of 0, a
 // shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
-// length, a read longer than kMaxReadBytes or a CRC list that does not match the data is
-// answered with kInvalid; every reply carries `error`. Bytes of a block that fails its CRC are
+// length, a read longer than kMaxReadBytes, more than kMaxVectorParts ranges or pieces in a
+// readV or writeV, or a CRC list that does not match the data is answered with kInvalid (a
+// writeV stores none of its pieces unless every one is well formed and matches its CRCs); every reply carries `error`. Bytes of a block that fails its CRC are
 // never sent. Writes, truncates and creates carry the writer's lease epoch and are refused
 // (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
@@ -22,6 +23,7 @@ constexpr uint64_t kMaxReadBytes = 4 * 1024 * 1024;
 // Bounds on the lists of one request.
 constexpr size_t kMaxSyncShards = 4096;
 constexpr size_t kMaxRemoveChunks = 65536;
+constexpr size_t kMaxVectorParts = 4096;  // ranges of a readV, pieces of a writeV
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
@@ -43,11 +45,17 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> logAppend(LogAppendContext context) override;
   kj::Promise<void> logTrim(LogTrimContext context) override;
   kj::Promise<void> logFetch(LogFetchContext context) override;
+  kj::Promise<void> readV(ReadVContext context) override;
+  kj::Promise<void> writeV(WriteVContext context) override;
 
  private:
   // Replaces this server's records of `chunk` with every record the servers at `sources`
   // ("" skipped) hold of it (after a rebuild here).
   kj::Promise<Status> takeLogRecords(ChunkId chunk, std::vector<std::string> sources);
+  // What a read `s` of `out` at `offset` of shard `key` answers once the log's unapplied
+  // records of those blocks lie over it.
+  Status overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                    kj::ArrayPtr<uint32_t> crcs, Status s);
   DiskSet& disk_;
   EpochTable& epochs_;
   Rebuilder* rebuilder_ = nullptr;

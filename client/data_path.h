@@ -58,7 +58,7 @@ struct FreshChunk {
 
 struct DataPathLogConfig {
   bool enabled = true;
-  uint64_t applyDelayMs = 20;       // a chunk's records wait this long for more before applying
+  uint64_t applyDelayMs = 200;      // a chunk's records wait this long for more before applying
   uint64_t applyBytes = 1 << 20;    // ... unless this much is waiting
   uint64_t memoryLimit = 64 << 20;  // logged, unapplied bytes; further small writes wait
 };
@@ -179,8 +179,20 @@ class DataPath {
   kj::Promise<Status> applyNow(uint64_t chunk);
   // Applies `records` (in order) to the stripes: durable when resolved; the mask of missed
   // shards.
+  // (client/data_path_apply.cc)
   kj::Promise<Result<uint32_t>> applyRecords(const ChunkDesc& chunk,
                                              std::vector<const LogRecord*> records);
+  // One batch (at most kMaxTransfer bytes of records): vectored reads and synced writes.
+  kj::Promise<Result<uint32_t>> applyBatch(const ChunkDesc& chunk,
+                                           std::vector<const LogRecord*> records);
+  // One read-modify-write per record, then a sync: reads that fail are rebuilt.
+  kj::Promise<Result<uint32_t>> applyEach(const ChunkDesc& chunk,
+                                          std::vector<const LogRecord*> records);
+  // Several block-aligned ranges of one shard, stored (raw) bytes, in one round trip.
+  kj::Promise<Status> readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants);
+  // Several (shard offset, blocks) pieces of one shard in one round trip, synced.
+  kj::Promise<Status> writeShardV(const ChunkDesc& chunk, int shard,
+                                  std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> parts);
   kj::Promise<Result<uint32_t>> trimLog(const ChunkDesc& chunk, uint32_t holders, uint64_t epoch,
                                         uint64_t seq);
   // Every record of `shard` (-1: all) in [lo, hi) that the servers of `from` (a shard mask)

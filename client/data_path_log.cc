@@ -17,8 +17,8 @@
 // other servers over it. A record that missed its data shard's server makes that shard stale
 // before the write is acknowledged, so no reader asks that server.
 //
-// The applier (one per chunk at a time, in the background, batching what arrived meanwhile)
-// writes the records into the stripes in seq order with the ordinary read-modify-write of
+// The applier (one per chunk at a time, in the background, batching what arrived meanwhile:
+// client/data_path_apply.cc) writes the records into the stripes in seq order by re-encoding
 // their rows — reading the other data blocks raw, so the parity it computes matches the stored
 // bytes — syncs the shards it wrote, and only then trims the records (epoch, seq <= the last
 // applied) on every server it sent them to. A crash at any point of that leaves the records in
@@ -83,14 +83,6 @@ DataPath::LogStats DataPath::logStats() const {
   s.pendingBytes = logBytes_;
   return s;
 }
-
-namespace {
-// Chunk offset of shard offset `off` of data shard `shard`.
-uint64_t chunkOffsetOf(const Layout& l, int shard, uint64_t off) {
-  return off / kCellSize * (uint64_t(l.k) * kCellSize) + uint64_t(shard) * kCellSize +
-         off % kCellSize;
-}
-}  // namespace
 
 kj::Promise<void> DataPath::waitForLogRoom() {
   if (logBytes_ < logConfig_.memoryLimit) return kj::READY_NOW;
@@ -416,63 +408,6 @@ kj::Promise<Status> DataPath::applyNow(uint64_t id) {
         return Status();
       })
       .attach(kj::mv(keep));
-}
-
-kj::Promise<Result<uint32_t>> DataPath::applyRecords(const ChunkDesc& chunk,
-                                                     std::vector<const LogRecord*> records) {
-  auto desc = kj::heap<ChunkDesc>(chunk);
-  auto& c = *desc;
-  const Layout& l = c.layout;
-  kj::Vector<kj::Promise<Result<uint32_t>>> writes;
-  uint32_t touched = 0;
-  // In seq order: the row locks are granted in the order asked, so a later record of a block
-  // lands after an earlier one.
-  for (auto* r : records) {
-    uint64_t at = chunkOffsetOf(l, r->shard, r->offset);
-    // Eagerly: a member of a join runs its continuations only when all are ready, and this
-    // one's ends by giving back the rows a later record's write waits for.
-    writes.add(writeEc(c, at, r->data, false, nullptr).eagerlyEvaluate(nullptr));
-    touched |= 1u << r->shard;
-  }
-  for (int j = l.k; j < l.shards(); ++j) touched |= 1u << j;
-  return kj::joinPromises(writes.releaseAsArray())
-      .then([this, &c, touched](kj::Array<Result<uint32_t>> results)
-                -> kj::Promise<Result<uint32_t>> {
-        uint32_t missed = 0;
-        for (auto& r : results) {
-          if (!r) return Result<uint32_t>(r.error());
-          missed |= *r;
-        }
-        // Durable before any record is trimmed.
-        std::map<uint64_t, std::vector<ShardKey>> byServer;
-        std::map<uint64_t, std::vector<int>> shardsOf;
-        for (int j = 0; j < c.layout.shards(); ++j) {
-          if (!((touched >> j) & 1u) || c.stale(j) || ((missed >> j) & 1u)) continue;
-          byServer[c.servers[j].value].push_back(ShardKey{c.id, j});
-          shardsOf[c.servers[j].value].push_back(j);
-        }
-        kj::Vector<kj::Promise<Status>> syncs;
-        std::vector<std::vector<int>> groups;
-        for (auto& [server, keys] : byServer) {
-          syncs.add(sync(ServerId(server), keys));
-          groups.push_back(shardsOf[server]);
-        }
-        return kj::joinPromises(syncs.releaseAsArray())
-            .then([missed, groups = kj::mv(groups), &c](kj::Array<Status> results) -> Result<uint32_t> {
-              uint32_t m = missed;
-              for (size_t i = 0; i < results.size(); ++i) {
-                if (results[i]) continue;
-                if (results[i].error().code == Errc::kStale) return results[i].error();
-                for (int j : groups[i]) m |= 1u << j;
-              }
-              if (std::popcount(m | c.staleShards) > c.layout.m) {
-                return Error{Errc::kUnavailable, "chunk " + std::to_string(c.id.value) +
-                                                     ": applying its log missed too many shards"};
-              }
-              return m;
-            });
-      })
-      .attach(kj::mv(desc));
 }
 
 kj::Promise<Result<uint32_t>> DataPath::trimLog(const ChunkDesc& chunk, uint32_t holders,

@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
       ("ec-log", po::value<std::string>()->default_value("on"),
        "on: small writes to erasure-coded chunks go through the chunk's replicated write log; "
        "off: read-modify-write in place (for comparison)")
-      ("ec-log-apply-delay", po::value<std::string>()->default_value("20ms"),
+      ("ec-log-apply-delay", po::value<std::string>()->default_value("200ms"),
        "how long logged writes of a chunk wait for more before they are applied to its stripes")
       ("lease-idle", po::value<std::string>()->default_value("5s"),
        "give a chunk's write lease back (after syncing what was written under it) once it was "

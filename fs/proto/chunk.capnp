@@ -66,6 +66,24 @@ interface ChunkService {
   logFetch @10 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, maxBytes :UInt32,
                 afterEpoch :UInt64, afterSeq :UInt64)
       -> (error :Common.Error, records :List(LogRecord), more :Bool);
+  # Several ranges of one shard in one round trip (the write log's applier): `data` holds the
+  # ranges one after another, `crcs` their blocks'. Each range as `read` (`raw` likewise; a
+  # shard absent here is notFound); at most kMaxReadBytes in all.
+  readV @11 (chunk :UInt64, shard :UInt8, ranges :List(Range), raw :Bool)
+      -> (error :Common.Error, data :Data, crcs :List(UInt32));
+  # Stores every piece as `write` would (checked first, all of them: a malformed piece stores
+  # nothing), then with `sync` fdatasyncs once.
+  writeV @12 (chunk :UInt64, shard :UInt8, layout :Common.Layout, pieces :List(Piece),
+              sync :Bool, epoch :UInt64) -> (error :Common.Error);
+}
+struct Range {
+  offset @0 :UInt64;
+  length @1 :UInt32;
+}
+struct Piece {
+  offset @0 :UInt64;
+  data @1 :Data;
+  crcs @2 :List(UInt32);
 }
 
 struct LogRecord {

@@ -31,7 +31,12 @@ struct Service {
     return kj::mv(*e);
   }();
   kj::TwoWayPipe pipe = loop.io.provider->newTwoWayPipe();
-  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk, *epochs)};
+  kj::Own<ChunkLog> log = [this] {
+    auto l = ChunkLog::open(dir.path() + "/log");
+    REQUIRE(l.ok());
+    return kj::mv(*l);
+  }();
+  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk, *epochs, nullptr, log.get())};
   capnp::TwoPartyClient rpc{*pipe.ends[0]};
   proto::ChunkService::Client client = rpc.bootstrap().castAs<proto::ChunkService>();
 
@@ -71,6 +76,49 @@ struct Service {
     req.setShard(shard);
     req.setOffset(offset);
     req.setLength(length);
+    auto reply = loop.wait(req.send());
+    Read r{fromWire(reply.getError()), kj::heapArray(reply.getData()),
+           kj::heapArray<uint32_t>(reply.getCrcs().size())};
+    for (size_t i = 0; i < r.crcs.size(); ++i) r.crcs[i] = reply.getCrcs()[i];
+    return r;
+  }
+
+  // A writeV of (offset, data) pieces; `tweak` may spoil the request before it goes.
+  template <typename Tweak>
+  Status writeV(uint64_t chunk, uint8_t shard,
+                std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> pieces,
+                Tweak&& tweak) {
+    auto req = client.writeVRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    toWire(Layout::ec(4, 2), req.initLayout());
+    auto list = req.initPieces(pieces.size());
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      list[i].setOffset(pieces[i].first);
+      list[i].setData(pieces[i].second);
+      auto crcs = crcsOf(pieces[i].second);
+      auto wire = list[i].initCrcs(crcs.size());
+      for (size_t j = 0; j < crcs.size(); ++j) wire.set(j, crcs[j]);
+    }
+    req.setSync(true);
+    tweak(req);
+    return fromWire(loop.wait(req.send()).getError());
+  }
+  Status writeV(uint64_t chunk, uint8_t shard,
+                std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> pieces) {
+    return writeV(chunk, shard, kj::mv(pieces), [](auto&) {});
+  }
+  Read readV(uint64_t chunk, uint8_t shard, std::vector<std::pair<uint64_t, uint32_t>> ranges,
+             bool raw = false) {
+    auto req = client.readVRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    req.setRaw(raw);
+    auto list = req.initRanges(ranges.size());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      list[i].setOffset(ranges[i].first);
+      list[i].setLength(ranges[i].second);
+    }
     auto reply = loop.wait(req.send());
     Read r{fromWire(reply.getError()), kj::heapArray(reply.getData()),
            kj::heapArray<uint32_t>(reply.getCrcs().size())};
@@ -263,4 +311,82 @@ TEST_CASE("a write with an epoch older than the chunk's fence is refused; newer 
   req.setLength(0);
   req.setEpoch(3);
   CHECK(fromWire(svc.loop.wait(req.send()).getError()).code() == Errc::kStale);
+}
+
+TEST_CASE("chunk service: writeV stores every piece, readV returns ranges in order with CRCs") {
+  Service svc;
+  auto a = pattern(2 * kBlockSize, 11), b = pattern(kBlockSize, 12), c = pattern(3 * kBlockSize, 13);
+  REQUIRE(svc.writeV(40, 4, {{0, a}, {10 * kBlockSize, b}, {20 * kBlockSize, c}}).ok());
+  auto r = svc.readV(40, 4, {{20 * kBlockSize, 3 * kBlockSize}, {0, 2 * kBlockSize},
+                             {5 * kBlockSize, kBlockSize}, {10 * kBlockSize, kBlockSize}});
+  REQUIRE(r.status.ok());
+  REQUIRE(r.data.size() == 7 * kBlockSize);
+  CHECK(same(r.data.slice(0, 3 * kBlockSize), c));
+  CHECK(same(r.data.slice(3 * kBlockSize, 5 * kBlockSize), a));
+  auto zeros = kj::heapArray<kj::byte>(kBlockSize);
+  memset(zeros.begin(), 0, zeros.size());
+  CHECK(same(r.data.slice(5 * kBlockSize, 6 * kBlockSize), zeros));  // never written
+  CHECK(same(r.data.slice(6 * kBlockSize, 7 * kBlockSize), b));
+  auto crcs = crcsOf(r.data);
+  REQUIRE(r.crcs.size() == crcs.size());
+  for (size_t i = 0; i < crcs.size(); ++i) CHECK(r.crcs[i] == crcs[i]);
+  // The same bytes as the single-range read.
+  CHECK(same(svc.read(40, 4, 0, 2 * kBlockSize).data, a));
+  // A shard that is not here.
+  CHECK(svc.readV(41, 0, {{0, kBlockSize}}).status.code() == Errc::kNotFound);
+}
+
+TEST_CASE("chunk service: readV lays unapplied log records over the stored blocks unless raw") {
+  Service svc;
+  auto stored = pattern(2 * kBlockSize, 14), logged = pattern(kBlockSize, 15);
+  REQUIRE(svc.writeV(42, 1, {{0, stored}}).ok());
+  auto req = svc.client.logAppendRequest();
+  req.setChunk(42);
+  req.setShard(1);
+  toWire(Layout::ec(4, 2), req.initLayout());
+  req.setOffset(kBlockSize);
+  req.setData(logged);
+  auto crcs = crcsOf(logged);
+  req.initCrcs(1).set(0, crcs[0]);
+  req.setEpoch(1);
+  req.setSeq(1);
+  REQUIRE(fromWire(svc.loop.wait(req.send()).getError()).ok());
+  auto seen = svc.readV(42, 1, {{kBlockSize, kBlockSize}, {0, kBlockSize}});
+  REQUIRE(seen.status.ok());
+  CHECK(same(seen.data.slice(0, kBlockSize), logged));
+  CHECK(same(seen.data.slice(kBlockSize, 2 * kBlockSize), stored.slice(0, kBlockSize)));
+  CHECK(seen.crcs[0] == crcs[0]);
+  auto raw = svc.readV(42, 1, {{kBlockSize, kBlockSize}}, true);
+  REQUIRE(raw.status.ok());
+  CHECK(same(raw.data, stored.slice(kBlockSize, 2 * kBlockSize)));
+}
+
+TEST_CASE("chunk service: malformed or stale vectored requests are refused whole") {
+  Service svc;
+  auto data = pattern(2 * kBlockSize, 16);
+  auto invalid = [](Status s) { return s.code() == Errc::kInvalid; };
+  // One bad piece among good ones: nothing is stored.
+  auto damaged = svc.writeV(43, 0, {{0, data}, {8 * kBlockSize, data}},
+                            [](auto& req) { req.getPieces()[1].getData()[100] ^= 1; });
+  CHECK(damaged.code() == Errc::kCorruption);
+  CHECK(svc.read(43, 0, 0, kBlockSize).status.code() == Errc::kNotFound);
+  CHECK(invalid(svc.writeV(43, 0, {{0, data}, {100, data}})));
+  CHECK(invalid(svc.writeV(43, 0, {{0, data.slice(0, 5000)}})));
+  CHECK(invalid(svc.writeV(43, 0, {{0, data}, {kBlockSize, kj::ArrayPtr<const kj::byte>()}})));
+  CHECK(invalid(svc.writeV(43, 0, {{kChunkSize - kBlockSize, data}})));
+  CHECK(invalid(svc.writeV(43, 9, {{0, data}})));
+  CHECK(invalid(svc.writeV(0, 0, {{0, data}})));
+  CHECK(invalid(svc.writeV(43, 0, {{0, data}}, [](auto& req) { req.getPieces()[0].initCrcs(1); })));
+  CHECK(svc.read(43, 0, 0, kBlockSize).status.code() == Errc::kNotFound);
+  REQUIRE(svc.writeV(43, 0, {{0, data}}).ok());
+  CHECK(invalid(svc.readV(43, 0, {{0, 100}}).status));
+  CHECK(invalid(svc.readV(43, 0, {{3, kBlockSize}}).status));
+  CHECK(invalid(svc.readV(43, 0, {{0, 3 << 20}, {4 << 20, 2 << 20}}).status));  // over 4 MiB
+  CHECK(invalid(svc.readV(43, 0, std::vector<std::pair<uint64_t, uint32_t>>(
+                                     kMaxVectorParts + 1, {0, kBlockSize}))
+                    .status));
+  // Fenced like a write.
+  CHECK(svc.fence(43, 5).ok());
+  CHECK(svc.writeV(43, 0, {{0, data}}, [](auto& req) { req.setEpoch(4); }).code() == Errc::kStale);
+  CHECK(svc.writeV(43, 0, {{0, data}}, [](auto& req) { req.setEpoch(5); }).ok());
 }
