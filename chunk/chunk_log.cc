@@ -15,8 +15,8 @@
 namespace tessera::chunk {
 namespace {
 
-constexpr uint32_t kMagic = 0x31474c54;  // "TLG1"
-constexpr size_t kHeader = 48;
+constexpr uint32_t kMagic = 0x32474c54;  // "TLG2"
+constexpr size_t kHeader = 56;
 enum Type : uint8_t { kAppend = 1, kTrim = 2, kDrop = 3 };
 
 void putU32(char* p, uint32_t v) {
@@ -36,8 +36,8 @@ uint64_t getU64(const char* p) {
   return v;
 }
 
-std::string encode(Type type, ChunkId chunk, uint8_t shard, uint64_t epoch, uint64_t seq,
-                   uint64_t offset, kj::ArrayPtr<const uint32_t> crcs,
+std::string encode(uint64_t segment, Type type, ChunkId chunk, uint8_t shard, uint64_t epoch,
+                   uint64_t seq, uint64_t offset, kj::ArrayPtr<const uint32_t> crcs,
                    kj::ArrayPtr<const kj::byte> data) {
   std::string r(kHeader + crcs.size() * 4 + data.size(), '\0');
   putU32(r.data(), kMagic);
@@ -48,6 +48,7 @@ std::string encode(Type type, ChunkId chunk, uint8_t shard, uint64_t epoch, uint
   putU64(r.data() + 24, seq);
   putU64(r.data() + 32, offset);
   putU32(r.data() + 40, uint32_t(data.size()));
+  putU64(r.data() + 48, segment);
   for (size_t i = 0; i < crcs.size(); ++i) putU32(r.data() + kHeader + 4 * i, crcs[i]);
   if (data.size()) memcpy(r.data() + kHeader + crcs.size() * 4, data.begin(), data.size());
   putU32(r.data() + 44, crc32c(r.data(), r.size()));
@@ -59,10 +60,24 @@ Error ioError(const std::string& what, const std::string& path, int err) {
                what + " " + path + ": " + strerror(err)};
 }
 
-std::string pathOf(const std::string& dir, uint64_t n) {
-  char name[32];
-  snprintf(name, sizeof name, "log.%08llu", static_cast<unsigned long long>(n));
+std::string pathOf(const std::string& dir, uint64_t n, const char* kind = "log") {
+  char name[40];
+  snprintf(name, sizeof name, "%s.%08llu", kind, static_cast<unsigned long long>(n));
   return dir + "/" + name;
+}
+
+// Opens segment `path` to be written from its start: `spare` renamed to it (a spare keeps its
+// blocks, so writing over them changes no metadata and an fdatasync is the data alone, with no
+// journal commit; what it held before reads as the end, being of other segments), or, without
+// one, a new empty file.
+Result<int> startSegment(const std::string& path, const std::optional<std::string>& spare) {
+  if (spare && ::rename(spare->c_str(), path.c_str()) == 0) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) return fd;
+  }
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ioError("cannot create", path, errno);
+  return fd;
 }
 
 }  // namespace
@@ -72,11 +87,13 @@ std::string ChunkLog::segmentPath(uint64_t n) const { return pathOf(dir_, n); }
 Result<kj::Own<ChunkLog>> ChunkLog::open(std::string dir, Config config) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return ioError("cannot create", dir, errno);
   std::vector<uint64_t> segments;
+  std::vector<std::string> spares;
   if (DIR* d = ::opendir(dir.c_str())) {
     while (dirent* e = ::readdir(d)) {
       unsigned long long n = 0;
       char rest = 0;
       if (sscanf(e->d_name, "log.%llu%c", &n, &rest) == 1 && n > 0) segments.push_back(n);
+      if (sscanf(e->d_name, "spare.%llu%c", &n, &rest) == 1) spares.push_back(dir + "/" + e->d_name);
     }
     ::closedir(d);
   } else {
@@ -114,11 +131,15 @@ Result<kj::Own<ChunkLog>> ChunkLog::open(std::string dir, Config config) {
       if (n == 0) break;
       bytes.append(buf, size_t(n));
     }
+    ::close(fd);
     live[seg] += 0;
     size_t pos = 0;
+    bool damaged = false;
     while (pos + kHeader <= bytes.size()) {
       const char* h = bytes.data() + pos;
-      if (getU32(h) != kMagic) break;
+      // The end: never written (zeros), or what a recycled segment held before.
+      if (getU32(h) != kMagic || getU64(h + 48) != seg) break;
+      damaged = true;
       uint32_t length = getU32(h + 40);
       if (length % kBlockSize || length > kChunkSize) break;
       size_t size = kHeader + length / kBlockSize * 4 + length;
@@ -126,6 +147,7 @@ Result<kj::Own<ChunkLog>> ChunkLog::open(std::string dir, Config config) {
       std::string copy(h, size);
       putU32(copy.data() + 44, 0);
       if (crc32c(copy.data(), copy.size()) != getU32(h + 44)) break;
+      damaged = false;
       Type type = Type(uint8_t(h[4]));
       uint64_t chunk = getU64(h + 8), epoch = getU64(h + 16), seq = getU64(h + 24);
       if (type == kAppend) {
@@ -157,25 +179,30 @@ Result<kj::Own<ChunkLog>> ChunkLog::open(std::string dir, Config config) {
       }
       pos += size;
     }
-    if (pos != bytes.size()) {
-      // Never acknowledged (a torn group commit) — or damage, behind which nothing is trusted.
-      log::warn("chunk log ", path.c_str(), ": cut a damaged tail of ", bytes.size() - pos,
-                " bytes");
-      if (::ftruncate(fd, off_t(pos)) != 0 || ::fdatasync(fd) != 0) {
-        int err = errno;
-        ::close(fd);
-        return ioError("cannot cut", path, err);
-      }
+    // A record of this segment that does not check out: a torn group commit (never
+    // acknowledged) or damage, behind which nothing is trusted. Appends never come back to a
+    // segment read here, so it needs no cutting.
+    if (damaged) {
+      log::warn("chunk log ", path.c_str(), ": ignored a damaged tail from byte ", pos);
     }
-    ::close(fd);
   }
-  // Appends go to a new segment after the last one read (whose tail may have been cut).
+  // Appends go to a new segment after the last one read (whose tail may be torn).
   uint64_t seg = segments.empty() ? 1 : segments.back() + 1;
   auto self = kj::heap<ChunkLog>(dir, config, -1, seg, 0, kj::mv(chunks), kj::mv(live));
-  std::string path = self->segmentPath(seg);
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ioError("cannot create", path, errno);
-  self->fd_ = fd;
+  std::sort(spares.begin(), spares.end());
+  while (spares.size() > config.spareSegments) {
+    ::unlink(spares.back().c_str());
+    spares.pop_back();
+  }
+  self->spares_.assign(spares.begin(), spares.end());
+  std::optional<std::string> spare;
+  if (!self->spares_.empty()) {
+    spare = self->spares_.front();
+    self->spares_.pop_front();
+  }
+  auto fd = startSegment(self->segmentPath(seg), spare);
+  if (!fd) return fd.error();
+  self->fd_ = *fd;
   self->live_[seg] += 0;
   if (Status s = ShardFile::syncDirectory(dir); !s) return s.error();
   for (auto& [chunk, recs] : self->chunks_) {
@@ -200,16 +227,26 @@ ChunkLog::~ChunkLog() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void ChunkLog::queue(std::string bytes) {
-  if (segmentSize_ > 0 && segmentSize_ + bytes.size() > config_.segmentBytes) {
+void ChunkLog::queue(uint8_t type, ChunkId chunk, uint8_t shard, uint64_t epoch, uint64_t seq,
+                     uint64_t offset, kj::ArrayPtr<const uint32_t> crcs,
+                     kj::ArrayPtr<const kj::byte> data) {
+  size_t size = kHeader + crcs.size() * 4 + data.size();
+  if (segmentSize_ > 0 && segmentSize_ + size > config_.segmentBytes) {
     ++segment_;
     segmentSize_ = 0;
     live_[segment_] += 0;
-    pending_.push_back(Batch{"", segment_});
+    Batch roll{"", segment_, std::nullopt};
+    if (!spares_.empty()) {
+      roll.reuse = spares_.front();
+      spares_.pop_front();
+      counters_.reused++;
+    }
+    pending_.push_back(kj::mv(roll));
   }
+  std::string bytes = encode(segment_, Type(type), chunk, shard, epoch, seq, offset, crcs, data);
   segmentSize_ += bytes.size();
   if (pending_.empty() || pending_.back().rollTo) {
-    pending_.push_back(Batch{kj::mv(bytes), std::nullopt});
+    pending_.push_back(Batch{kj::mv(bytes), std::nullopt, std::nullopt});
   } else {
     pending_.back().bytes += bytes;
   }
@@ -242,7 +279,7 @@ kj::Promise<Status> ChunkLog::append(Record r) {
     return Status(Error{Errc::kBusy, "chunk log full (" + std::to_string(bytes_) +
                                          " bytes unapplied)"});
   }
-  queue(encode(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data));
+  queue(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data);
   counters_.appended++;
   add(Entry{kj::mv(r), segment_});
   return flush();
@@ -261,7 +298,7 @@ kj::Promise<Status> ChunkLog::trim(ChunkId chunk, uint64_t epoch, uint64_t seq) 
   if (recs.empty()) chunks_.erase(c);
   if (!any) return Status();
   if (broken_) return Status(*broken_);
-  queue(encode(kTrim, chunk, 0, epoch, seq, 0, nullptr, nullptr));
+  queue(kTrim, chunk, 0, epoch, seq, 0, nullptr, nullptr);
   return flush();
 }
 
@@ -271,7 +308,7 @@ kj::Promise<Status> ChunkLog::drop(ChunkId chunk) {
   while (!c->second.empty()) forget(c->second.begin(), c->second);
   chunks_.erase(c);
   if (broken_) return Status(*broken_);
-  queue(encode(kDrop, chunk, 0, 0, 0, 0, nullptr, nullptr));
+  queue(kDrop, chunk, 0, 0, 0, 0, nullptr, nullptr);
   return flush();
 }
 
@@ -334,23 +371,25 @@ kj::Promise<Status> ChunkLog::flush() {
           for (auto& b : work) {
             if (b.rollTo) {
               if (::fdatasync(fd_) != 0) return ioError("cannot sync", segmentPath(*b.rollTo - 1), errno);
-              std::string path = segmentPath(*b.rollTo);
-              int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-              if (fd < 0) return ioError("cannot create", path, errno);
+              auto fd = startSegment(segmentPath(*b.rollTo), b.reuse);
+              if (!fd) return fd.error();
               ::close(fd_);
-              fd_ = fd;
+              fd_ = *fd;
+              fileAt_ = 0;
               if (Status s = ShardFile::syncDirectory(dir_); !s) return s;
               continue;
             }
             size_t done = 0;
             while (done < b.bytes.size()) {
-              ssize_t n = ::write(fd_, b.bytes.data() + done, b.bytes.size() - done);
+              ssize_t n = ::pwrite(fd_, b.bytes.data() + done, b.bytes.size() - done,
+                                   off_t(fileAt_ + done));
               if (n < 0) {
                 if (errno == EINTR) continue;
                 return ioError("cannot write", dir_ + "/log", errno);
               }
               done += size_t(n);
             }
+            fileAt_ += done;
           }
           if (::fdatasync(fd_) != 0) return ioError("cannot sync", dir_ + "/log", errno);
           return Status();
@@ -381,7 +420,7 @@ void ChunkLog::collect() {
       for (auto& [chunk, key] : moves) {
         Entry& e = chunks_[chunk][key];
         const Record& r = e.record;
-        queue(encode(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data));
+        queue(kAppend, r.chunk, r.shard, r.epoch, r.seq, r.offset, r.crcs, r.data);
         live_[e.segment]--;
         e.segment = segment_;
         live_[segment_]++;
@@ -391,15 +430,33 @@ void ChunkLog::collect() {
       return;
     }
   }
-  std::vector<std::string> doomed;
+  // Dead segments become spares (up to config_.spareSegments), the rest are deleted. Oldest
+  // first: a segment's records may be trimmed by records in later ones, never earlier ones, so
+  // a dead segment never lies behind a live one that a crash could bring back alone.
+  std::vector<std::pair<std::string, std::string>> doomed;  // (path, spare path or "")
   while (live_.size() > 1 && live_.begin()->first != segment_ && live_.begin()->second == 0) {
-    doomed.push_back(segmentPath(live_.begin()->first));
+    uint64_t n = live_.begin()->first;
+    std::string spare;
+    if (spares_.size() < config_.spareSegments) {
+      spare = pathOf(dir_, n, "spare");
+      spares_.push_back(spare);  // the worker renames it before any later roll reuses it
+    }
+    doomed.emplace_back(segmentPath(n), spare);
     live_.erase(live_.begin());
   }
   if (doomed.empty()) return;
   worker_
-      .run([doomed = kj::mv(doomed)] {
-        for (auto& p : doomed) ::unlink(p.c_str());
+      .run([this, doomed = kj::mv(doomed)] {
+        bool renamed = false;
+        for (auto& [path, spare] : doomed) {
+          if (!spare.empty() && ::rename(path.c_str(), spare.c_str()) == 0) {
+            renamed = true;
+          } else {
+            ::unlink(path.c_str());
+          }
+        }
+        // Its records must not come back under the old name after a crash.
+        if (renamed) (void)ShardFile::syncDirectory(dir_);
       })
       .detach([](kj::Exception&&) {});
 }

@@ -14,22 +14,29 @@
 // "Newest" is the highest (epoch, seq): epochs order lease holders, seq the records of one.
 //
 // On disk: segment files DIR/log.NNNNNNNN of records
-//   magic u32 'TLG1', type u8 (1 append, 2 trim, 3 drop), shard u8, zero u16,
+//   magic u32 'TLG2', type u8 (1 append, 2 trim, 3 drop), shard u8, zero u16,
 //   chunk u64, epoch u64, seq u64, offset u64, length u32 (data bytes), crc u32,
+//   segment u64 (the NNNNNNNN of the file it was written to),
 //   then length / 4096 block CRCs (u32) and the data
-// (little-endian; crc = crc32c of the whole record with the crc field zero). A trim drops the
+// (little-endian; crc = crc32c of the whole record with the crc field zero). A segment ends at
+// the first record that is not of it: zeros, or the records a reused segment held before
+// (their segment number is older). Dead segments are kept as DIR/spare.NNNNNNNN (up to
+// `spareSegments`) and renamed to the next segment when one starts: writing over blocks a file
+// already has changes no metadata, so the group commit's fdatasync writes the data alone. A trim drops the
 // chunk's records with (epoch, seq) <= its own; a drop removes all of them (the chunk was
 // removed here, or its shard here was rebuilt: its records describe an older copy). Appends,
 // trims and drops are durable (fdatasync, one per batch: group commit) before they resolve.
 // Records live in memory too (bounded: append answers kBusy beyond `memoryLimit` bytes), and
-// are read back from the segments at start, in order; a torn or damaged tail of the last
-// segment is cut (it was never acknowledged). Segments are deleted oldest first once nothing in
-// them is live (trims follow their appends, so nothing trimmed can come back); when the oldest
-// pins too many, its live records are appended again and it goes.
+// are read back from the segments at start, in order; a record of a segment that fails its CRC
+// ends that segment (a torn group commit, never acknowledged; appends go on in a new segment).
+// Segments become spares or are deleted oldest first once nothing in them is live (trims follow
+// their appends, so nothing trimmed can come back); when the oldest pins too many, its live
+// records are appended again and it goes.
 // Not thread-safe: owned by the chunk server's event loop; file I/O runs on a worker thread.
 #pragma once
 #include <kj/async.h>
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -47,8 +54,9 @@ class ChunkLog {
  public:
   struct Config {
     uint64_t memoryLimit = 256ull << 20;  // bytes of record data held
-    uint64_t segmentBytes = 64ull << 20;
-    size_t maxSegments = 4;  // past this, the oldest segment's live records are moved
+    uint64_t segmentBytes = 16ull << 20;
+    size_t maxSegments = 4;    // past this, the oldest segment's live records are moved
+    size_t spareSegments = 2;  // dead segments kept for reuse
   };
   struct Record {
     ChunkId chunk;
@@ -60,6 +68,7 @@ class ChunkLog {
   };
   struct Stats {
     uint64_t records = 0, bytes = 0, segments = 0, appended = 0, trimmed = 0;
+    uint64_t reused = 0;  // segments started on a spare
   };
 
   // Opens (creating) the log in directory `dir`, reading every record back. Blocks.
@@ -99,7 +108,9 @@ class ChunkLog {
   kj::Promise<Status> flush();
   void add(Entry entry);
   void forget(ChunkRecords::iterator it, ChunkRecords& records);
-  void queue(std::string bytes);
+  // Encodes a record into the pending batch, starting a new segment first if it would not fit.
+  void queue(uint8_t type, ChunkId chunk, uint8_t shard, uint64_t epoch, uint64_t seq,
+             uint64_t offset, kj::ArrayPtr<const uint32_t> crcs, kj::ArrayPtr<const kj::byte> data);
   // Deletes/compacts old segments (after a flush).
   void collect();
   std::string segmentPath(uint64_t n) const;
@@ -116,7 +127,10 @@ class ChunkLog {
   struct Batch {
     std::string bytes;
     std::optional<uint64_t> rollTo;  // start segment N before writing the rest
+    std::optional<std::string> reuse;  // ... by renaming this spare to it
   };
+  std::deque<std::string> spares_;  // dead segments to reuse, oldest first
+  uint64_t fileAt_ = 0;             // the worker's write position in the current segment
   std::vector<Batch> pending_;
   std::optional<Error> broken_;
   GroupCommit commits_;
