@@ -956,6 +956,16 @@ void MetaService::enableRepair(kj::Network& network) {
   c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
   c.recallHoldMs = config_.recallHoldMs;
   repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
+  // A rebuild that ends frees a slot: the next one is ordered at once, not at the next sweep
+  // (one extra tick, however many end together).
+  repair_->onSlotFree([this] {
+    if (repairKick_) return;
+    repairKick_ = true;
+    tasks_.add(kj::evalLater([this] {
+      repairKick_ = false;
+      if (repair_ && raft_.leaderReady() && timer_.now() >= graceUntil_) repair_->tick(serverMap());
+    }));
+  });
   scrub_.onDamaged = [this](ChunkId chunk, int shard, ServerId server) {
     if (repair_) repair_->reportDamaged(chunk, shard, server);
   };

@@ -169,6 +169,7 @@ class MetaService final : public proto::MetaService::Server {
   // A new leader counts the chunk servers it knows as up until this time, or until they miss a
   // heartbeat after it: they need a moment to find it after an election.
   kj::TimePoint graceUntil_ = kj::origin<kj::TimePoint>();
+  bool repairKick_ = false;  // an extra repair tick is scheduled (Repair::onSlotFree)
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;

@@ -440,6 +440,7 @@ void Repair::finished(ChunkId chunk, uint64_t generation, bool ok, uint64_t byte
   if (s != perServer_.end() && --s->second == 0) perServer_.erase(s);
   Order o = std::move(it->second);
   running_.erase(it);
+  KJ_DEFER(if (slotFree_ && (stats_.queued > 0 || pass_.queued > 0 || !moves_.empty())) slotFree_());
   recalls_.finished(o.inode, o.index, ok);
   if (o.move) {
     if (o.move->plan != plan_) return;  // of a plan since replaced or stopped

@@ -51,6 +51,7 @@
 #include <kj/timer.h>
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -128,6 +129,10 @@ class Repair {
   void reportDamaged(ChunkId chunk, int shard, ServerId server);
   // Forgets all soft state (leadership gained or lost). Running orders finish unheeded.
   void reset();
+  // Called when an order ends while more work waits (chunks a pass found but could not order
+  // within the throttle, or queued moves): the owner should tick() again soon rather than at
+  // its next sweep, so repair runs as fast as the throttle allows, not one round a sweep.
+  void onSlotFree(std::function<void()> fn) { slotFree_ = std::move(fn); }
 
   // --- lease recalls (meta/lease_recall.h) ---
   // Whether acquireLease of the chunk must answer busy now: a move of it waits or runs.
@@ -206,6 +211,7 @@ class Repair {
   uint64_t generation_ = 1;
   DamagedSet damaged_;
   std::map<ChunkId, Order> running_;
+  std::function<void()> slotFree_;
   LeaseRecalls recalls_;
   std::deque<QueuedMove> moves_;
   RebalanceStats rebalance_;
