@@ -76,6 +76,19 @@ kj::Promise<void> reply(Context& context, const Status& s) {
   return kj::READY_NOW;
 }
 
+// Answers a read or readV with `s` and, unless it failed, the verified bytes and their CRCs.
+template <typename Results>
+void answerRead(Results results, const Status& s, capnp::Orphan<capnp::Data> data,
+                kj::ArrayPtr<const uint32_t> crcs) {
+  setError(results, s);
+  // The client reads around the block; the operator should still hear of a rotting disk.
+  if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
+  if (!s) return;
+  results.adoptData(kj::mv(data));
+  auto list = results.initCrcs(crcs.size());
+  for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+}
+
 }  // namespace
 
 ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder,
@@ -126,14 +139,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
                        key = *key, offset = p.getOffset()](Status s) mutable {
     if (overlay) s = overlayLog(key, offset, data.get(), crcs, s);
-    auto results = context.getResults();
-    setError(results, s);
-    // The client reads around the block; the operator should still hear of a rotting disk.
-    if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
-    if (!s) return;
-    results.adoptData(kj::mv(data));
-    auto list = results.initCrcs(crcs.size());
-    for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+    answerRead(context.getResults(), s, kj::mv(data), crcs);
   });
 }
 
@@ -200,13 +206,7 @@ kj::Promise<void> ChunkServiceImpl::readV(ReadVContext context) {
           if (!r && s) s = r;
           at += length;
         }
-        auto results = context.getResults();
-        setError(results, s);
-        if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
-        if (!s) return;
-        results.adoptData(kj::mv(data));
-        auto list = results.initCrcs(crcs.size());
-        for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+        answerRead(context.getResults(), s, kj::mv(data), crcs);
       });
 }
 

@@ -90,18 +90,16 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
                           auto st = fromWire(r.getError());
                           if (!st) return st;
                           auto data = r.getData();
-                          auto crcs = r.getCrcs();
-                          if (data.size() != piece.size() || crcs.size() != piece.size() / kBlockSize) {
+                          if (data.size() != piece.size()) {
                             return Error{Errc::kCorruption, "malformed read reply"};
                           }
                           // The server checked these blocks against its stored CRCs; check them
                           // again here so damage on the way is caught too.
-                          for (size_t b = 0; b < crcs.size(); ++b) {
-                            if (crc32c(data.begin() + b * kBlockSize, kBlockSize) != crcs[b]) {
-                              return Error{Errc::kCorruption,
-                                           "chunk " + std::to_string(chunkId) + " shard " +
-                                               std::to_string(shard) + ": block failed its CRC in transfer"};
-                            }
+                          if (auto ok = checkBlockCrcs(data, r.getCrcs(),
+                                                       "chunk " + std::to_string(chunkId) +
+                                                           " shard " + std::to_string(shard));
+                              !ok) {
+                            return ok;
                           }
                           memcpy(piece.begin(), data.begin(), piece.size());
                           return Status();
@@ -139,10 +137,7 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
       req.setEpoch(epoch);
       auto piece = data.slice(done, done + n);
       req.setData(piece);
-      auto crcs = req.initCrcs(uint32_t(n / kBlockSize));
-      for (size_t b = 0; b < crcs.size(); ++b) {
-        crcs.set(b, crc32c(piece.begin() + b * kBlockSize, kBlockSize));
-      }
+      setBlockCrcs(req.initCrcs(uint32_t(n / kBlockSize)), piece);
       parts.add(withTimeout(timer_, ioTimeoutMs_, req.send())
                     .then([](capnp::Response<proto::ChunkService::WriteResults> r) {
                       return fromWire(r.getError());

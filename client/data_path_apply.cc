@@ -279,16 +279,12 @@ kj::Promise<Status> DataPath::readShardV(const ChunkDesc& chunk, int shard, std:
                 capnp::Response<proto::ChunkService::ReadVResults> r) mutable -> Status {
               if (auto st = fromWire(r.getError()); !st) return st;
               auto data = r.getData();
-              auto crcs = r.getCrcs();
-              if (data.size() != total || crcs.size() != total / kBlockSize) {
-                return Error{Errc::kCorruption, "malformed readV reply"};
-              }
-              for (size_t b = 0; b < crcs.size(); ++b) {
-                if (crc32c(data.begin() + b * kBlockSize, kBlockSize) != crcs[b]) {
-                  return Error{Errc::kCorruption, "chunk " + std::to_string(chunkId) + " shard " +
-                                                      std::to_string(shard) +
-                                                      ": block failed its CRC in transfer"};
-                }
+              if (data.size() != total) return Error{Errc::kCorruption, "malformed readV reply"};
+              if (auto ok = checkBlockCrcs(data, r.getCrcs(),
+                                           "chunk " + std::to_string(chunkId) + " shard " +
+                                               std::to_string(shard));
+                  !ok) {
+                return ok;
               }
               uint64_t at = 0;
               for (auto& w : wants) {
@@ -327,10 +323,7 @@ kj::Promise<Status> DataPath::writeShardV(
       auto [offset, data] = parts[i];
       pieces[i].setOffset(offset);
       pieces[i].setData(data);
-      auto crcs = pieces[i].initCrcs(uint32_t(data.size() / kBlockSize));
-      for (size_t b = 0; b < crcs.size(); ++b) {
-        crcs.set(b, crc32c(data.begin() + b * kBlockSize, kBlockSize));
-      }
+      setBlockCrcs(pieces[i].initCrcs(uint32_t(data.size() / kBlockSize)), data);
     }
     return withTimeout(timer_, ioTimeoutMs_, req.send())
         .then([](capnp::Response<proto::ChunkService::WriteVResults> r) {

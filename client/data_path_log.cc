@@ -295,10 +295,7 @@ kj::Promise<Status> DataPath::appendTo(const ChunkDesc& chunk, int target, const
     toWire(layout, req.initLayout());
     req.setOffset(offset);
     req.setData(data);
-    auto crcs = req.initCrcs(uint32_t(data.size() / kBlockSize));
-    for (size_t b = 0; b < crcs.size(); ++b) {
-      crcs.set(b, crc32c(data.begin() + b * kBlockSize, kBlockSize));
-    }
+    setBlockCrcs(req.initCrcs(uint32_t(data.size() / kBlockSize)), data);
     req.setEpoch(epoch);
     req.setSeq(seq);
     return withTimeout(timer_, ioTimeoutMs_, req.send())
@@ -480,17 +477,11 @@ DataPath::fetchLog(const ChunkDesc& chunk, uint32_t from, int shard, uint64_t lo
                   std::pair<uint64_t, uint64_t> lastKey{0, 0};
                   for (auto w : r.getRecords()) {
                     auto data = w.getData();
-                    auto crcs = w.getCrcs();
-                    if (data.size() == 0 || data.size() % kBlockSize ||
-                        crcs.size() != data.size() / kBlockSize ||
-                        w.getOffset() % kBlockSize || w.getOffset() + data.size() > kChunkSize) {
+                    if (data.size() == 0 || w.getOffset() % kBlockSize ||
+                        w.getOffset() + data.size() > kChunkSize) {
                       return Status(Error{Errc::kCorruption, "malformed log record"});
                     }
-                    for (size_t b = 0; b < crcs.size(); ++b) {
-                      if (crc32c(data.begin() + b * kBlockSize, kBlockSize) != crcs[b]) {
-                        return Status(Error{Errc::kCorruption, "log record failed its CRC"});
-                      }
-                    }
+                    if (auto ok = checkBlockCrcs(data, w.getCrcs(), "log record"); !ok) return ok;
                     auto key = std::make_pair(w.getEpoch(), w.getSeq());
                     lastKey = key;
                     if (out.count(key)) continue;

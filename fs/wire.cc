@@ -1,5 +1,9 @@
 #include "fs/wire.h"
 
+#include <kj/debug.h>
+
+#include "fs/checksum.h"
+
 namespace tessera {
 
 void toWire(const Error& e, proto::Error::Builder b) {
@@ -105,6 +109,27 @@ Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
     return Error{Errc::kInvalid, "chunk descriptor marks shards stale that it does not have"};
   }
   return c;
+}
+
+void setBlockCrcs(capnp::List<uint32_t>::Builder out, kj::ArrayPtr<const kj::byte> data) {
+  KJ_REQUIRE(out.size() * kBlockSize == data.size(), out.size(), data.size());
+  for (size_t b = 0; b < out.size(); ++b) {
+    out.set(b, crc32c(data.begin() + b * kBlockSize, kBlockSize));
+  }
+}
+
+Status checkBlockCrcs(capnp::Data::Reader data, capnp::List<uint32_t>::Reader crcs,
+                      const std::string& what) {
+  if (data.size() % kBlockSize || crcs.size() != data.size() / kBlockSize) {
+    return Error{Errc::kCorruption, what + ": " + std::to_string(crcs.size()) + " CRCs for " +
+                                        std::to_string(data.size()) + " bytes"};
+  }
+  for (size_t b = 0; b < crcs.size(); ++b) {
+    if (crc32c(data.begin() + b * kBlockSize, kBlockSize) != crcs[b]) {
+      return Error{Errc::kCorruption, what + ": block " + std::to_string(b) + " failed its CRC"};
+    }
+  }
+  return Status();
 }
 
 }  // namespace tessera

@@ -21,6 +21,14 @@ Result<Layout> fromWire(proto::Layout::Reader r);
 void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b);
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r);
 
+// The CRC32C of each 4 KiB block of `data` (whole blocks), one per entry of `out`, which must
+// have data.size() / 4096 entries.
+void setBlockCrcs(capnp::List<uint32_t>::Builder out, kj::ArrayPtr<const kj::byte> data);
+// kCorruption (naming `what`) unless `data` is whole blocks, `crcs` has one entry per block and
+// each block matches its entry: the receiver's own check of what a peer sent.
+Status checkBlockCrcs(capnp::Data::Reader data, capnp::List<uint32_t>::Reader crcs,
+                      const std::string& what);
+
 // Sets `error` of any reply builder from a Result or Status.
 template <typename Builder, typename T>
 void setError(Builder b, const Result<T>& r) {
