@@ -822,6 +822,28 @@ kj::Promise<Status> Client::release(InodeId inode) {
   });
 }
 
+kj::Promise<Result<std::vector<ChunkDesc>>> Client::getChunks(InodeId inode, uint64_t first,
+                                                              uint64_t count) {
+  return meta_.call<std::vector<ChunkDesc>>(
+      "getChunks", true, [inode, first, count](MetaClient m) {
+        auto req = m.getChunksRequest();
+        req.setInode(inode.value);
+        req.setFirst(first);
+        req.setCount(count);
+        return req.send().then([](auto r) -> Result<std::vector<ChunkDesc>> {
+          auto st = statusOf(r);
+          if (!st) return st.error();
+          std::vector<ChunkDesc> out;
+          for (auto c : r.getChunks()) {
+            auto d = fromWire(c);
+            if (!d) return d.error();
+            out.push_back(kj::mv(*d));
+          }
+          return out;
+        });
+      });
+}
+
 kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64_t index,
                                                             bool allocate) {
   using R = Result<std::optional<ChunkDesc>>;
@@ -853,26 +875,7 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
   uint64_t epoch = f.mapEpoch;
   if (!allocate) {
     if (f.absent.count(index)) return R(std::optional<ChunkDesc>());
-    return meta_
-        .call<std::vector<ChunkDesc>>(
-            "getChunks", true,
-            [inode, index](MetaClient m) {
-              auto req = m.getChunksRequest();
-              req.setInode(inode.value);
-              req.setFirst(index);
-              req.setCount(kChunkPrefetch);
-              return req.send().then([](auto r) -> Result<std::vector<ChunkDesc>> {
-                auto st = statusOf(r);
-                if (!st) return st.error();
-                std::vector<ChunkDesc> out;
-                for (auto c : r.getChunks()) {
-                  auto d = fromWire(c);
-                  if (!d) return d.error();
-                  out.push_back(kj::mv(*d));
-                }
-                return out;
-              });
-            })
+    return getChunks(inode, index, kChunkPrefetch)
         .then([this, inode, index, epoch](Result<std::vector<ChunkDesc>> list) -> R {
           if (!list) return list.error();
           auto* f = find(inode);

@@ -68,7 +68,7 @@ struct ClientConfig {
   // Small ec writes go through the chunk's write log (client/data_path.h); off: read-modify-
   // write in place.
   bool ecLog = true;
-  uint64_t ecLogApplyDelayMs = 20;  // how long a chunk's records wait for more before applying
+  uint64_t ecLogApplyDelayMs = 200;  // how long a chunk's records wait for more before applying
   // A write lease not used for this long is given back (what was written under it synced
   // first); 0: leases are kept until the file is closed.
   uint64_t leaseIdleMs = 5'000;
@@ -155,7 +155,16 @@ class Client {
   // Called by the mount at unmount: flush everything still buffered.
   kj::Promise<Status> flushAll();
 
+  // lseek SEEK_DATA (`data`) or SEEK_HOLE from `off` (client/client_seek.cc): the offset found,
+  // or nullopt (ENXIO) when `off` is at or past the end of the file (or, for data, no data
+  // follows it). At chunk granularity: a chunk never written is a hole, a chunk that exists is
+  // data; the end of the file is a hole.
+  kj::Promise<Result<std::optional<uint64_t>>> seek(InodeId inode, uint64_t off, bool data);
+
  private:
+  // The descriptors of the chunks of `inode` that exist, with first <= index < first + count.
+  kj::Promise<Result<std::vector<ChunkDesc>>> getChunks(InodeId inode, uint64_t first,
+                                                        uint64_t count);
   struct FileState;
   FileState& state(InodeId inode, uint64_t metaSize);
   FileState* find(InodeId inode);

@@ -399,7 +399,7 @@ kj::Promise<void> MetaService::fsync(FsyncContext context) {
 kj::Promise<void> MetaService::getChunks(GetChunksContext context) {
   return readThen(context, [this](GetChunksContext& context) {
     auto p = context.getParams();
-    uint64_t count = std::min<uint64_t>(p.getCount(), 1024);
+    uint64_t count = std::min<uint64_t>(p.getCount(), kMaxGetChunks);
     auto r = ns_.chunks(InodeId(p.getInode()), p.getFirst(), count);
     auto results = context.getResults();
     setError(results, r);

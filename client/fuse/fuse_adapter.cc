@@ -93,6 +93,9 @@ void opRemovexattr(fuse_req_t r, fuse_ino_t i, const char* n) { self(r).removexa
 void opCreate(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
   self(r).create(r, p, n, m, fi);
 }
+void opLseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
+  self(r).lseek(r, i, o, w, fi);
+}
 
 fuse_lowlevel_ops makeOps() {
   fuse_lowlevel_ops ops{};
@@ -127,6 +130,7 @@ fuse_lowlevel_ops makeOps() {
   ops.listxattr = opListxattr;
   ops.removexattr = opRemovexattr;
   ops.create = opCreate;
+  ops.lseek = opLseek;
   return ops;
 }
 
@@ -416,6 +420,19 @@ void FuseAdapter::write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t 
     }
     fuse_reply_write(req, size);
   });
+}
+
+// The kernel answers SEEK_SET, SEEK_CUR and SEEK_END itself; SEEK_DATA and SEEK_HOLE come here.
+void FuseAdapter::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+  if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0) {
+    return (void)fuse_reply_err(req, EINVAL);
+  }
+  handle(req, client_.seek(InodeId(ino), uint64_t(off), whence == SEEK_DATA),
+         [req](Result<std::optional<uint64_t>> at) {
+           if (!at) return (void)fuse_reply_err(req, errnoFor(at.error()));
+           if (!*at) return (void)fuse_reply_err(req, ENXIO);
+           fuse_reply_lseek(req, off_t(**at));
+         });
 }
 
 void FuseAdapter::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

@@ -201,7 +201,8 @@ interface MetaService {
   fsync @17 () -> (error :Common.Error);
 
   # --- data placement ---
-  # Chunk descriptors of `inode` with first <= index < first + count that exist.
+  # Chunk descriptors of `inode` with first <= index < first + count that exist; count is
+  # capped at kMaxGetChunks (fs/types.h).
   getChunks @18 (inode :UInt64, first :UInt64, count :UInt64)
       -> (error :Common.Error, chunks :List(Common.ChunkDesc));
   # The chunk at `index`, placing it on servers if it does not exist yet. `created`: this call

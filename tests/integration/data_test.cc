@@ -155,6 +155,73 @@ TEST_CASE("data: a 1 GiB file written through the mount reads back with the same
   unlink(local.c_str());
 }
 
+TEST_CASE("data: SEEK_DATA and SEEK_HOLE report a sparse file's chunks, cp keeps the holes") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  std::string path = cluster.mnt() + "/sparse";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  const off_t M = 1 << 20;
+  // Chunk 0 and chunk 3 (192 MiB - 256 MiB) hold data; the rest is holes. The writes are still
+  // buffered in the mount when the seeks come.
+  REQUIRE(pwrite(fd, "head", 4, 0) == 4);
+  REQUIRE(pwrite(fd, "tail", 4, 200 * M) == 4);
+  const off_t size = 200 * M + 4;
+  auto seek = [](int fd, off_t off, int whence) {
+    errno = 0;
+    off_t r = lseek(fd, off, whence);
+    return r < 0 ? -errno : r;
+  };
+  auto checkMap = [&](int fd) {
+    CHECK(seek(fd, 0, SEEK_DATA) == 0);
+    CHECK(seek(fd, 100, SEEK_DATA) == 100);
+    CHECK(seek(fd, 0, SEEK_HOLE) == 64 * M);
+    CHECK(seek(fd, 64 * M, SEEK_HOLE) == 64 * M);
+    CHECK(seek(fd, 64 * M, SEEK_DATA) == 192 * M);
+    CHECK(seek(fd, 150 * M, SEEK_DATA) == 192 * M);
+    CHECK(seek(fd, 192 * M, SEEK_HOLE) == size);  // the end is a hole
+    CHECK(seek(fd, size - 1, SEEK_DATA) == size - 1);
+    CHECK(seek(fd, size, SEEK_DATA) == -ENXIO);
+    CHECK(seek(fd, size, SEEK_HOLE) == -ENXIO);
+    CHECK(seek(fd, -1, SEEK_DATA) == -EINVAL);
+  };
+  checkMap(fd);
+  REQUIRE(close(fd) == 0);
+  {
+    ExtraMount other(cluster, "mnt-b");  // cold caches
+    int fd2 = open((other.path + "/sparse").c_str(), O_RDONLY);
+    REQUIRE(fd2 >= 0);
+    checkMap(fd2);
+    close(fd2);
+  }
+  // A file of holes only: no data anywhere, a hole at 0. Then 16 TiB with data at the end.
+  std::string empty = cluster.mnt() + "/holes";
+  fd = open(empty.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(ftruncate(fd, 1024 * M) == 0);
+  CHECK(seek(fd, 0, SEEK_DATA) == -ENXIO);
+  CHECK(seek(fd, 0, SEEK_HOLE) == 0);
+  const off_t huge = off_t(16) << 40;
+  REQUIRE(ftruncate(fd, huge) == 0);
+  REQUIRE(pwrite(fd, "end", 3, huge - 3) == 3);
+  CHECK(seek(fd, 0, SEEK_DATA) == huge - 64 * M);
+  CHECK(seek(fd, huge - 64 * M, SEEK_HOLE) == huge);
+  REQUIRE(close(fd) == 0);
+  struct stat st;
+  REQUIRE(stat(empty.c_str(), &st) == 0);
+  CHECK(st.st_size == huge);
+  // cp keeps the holes (coreutils looks for them with SEEK_HOLE and, in a file that looks sparse,
+  // for runs of zeros): the copy on the local disk is identical and as sparse.
+  std::string copy = cluster.dir() + "/sparse-copy";
+  auto cp = run({"/bin/cp", "--sparse=auto", path, copy});
+  REQUIRE_MESSAGE(cp.exitCode == 0, cp.output);
+  CHECK(readAll(copy) == readAll(path));
+  REQUIRE(stat(copy.c_str(), &st) == 0);
+  MESSAGE("cp of a " << size << "-byte file with two 4-byte writes takes " << st.st_blocks * 512
+                     << " bytes on the local disk");
+  CHECK(st.st_blocks * 512 < 140 * M);  // the hole between the chunks was skipped
+}
+
 TEST_CASE("data: unwritten ranges read as zeros and take no space on the chunk servers") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;
