@@ -94,7 +94,7 @@ kj::Promise<Result<uint32_t>> DataPath::applyBatch(const ChunkDesc& chunk,
     std::vector<uint64_t> rows;               // every block number the batch touches, sorted
     std::vector<Extent> runs;                 // the same as runs
     std::vector<kj::Array<kj::byte>> bufs;    // per shard: the blocks of `rows`, in order
-    std::vector<RangeLock::Guard> guards;
+    RangeLock::Guard guard;
   };
   auto st = kj::heap<State>();
   auto& s = *st;
@@ -117,19 +117,12 @@ kj::Promise<Result<uint32_t>> DataPath::applyBatch(const ChunkDesc& chunk,
       return applyEach(s.chunk, kj::mv(s.records));
     }
   }
-  // The rows, locked in ascending order (every other holder takes one range: no cycle).
-  struct Locker {
-    static kj::Promise<void> run(DataPath& dp, State& s, size_t i) {
-      if (i == s.runs.size()) return kj::READY_NOW;
-      return dp.rows_.lock(s.chunk.id.value, s.runs[i].lo, s.runs[i].hi)
-          .then([&dp, &s, i](RangeLock::Guard g) {
-            s.guards.push_back(kj::mv(g));
-            return run(dp, s, i + 1);
-          });
-    }
-  };
-  return Locker::run(*this, s, 0)
-      .then([this, &s]() -> kj::Promise<Result<uint32_t>> {
+  // The rows, all in one lock request (one at a time could deadlock with a writer between).
+  std::vector<RangeLock::Range> ranges;
+  for (const Extent& e : s.runs) ranges.push_back(RangeLock::Range{e.lo, e.hi});
+  return rows_.lock(s.chunk.id.value, kj::mv(ranges))
+      .then([this, &s](RangeLock::Guard guard) -> kj::Promise<Result<uint32_t>> {
+        s.guard = kj::mv(guard);
         const Layout& l = s.chunk.layout;
         s.bufs.resize(l.shards());
         for (auto& b : s.bufs) b = kj::heapArray<kj::byte>(s.rows.size() * kBlockSize);
@@ -159,7 +152,7 @@ kj::Promise<Result<uint32_t>> DataPath::applyBatch(const ChunkDesc& chunk,
                 if (r.code() == Errc::kStale) return Result<uint32_t>(r.error());
                 log::debug("chunk ", s.chunk.id.value, ": batched apply could not read (",
                            r.error().toString().c_str(), "); one record at a time");
-                s.guards.clear();
+                s.guard.release();
                 return applyEach(s.chunk, kj::mv(s.records));
               }
               const Layout& l = s.chunk.layout;

@@ -4,30 +4,40 @@
 
 namespace tessera::client {
 
-kj::Promise<RangeLock::Guard> RangeLock::lock(uint64_t key, uint64_t lo, uint64_t hi) {
+bool RangeLock::overlaps(const Request& a, const std::vector<Range>& ranges) {
+  for (const Range& x : a.ranges) {
+    for (const Range& y : ranges) {
+      if (x.lo < y.hi && y.lo < x.hi) return true;
+    }
+  }
+  return false;
+}
+
+kj::Promise<RangeLock::Guard> RangeLock::lock(uint64_t key, std::vector<Range> ranges) {
   auto& q = queues_[key];
+  uint64_t id = nextId_++;
   bool blocked = false;
   for (auto& r : q.requests) {
-    if (overlaps(r, lo, hi)) {
+    if (overlaps(r, ranges)) {
       blocked = true;
       break;
     }
   }
   if (!blocked) {
-    q.requests.push_back(Request{lo, hi, true, {}});
-    return Guard(this, key, lo, hi);
+    q.requests.push_back(Request{id, kj::mv(ranges), true, {}});
+    return Guard(this, key, id);
   }
   auto paf = kj::newPromiseAndFulfiller<Guard>();
-  q.requests.push_back(Request{lo, hi, false, kj::mv(paf.fulfiller)});
+  q.requests.push_back(Request{id, kj::mv(ranges), false, kj::mv(paf.fulfiller)});
   return kj::mv(paf.promise);
 }
 
-void RangeLock::unlock(uint64_t key, uint64_t lo, uint64_t hi) {
+void RangeLock::unlock(uint64_t key, uint64_t id) {
   auto it = queues_.find(key);
   KJ_ASSERT(it != queues_.end(), "unlock of a key that holds no lock");
   auto& q = it->second;
   for (auto r = q.requests.begin(); r != q.requests.end(); ++r) {
-    if (r->granted && r->lo == lo && r->hi == hi) {
+    if (r->granted && r->id == id) {
       q.requests.erase(r);
       break;
     }
@@ -37,14 +47,15 @@ void RangeLock::unlock(uint64_t key, uint64_t lo, uint64_t hi) {
 }
 
 // A waiter is granted when no request ahead of it (granted or not) overlaps it: arrival order
-// among overlapping requests, so no writer starves. The Guard travels inside the promise, so a
-// caller that drops the promise after the grant gives the range back with it.
+// among overlapping requests, so no writer starves; and a request waits only for earlier ones,
+// so no two wait for each other. The Guard travels inside the promise, so a caller that drops
+// the promise after the grant gives the ranges back with it.
 void RangeLock::grantWaiters(uint64_t key, Queue& q) {
   auto r = q.requests.begin();
   while (r != q.requests.end()) {
     bool blocked = r->granted;
     for (auto before = q.requests.begin(); !blocked && before != r; ++before) {
-      blocked = overlaps(*before, r->lo, r->hi);
+      blocked = overlaps(*before, r->ranges);
     }
     if (blocked) {
       ++r;
@@ -56,7 +67,7 @@ void RangeLock::grantWaiters(uint64_t key, Queue& q) {
     }
     r->granted = true;
     auto fulfiller = kj::mv(r->fulfiller);
-    fulfiller->fulfill(Guard(this, key, r->lo, r->hi));
+    fulfiller->fulfill(Guard(this, key, r->id));
     ++r;
   }
 }

@@ -64,3 +64,28 @@ TEST_CASE("range lock: a waiter that gives up does not keep the range") {
   next.wait(l.ws).release();
   CHECK(lock.heldOrWaiting() == 0);
 }
+
+TEST_CASE("range lock: several ranges are one request — a writer in between cannot deadlock it") {
+  Loop l;
+  RangeLock lock;
+  auto w = lock.lock(1, 200, 300).wait(l.ws);   // a writer holds the second range
+  auto between = lock.lock(1, 0, 300);           // arrives next, overlaps both ranges
+  auto both = lock.lock(1, {{0, 100}, {200, 300}});
+  CHECK_FALSE(between.poll(l.ws));
+  CHECK_FALSE(both.poll(l.ws));
+  w.release();
+  // Arrival order: `between` first, then the two ranges together.
+  REQUIRE(between.poll(l.ws));
+  CHECK_FALSE(both.poll(l.ws));
+  between.wait(l.ws).release();
+  REQUIRE(both.poll(l.ws));
+  auto g = both.wait(l.ws);
+  // Held as one: a range between the two is free, either of the two is not.
+  CHECK(lock.lock(1, 100, 200).poll(l.ws));
+  auto second = lock.lock(1, 250, 260);
+  CHECK_FALSE(second.poll(l.ws));
+  g.release();
+  REQUIRE(second.poll(l.ws));
+  second.wait(l.ws).release();
+  CHECK(lock.heldOrWaiting() == 0);
+}
