@@ -833,13 +833,7 @@ kj::Promise<Result<std::vector<ChunkDesc>>> Client::getChunks(InodeId inode, uin
         return req.send().then([](auto r) -> Result<std::vector<ChunkDesc>> {
           auto st = statusOf(r);
           if (!st) return st.error();
-          std::vector<ChunkDesc> out;
-          for (auto c : r.getChunks()) {
-            auto d = fromWire(c);
-            if (!d) return d.error();
-            out.push_back(kj::mv(*d));
-          }
-          return out;
+          return fromWire(r.getChunks());
         });
       });
 }

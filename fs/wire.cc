@@ -132,4 +132,15 @@ Status checkBlockCrcs(capnp::Data::Reader data, capnp::List<uint32_t>::Reader cr
   return Status();
 }
 
+Result<std::vector<ChunkDesc>> fromWire(capnp::List<proto::ChunkDesc>::Reader list) {
+  std::vector<ChunkDesc> out;
+  out.reserve(list.size());
+  for (auto c : list) {
+    auto d = fromWire(c);
+    if (!d) return d.error();
+    out.push_back(kj::mv(*d));
+  }
+  return out;
+}
+
 }  // namespace tessera

@@ -1,6 +1,8 @@
 // fs/wire.h — conversions between fs/types.h values and their Cap'n Proto forms. Readers are
 // validated where a bad value could hurt: a layout outside its bounds becomes kInvalid.
 #pragma once
+#include <vector>
+
 #include "fs/proto/common.capnp.h"
 #include "fs/result.h"
 #include "fs/types.h"
@@ -20,6 +22,8 @@ Result<Layout> fromWire(proto::Layout::Reader r);
 
 void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b);
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r);
+// Every descriptor of a list (a getChunks reply), or the first one's error.
+Result<std::vector<ChunkDesc>> fromWire(capnp::List<proto::ChunkDesc>::Reader list);
 
 // The CRC32C of each 4 KiB block of `data` (whole blocks), one per entry of `out`, which must
 // have data.size() / 4096 entries.

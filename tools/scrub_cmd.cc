@@ -152,23 +152,17 @@ int chunksCommand(MetaCluster& cluster, const std::vector<std::string>& args) {
   uint64_t inode = st.st_ino;
   uint64_t count = (uint64_t(st.st_size) + kChunkSize - 1) / kChunkSize;
   printf("%-8s %-10s %-11s %s\n", "INDEX", "CHUNK", "LAYOUT", "SERVERS (shard 0, 1, ...)");
-  for (uint64_t first = 0; first < count; first += 1024) {
+  for (uint64_t first = 0; first < count; first += kMaxGetChunks) {
     auto chunks = cluster.onLeader<std::vector<ChunkDesc>>(
         "getChunks", [inode, first](proto::MetaService::Client c) {
           auto req = c.getChunksRequest();
           req.setInode(inode);
           req.setFirst(first);
-          req.setCount(1024);
+          req.setCount(kMaxGetChunks);
           return req.send().then([](capnp::Response<proto::MetaService::GetChunksResults> r)
                                      -> Result<std::vector<ChunkDesc>> {
             if (auto e = fromWire(r.getError()); !e) return e.error();
-            std::vector<ChunkDesc> out;
-            for (auto c : r.getChunks()) {
-              auto d = fromWire(c);
-              if (!d) return d.error();
-              out.push_back(kj::mv(*d));
-            }
-            return out;
+            return fromWire(r.getChunks());
           });
         });
     if (!chunks) return fail("getChunks: " + chunks.error().toString());
