@@ -103,7 +103,11 @@ void expectOneLineError(const RunResult& r, const std::string& words) {
 
 // The id in a chunk server's DIR/server.id, 0 if it has none.
 uint64_t savedId(const std::string& dataDir) {
-  std::istringstream in(readAll(dataDir + "/server.id"));
+  // A restarted server writes it once its registration is answered, which can come after the
+  // leader counts it up again (its old heartbeats have not timed out yet): wait for it, bounded.
+  std::string path = dataDir + "/server.id";
+  for (int i = 0; i < 200 && access(path.c_str(), F_OK) != 0; ++i) usleep(50'000);  // 10 s
+  std::istringstream in(readAll(path));
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("id = ", 0) == 0) return std::stoull(line.substr(5));
