@@ -33,6 +33,8 @@ TESSERA_SAME(kBusy, BUSY);
 TESSERA_SAME(kTimedOut, TIMED_OUT);
 TESSERA_SAME(kNotLeader, NOT_LEADER);
 TESSERA_SAME(kWrongCluster, WRONG_CLUSTER);
+TESSERA_SAME(kWouldBlock, WOULD_BLOCK);
+TESSERA_SAME(kInterrupted, INTERRUPTED);
 #undef TESSERA_SAME
 
 const char* errcName(Errc code) {
@@ -62,6 +64,8 @@ const char* errcName(Errc code) {
     case Errc::kTimedOut: return "timedOut";
     case Errc::kNotLeader: return "notLeader";
     case Errc::kWrongCluster: return "wrongCluster";
+    case Errc::kWouldBlock: return "wouldBlock";
+    case Errc::kInterrupted: return "interrupted";
   }
   return "unknown";
 }
@@ -88,6 +92,8 @@ int toErrno(Errc code) {
     case Errc::kTooBig: return EFBIG;
     case Errc::kBusy: return EBUSY;
     case Errc::kTimedOut: return ETIMEDOUT;
+    case Errc::kWouldBlock: return EAGAIN;
+    case Errc::kInterrupted: return EINTR;
     case Errc::kIo:
     case Errc::kCorruption:
     case Errc::kUnavailable:

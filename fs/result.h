@@ -39,6 +39,8 @@ enum class Errc : uint16_t {
   kTimedOut,
   kNotLeader,
   kWrongCluster,
+  kWouldBlock,   // EAGAIN: a conflicting lock is held
+  kInterrupted,  // EINTR
 };
 
 // "notFound", "io", ...: the name used in messages and logs.

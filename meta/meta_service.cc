@@ -309,7 +309,10 @@ kj::Promise<void> MetaService::release(ReleaseContext context) {
     auto o = op.initRelease();
     o.setSession(p.getSession());
     o.setInode(p.getInode());
-  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
+  }).then([this, context, inode = InodeId(p.getInode())](Result<Applied> r) mutable {
+    if (r) wakeLockWaiters(inode);  // a last close drops the session's locks on the file
+    setError(context.getResults(), r);
+  });
 }
 
 proto::StatFs::Builder MetaService::fillStatFs(proto::StatFs::Builder b) {
@@ -894,7 +897,10 @@ void MetaService::expireSilentSessions() {
                      auto it = sessions_.find(id);
                      if (r || r.code() == Errc::kNotFound) {
                        if (it != sessions_.end()) sessions_.erase(it);
-                       if (r) log::info("session ", id.value, " expired; its open files released");
+                       if (r) {
+                         log::info("session ", id.value, " expired; its open files and locks released");
+                         wakeAllLockWaiters();
+                       }
                        return;
                      }
                      // Still active (kBusy), or no longer leading: the next sweep decides again.

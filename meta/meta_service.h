@@ -7,6 +7,7 @@
 // heartbeats); a new leader starts it afresh from the server registry.
 // Not thread-safe: owned by the meta server's event loop.
 #pragma once
+#include <list>
 #include <map>
 #include <set>
 #include <random>
@@ -95,6 +96,10 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> removeServer(RemoveServerContext context) override;
   kj::Promise<void> scrub(ScrubContext context) override;
   kj::Promise<void> rebalance(RebalanceContext context) override;
+  kj::Promise<void> setLock(SetLockContext context) override;
+  kj::Promise<void> getLock(GetLockContext context) override;
+  kj::Promise<void> releaseLocks(ReleaseLocksContext context) override;
+  kj::Promise<void> cancelLockWait(CancelLockWaitContext context) override;
 
  private:
   struct ServerState {
@@ -150,6 +155,28 @@ class MetaService final : public proto::MetaService::Server {
   void trackSessions();
   void expireSilentSessions();
   proto::StatFs::Builder fillStatFs(proto::StatFs::Builder b);
+
+  // --- lock waits (meta_locks.cc): the leader's soft state, like session liveness ---
+  struct LockWaiter {
+    uint64_t id;
+    SessionId session;
+    uint64_t seq;  // of the setLock call that waits, for cancelLockWait
+    bool flock;
+    HeldLock want;
+    kj::Own<kj::PromiseFulfiller<Status>> fulfiller;
+    bool attempting = false;  // a setLock for it is in the log now
+    bool giveUp = false;      // its time passed, or it was cancelled, during an attempt
+  };
+  // Keeps a conflicting setLock until granted or `waitMs` passed (then wouldBlock).
+  kj::Promise<Status> waitForLock(InodeId inode, bool flock, const HeldLock& want, uint64_t seq,
+                                  uint32_t waitMs);
+  LockWaiter* findLockWaiter(InodeId inode, uint64_t id);
+  // Answers a waiter; wouldBlock waits for an attempt in the log to end first.
+  void finishLockWaiter(InodeId inode, uint64_t id, Status result);
+  // Locks on `inode` were dropped: try its waiters again, one by one, in arrival order.
+  void wakeLockWaiters(InodeId inode);
+  void wakeAllLockWaiters();
+  kj::Promise<void> retryLockWaiters(InodeId inode, std::vector<uint64_t> ids, size_t next);
   // --- repair (meta/repair.h) ---
   ServerMap serverMap();
   void fillRepairStatus(proto::RepairStatus::Builder b);
@@ -163,6 +190,9 @@ class MetaService final : public proto::MetaService::Server {
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   std::map<SessionId, SessionState> sessions_;
+  std::map<InodeId, std::list<LockWaiter>> lockWaiters_;
+  std::set<InodeId> lockWakes_, lockWakeAgain_;  // a retry pass runs; run another after it
+  uint64_t lastLockWaiter_ = 0;
   ScrubTracker scrub_;  // scrub progress and damaged shards, from heartbeats
   uint64_t lastScrubRequest_ = 0;
   kj::TimePoint started_;

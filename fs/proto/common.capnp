@@ -31,6 +31,8 @@ enum Errc {
   timedOut @22;     # ETIMEDOUT
   notLeader @23;    # ask another meta server
   wrongCluster @24; # a peer belongs to another cluster
+  wouldBlock @25;   # EAGAIN: a conflicting lock is held
+  interrupted @26;  # EINTR: a blocking wait was interrupted by a signal
 }
 
 struct Error {

@@ -321,4 +321,32 @@ interface MetaService {
   rebalance @40 (dryRun :Bool, bandPct :Float64, stop :Bool)
       -> (error :Common.Error, meanPct :Float64, balanced :Bool, moves :List(PlannedMove),
           usage :List(ServerUsage), status :RebalanceStatus);
+
+  # --- locks (meta/ns/lock_table.h): fcntl record and OFD locks, flock ---
+  # Sets (type 1 read, 2 write) or drops (type 0) a lock of `owner` of `session` on `inode`,
+  # through the session's open handle `handle`. A conflicting lock of another owner: error
+  # wouldBlock, unless `wait`: then the leader keeps the call until the lock is granted or about
+  # `waitMs` passed (then wouldBlock: ask again). `req.seq` names the wait for cancelLockWait.
+  setLock @41 (session :UInt64, inode :UInt64, lock :LockSpec, wait :Bool, waitMs :UInt32,
+               req :Common.RequestId) -> (error :Common.Error);
+  # The first lock of another owner that conflicts with `lock` (type 0 in `conflict`: none).
+  getLock @42 (session :UInt64, inode :UInt64, lock :LockSpec)
+      -> (error :Common.Error, conflict :LockSpec);
+  # Drops locks of `session` on `inode`: of `owner` (0: any), taken through `handle` (0: any);
+  # `posixOnly` keeps flock locks.
+  releaseLocks @43 (session :UInt64, inode :UInt64, owner :UInt64, handle :UInt64,
+                    posixOnly :Bool, req :Common.RequestId) -> (error :Common.Error);
+  # Answers the waiting setLock of (session, seq) now with wouldBlock, if it still waits (a
+  # signal interrupted the waiter). A grant already under way finishes: that call succeeds.
+  cancelLockWait @44 (session :UInt64, seq :UInt64) -> (error :Common.Error);
+}
+
+struct LockSpec {
+  owner @0 :UInt64;
+  handle @1 :UInt64;
+  flock @2 :Bool;
+  type @3 :UInt8;     # 0 unlock / none, 1 read, 2 write
+  start @4 :UInt64;
+  end @5 :UInt64;     # inclusive
+  pid @6 :UInt32;
 }

@@ -145,6 +145,29 @@ struct Op {
       # Forget the server; refused (notEmpty) while any chunk or garbage record names it.
       remove @79 :Bool;
     }
+    # A POSIX/OFD record lock or a flock lock (meta/ns/lock_table.h) set, changed or dropped
+    # (type unlock) by lock owner `owner` of `session`, taken through the session's open handle
+    # `handle`. Conflicting: error wouldBlock, nothing changes.
+    setLock :group {
+      session @82 :UInt64;
+      inode @83 :UInt64;
+      owner @84 :UInt64;
+      handle @85 :UInt64;
+      flock @86 :Bool;
+      type @87 :UInt8;              # 0 unlock, 1 read (shared), 2 write (exclusive)
+      start @88 :UInt64;
+      end @89 :UInt64;              # inclusive; kLockToEnd: to the end of any file
+      pid @90 :UInt32;
+    }
+    # Drops the locks of `session` on `inode` that match: taken by `owner` (0: any owner) and
+    # through `handle` (0: any handle); `posixOnly` leaves flock locks alone (a close: flush).
+    releaseLocks :group {
+      session @91 :UInt64;
+      inode @92 :UInt64;
+      owner @93 :UInt64;
+      handle @94 :UInt64;
+      posixOnly @95 :Bool;
+    }
   }
 }
 
@@ -193,6 +216,14 @@ struct SessionRecord {
   openedNs @3 :Int64;
   lastActiveNs @4 :Int64;   # time of its last request
   lowestReply @5 :UInt64;   # replies kept for seqs >= this (those below were acknowledged)
+}
+
+# A lock (key: meta/ns/keys.h 'L'); its start, owner, session and kind are in the key.
+struct LockRecord {
+  end @0 :UInt64;
+  type @1 :UInt8;             # 1 read, 2 write
+  pid @2 :UInt32;
+  handle @3 :UInt64;          # the session's open handle it was taken through
 }
 
 # The answer a request got the first time it was applied, kept until the client acknowledges

@@ -20,6 +20,9 @@
 //   'l' session inode index          → "": the session holds the write lease of that chunk (the
 //                                      chunk record names it too); expiry and close find a
 //                                      session's leases here without a scan of every chunk
+//   'L' inode kind session owner start → LockRecord: a lock (kind 'p' fcntl/OFD, 'f' flock), so
+//                                      one scan of 'L' inode kind finds every lock that could
+//                                      conflict with a new one (meta/ns/lock_table.h)
 //   'm' member                       → address of a meta server, raw text
 //   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
 //
@@ -48,6 +51,7 @@ enum Kind : char {
   kGarbage = 'g',
   kLease = 'l',
   kMember = 'm',
+  kLock = 'L',
   kCounter = 'c',
 };
 
@@ -148,6 +152,27 @@ inline std::string leases(SessionId session) { return prefix(kLease, session.val
 inline std::string leases(SessionId session, InodeId inode) {
   return withU64(kLease, session.value, inode.value);
 }
+// Lock kinds: fcntl record and OFD locks share one space (they conflict with each other);
+// flock locks have their own.
+constexpr char kPosixLocks = 'p';
+constexpr char kFlockLocks = 'f';
+inline std::string locks(InodeId inode) { return prefix(kLock, inode.value); }
+inline std::string locks(InodeId inode, char kind) {
+  std::string s = prefix(kLock, inode.value);
+  s.push_back(kind);
+  return s;
+}
+inline std::string lock(InodeId inode, char kind, uint64_t session, uint64_t owner,
+                        uint64_t start) {
+  std::string s = locks(inode, kind);
+  appendU64(s, session);
+  appendU64(s, owner);
+  appendU64(s, start);
+  return s;
+}
+// 'L' + inode + kind + session + owner + start.
+constexpr size_t kLockKeyLen = 1 + 8 + 1 + 8 + 8 + 8;
+
 inline std::string member(uint64_t id) { return prefix(kMember, id); }
 inline std::string members() { return std::string(1, char(kMember)); }
 inline std::string counter(Counter c) { return std::string{char(kCounter), char(c)}; }

@@ -72,6 +72,10 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::replaceShard(txn, op);
     case proto::Op::SET_SERVER_STATE:
       return ops::setServerState(txn, op);
+    case proto::Op::SET_LOCK:
+      return ops::setLock(txn, op);
+    case proto::Op::RELEASE_LOCKS:
+      return ops::releaseLocks(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};
@@ -283,6 +287,21 @@ Result<Attr> Namespace::getattr(InodeId inode) {
   auto r = txn.inode(inode);
   if (!r) return r.error();
   return attrOf(**r);
+}
+
+Result<std::optional<HeldLock>> Namespace::lockConflict(InodeId inode, bool flock,
+                                                        const HeldLock& want) {
+  Txn txn(*impl_->db);
+  auto node = txn.inode(inode);
+  if (!node) return node.error();
+  auto rows = txn.list(keys::locks(inode, flock ? keys::kFlockLocks : keys::kPosixLocks));
+  if (!rows) return rows.error();
+  for (auto& [key, value] : *rows) {
+    auto lock = decodeLock(key, value);
+    if (!lock) return lock.error();
+    if (conflicts(*lock, want)) return std::optional<HeldLock>(*lock);
+  }
+  return std::optional<HeldLock>();
 }
 
 Result<Attr> Namespace::lookup(InodeId parent, std::string_view name) {

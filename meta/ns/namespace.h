@@ -26,6 +26,7 @@
 #include "fs/proto/ns.capnp.h"
 #include "fs/result.h"
 #include "fs/types.h"
+#include "meta/ns/lock_table.h"
 
 namespace leveldb {
 class DB;
@@ -117,6 +118,9 @@ class Namespace {
   Result<std::vector<std::string>> listxattr(InodeId inode);
   // Chunks with first <= index < first + count that exist, in index order.
   Result<std::vector<ChunkDesc>> chunks(InodeId inode, uint64_t first, uint64_t count);
+  // The first lock on `inode` (flock locks, or fcntl/OFD ones) that conflicts with `want`
+  // (meta/ns/lock_table.h); nullopt if `want` could be taken now.
+  Result<std::optional<HeldLock>> lockConflict(InodeId inode, bool flock, const HeldLock& want);
   // The layout new chunks of this file (or new children of this directory) get.
   Result<Layout> policy(InodeId inode);
 

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "fs/wire.h"
+#include "meta/ns/keys.h"
 
 namespace tessera::meta {
 namespace {
@@ -280,6 +281,40 @@ Result<uint64_t> decodeU64(std::string_view bytes) {
   uint64_t v = 0;
   for (char c : bytes) v = (v << 8) | uint8_t(c);
   return v;
+}
+
+
+std::string encodeLock(const HeldLock& lock) {
+  return encodeMessage<proto::LockRecord>([&](proto::LockRecord::Builder b) {
+    b.setEnd(lock.end);
+    b.setType(uint8_t(lock.type));
+    b.setPid(lock.pid);
+    b.setHandle(lock.handle);
+  });
+}
+
+Result<HeldLock> decodeLock(std::string_view key, std::string_view value) {
+  if (key.size() != keys::kLockKeyLen) return corruption("lock key", "wrong length");
+  HeldLock lock;
+  lock.session = keys::readU64(key, 10);
+  lock.owner = keys::readU64(key, 18);
+  lock.start = keys::readU64(key, 26);
+  uint64_t inode = keys::readU64(key, 1);
+  return decodeMessage<HeldLock, proto::LockRecord>(
+      "lock on inode", inode, value, [&](proto::LockRecord::Reader r) -> Result<HeldLock> {
+        lock.end = r.getEnd();
+        lock.pid = r.getPid();
+        lock.handle = r.getHandle();
+        uint8_t type = r.getType();
+        if (type != uint8_t(LockType::kRead) && type != uint8_t(LockType::kWrite)) {
+          return Error{Errc::kInvalid, "type " + std::to_string(type)};
+        }
+        lock.type = LockType(type);
+        if (lock.end < lock.start || lock.end > kLockToEnd) {
+          return Error{Errc::kInvalid, "range ends before it starts"};
+        }
+        return lock;
+      });
 }
 
 }  // namespace tessera::meta

@@ -11,6 +11,7 @@
 
 #include "fs/result.h"
 #include "fs/types.h"
+#include "meta/ns/lock_table.h"
 #include "meta/ns/namespace.h"
 
 namespace tessera::meta {
@@ -81,6 +82,10 @@ Result<ChunkDesc> decodeChunk(uint64_t index, std::string_view bytes);
 Result<ServerRecordOut> decodeServer(ServerId id, std::string_view bytes);
 Result<GarbageOut> decodeGarbage(ChunkId id, std::string_view bytes);
 Result<uint64_t> decodeU64(std::string_view bytes);
+// A lock record: its key ('L', keys.h) holds session, owner and start, the value the rest.
+// kCorruption for a key of the wrong length, a bad value or a type that is not read or write.
+std::string encodeLock(const HeldLock& lock);
+Result<HeldLock> decodeLock(std::string_view key, std::string_view value);
 
 // Cap'n Proto text as a std::string (the length is the message's, not strlen's).
 inline std::string toStd(capnp::Text::Reader text) {

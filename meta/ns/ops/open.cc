@@ -40,8 +40,10 @@ Result<Applied> release(Txn& txn, proto::Op::Reader op) {
     return Applied{};
   }
   // The session's last handle of the file: its write leases on the file go too (its mount
-  // flushed before it released).
+  // flushed before it released), and so do its locks on it (no lock outlives every open file
+  // description it was taken through).
   if (Status s = dropLeases(txn, session, id, true); !s) return s.error();
+  if (Status s = dropLocks(txn, session, id, 0, 0, false); !s) return s.error();
   if (Status s = dropOpenHandle(txn, id, key); !s) return s.error();
   return Applied{};
 }

@@ -36,6 +36,8 @@ Result<Applied> releaseLeases(Txn& txn, proto::Op::Reader op);
 Result<Applied> markStale(Txn& txn, proto::Op::Reader op);
 Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op);
 Result<Applied> setServerState(Txn& txn, proto::Op::Reader op);
+Result<Applied> setLock(Txn& txn, proto::Op::Reader op);
+Result<Applied> releaseLocks(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -81,6 +83,12 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
 // lease ops do (leases.cc). Not `clean` (the session expired): the chunks need a re-sync.
 Status dropLeases(Txn& txn, SessionId session, InodeId inode, bool clean);
+// Drops the locks (both kinds; `posixOnly`: fcntl/OFD only) of `session` on `inode` taken by
+// `owner` (0: any) through `handle` (0: any) (locks.cc).
+Status dropLocks(Txn& txn, SessionId session, InodeId inode, uint64_t owner, uint64_t handle,
+                 bool posixOnly);
+// Drops every lock of `session`, on every inode (its expiry).
+Status dropSessionLocks(Txn& txn, SessionId session);
 // Adds `server` to the servers that must delete their shards of `chunk` (the garbage record of
 // the chunk, created if there is none). Server 0 is ignored.
 Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server);

@@ -64,8 +64,9 @@ Result<Applied> expireSession(Txn& txn, proto::Op::Reader op) {
       return s.error();
     }
   }
-  // 2. Locks (issue 5): the session's POSIX/OFD/flock locks are released here, in this same
-  //    batch, so no replica ever sees a lock of a session that no longer exists.
+  // 2. Locks: the session's fcntl/OFD/flock locks go in this same batch, so no replica ever
+  //    sees a lock of a session that no longer exists.
+  if (Status s = dropSessionLocks(txn, id); !s) return s.error();
 
   // 3. Exactly-once replies and the session itself.
   if (Status s = dropReplies(txn, id); !s) return s.error();
