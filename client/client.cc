@@ -237,8 +237,13 @@ kj::Promise<bool> Client::renewSession(uint64_t stale) {
         }
         session_ = SessionId(opened->session);
         meta_.setSession(opened->session);
-        // The expired session's leases went with it.
+        // The expired session's leases went with it, and its locks: nobody holds those now.
         for (auto& [key, use] : leases_) use.held = false;
+        if (!locked_.empty()) {
+          log::warn("the expired session held locks on ", locked_.size(),
+                    " files: they are released (their holders are not told)");
+        }
+        locked_.clear();
         log::info("session ", opened->session, " replaces expired session ", renewingFrom_);
         return reopenAll(kj::mv(held), 0).then([] { return true; });
       });
@@ -775,6 +780,30 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
       });
 }
 
+kj::Promise<Status> Client::revalidate(InodeId inode) {
+  auto* f = find(inode);
+  if (f && !f->busy() && !f->attrDirty && f->commitsInFlight == 0) {
+    // Chunks under this session's write lease nobody else wrote: those stay.
+    for (auto it = f->chunks.begin(); it != f->chunks.end();) {
+      if (it->second.leaseSession == session_) {
+        ++it;
+      } else {
+        f->fresh.erase(it->first);
+        it = f->chunks.erase(it);
+      }
+    }
+    f->absent.clear();
+    f->mapEpoch++;
+  }
+  return getattr(inode).then([this, inode](Result<Attr> a) -> Status {
+    if (!a) return a.error();
+    if (auto* f = find(inode); f && !f->attrDirty && f->commitsInFlight == 0) {
+      f->durableSize = a->size;
+    }
+    return Status();
+  });
+}
+
 kj::Promise<Status> Client::release(InodeId inode) {
   auto* f = find(inode);
   if (!f) return Status();
@@ -810,8 +839,10 @@ kj::Promise<Status> Client::release(InodeId inode) {
         .then([this, inode, flushed](Result<bool> r) -> Status {
           if (auto* f = find(inode)) {
             if (f->opens > 0) f->opens--;
-            // The session's last handle: the meta server dropped its leases on the file.
+            // The session's last handle: the meta server dropped its leases and locks on the
+            // file.
             if (f->opens == 0) forgetLeases(inode);
+            if (f->opens == 0) locked_.erase(inode);
             if (f->opens == 0) f->writeError.reset();
             dropIfIdle(inode);
           }

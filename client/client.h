@@ -102,6 +102,22 @@ struct SetAttr {
 
 enum class WriteMode { kBuffered, kDirect, kSync };
 
+// A file lock as the kernel asks for it (client/client_locks.cc, meta/ns/lock_table.h).
+struct LockRequest {
+  uint64_t owner = 0;   // the kernel's lock owner: a process's file table, or an open file
+  uint64_t handle = 0;  // the mount's handle of the open file it goes through
+  bool flock = false;   // flock(2) (whole file) rather than fcntl/OFD
+  uint8_t type = 0;     // 0 unlock (getLock's answer: no conflict), 1 read, 2 write
+  uint64_t start = 0, end = 0;  // inclusive; end INT64_MAX: to the end of the file
+  uint32_t pid = 0;
+};
+
+// A blocking lock request in progress, so a signal can cancel it (cancelLockWait).
+struct LockWait {
+  bool cancelled = false;
+  uint64_t session = 0, seq = 0;  // of the request the meta leader is keeping
+};
+
 class Client {
  public:
   Client(kj::Network& network, kj::Timer& timer, ClientConfig config);
@@ -161,7 +177,25 @@ class Client {
   // data; the end of the file is a hole.
   kj::Promise<Result<std::optional<uint64_t>>> seek(InodeId inode, uint64_t off, bool data);
 
+  // --- locks (client/client_locks.cc) ---
+  // Sets or drops (type 0) a lock. Taken by another owner: kWouldBlock, unless `wait` is given:
+  // then it waits until granted, or until cancelLockWait(wait) (kInterrupted; a grant that
+  // raced the cancel wins and returns ok). A lock taken drops this client's caches of the file.
+  kj::Promise<Status> setLock(InodeId inode, LockRequest lock, std::shared_ptr<LockWait> wait = {});
+  void cancelLockWait(std::shared_ptr<LockWait> wait);
+  // The first lock of another owner that conflicts with `lock`; type 0 if none.
+  kj::Promise<Result<LockRequest>> getLock(InodeId inode, LockRequest lock);
+  // Drops this session's locks on `inode` of `owner` (0: any) through `handle` (0: any); with
+  // `posixOnly` flock locks stay (close(2) drops a process's fcntl locks, not its flocks). No
+  // meta call if this client never locked anything so.
+  kj::Promise<Status> releaseLocks(InodeId inode, uint64_t owner, uint64_t handle, bool posixOnly);
+  // How long the meta leader keeps one blocking lock request before it is asked again.
+  static constexpr uint64_t kLockWaitMs = 2'000;
+
  private:
+  // Drops what this client cached of the file (chunk map, size) unless it has writes of its own
+  // outstanding, and reads its attributes afresh: someone else may have changed it.
+  kj::Promise<Status> revalidate(InodeId inode);
   // The descriptors of the chunks of `inode` that exist, with first <= index < first + count.
   kj::Promise<Result<std::vector<ChunkDesc>>> getChunks(InodeId inode, uint64_t first,
                                                         uint64_t count);
@@ -273,6 +307,12 @@ class Client {
   } taskErrors_;
   kj::TaskSet tasks_{taskErrors_};
   std::map<LeaseKey, LeaseUse> leases_;
+  // Files this session took locks on, with the owners and handles used: a close that matches
+  // none of them needs no releaseLocks call.
+  struct Locked {
+    std::set<uint64_t> owners, handles;
+  };
+  std::unordered_map<InodeId, Locked> locked_;
   uint64_t keepaliveMs_ = 10'000;
   kj::TimePoint lastKeepAlive_ = kj::origin<kj::TimePoint>();
   bool renewing_ = false;

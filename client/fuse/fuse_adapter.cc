@@ -1,6 +1,7 @@
 #include "client/fuse/fuse_adapter.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -93,6 +94,13 @@ void opRemovexattr(fuse_req_t r, fuse_ino_t i, const char* n) { self(r).removexa
 void opCreate(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
   self(r).create(r, p, n, m, fi);
 }
+void opGetlk(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l) {
+  self(r).getlk(r, i, fi, l);
+}
+void opSetlk(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, struct flock* l, int sleep) {
+  self(r).setlk(r, i, fi, l, sleep != 0);
+}
+void opFlock(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi, int op) { self(r).flock(r, i, fi, op); }
 void opLseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
   self(r).lseek(r, i, o, w, fi);
 }
@@ -131,6 +139,9 @@ fuse_lowlevel_ops makeOps() {
   ops.removexattr = opRemovexattr;
   ops.create = opCreate;
   ops.lseek = opLseek;
+  ops.getlk = opGetlk;
+  ops.setlk = opSetlk;
+  ops.flock = opFlock;
   return ops;
 }
 
@@ -253,7 +264,11 @@ void FuseAdapter::init(fuse_conn_info* conn) {
   want(FUSE_CAP_AUTO_INVAL_DATA);
   want(FUSE_CAP_READDIRPLUS);
   want(FUSE_CAP_READDIRPLUS_AUTO);
-  // We truncate through setattr; locks are local to this host until they are cluster-wide.
+  // Locks are cluster-wide (the meta service keeps them): the kernel sends every fcntl, OFD and
+  // flock request here.
+  want(FUSE_CAP_POSIX_LOCKS);
+  want(FUSE_CAP_FLOCK_LOCKS);
+  // We truncate through setattr.
   conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ |
                   FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
   log::info("kernel FUSE protocol ", conn->proto_major, ".", conn->proto_minor,
@@ -436,16 +451,31 @@ void FuseAdapter::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, f
 }
 
 void FuseAdapter::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  handle(req, client_.flush(InodeId(ino)), [req](Status s) {
-    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
-  });
+  // close(2) of any descriptor drops the closing process's fcntl locks on the file (POSIX); the
+  // kernel leaves that to us and names the process's lock owner here.
+  InodeId inode(ino);
+  uint64_t owner = fi->lock_owner;
+  handle(req,
+         client_.flush(inode).then([this, inode, owner](Status flushed) {
+           return client_.releaseLocks(inode, owner, 0, true).then([flushed](Status unlocked) {
+             if (!unlocked) log::warn("close: dropping locks: ", unlocked.error().toString().c_str());
+             return flushed;
+           });
+         }),
+         [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
 }
 
 void FuseAdapter::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   files_.erase(fi->fh);
-  handle(req, client_.release(InodeId(ino)), [req](Status s) {
-    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
-  });
+  // The last close of an open file description: its OFD and flock locks go (the kernel sends
+  // no unlock for them). The session's last handle of the file drops all its locks anyway.
+  InodeId inode(ino);
+  handle(req,
+         client_.releaseLocks(inode, 0, fi->fh, false).then([this, inode](Status unlocked) {
+           if (!unlocked) log::warn("release: dropping locks: ", unlocked.error().toString().c_str());
+           return client_.release(inode);
+         }),
+         [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
 }
 
 void FuseAdapter::fsync(fuse_req_t req, fuse_ino_t ino, bool datasync, fuse_file_info* fi) {
@@ -579,6 +609,110 @@ void FuseAdapter::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) 
   handle(req, client_.removexattr(InodeId(ino), name), [req](Status s) {
     fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
   });
+}
+
+// --- locks: fcntl record locks, OFD locks and flock, kept by the meta service -----------------
+
+namespace {
+
+LockRequest lockOf(fuse_file_info* fi, const struct flock* l) {
+  LockRequest r;
+  r.owner = fi->lock_owner;
+  r.handle = fi->fh;
+  r.type = l->l_type == F_RDLCK ? 1 : l->l_type == F_WRLCK ? 2 : 0;
+  // libfuse hands over the kernel's range as l_start and l_len (0: to the end).
+  r.start = uint64_t(l->l_start);
+  r.end = l->l_len == 0 ? uint64_t(INT64_MAX) : uint64_t(l->l_start + l->l_len - 1);
+  r.pid = uint32_t(l->l_pid);
+  return r;
+}
+
+// What an interrupt of a waiting lock request needs; lives until the request is answered.
+struct LockInterrupt {
+  Client* client;
+  std::shared_ptr<LockWait> wait;
+};
+
+// libfuse calls this on the loop's thread when the kernel interrupts the request (a signal
+// reached the waiting process). It must not answer the request itself.
+void onLockInterrupt(fuse_req_t, void* data) {
+  auto* i = static_cast<LockInterrupt*>(data);
+  i->client->cancelLockWait(i->wait);
+}
+
+}  // namespace
+
+void FuseAdapter::getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock) {
+  LockRequest want = lockOf(fi, lock);
+  if (want.type == 0 || lock->l_start < 0 || lock->l_len < 0) {
+    return (void)fuse_reply_err(req, EINVAL);
+  }
+  struct flock asked = *lock;
+  handle(req, client_.getLock(InodeId(ino), want), [req, asked](Result<LockRequest> c) mutable {
+    if (!c) return (void)fuse_reply_err(req, errnoFor(c.error()));
+    struct flock out = asked;
+    if (c->type == 0) {
+      out.l_type = F_UNLCK;
+    } else {
+      out.l_type = c->type == 1 ? F_RDLCK : F_WRLCK;
+      out.l_whence = SEEK_SET;
+      out.l_start = off_t(c->start);
+      out.l_len = c->end >= uint64_t(INT64_MAX) ? 0 : off_t(c->end - c->start + 1);
+      out.l_pid = pid_t(c->pid);
+    }
+    fuse_reply_lock(req, &out);
+  });
+}
+
+void FuseAdapter::setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock,
+                        bool sleep) {
+  if (lock->l_start < 0 || lock->l_len < 0) return (void)fuse_reply_err(req, EINVAL);
+  takeLock(req, InodeId(ino), lockOf(fi, lock), sleep);
+}
+
+void FuseAdapter::flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op) {
+  LockRequest want;
+  want.owner = fi->lock_owner;
+  want.handle = fi->fh;
+  want.flock = true;
+  int kind = op & ~LOCK_NB;
+  want.type = kind == LOCK_SH ? 1 : kind == LOCK_EX ? 2 : 0;
+  if (kind != LOCK_SH && kind != LOCK_EX && kind != LOCK_UN) return (void)fuse_reply_err(req, EINVAL);
+  want.start = 0;
+  want.end = uint64_t(INT64_MAX);
+  want.pid = uint32_t(fuse_req_ctx(req)->pid);
+  takeLock(req, InodeId(ino), want, want.type != 0 && !(op & LOCK_NB));
+}
+
+void FuseAdapter::takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool sleep) {
+  std::shared_ptr<LockWait> wait;
+  kj::Own<LockInterrupt> interrupt;
+  if (sleep) {
+    wait = std::make_shared<LockWait>();
+    interrupt = kj::heap<LockInterrupt>(LockInterrupt{&client_, wait});
+    // Called at once if the interrupt came already; never after the answer.
+    fuse_req_interrupt_func(req, onLockInterrupt, interrupt.get());
+  }
+  uint8_t type = want.type;
+  // The answer's lambda owns `interrupt`, so it lives until the request is answered (an
+  // exception becomes an error here for that reason, instead of going around the lambda).
+  auto taken = client_.setLock(inode, want, wait).catch_([](kj::Exception&& e) {
+    return Status(errorFromException(e, "setLock"));
+  });
+  handle(req, kj::mv(taken),
+         [this, req, inode, type, interrupt = kj::mv(interrupt)](Status s) {
+           if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
+           fuse_reply_err(req, 0);
+           // Whoever held the lock before may have written the file: what the kernel cached
+           // of it goes too.
+           if (type != 0) lockTaken(inode);
+         });
+}
+
+void FuseAdapter::lockTaken(InodeId inode) {
+  // TODO(cleanup): the kernel's attribute and page cache of the file are dropped once the
+  // mount has a notifier thread (cache invalidations pushed by the meta leader).
+  (void)inode;
 }
 
 }  // namespace tessera::client

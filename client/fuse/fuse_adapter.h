@@ -70,6 +70,9 @@ class FuseAdapter {
   void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
   void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock);
+  void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, bool sleep);
+  void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
 
  private:
   struct OpenFile {
@@ -85,6 +88,10 @@ class FuseAdapter {
   };
 
   void replyEntry(fuse_req_t req, const Attr& attr);
+  // Sets or drops a lock for `req`; with `sleep` it waits, and a signal interrupts the wait.
+  void takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool sleep);
+  // A lock on `inode` was granted: drop the kernel's caches of it.
+  void lockTaken(InodeId inode);
   template <typename T, typename F>
   void handle(fuse_req_t req, kj::Promise<T> promise, F&& onValue);
   kj::Promise<void> pump();
