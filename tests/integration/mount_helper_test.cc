@@ -86,8 +86,8 @@ TEST_CASE("mount.tessera: mounts as mount(8) calls it and passes the options on"
   // As from an fstab line "META DIR tessera defaults,_netdev,nofail,attr_timeout=2s,... 0 0".
   auto r = runHelper({"tessera:" + cluster.meta(), dir, "-o",
                       "defaults,_netdev,nofail,noatime,attr_timeout=2s,io-timeout=7s,"
-                      "lease-idle=3s,x-systemd.automount,log-file=" + log +
-                          ",pid-file=" + guard.pidFile});
+                      "lease-idle=3s,x-systemd.automount,log-file=" +
+                          log + ",pid-file=" + guard.pidFile});
   REQUIRE_MESSAGE(r.exitCode == 0, r.output);
   // It returned once the mount works: no waiting here.
   REQUIRE(mounted(dir));
