@@ -5,19 +5,16 @@
 // other, also with a chunk server killed at the handover, and durability of flushed writes
 // across kill -9 of the mount and of m chunk servers.
 //
-// Every QEMU process is a test::Process (SIGKILLed when it goes out of scope, also when a check
-// fails, and on the test process's own death through PR_SET_PDEATHSIG); every wait is bounded.
-// Skipped with the reason when the QEMU binaries are missing (tools/deps --test installs them).
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/socket.h>
+// Every QEMU process is a test::Process (tests/support/qemu.h): SIGKILLed when it goes out of
+// scope, also when a check fails; every wait is bounded. Skipped with the reason when the QEMU
+// binaries are missing (tools/deps --test installs them).
+#include "tests/support/qemu.h"
+
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <memory>
-#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -31,20 +28,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* const kQemuImg = "/usr/bin/qemu-img";
-const char* const kQemuIo = "/usr/bin/qemu-io";
-const char* const kQemuSystem = "/usr/bin/qemu-system-x86_64";
 constexpr uint64_t kMiB = 1 << 20;
-
-std::string qemuUnavailableReason() {
-  for (const char* bin : {kQemuImg, kQemuIo, kQemuSystem}) {
-    if (access(bin, X_OK) != 0) {
-      return std::string(bin) + " is not installed (tools/deps --test installs qemu-utils and " +
-             "qemu-system-x86)";
-    }
-  }
-  return "";
-}
 
 #define TESSERA_REQUIRE_QEMU()                      \
   do {                                              \
@@ -77,43 +61,6 @@ std::string slurp(const std::string& path) {
   } catch (...) {
     return "";
   }
-}
-
-std::string shellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out += c;
-  }
-  return out + "'";
-}
-
-RunResult qemuImg(std::vector<std::string> args, int timeoutMs = 120'000) {
-  args.insert(args.begin(), kQemuImg);
-  return run(args, timeoutMs);
-}
-
-// qemu-io IMAGE with `options` (format, cache, aio...) and one -c per command.
-RunResult qemuIo(const std::vector<std::string>& options, const std::string& image,
-                 const std::vector<std::string>& commands, int timeoutMs = 120'000) {
-  std::vector<std::string> argv{kQemuIo};
-  argv.insert(argv.end(), options.begin(), options.end());
-  for (auto& c : commands) argv.insert(argv.end(), {"-c", c});
-  argv.push_back(image);
-  return run(argv, timeoutMs);
-}
-
-// A qemu-io run (or one command's output) in which every command succeeded and every -P
-// pattern verified: qemu-io reports "Pattern verification failed", "read failed: ...",
-// "write failed: ..." and exits 1 otherwise.
-bool ioClean(const RunResult& r) {
-  return r.exitCode == 0 && r.output.find("failed") == std::string::npos &&
-         r.output.find("rror") == std::string::npos;
-}
-bool outputClean(const std::string& out) {
-  return out.find("failed") == std::string::npos && out.find("rror") == std::string::npos;
 }
 
 #define CHECK_IO(r) \
@@ -155,270 +102,6 @@ void makePolicyDirs(const std::string& mnt) {
     auto set = run({adminBin(), "policy", "set", dir, policy}, 30'000);
     REQUIRE_MESSAGE(set.exitCode == 0, set.output);
   }
-}
-
-// A qemu-io process that keeps an image open and runs commands sent to it one at a time, as a
-// running VM holds its disk. Its stdin is a FIFO this object holds open for writing, its output
-// a log file; qemu-io prints its prompt "qemu-io> " once the image is open and again after each
-// command, so the output of a command is the text between two prompts. Killed when it goes away.
-class QemuIoSession {
- public:
-  QemuIoSession(const std::string& dir, const std::string& name,
-                const std::vector<std::string>& options, const std::string& image)
-      : fifo_(dir + "/" + name + ".in"), log_(dir + "/" + name + ".out") {
-    if (mkfifo(fifo_.c_str(), 0600) != 0) {
-      throw std::runtime_error("mkfifo " + fifo_ + ": " + strerror(errno));
-    }
-    // Read-write, so that opening never blocks and qemu-io sees no end of input until we close.
-    fd_ = open(fifo_.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd_ < 0) throw std::runtime_error("open " + fifo_ + ": " + strerror(errno));
-    std::string cmd = "exec " + shellQuote(kQemuIo);
-    for (auto& o : options) cmd += " " + shellQuote(o);
-    cmd += " " + shellQuote(image) + " < " + shellQuote(fifo_);
-    process_ = Process::spawn({"/bin/sh", "-c", cmd}, log_);
-  }
-  ~QemuIoSession() {
-    if (fd_ >= 0) close(fd_);
-  }
-
-  // Waits for the first prompt: true once the image is open; false (with qemu-io's output in
-  // `why`) when qemu-io exited, e.g. refused by a lock, or did not answer in time.
-  bool opened(std::string* why, int timeoutMs = 30'000) {
-    bool up = waitUntil(timeoutMs, [&] { return prompts() >= 1 || !process_.running(); });
-    if (up && prompts() >= 1) {
-      seen_ = 1;
-      return true;
-    }
-    *why = slurp(log_);
-    return false;
-  }
-
-  // Runs one command; its output (throws if qemu-io does not answer within the timeout).
-  std::string command(const std::string& c, int timeoutMs = 60'000) {
-    std::string line = c + "\n";
-    if (::write(fd_, line.data(), line.size()) != ssize_t(line.size())) {
-      throw std::runtime_error("write to qemu-io: " + std::string(strerror(errno)));
-    }
-    if (!waitUntil(timeoutMs, [&] { return prompts() > seen_ || !process_.running(); }) ||
-        prompts() <= seen_) {
-      throw std::runtime_error("qemu-io did not answer '" + c + "':\n" + slurp(log_));
-    }
-    ++seen_;
-    std::string out = slurp(log_);
-    size_t end = out.rfind(kPrompt);
-    size_t begin = out.rfind(kPrompt, end == 0 ? 0 : end - 1);
-    return out.substr(begin + kPrompt.size(), end - begin - kPrompt.size());
-  }
-
-  // Sends quit and waits (bounded) for the exit: the image is closed (and its locks gone).
-  bool quit(int timeoutMs = 30'000) {
-    if (::write(fd_, "quit\n", 5) != 5) return false;
-    return process_.wait(timeoutMs) != -1;
-  }
-
- private:
-  size_t prompts() const {
-    std::string out = slurp(log_);
-    size_t n = 0;
-    for (size_t at = out.find(kPrompt); at != std::string::npos; at = out.find(kPrompt, at + 1))
-      ++n;
-    return n;
-  }
-
-  static inline const std::string kPrompt = "qemu-io> ";
-  std::string fifo_, log_;
-  int fd_ = -1;
-  Process process_;
-  size_t seen_ = 0;
-};
-
-// JSON string contents for QMP arguments.
-std::string jsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-// The string value of a JSON reply (what human-monitor-command returns), unescaped.
-std::string jsonUnescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '\\' || i + 1 == s.size()) {
-      out += s[i];
-      continue;
-    }
-    char c = s[++i];
-    switch (c) {
-      case 'n':
-        out += '\n';
-        break;
-      case 'r':
-        out += '\r';
-        break;
-      case 't':
-        out += '\t';
-        break;
-      case 'u':
-        i += 4;
-        break;  // QEMU escapes only control characters this way
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-// A QMP connection to a QEMU's monitor socket: one JSON object per line; replies start with
-// {"return" or {"error", events with {"timestamp" and are skipped. Every read is bounded.
-class Qmp {
- public:
-  // Connects (the socket appears once QEMU listens), reads the greeting, leaves negotiation.
-  Qmp(const std::string& socketPath, Process& qemu, int timeoutMs = 30'000) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (socketPath.size() >= sizeof addr.sun_path) throw std::runtime_error("socket path too long");
-    memcpy(addr.sun_path, socketPath.c_str(), socketPath.size() + 1);
-    bool connected = waitUntil(timeoutMs, [&] {
-      if (!qemu.running()) return true;
-      fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd_ < 0) return false;
-      if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return true;
-      close(fd_);
-      fd_ = -1;
-      return false;
-    });
-    if (!connected || fd_ < 0) throw std::runtime_error("no QMP socket at " + socketPath);
-    std::string greeting = readLine(timeoutMs);
-    if (greeting.find("\"QMP\"") == std::string::npos) {
-      throw std::runtime_error("unexpected QMP greeting: " + greeting);
-    }
-    std::string r = execute(R"({"execute": "qmp_capabilities"})");
-    if (r.rfind("{\"return\"", 0) != 0) throw std::runtime_error("qmp_capabilities: " + r);
-  }
-  ~Qmp() {
-    if (fd_ >= 0) close(fd_);
-  }
-
-  // Sends one command; the reply line.
-  std::string execute(const std::string& json, int timeoutMs = 30'000) {
-    std::string line = json + "\n";
-    if (send(fd_, line.data(), line.size(), MSG_NOSIGNAL) != ssize_t(line.size())) {
-      throw std::runtime_error("QMP send: " + std::string(strerror(errno)));
-    }
-    auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (true) {
-      int left = int(
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-      std::string reply = readLine(std::max(left, 0));
-      if (reply.rfind("{\"return\"", 0) == 0 || reply.rfind("{\"error\"", 0) == 0) return reply;
-    }
-  }
-
-  // An HMP command line through human-monitor-command; its text output.
-  std::string hmp(const std::string& commandLine, int timeoutMs = 120'000) {
-    std::string r =
-        execute(R"({"execute": "human-monitor-command", "arguments": {"command-line": ")" +
-                    jsonEscape(commandLine) + "\"}}",
-                timeoutMs);
-    const std::string head = "{\"return\": \"";
-    if (r.rfind(head, 0) != 0) return "QMP error: " + r;
-    size_t end = r.rfind('"');
-    return jsonUnescape(r.substr(head.size(), end - head.size()));
-  }
-
-  // The value of `"key": "value"` in a reply, "" if absent.
-  static std::string field(const std::string& reply, const std::string& key) {
-    std::string k = "\"" + key + "\": \"";
-    size_t at = reply.find(k);
-    if (at == std::string::npos) return "";
-    at += k.size();
-    return reply.substr(at, reply.find('"', at) - at);
-  }
-
- private:
-  std::string readLine(int timeoutMs) {
-    auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs);
-    while (true) {
-      size_t nl = buffer_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buffer_.substr(0, nl);
-        buffer_.erase(0, nl + 1);
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        return line;
-      }
-      int left = int(
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-      if (left <= 0) throw std::runtime_error("QMP: no answer in time");
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, left) <= 0) continue;
-      char buf[4096];
-      ssize_t n = recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) throw std::runtime_error("QMP: connection closed");
-      buffer_.append(buf, size_t(n));
-    }
-  }
-
-  int fd_ = -1;
-  std::string buffer_;
-};
-
-// A guestless TCG virtual machine with one virtio-blk disk `image` (qcow2) opened with
-// cache=none (O_DIRECT) and aio=native, and QMP on a unix socket; with `incoming`, a migration
-// destination listening there. Killed when it goes away.
-struct Vm {
-  Vm(const std::string& dir, const std::string& name, const std::string& image,
-     const std::string& incoming = "")
-      : qmpSocket(dir + "/" + name + ".qmp"), log(dir + "/" + name + ".log") {
-    std::vector<std::string> argv{
-        kQemuSystem,    "-name",
-        name,           "-machine",
-        "pc,accel=tcg", "-nodefaults",
-        "-display",     "none",
-        "-m",           "64",
-        "-smp",         "1",
-        "-drive",       "file=" + image + ",format=qcow2,if=none,id=drive0,cache=none,aio=native",
-        "-device",      "virtio-blk-pci,drive=drive0,id=disk0",
-        "-qmp",         "unix:" + qmpSocket + ",server=on,wait=off"};
-    if (!incoming.empty()) argv.insert(argv.end(), {"-incoming", incoming});
-    process = Process::spawn(argv, log);
-    qmp = std::make_unique<Qmp>(qmpSocket, process);
-  }
-
-  // Runs a qemu-io command on the VM's disk through the monitor; its output. QEMU 7.2 prints
-  // what the HMP qemu-io command reports on its stdout (our log), before the command returns.
-  std::string io(const std::string& command) {
-    size_t before = slurp(log).size();
-    std::string reply = qmp->hmp("qemu-io drive0 \"" + command + "\"");
-    return reply + slurp(log).substr(before);
-  }
-
-  // Quits through QMP and waits (bounded) for the exit, so the image is closed.
-  bool quit() {
-    try {
-      qmp->execute(R"({"execute": "quit"})");
-    } catch (const std::exception&) {
-      // It may close the socket before the reply: the exit below is what counts.
-    }
-    return process.wait(30'000) != -1;
-  }
-
-  std::string qmpSocket, log;
-  Process process;
-  std::unique_ptr<Qmp> qmp;
-};
-
-// Polls query-migrate (bounded) until the status is `waitFor` or the migration ended; the status.
-std::string waitMigration(Qmp& qmp, const std::string& waitFor, int timeoutMs = 120'000) {
-  std::string status;
-  waitUntil(timeoutMs, [&] {
-    status = Qmp::field(qmp.execute(R"({"execute": "query-migrate"})"), "status");
-    return status == waitFor || status == "completed" || status == "failed" ||
-           status == "cancelled";
-  });
-  return status;
 }
 
 }  // namespace
