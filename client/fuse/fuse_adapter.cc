@@ -702,17 +702,22 @@ void FuseAdapter::takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool
   handle(req, kj::mv(taken),
          [this, req, inode, type, interrupt = kj::mv(interrupt)](Status s) {
            if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
-           fuse_reply_err(req, 0);
-           // Whoever held the lock before may have written the file: what the kernel cached
-           // of it goes too.
+           // Whoever held the lock before may have changed the file: the kernel forgets what it
+           // cached of it before the locker goes on (a migration's destination checks the
+           // image's length right after it takes its locks).
            if (type != 0) lockTaken(inode);
+           fuse_reply_err(req, 0);
          });
 }
 
 void FuseAdapter::lockTaken(InodeId inode) {
-  // TODO(cleanup): the kernel's attribute and page cache of the file are dropped once the
-  // mount has a notifier thread (cache invalidations pushed by the meta leader).
-  (void)inode;
+  // Attributes only (offset -1): that takes no page locks, so it is safe on the loop that
+  // answers the kernel's requests; dropping cached pages could wait for a read this loop has
+  // not answered yet. (Opens never keep the page cache, and QEMU's cache=none has none.)
+  int rc = fuse_lowlevel_notify_inval_inode(session_, fuse_ino_t(inode.value), -1, 0);
+  if (rc != 0 && rc != -ENOENT) {
+    log::warn("lock: dropping the kernel's attributes of inode ", inode.value, ": ", strerror(-rc));
+  }
 }
 
 }  // namespace tessera::client
