@@ -196,7 +196,7 @@ kj::Promise<void> Client::keepAliveLoop() {
           for (auto& recall : *r) {
             auto it = leases_.find({recall.inode, recall.index});
             if (it != leases_.end() && it->second.held && it->second.epoch == recall.epoch) {
-              letGo(recall.inode, recall.index, "recalled by the meta leader to move the chunk");
+              letGo(recall.inode, recall.index, "recalled by the meta leader (a move, or another writer)");
             }
           }
           return Result<bool>(true);

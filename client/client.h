@@ -22,9 +22,9 @@
 // Write leases (client_leases.cc): a chunk is written only under this session's lease, taken
 // at the first write and kept while it is used. It is given back — after the writes under it
 // finished and what they wrote is synced — when the meta leader recalls it (a repair, drain or
-// rebalance wants to move the chunk; heard in keepAlive replies, polled every leasePollMs while
-// leases are held) or when it was not used for leaseIdleMs; and, all of a file's at once, when
-// the file is closed. A write that needs the lease again waits until the release is done
+// rebalance wants to move the chunk, or another session wants to write it; heard in keepAlive
+// replies, polled every leasePollMs while leases are held) or when it was not used for
+// leaseIdleMs; and, all of a file's at once, when the file is closed. A write that needs the lease again waits until the release is done
 // before it asks (a release applied after the new grant would take the new lease away), and
 // then retries while the chunk is busy (moving): it sees latency, not an error.
 //

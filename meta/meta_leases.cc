@@ -49,6 +49,10 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
     // first try was applied gets that first answer (with `created`) from the stored reply.
     if (holder && holder != session) {
       if (!leaseLapsed(holder)) {
+        // The holder hears in its next keepAlive that another session wants to write, and
+        // gives the lease back once its writes are synced: the new writer waits for that, not
+        // for the holder to go idle (a migrated VM's source keeps the image open a while).
+        wantedLeases_[{inode, index}] = WantedLease{holder, chunk.epoch, timer_.now()};
         return fail(Error{Errc::kBusy, "chunk " + std::to_string(chunk.id.value) +
                                            ": write lease held by session " +
                                            std::to_string(holder.value)});
@@ -76,6 +80,33 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
         toWire(*r->chunk, results.initChunk());
         results.setCreated(r->created);
       });
+}
+
+void MetaService::addWantedLeases(SessionId session, std::vector<RecalledLease>& out) {
+  auto now = timer_.now();
+  for (auto it = wantedLeases_.begin(); it != wantedLeases_.end();) {
+    // Asked for once, a lease stays wanted for a lease timeout: the asker retries meanwhile
+    // and renews it; a stale entry costs at most one needless release.
+    if (now - it->second.since > config_.leaseTimeoutMs * kj::MILLISECONDS) {
+      it = wantedLeases_.erase(it);
+      continue;
+    }
+    if (it->second.holder != session) {
+      ++it;
+      continue;
+    }
+    // Only a lease the session still holds at that epoch: one taken over meanwhile must not be
+    // "given back" (its holder would take the next lease afresh and never hear it lost the
+    // last one).
+    auto chunk = ns_.chunks(it->first.first, it->first.second, 1);
+    if (!chunk || chunk->empty() || chunk->front().leaseSession != session ||
+        chunk->front().epoch != it->second.epoch) {
+      it = wantedLeases_.erase(it);
+      continue;
+    }
+    out.push_back(RecalledLease{it->first.first, it->first.second, it->second.epoch});
+    ++it;
+  }
 }
 
 kj::Promise<void> MetaService::releaseLeases(ReleaseLeasesContext context) {

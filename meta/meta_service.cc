@@ -942,8 +942,10 @@ kj::Promise<void> MetaService::keepAlive(KeepAliveContext context) {
   it->second.lastContact = timer_.now();
   okToWire(results.initError());
   results.setTimeoutMs(config_.sessionTimeoutMs);
-  if (repair_) {
-    auto recalled = repair_->recalledFrom(id);
+  {
+    std::vector<RecalledLease> recalled;
+    if (repair_) recalled = repair_->recalledFrom(id);
+    addWantedLeases(id, recalled);
     auto list = results.initRecalled(uint32_t(recalled.size()));
     for (size_t i = 0; i < recalled.size(); ++i) {
       list[i].setInode(recalled[i].inode.value);

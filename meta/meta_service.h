@@ -123,6 +123,14 @@ class MetaService final : public proto::MetaService::Server {
   // True if `session`'s write leases may go to another session: it expired or has been silent
   // longer than the lease timeout (meta_leases.cc).
   bool leaseLapsed(SessionId session) const;
+  // Leases another session asked for while `session` held them (acquireLease answered busy):
+  // keepAlive asks the holder for them back, like recalls for moves (meta_leases.cc).
+  struct WantedLease {
+    SessionId holder;
+    uint64_t epoch = 0;
+    kj::TimePoint since = kj::origin<kj::TimePoint>();
+  };
+  void addWantedLeases(SessionId session, std::vector<RecalledLease>& out);
   void sweep();
   // This node now leads and has applied its whole log: continue ids above the ones any earlier
   // leader handed out, and learn the chunk servers afresh.
@@ -190,6 +198,7 @@ class MetaService final : public proto::MetaService::Server {
   IdMarks next_;  // last id handed out of each kind
   std::map<ServerId, ServerState> servers_;
   std::map<SessionId, SessionState> sessions_;
+  std::map<std::pair<InodeId, uint64_t>, WantedLease> wantedLeases_;
   std::map<InodeId, std::list<LockWaiter>> lockWaiters_;
   std::set<InodeId> lockWakes_, lockWakeAgain_;  // a retry pass runs; run another after it
   uint64_t lastLockWaiter_ = 0;

@@ -267,7 +267,8 @@ interface MetaService {
   # --- mounts, continued ---
   # Keeps an idle session alive (any call carrying the session does too). Error stale if it
   # expired already: the mount must open a new one.
-  # `recalled`: write leases of this session the leader wants back for a move (LeaseRef). A mount
+  # `recalled`: write leases of this session the leader wants back (LeaseRef): for a move, or
+  # because another session asked for the chunk's lease (acquireLease answered it busy). A mount
   # that holds write leases calls keepAlive about every half second, busy or not, to hear them.
   keepAlive @30 (session :UInt64)
       -> (error :Common.Error, timeoutMs :UInt64, recalled :List(LeaseRef));
