@@ -40,8 +40,10 @@ struct MetaConfig {
   // How long a recalled write lease is refused to new grants while its chunk moves
   // (meta/lease_recall.h); then the writer gets it back and the move is tried later.
   uint64_t recallHoldMs = 5'000;
-  // A mount's watcher (coherence) that does not answer an invalidation this long is dropped.
-  uint64_t watcherTimeoutMs = 10'000;
+  // A mount's watcher (coherence) that does not answer an invalidation this long is dropped (a
+  // mount answers at once; one that does not is stopped or cut off, and until this runs out a
+  // mount that reconnected meanwhile may not hear that the batch was lost).
+  uint64_t watcherTimeoutMs = 3'000;
 };
 
 class MetaService final : public proto::MetaService::Server {
