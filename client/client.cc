@@ -1503,6 +1503,10 @@ void Client::dropFileCache(FileState& f) {
   f.sizeStale = true;
 }
 
+void Client::revalidate(InodeId inode) {
+  if (auto* f = find(inode)) dropFileCache(*f);
+}
+
 void Client::invalidated(Invalidation inv) {
   if (inv.all) {
     for (auto& [inode, f] : files_) dropFileCache(*f);

@@ -139,6 +139,10 @@ class Client {
   // True while a registration the leader confirmed less than watchLeaseMs ago stands: every
   // change another mount makes is then reported to the sink. Caches may be kept long only then.
   bool coherent() const;
+  // Forgets what this client caches of `inode` (an open file's chunk map, but for chunks this
+  // session holds the lease of, and its size): the next read asks the meta server. For a
+  // revalidation the mount decides itself, e.g. when it acquires a lock on the file.
+  void revalidate(InodeId inode);
 
   kj::Promise<Result<Attr>> lookup(InodeId parent, std::string name);
   kj::Promise<Result<Attr>> getattr(InodeId inode);

@@ -380,6 +380,14 @@ void FuseAdapter::invalidate(const Invalidation& inv) {
   }
 }
 
+void FuseAdapter::revalidate(fuse_ino_t ino) {
+  ++invalSeq_;
+  client_.revalidate(InodeId(ino));
+  auto it = known_.find(ino);
+  if (it != known_.end()) it->second.versioned = false;
+  if (notifier_) notifier_->invalInode(ino);
+}
+
 // --- requests ------------------------------------------------------------------------------
 
 void FuseAdapter::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

@@ -61,6 +61,10 @@ class FuseAdapter {
 
   // What another mount changed (Client::watch's sink): the kernel drops it, asynchronously.
   void invalidate(const Invalidation& inv);
+  // Drops what the kernel and the client cache of `ino` (attributes, pages, chunk map) and
+  // the next open of it does not keep pages: e.g. when a lock on it is acquired (the holder
+  // before may have written it through another mount).
+  void revalidate(fuse_ino_t ino);
   // The kernel-cache notifier, once mounted (nullptr before); its calls are for this loop.
   Notifier* notifier() { return notifier_.get(); }
 

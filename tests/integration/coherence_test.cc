@@ -259,3 +259,48 @@ TEST_CASE("coherence: a mount cut off from the meta leader drops its caches afte
          timeUntil(kPushWaitS, [&] { return (statOf(b.path + "/p").st_mode & 07777) == 0640; }));
   CHECK(c.logProblems().empty());
 }
+
+TEST_CASE("coherence: after a meta leader failover the mounts register with the new leader") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options options;
+  options.metas = 3;
+  options.mount = false;
+  options.chunks = 3;
+  options.policy = "replica(2)";
+  Cluster c(options);
+  ExtraMount a(c, "a", "", kLongCaches);
+  ExtraMount b(c, "b", "", kLongCaches);
+  waitRegistered(a);
+  waitRegistered(b);
+  writeAll(a.path + "/q", "before");
+  CHECK(readAll(b.path + "/q") == "before");
+  CHECK((statOf(b.path + "/q").st_mode & 07777) == 0644);  // cached on B for 30 s
+
+  int old = c.leader();
+  REQUIRE(old >= 0);
+  c.stopMeta(old, SIGKILL);
+  int next = c.leader(30'000);
+  REQUIRE(next >= 0);
+  MESSAGE("meta leader " << old + 1 << " killed; " << next + 1 << " leads");
+  // B registers again with the new leader (its log says so a second time).
+  auto registrations = [](const ExtraMount& m) {
+    std::string log = slurp(m.log);
+    size_t n = 0;
+    for (size_t at = log.find("the meta leader reports changes to this mount");
+         at != std::string::npos;
+         at = log.find("the meta leader reports changes to this mount", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  REQUIRE_MESSAGE(timeUntil(40, [&] { return registrations(b) >= 2; }) >= 0, slurp(b.log));
+  REQUIRE(timeUntil(40, [&] { return registrations(a) >= 2; }) >= 0);
+  // Cached again on B, under the new registration: only a push from the new leader tells it.
+  CHECK((statOf(b.path + "/q").st_mode & 07777) == 0644);
+  REQUIRE(chmod((a.path + "/q").c_str(), 0600) == 0);
+  report("chmod after a failover",
+         timeUntil(kPushWaitS, [&] { return (statOf(b.path + "/q").st_mode & 07777) == 0600; }));
+  writeAll(a.path + "/q", "after the failover");
+  report("write+close after a failover",
+         timeUntil(kPushWaitS, [&] { return readAll(b.path + "/q") == "after the failover"; }));
+}
