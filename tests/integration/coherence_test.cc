@@ -235,7 +235,7 @@ TEST_CASE("coherence: a mount cut off from the meta leader drops its caches afte
   });
   bool answeredWhileCut = statted.wait_for(std::chrono::milliseconds(1500)) ==
                           std::future_status::ready;
-  MESSAGE("a stat on B while cut off " << (answeredWhileCut ? "was answered" : "waits"));
+  MESSAGE("a stat on B while cut off " << std::string(answeredWhileCut ? "was answered" : "waits"));
   if (answeredWhileCut) {
     int mode = statted.get();
     CHECK_MESSAGE(mode != 0644, "B served the mode it cached before the cut: " << mode);
