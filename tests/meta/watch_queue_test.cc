@@ -37,7 +37,7 @@ TEST_CASE("watch queue: a change reaches every watcher but the one that made it"
   CHECK(q.queued(kA) == 1);
 }
 
-TEST_CASE("watch queue: one batch in flight per watcher; what queues meanwhile is coalesced") {
+TEST_CASE("watch queue: one batch in flight per watcher, what queues meanwhile is coalesced") {
   WatchQueue q;
   auto reg = q.watch(kB);
   q.changed(kA, {kFile}, {});
@@ -82,7 +82,7 @@ TEST_CASE("watch queue: a queue past its bound collapses to all, which absorbs l
   CHECK(q.queued(kB) == 1);
 }
 
-TEST_CASE("watch queue: a failed call drops the watcher; its next registration is not continued") {
+TEST_CASE("watch queue: a failed call drops the watcher, its next registration is not continued") {
   WatchQueue q;
   auto reg = q.watch(kB);
   // Renewing an unbroken registration continues it, under a new generation.
