@@ -1,8 +1,9 @@
 // Coherence between two mounts of one cluster (issue 5 item 1; DESIGN.md "Client and FUSE
 // mount"): what one mount changes, the other sees through the invalidations the meta leader
 // pushes — not through timeouts: both mounts cache attributes and entries for 30 s, so seeing a
-// change within the bounded wait below proves the push. Propagation times are printed, never
-// asserted. A mount cut off from the leader drops its caches once its watch lease runs out.
+// change within the bounded wait below proves the push (run with tessera-mount --watch-lease 0,
+// the chmod, truncate, rename, write and fsync checks fail; a create is seen anyway, since no
+// negative entries are cached). Propagation times are printed, never asserted. A mount cut off from the leader drops its caches once its watch lease runs out.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
