@@ -43,6 +43,10 @@ struct Client::FileState {
   // Bumped whenever the cached chunk map is dropped (truncate, close-to-open refresh): an answer
   // to a lookup that started before must not be cached, it may name chunks since deleted.
   uint64_t mapEpoch = 0;
+  // Bumped when another mount's change is reported (client_watch.cc): a chunk lookup that
+  // started before must not be cached either (it may miss a chunk just written).
+  uint64_t lookupEpoch = 0;
+  bool sizeStale = false;  // reported changed: refetch the size before the next read
   std::map<uint64_t, kj::ForkedPromise<void>> allocating;
   // Chunks written since the last fsync (by chunk index) and which of their shards: fsync syncs
   // those. Kept after the last close too — a later fsync on a new open must cover them.
@@ -100,7 +104,7 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
   });
 }
 
-Client::~Client() = default;
+Client::~Client() { stopWatching(); }
 
 void Client::TaskErrors::taskFailed(kj::Exception&& e) {
   log::error("client task failed: ", e.getDescription());
@@ -780,30 +784,6 @@ kj::Promise<Result<Attr>> Client::open(InodeId inode) {
       });
 }
 
-kj::Promise<Status> Client::revalidate(InodeId inode) {
-  auto* f = find(inode);
-  if (f && !f->busy() && !f->attrDirty && f->commitsInFlight == 0) {
-    // Chunks under this session's write lease nobody else wrote: those stay.
-    for (auto it = f->chunks.begin(); it != f->chunks.end();) {
-      if (it->second.leaseSession == session_) {
-        ++it;
-      } else {
-        f->fresh.erase(it->first);
-        it = f->chunks.erase(it);
-      }
-    }
-    f->absent.clear();
-    f->mapEpoch++;
-  }
-  return getattr(inode).then([this, inode](Result<Attr> a) -> Status {
-    if (!a) return a.error();
-    if (auto* f = find(inode); f && !f->attrDirty && f->commitsInFlight == 0) {
-      f->durableSize = a->size;
-    }
-    return Status();
-  });
-}
-
 kj::Promise<Status> Client::release(InodeId inode) {
   auto* f = find(inode);
   if (!f) return Status();
@@ -900,11 +880,13 @@ kj::Promise<Result<std::optional<ChunkDesc>>> Client::chunk(FileState& f, uint64
   uint64_t epoch = f.mapEpoch;
   if (!allocate) {
     if (f.absent.count(index)) return R(std::optional<ChunkDesc>());
+    uint64_t lookupEpoch = f.lookupEpoch;
     return getChunks(inode, index, kChunkPrefetch)
-        .then([this, inode, index, epoch](Result<std::vector<ChunkDesc>> list) -> R {
+        .then([this, inode, index, epoch, lookupEpoch](Result<std::vector<ChunkDesc>> list) -> R {
           if (!list) return list.error();
           auto* f = find(inode);
-          if (f && f->mapEpoch != epoch) f = nullptr;  // answers a question asked before a truncate
+          // It answers a question asked before a truncate or another mount's write.
+          if (f && (f->mapEpoch != epoch || f->lookupEpoch != lookupEpoch)) f = nullptr;
           std::optional<ChunkDesc> found;
           std::set<uint64_t> present;
           for (auto& c : *list) {
@@ -1278,6 +1260,13 @@ kj::Promise<Result<kj::Array<kj::byte>>> Client::read(InodeId inode, uint64_t of
   f.opens++;
   // Reads see this client's own buffered writes: send them first.
   kj::Promise<Status> before = f.busy() ? drain(f) : kj::Promise<Status>(Status());
+  if (f.sizeStale) {
+    // Another mount wrote it: its size (merge() takes the meta server's) before reading.
+    f.sizeStale = false;
+    before = before.then([this, inode](Status s) {
+      return getattr(inode).then([s](Result<Attr>) { return s; });
+    });
+  }
   return before
       .then([this, &f, off, len](Status) -> kj::Promise<R> {
         uint64_t n = off >= f.size ? 0 : std::min(len, f.size - off);
@@ -1503,6 +1492,39 @@ kj::Promise<Status> Client::flushAll() {
   for (auto& [inode, f] : files_) inodes.push_back(inode);
   for (auto inode : inodes) all.add(flush(inode));
   return joinStatus(all.releaseAsArray());
+}
+
+// --- coherence: what another mount changed (client_watch.cc) ----------------------------
+
+void Client::dropFileCache(FileState& f) {
+  f.lookupEpoch++;
+  f.absent.clear();
+  for (auto it = f.chunks.begin(); it != f.chunks.end();) {
+    // A chunk this session holds the lease of is written by nobody else.
+    if (holds(f.inode, it->first, it->second)) {
+      ++it;
+    } else {
+      // Nor is "never written here, reads as zeros" true any more of a chunk we do not hold.
+      f.fresh.erase(it->first);
+      it = f.chunks.erase(it);
+    }
+  }
+  f.sizeStale = true;
+}
+
+void Client::revalidate(InodeId inode) {
+  if (auto* f = find(inode)) dropFileCache(*f);
+}
+
+void Client::invalidated(Invalidation inv) {
+  if (inv.all) {
+    for (auto& [inode, f] : files_) dropFileCache(*f);
+  } else {
+    for (InodeId inode : inv.inodes) {
+      if (auto* f = find(inode)) dropFileCache(*f);
+    }
+  }
+  if (invalidationSink_) invalidationSink_(inv);
 }
 
 }  // namespace tessera::client

@@ -33,6 +33,7 @@
 //
 // Not thread-safe: everything runs on the event loop that created the Client.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -75,6 +76,19 @@ struct ClientConfig {
   // How often a client that holds write leases asks the meta leader whether one was recalled
   // (for a move of its chunk); more than 0.
   uint64_t leasePollMs = 500;
+  // Coherence (client_watch.cc): how long a watch registration the meta leader confirmed is
+  // trusted. Renewed about every quarter of it; past it without a confirmed renewal (leader
+  // unreachable, failover, partition) this client reports `all` (drop every cache) and is not
+  // coherent() until registered again.
+  uint64_t watchLeaseMs = 3'000;
+};
+
+// What another mount changed, as the meta leader reports it (proto::Watcher): drop cached
+// attributes and data of `inodes`, the directory entries `entries`; with `all`, everything.
+struct Invalidation {
+  std::vector<InodeId> inodes;
+  std::vector<std::pair<InodeId, std::string>> entries;
+  bool all = false;
 };
 
 struct DirEntry {
@@ -130,6 +144,21 @@ class Client {
   // gone by then (their reopen fails, and so do reads of them that need the meta server).
   kj::Promise<Status> start();
   SessionId session() const { return session_; }
+
+  // --- coherence between mounts (client_watch.cc) ---
+  // Registers a watcher with the meta leader (again after a failover or a new session) and
+  // renews it every watchLeaseMs / 4. Invalidations go to `sink` on this loop, after this
+  // client dropped what it caches itself (chunk descriptors, sizes of open files): from the
+  // leader as they come, and {all} when a registration starts afresh (changes may have been
+  // missed before it) or the lease ran out. Call once, after start().
+  void watch(std::function<void(const Invalidation&)> sink);
+  // True while a registration the leader confirmed less than watchLeaseMs ago stands: every
+  // change another mount makes is then reported to the sink. Caches may be kept long only then.
+  bool coherent() const;
+  // Forgets what this client caches of `inode` (an open file's chunk map, but for chunks this
+  // session holds the lease of, and its size): the next read asks the meta server. For a
+  // revalidation the mount decides itself, e.g. when it acquires a lock on the file.
+  void revalidate(InodeId inode);
 
   kj::Promise<Result<Attr>> lookup(InodeId parent, std::string name);
   kj::Promise<Result<Attr>> getattr(InodeId inode);
@@ -193,9 +222,7 @@ class Client {
   static constexpr uint64_t kLockWaitMs = 2'000;
 
  private:
-  // Drops what this client cached of the file (chunk map, size) unless it has writes of its own
-  // outstanding, and reads its attributes afresh: someone else may have changed it.
-  kj::Promise<Status> revalidate(InodeId inode);
+
   // The descriptors of the chunks of `inode` that exist, with first <= index < first + count.
   kj::Promise<Result<std::vector<ChunkDesc>>> getChunks(InodeId inode, uint64_t first,
                                                         uint64_t count);
@@ -291,6 +318,16 @@ class Client {
   kj::Promise<bool> renewSession(uint64_t stale);
   kj::Promise<void> reopenAll(std::vector<std::pair<InodeId, int>> files, size_t next);
 
+  // --- coherence (client_watch.cc) ---
+  class WatcherImpl;
+  kj::Promise<void> watchLoop();
+  void renewWatch();
+  void stopWatching();
+  void invalidated(Invalidation inv);
+  // The cached chunk map (but what this session holds leases on) and size of the file are no
+  // longer to be trusted.
+  void dropFileCache(FileState& f);
+
   kj::Timer& timer_;
   ClientConfig config_;
   MetaLink meta_;
@@ -318,6 +355,13 @@ class Client {
   bool renewing_ = false;
   uint64_t renewingFrom_ = 0;  // the expired session being replaced
   kj::Maybe<kj::ForkedPromise<bool>> renewal_;
+  std::function<void(const Invalidation&)> invalidationSink_;
+  WatcherImpl* watcherImpl_ = nullptr;  // owned by watcherCap_; told when we go
+  kj::Maybe<proto::Watcher::Client> watcherCap_;
+  bool watchInFlight_ = false;
+  bool live_ = false;  // a confirmed registration stands (see coherent())
+  kj::TimePoint confirmedAt_ = kj::origin<kj::TimePoint>();  // when its renewal was sent
+  kj::Promise<void> watching_ = nullptr;
   kj::Promise<void> keepalive_ = nullptr;  // last: stops before what it uses goes
 };
 

@@ -55,7 +55,7 @@ kj::Promise<Status> Client::setLock(InodeId inode, LockRequest lock,
             auto& held = locked_[inode];
             held.owners.insert(lock.owner);
             held.handles.insert(lock.handle);
-            return revalidate(inode);
+            revalidate(inode);
           }
           return Status();
         }

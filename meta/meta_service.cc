@@ -65,6 +65,7 @@ MetaService::MetaService(Namespace& ns, raft::RaftNode& raft, kj::Timer& timer,
   raft_.onLeadershipLost = [this] {
     servers_.clear();
     sessions_.clear();
+    dropWatchers();
     if (repair_) repair_->reset();
     scrub_.clear();
   };
@@ -107,6 +108,7 @@ void MetaService::becameLeader() {
   }
   graceUntil_ = now + std::max<uint64_t>(2 * config_.serverTimeoutMs, 5'000) * kj::MILLISECONDS;
   trackSessions();
+  dropWatchers();
   if (repair_) repair_->reset();
   log::info("leading: ", servers_.size(), " chunk servers known, next inode above ", next_.inode,
             ", ", sessions_.size(), " sessions");
@@ -196,7 +198,11 @@ kj::Promise<void> MetaService::setattr(SetattrContext context) {
     s.setSize(p.getSize());
     s.setAtimeNs(p.getAtimeNs());
     s.setMtimeNs(p.getMtimeNs());
-  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
+    replyAttr(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::mknod(MknodContext context) {
@@ -220,7 +226,16 @@ kj::Promise<void> MetaService::mknod(MknodContext context) {
     m.setTarget(p.getTarget());
     m.setNewInode(inode);
     m.setSession(p.getSession());
-  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    // The directory's mtime and maybe nlink changed; another mount may hold the name (a
+    // dentry of an entry that was there before, or a negative one).
+    if (r) {
+      invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getParent())},
+                 {{InodeId(p.getParent()), std::string(view(p.getName()))}});
+    }
+    replyAttr(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::link(LinkContext context) {
@@ -231,22 +246,54 @@ kj::Promise<void> MetaService::link(LinkContext context) {
     l.setInode(p.getInode());
     l.setNewParent(p.getNewParent());
     l.setNewName(p.getNewName());
-  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) {
+      invalidate(SessionId(p.getReq().getSession()),
+                 {InodeId(p.getInode()), InodeId(p.getNewParent())},
+                 {{InodeId(p.getNewParent()), std::string(view(p.getNewName()))}});
+    }
+    replyAttr(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::unlink(UnlinkContext context) {
   auto p = context.getParams();
+  // The inode the name leads to now loses a link (other mounts cache its nlink). Read before
+  // the change: a concurrent change of the entry may make this the wrong inode, which costs
+  // another mount a needless refetch, while the entry itself is invalidated in any case.
+  std::vector<InodeId> touched{InodeId(p.getParent())};
+  if (auto target = ns_.lookup(InodeId(p.getParent()), view(p.getName()))) {
+    touched.push_back(target->inode);
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     noteRequest(op, p.getReq());
     auto u = op.initUnlink();
     u.setParent(p.getParent());
     u.setName(p.getName());
     u.setDir(p.getDir());
-  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
+  }).then([this, context, touched = kj::mv(touched)](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) {
+      invalidate(SessionId(p.getReq().getSession()), kj::mv(touched),
+                 {{InodeId(p.getParent()), std::string(view(p.getName()))}});
+    }
+    setError(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::rename(RenameContext context) {
   auto p = context.getParams();
+  // Both directories (mtimes, nlink of a moved directory's parents), the inode moved (ctime,
+  // its ".."), and one replaced or exchanged at the new name (nlink). Looked up before the
+  // change, as in unlink.
+  std::vector<InodeId> touched{InodeId(p.getParent()), InodeId(p.getNewParent())};
+  if (auto from = ns_.lookup(InodeId(p.getParent()), view(p.getName()))) {
+    touched.push_back(from->inode);
+  }
+  if (auto to = ns_.lookup(InodeId(p.getNewParent()), view(p.getNewName()))) {
+    touched.push_back(to->inode);
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     noteRequest(op, p.getReq());
     auto m = op.initRename();
@@ -255,7 +302,15 @@ kj::Promise<void> MetaService::rename(RenameContext context) {
     m.setNewParent(p.getNewParent());
     m.setNewName(p.getNewName());
     m.setFlags(p.getFlags());
-  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
+  }).then([this, context, touched = kj::mv(touched)](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) {
+      invalidate(SessionId(p.getReq().getSession()), kj::mv(touched),
+                 {{InodeId(p.getParent()), std::string(view(p.getName()))},
+                  {InodeId(p.getNewParent()), std::string(view(p.getNewName()))}});
+    }
+    setError(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::readlink(ReadlinkContext context) {
@@ -355,7 +410,11 @@ kj::Promise<void> MetaService::setxattr(SetxattrContext context) {
     x.setName(p.getName());
     x.setValue(p.getValue());
     x.setFlags(p.getFlags());
-  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
+    setError(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::getxattr(GetxattrContext context) {
@@ -389,7 +448,11 @@ kj::Promise<void> MetaService::removexattr(RemovexattrContext context) {
     auto x = op.initRemovexattr();
     x.setInode(p.getInode());
     x.setName(p.getName());
-  }).then([context](Result<Applied> r) mutable { setError(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
+    setError(context.getResults(), r);
+  });
 }
 
 kj::Promise<void> MetaService::fsync(FsyncContext context) {
@@ -478,7 +541,12 @@ kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
     c.setInode(p.getInode());
     c.setSize(p.getSize());
     c.setMtimeNs(p.getMtimeNs());
-  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
+  }).then([this, context](Result<Applied> r) mutable {
+    auto p = context.getParams();
+    // Data was written: other mounts drop their pages of the file and its size and mtime.
+    if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
+    replyAttr(context.getResults(), r);
+  });
 }
 
 void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b) {
@@ -897,8 +965,11 @@ void MetaService::expireSilentSessions() {
                      auto it = sessions_.find(id);
                      if (r || r.code() == Errc::kNotFound) {
                        if (it != sessions_.end()) sessions_.erase(it);
+                       watchQueue_.forget(id);
+                       watchers_.erase(id);
                        if (r) {
-                         log::info("session ", id.value, " expired; its open files and locks released");
+                         log::info("session ", id.value,
+                                   " expired; its open files released, its locks dropped");
                          wakeAllLockWaiters();
                        }
                        return;

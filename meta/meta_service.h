@@ -24,6 +24,7 @@
 #include "meta/raft/raft_node.h"
 #include "meta/repair.h"
 #include "meta/scrub_tracker.h"
+#include "meta/watch_queue.h"
 
 namespace tessera::meta {
 
@@ -40,6 +41,10 @@ struct MetaConfig {
   // How long a recalled write lease is refused to new grants while its chunk moves
   // (meta/lease_recall.h); then the writer gets it back and the move is tried later.
   uint64_t recallHoldMs = 5'000;
+  // A mount's watcher (coherence) that does not answer an invalidation this long is dropped (a
+  // mount answers at once; one that does not is stopped or cut off, and until this runs out a
+  // mount that reconnected meanwhile may not hear that the batch was lost).
+  uint64_t watcherTimeoutMs = 3'000;
 };
 
 class MetaService final : public proto::MetaService::Server {
@@ -100,6 +105,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> getLock(GetLockContext context) override;
   kj::Promise<void> releaseLocks(ReleaseLocksContext context) override;
   kj::Promise<void> cancelLockWait(CancelLockWaitContext context) override;
+  kj::Promise<void> watch(WatchContext context) override;
 
  private:
   struct ServerState {
@@ -185,6 +191,15 @@ class MetaService final : public proto::MetaService::Server {
   void wakeLockWaiters(InodeId inode);
   void wakeAllLockWaiters();
   kj::Promise<void> retryLockWaiters(InodeId inode, std::vector<uint64_t> ids, size_t next);
+  // --- coherence: invalidations pushed to the mounts' watchers (meta_watch.cc,
+  // meta/watch_queue.h). Soft state of the leader, like session liveness.
+  // After a change was applied: queue it for every watcher but `origin`'s and send soon (on a
+  // later turn, so changes applied together go in one call per watcher). Leader only.
+  void invalidate(SessionId origin, std::vector<InodeId> inodes,
+                  std::vector<WatchQueue::Entry> entries = {});
+  void scheduleWatchFlush();
+  void flushWatchers();
+  void dropWatchers();
   // --- repair (meta/repair.h) ---
   ServerMap serverMap();
   void fillRepairStatus(proto::RepairStatus::Builder b);
@@ -208,6 +223,9 @@ class MetaService final : public proto::MetaService::Server {
   // A new leader counts the chunk servers it knows as up until this time, or until they miss a
   // heartbeat after it: they need a moment to find it after an election.
   kj::TimePoint graceUntil_ = kj::origin<kj::TimePoint>();
+  WatchQueue watchQueue_;
+  std::map<SessionId, proto::Watcher::Client> watchers_;  // the capabilities watchQueue_ sends to
+  bool watchFlush_ = false;  // a flushWatchers() is scheduled
   bool repairKick_ = false;  // an extra repair tick is scheduled (Repair::onSlotFree)
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;

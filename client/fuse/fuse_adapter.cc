@@ -5,6 +5,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -40,8 +41,14 @@ int64_t toNs(const timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.t
 
 void opInit(void* userdata, fuse_conn_info* conn) { static_cast<FuseAdapter*>(userdata)->init(conn); }
 void opLookup(fuse_req_t r, fuse_ino_t p, const char* n) { self(r).lookup(r, p, n); }
-void opForget(fuse_req_t r, fuse_ino_t, uint64_t) { fuse_reply_none(r); }
-void opForgetMulti(fuse_req_t r, size_t, fuse_forget_data*) { fuse_reply_none(r); }
+void opForget(fuse_req_t r, fuse_ino_t i, uint64_t n) {
+  self(r).forget(i, n);
+  fuse_reply_none(r);
+}
+void opForgetMulti(fuse_req_t r, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) self(r).forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(r);
+}
 void opGetattr(fuse_req_t r, fuse_ino_t i, fuse_file_info*) { self(r).getattr(r, i); }
 void opSetattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int s, fuse_file_info* fi) {
   self(r).setattr(r, i, a, s, fi);
@@ -179,6 +186,8 @@ FuseAdapter::~FuseAdapter() {
   // requests get EIO now. The kernel may be gone already: libfuse then just frees them.
   for (fuse_req_t req : std::set<fuse_req_t>(unanswered_)) fuse_reply_err(req, EIO);
   unanswered_.clear();
+  // After the answers: a kernel call of the notifier may wait for a request answered above.
+  if (notifier_) notifier_->stop();
   if (session_) {
     // Also after the kernel let go (fusermount3 -u): libfuse sees the dead device, skips the
     // unmount and frees what it kept.
@@ -206,6 +215,7 @@ Status FuseAdapter::mount(const std::string& mountpoint) {
   }
   observer_ = kj::heap<kj::UnixEventPort::FdObserver>(eventPort_, fd,
                                                       kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  notifier_ = std::make_unique<Notifier>(session_, [this] { return snapshot(); });
   return Status();
 }
 
@@ -275,28 +285,141 @@ void FuseAdapter::init(fuse_conn_info* conn) {
             ", max_write ", conn->max_write);
 }
 
-void FuseAdapter::replyEntry(fuse_req_t req, const Attr& attr) {
+// --- coherence: timeouts, lookup counts, invalidations ------------------------------------------
+
+double FuseAdapter::timeoutFor(uint64_t seq) const {
+  // An invalidation since the request started may have dropped what its answer carries (the
+  // meta server read it before the change): cache that answer briefly only.
+  if (seq != invalSeq_ || !client_.coherent()) return options_.attrTimeout;
+  return std::max(options_.liveAttrTimeout, options_.attrTimeout);
+}
+
+fuse_entry_param FuseAdapter::entryParam(const Attr& attr, fuse_ino_t parent,
+                                         const std::string& name, uint64_t seq) {
   fuse_entry_param e{};
   e.ino = attr.inode.value;
   e.generation = 1;
   e.attr = toStat(attr);
-  e.attr_timeout = options_.attrTimeout;
-  e.entry_timeout = options_.attrTimeout;
-  fuse_reply_entry(req, &e);
+  e.attr_timeout = timeoutFor(seq);
+  e.entry_timeout = e.attr_timeout;
+  // invalidate({all}) must be able to find every entry cached long: past the bound of what is
+  // remembered, new ones are cached briefly.
+  if (e.entry_timeout > options_.attrTimeout && longEntries_.size() >= kMaxLongEntries &&
+      !longEntries_.count({parent, name})) {
+    e.entry_timeout = options_.attrTimeout;
+  }
+  return e;
 }
 
+void FuseAdapter::replyEntry(fuse_req_t req, const Attr& attr, fuse_ino_t parent,
+                             const char* name, uint64_t seq) {
+  std::string n(name);
+  fuse_entry_param e = entryParam(attr, parent, n, seq);
+  if (fuse_reply_entry(req, &e) != 0) return;  // the kernel did not take it
+  lookedUp(e.ino);
+  if (e.entry_timeout > options_.attrTimeout) rememberEntry(e.ino, parent, n);
+}
+
+void FuseAdapter::lookedUp(fuse_ino_t ino) { known_[ino].nlookup++; }
+
+void FuseAdapter::rememberEntry(fuse_ino_t ino, fuse_ino_t parent, const std::string& name) {
+  auto key = std::make_pair(uint64_t(parent), name);
+  auto [it, added] = longEntries_.try_emplace(key, ino);
+  if (!added && it->second != ino) {
+    // The name leads elsewhere now: the old inode no longer has it.
+    auto old = known_.find(it->second);
+    if (old != known_.end()) std::erase(old->second.entries, key);
+    it->second = ino;
+  }
+  auto& entries = known_[ino].entries;
+  if (std::find(entries.begin(), entries.end(), key) == entries.end()) entries.push_back(key);
+}
+
+void FuseAdapter::forgetEntry(fuse_ino_t parent, const std::string& name) {
+  auto key = std::make_pair(uint64_t(parent), name);
+  auto it = longEntries_.find(key);
+  if (it == longEntries_.end()) return;
+  auto k = known_.find(it->second);
+  if (k != known_.end()) std::erase(k->second.entries, key);
+  longEntries_.erase(it);
+}
+
+void FuseAdapter::forget(fuse_ino_t ino, uint64_t n) {
+  auto it = known_.find(ino);
+  if (it == known_.end()) return;
+  Known& k = it->second;
+  k.nlookup -= std::min(n, k.nlookup);
+  if (k.nlookup > 0) return;
+  // The kernel let go of the inode, and so of every entry that led to it.
+  for (auto& key : k.entries) {
+    auto e = longEntries_.find(key);
+    if (e != longEntries_.end() && e->second == ino) longEntries_.erase(e);
+  }
+  known_.erase(it);
+}
+
+Notifier::Known FuseAdapter::snapshot() const {
+  Notifier::Known out;
+  out.inodes.reserve(known_.size() + 1);
+  out.inodes.push_back(FUSE_ROOT_ID);  // never looked up, always known
+  for (auto& [ino, k] : known_) {
+    if (ino != FUSE_ROOT_ID) out.inodes.push_back(ino);
+  }
+  out.entries.reserve(longEntries_.size());
+  for (auto& [key, ino] : longEntries_) out.entries.emplace_back(key.first, key.second);
+  return out;
+}
+
+void FuseAdapter::invalidate(const Invalidation& inv) {
+  ++invalSeq_;
+  if (!notifier_) return;
+  if (inv.all) {
+    for (auto& [ino, k] : known_) k.versioned = false;
+    notifier_->invalAll();
+    // The kernel drops every entry the snapshot named: none is cached long any more.
+    longEntries_.clear();
+    for (auto& [ino, k] : known_) k.entries.clear();
+    return;
+  }
+  for (InodeId inode : inv.inodes) {
+    auto it = known_.find(inode.value);
+    if (it != known_.end()) it->second.versioned = false;
+    if (it != known_.end() || inode.value == FUSE_ROOT_ID) notifier_->invalInode(inode.value);
+  }
+  for (auto& [parent, name] : inv.entries) {
+    forgetEntry(parent.value, name);
+    // Only a directory the kernel knows can hold a cached entry.
+    if (known_.count(parent.value) || parent.value == FUSE_ROOT_ID) {
+      notifier_->invalEntry(parent.value, name);
+    }
+  }
+}
+
+void FuseAdapter::revalidate(fuse_ino_t ino) {
+  ++invalSeq_;
+  client_.revalidate(InodeId(ino));
+  auto it = known_.find(ino);
+  if (it != known_.end()) it->second.versioned = false;
+  if (notifier_) notifier_->invalInode(ino);
+}
+
+// --- requests ------------------------------------------------------------------------------
+
 void FuseAdapter::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  handle(req, client_.lookup(InodeId(parent), name), [this, req](Result<Attr> a) {
-    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
-    replyEntry(req, *a);
-  });
+  uint64_t seq = invalSeq_;
+  handle(req, client_.lookup(InodeId(parent), name),
+         [this, req, parent, seq, n = std::string(name)](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           replyEntry(req, *a, parent, n.c_str(), seq);
+         });
 }
 
 void FuseAdapter::getattr(fuse_req_t req, fuse_ino_t ino) {
-  handle(req, client_.getattr(InodeId(ino)), [this, req](Result<Attr> a) {
+  uint64_t seq = invalSeq_;
+  handle(req, client_.getattr(InodeId(ino)), [this, req, seq](Result<Attr> a) {
     if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
     auto st = toStat(*a);
-    fuse_reply_attr(req, &st, options_.attrTimeout);
+    fuse_reply_attr(req, &st, timeoutFor(seq));
   });
 }
 
@@ -311,10 +434,11 @@ void FuseAdapter::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int
   else if (toSet & FUSE_SET_ATTR_ATIME) change.atimeNs = toNs(attr->st_atim);
   if (toSet & FUSE_SET_ATTR_MTIME_NOW) change.mtimeNow = true;
   else if (toSet & FUSE_SET_ATTR_MTIME) change.mtimeNs = toNs(attr->st_mtim);
-  handle(req, client_.setattr(InodeId(ino), change), [this, req](Result<Attr> a) {
+  uint64_t seq = invalSeq_;
+  handle(req, client_.setattr(InodeId(ino), change), [this, req, seq](Result<Attr> a) {
     if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
     auto st = toStat(*a);
-    fuse_reply_attr(req, &st, options_.attrTimeout);
+    fuse_reply_attr(req, &st, timeoutFor(seq));
   });
 }
 
@@ -328,51 +452,86 @@ void FuseAdapter::readlink(fuse_req_t req, fuse_ino_t ino) {
 void FuseAdapter::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                         dev_t rdev) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
+  uint64_t seq = invalSeq_;
   handle(req, client_.mknod(InodeId(parent), name, mode, uint32_t(rdev), ctx->uid, ctx->gid),
-         [this, req](Result<Attr> a) {
+         [this, req, parent, seq, n = std::string(name)](Result<Attr> a) {
            if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
-           replyEntry(req, *a);
+           replyEntry(req, *a, parent, n.c_str(), seq);
          });
 }
 
 void FuseAdapter::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
+  uint64_t seq = invalSeq_;
   handle(req,
          client_.mknod(InodeId(parent), name, S_IFLNK | 0777, 0, ctx->uid, ctx->gid, target),
-         [this, req](Result<Attr> a) {
+         [this, req, parent, seq, n = std::string(name)](Result<Attr> a) {
            if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
-           replyEntry(req, *a);
+           replyEntry(req, *a, parent, n.c_str(), seq);
          });
 }
 
 void FuseAdapter::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
-  handle(req, client_.unlink(InodeId(parent), name, dir), [req](Status s) {
-    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
-  });
+  handle(req, client_.unlink(InodeId(parent), name, dir),
+         [this, req, parent, n = std::string(name)](Status s) {
+           if (s) forgetEntry(parent, n);  // the kernel drops the entry
+           fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+         });
 }
 
 void FuseAdapter::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newParent,
                          const char* newName, unsigned flags) {
   handle(req, client_.rename(InodeId(parent), name, InodeId(newParent), newName, flags),
-         [req](Status s) { fuse_reply_err(req, s ? 0 : errnoFor(s.error())); });
+         [this, req, parent, newParent, flags, from = std::string(name),
+          to = std::string(newName)](Status s) {
+           if (s) {
+             // The kernel moves its entries (keeping their timeouts): so does what we remember.
+             auto take = [this](fuse_ino_t dir, const std::string& n) -> fuse_ino_t {
+               auto it = longEntries_.find({uint64_t(dir), n});
+               fuse_ino_t ino = it == longEntries_.end() ? 0 : it->second;
+               forgetEntry(dir, n);
+               return ino;
+             };
+             fuse_ino_t moved = take(parent, from);
+             fuse_ino_t other = take(newParent, to);
+             if (moved) rememberEntry(moved, newParent, to);
+             if (other && (flags & RENAME_EXCHANGE)) rememberEntry(other, parent, from);
+           }
+           fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+         });
 }
 
 void FuseAdapter::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newParent, const char* newName) {
-  handle(req, client_.link(InodeId(ino), InodeId(newParent), newName), [this, req](Result<Attr> a) {
-    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
-    replyEntry(req, *a);
-  });
+  uint64_t seq = invalSeq_;
+  handle(req, client_.link(InodeId(ino), InodeId(newParent), newName),
+         [this, req, newParent, seq, n = std::string(newName)](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           replyEntry(req, *a, newParent, n.c_str(), seq);
+         });
 }
 
 void FuseAdapter::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   int flags = fi->flags;
-  handle(req, client_.open(InodeId(ino)), [this, req, flags, ino](Result<Attr> a) {
+  uint64_t seq = invalSeq_;
+  handle(req, client_.open(InodeId(ino)), [this, req, flags, ino, seq](Result<Attr> a) {
     if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
     fuse_file_info out{};
     out.flags = flags;
     out.fh = nextHandle_++;
     out.direct_io = (flags & O_DIRECT) ? 1 : 0;
-    out.keep_cache = 0;
+    // Close-to-open: the pages the kernel holds are good only if the file is as this mount saw
+    // it when it last opened it, and no invalidation could have slipped past since.
+    bool live = seq == invalSeq_ && client_.coherent();
+    auto k = known_.find(ino);
+    if (k != known_.end()) {
+      Known& v = k->second;
+      out.keep_cache = live && v.versioned && v.size == a->size && v.mtimeNs == a->mtimeNs &&
+                       v.ctimeNs == a->ctimeNs;
+      v.versioned = live;
+      v.size = a->size;
+      v.mtimeNs = a->mtimeNs;
+      v.ctimeNs = a->ctimeNs;
+    }
     files_[out.fh] = OpenFile{InodeId(ino), flags};
     if (fuse_reply_open(req, &out) != 0) {
       // The opener went away (interrupted): undo the open.
@@ -386,24 +545,23 @@ void FuseAdapter::create(fuse_req_t req, fuse_ino_t parent, const char* name, mo
                          fuse_file_info* fi) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   int flags = fi->flags;
+  uint64_t seq = invalSeq_;
   handle(req, client_.create(InodeId(parent), name, (mode & 07777) | S_IFREG, ctx->uid, ctx->gid),
-         [this, req, flags](Result<Attr> a) {
+         [this, req, flags, parent, seq, n = std::string(name)](Result<Attr> a) {
            if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
            fuse_file_info out{};
            out.flags = flags;
            out.fh = nextHandle_++;
            out.direct_io = (flags & O_DIRECT) ? 1 : 0;
            files_[out.fh] = OpenFile{a->inode, flags};
-           fuse_entry_param e{};
-           e.ino = a->inode.value;
-           e.generation = 1;
-           e.attr = toStat(*a);
-           e.attr_timeout = options_.attrTimeout;
-           e.entry_timeout = options_.attrTimeout;
+           fuse_entry_param e = entryParam(*a, parent, n, seq);
            if (fuse_reply_create(req, &e, &out) != 0) {
              files_.erase(out.fh);
              tasks_.add(client_.release(a->inode).ignoreResult());
+             return;
            }
+           lookedUp(e.ino);
+           if (e.entry_timeout > options_.attrTimeout) rememberEntry(e.ino, parent, n);
          });
 }
 
@@ -504,10 +662,14 @@ void FuseAdapter::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
                           fuse_file_info* fi, bool plus) {
   uint64_t fh = fi->fh;
   uint64_t cookie = uint64_t(off);
-  auto fill = [this, req, size, plus, fh, cookie]() {
+  auto fill = [this, req, size, plus, fh, cookie, ino]() {
     auto it = dirs_.find(fh);
     if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
     const DirPage& page = it->second.cached;
+    uint64_t seq = it->second.cachedSeq;
+    // Entries handed to the kernel with readdirplus, counted once the reply went out.
+    std::vector<std::pair<fuse_ino_t, const std::string*>> added;
+    std::vector<bool> longTimed;
     std::vector<char> out(size);
     size_t used = 0;
     for (const auto& e : page.entries) {
@@ -515,14 +677,14 @@ void FuseAdapter::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
       auto st = toStat(e.attr);
       size_t n;
       if (plus) {
-        fuse_entry_param p{};
-        p.ino = e.attr.inode.value;
-        p.generation = 1;
-        p.attr = st;
-        p.attr_timeout = options_.attrTimeout;
-        p.entry_timeout = options_.attrTimeout;
+        fuse_entry_param p = entryParam(e.attr, ino, e.name, seq);
         n = fuse_add_direntry_plus(req, out.data() + used, size - used, e.name.c_str(), &p,
                                    off_t(e.cookie));
+        // The kernel takes no lookup of "." and "..".
+        if (n <= size - used && e.name != "." && e.name != "..") {
+          added.emplace_back(p.ino, &e.name);
+          longTimed.push_back(p.entry_timeout > options_.attrTimeout);
+        }
       } else {
         n = fuse_add_direntry(req, out.data() + used, size - used, e.name.c_str(), &st,
                               off_t(e.cookie));
@@ -530,7 +692,11 @@ void FuseAdapter::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
       if (n > size - used) break;
       used += n;
     }
-    fuse_reply_buf(req, out.data(), used);
+    if (fuse_reply_buf(req, out.data(), used) != 0) return;
+    for (size_t i = 0; i < added.size(); ++i) {
+      lookedUp(added[i].first);
+      if (longTimed[i]) rememberEntry(added[i].first, ino, *added[i].second);
+    }
   };
   auto it = dirs_.find(fh);
   if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
@@ -544,12 +710,14 @@ void FuseAdapter::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     }
   }
   uint32_t max = uint32_t(std::min<size_t>(std::max<size_t>(size / 24, 16), 2048));
+  uint64_t seq = invalSeq_;
   handle(req, client_.readdir(InodeId(ino), cookie, max, plus),
-         [this, req, fh, cookie, plus, fill](Result<DirPage> page) {
+         [this, req, fh, cookie, plus, fill, seq](Result<DirPage> page) {
            if (!page) return (void)fuse_reply_err(req, errnoFor(page.error()));
            auto it = dirs_.find(fh);
            if (it == dirs_.end()) return (void)fuse_reply_err(req, EBADF);
            it->second.cached = kj::mv(*page);
+           it->second.cachedSeq = seq;
            it->second.cachedFrom = cookie;
            it->second.cachedPlus = plus;
            fill();
@@ -711,13 +879,14 @@ void FuseAdapter::takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool
 }
 
 void FuseAdapter::lockTaken(InodeId inode) {
-  // Attributes only (offset -1): that takes no page locks, so it is safe on the loop that
-  // answers the kernel's requests; dropping cached pages could wait for a read this loop has
-  // not answered yet. (Opens never keep the page cache, and QEMU's cache=none has none.)
+  // The attributes now, on this loop, before the reply: offset -1 takes no page locks, so it
+  // cannot wait for a read this loop has not answered. The page cache goes through the
+  // notifier thread (revalidate), which may wait for such reads.
   int rc = fuse_lowlevel_notify_inval_inode(session_, fuse_ino_t(inode.value), -1, 0);
   if (rc != 0 && rc != -ENOENT) {
     log::warn("lock: dropping the kernel's attributes of inode ", inode.value, ": ", strerror(-rc));
   }
+  revalidate(fuse_ino_t(inode.value));
 }
 
 }  // namespace tessera::client

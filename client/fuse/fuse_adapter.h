@@ -5,23 +5,44 @@
 // Every request gets exactly one reply (forget: fuse_reply_none). Errors arrive as Errc values
 // and become errno here; a kj::Exception that escapes a Client call (a bug or a transport fault)
 // becomes EIO (ETIMEDOUT for timeouts) for that request alone.
+//
+// Coherence with other mounts (DESIGN.md "Client and FUSE mount"):
+//   - Attribute and entry timeouts are `liveAttrTimeout` while the client is coherent() (the
+//     meta leader pushes every other mount's change here: invalidate()), `attrTimeout` else.
+//     A reply whose request started before an invalidation arrived gets the short one too: it
+//     may carry what the invalidation just dropped.
+//   - Opens keep the page cache (keep_cache) only while coherent and only if the file's size,
+//     mtime and ctime are those this mount saw at its last open of it, with no invalidation of
+//     it since (close-to-open). Otherwise the kernel drops the file's pages at open.
+//   - The adapter owns the kernel's lookup counts (+1 per entry handed out, -n per forget) and
+//     the entries it gave a long timeout: what invalidate({all}) drops, through the Notifier
+//     (client/fuse/notifier.h), which talks to the kernel on a thread of its own.
 // Not thread-safe: lives on the mount's event loop.
 #pragma once
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <kj/async-unix.h>
 
 #include "client/client.h"
+#include "client/fuse/notifier.h"
 
 namespace tessera::client {
 
 struct MountOptions {
-  double attrTimeout = 1.0;   // seconds the kernel may cache attributes and entries
+  // Seconds the kernel may cache attributes and entries while invalidations from the meta
+  // leader are not live (not registered yet, lease run out), and with them (tessera-mount
+  // --attr-timeout, --live-attr-timeout).
+  double attrTimeout = 1.0;
+  double liveAttrTimeout = 30.0;
   bool allowOther = false;    // other users may use the mount (POSIX permissions apply)
   std::string fsname = "tessera";
 };
@@ -38,7 +59,17 @@ class FuseAdapter {
   // Unmounts; run() resolves.
   void stop();
 
+  // What another mount changed (Client::watch's sink): the kernel drops it, asynchronously.
+  void invalidate(const Invalidation& inv);
+  // Drops what the kernel and the client cache of `ino` (attributes, pages, chunk map) and
+  // the next open of it does not keep pages: e.g. when a lock on it is acquired (the holder
+  // before may have written it through another mount).
+  void revalidate(fuse_ino_t ino);
+  // The kernel-cache notifier, once mounted (nullptr before); its calls are for this loop.
+  Notifier* notifier() { return notifier_.get(); }
+
   // --- called by the static FUSE callbacks ---
+  void forget(fuse_ino_t ino, uint64_t n);
   void init(fuse_conn_info* conn);
   void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
   void getattr(fuse_req_t req, fuse_ino_t ino);
@@ -84,6 +115,7 @@ class FuseAdapter {
     // The last page fetched, kept because the kernel's buffer rarely takes a whole page.
     uint64_t cachedFrom = UINT64_MAX;
     bool cachedPlus = false;
+    uint64_t cachedSeq = 0;  // invalidation count when it was asked for
     DirPage cached;
   };
 
@@ -92,6 +124,31 @@ class FuseAdapter {
   void takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool sleep);
   // A lock on `inode` was granted: drop the kernel's caches of it.
   void lockTaken(InodeId inode);
+  // What the kernel holds of an inode: its lookup count, the entries it got a long timeout
+  // under, and the version (size, mtime, ctime) of the file when this mount last opened it
+  // with coherence live (for keep_cache).
+  struct Known {
+    uint64_t nlookup = 0;
+    std::vector<std::pair<uint64_t, std::string>> entries;
+    bool versioned = false;
+    uint64_t size = 0;
+    int64_t mtimeNs = 0, ctimeNs = 0;
+  };
+  static constexpr size_t kMaxLongEntries = 1'000'000;
+  // The timeout for a reply to a request that started at invalidation count `seq`.
+  double timeoutFor(uint64_t seq) const;
+  // Replies with `attr` as the entry `name` in `parent` (lookup, mknod, link...), counting the
+  // lookup and remembering a long-timed entry.
+  void replyEntry(fuse_req_t req, const Attr& attr, fuse_ino_t parent, const char* name,
+                  uint64_t seq);
+  fuse_entry_param entryParam(const Attr& attr, fuse_ino_t parent, const std::string& name,
+                              uint64_t seq);
+  // The kernel took the entry (+1 lookup).
+  void lookedUp(fuse_ino_t ino);
+  // Long-timed entries: remembered while their inode is known, so invalidate({all}) finds them.
+  void rememberEntry(fuse_ino_t ino, fuse_ino_t parent, const std::string& name);
+  void forgetEntry(fuse_ino_t parent, const std::string& name);
+  Notifier::Known snapshot() const;
   template <typename T, typename F>
   void handle(fuse_req_t req, kj::Promise<T> promise, F&& onValue);
   kj::Promise<void> pump();
@@ -113,6 +170,11 @@ class FuseAdapter {
   std::map<uint64_t, OpenFile> files_;
   std::map<uint64_t, OpenDir> dirs_;
   kj::Own<kj::PromiseFulfiller<void>> stopped_;
+  // Coherence.
+  std::unordered_map<uint64_t, Known> known_;
+  std::map<std::pair<uint64_t, std::string>, uint64_t> longEntries_;  // (parent, name) -> inode
+  uint64_t invalSeq_ = 0;  // invalidations received so far
+  std::unique_ptr<Notifier> notifier_;
 };
 
 // struct stat of an Attr, as the kernel wants it.

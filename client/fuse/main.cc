@@ -119,7 +119,15 @@ int main(int argc, char** argv) {
       ("pid-file", po::value<std::string>(), "write the mount process id to FILE")
       ("name", po::value<std::string>(), "name of this mount in the cluster (default host:dir)")
       ("attr-timeout", po::value<std::string>()->default_value("1s"),
-       "how long the kernel caches attributes and names")
+       "how long the kernel caches attributes and names while the meta leader's invalidations "
+       "are not live (not registered, lease run out)")
+      ("live-attr-timeout", po::value<std::string>()->default_value("30s"),
+       "how long the kernel caches attributes and names while the meta leader pushes every "
+       "other mount's changes here (never shorter than --attr-timeout)")
+      ("watch-lease", po::value<std::string>()->default_value("3s"),
+       "coherence: a mount whose registration for invalidations the meta leader has not "
+       "confirmed for this long drops its caches and caches for --attr-timeout only until "
+       "registered again; 0: do not register (always --attr-timeout, no kept page cache)")
       ("io-timeout", po::value<std::string>()->default_value("30s"),
        "a chunk server that does not answer this long has failed the request")
       ("meta-timeout", po::value<std::string>()->default_value("30s"),
@@ -150,6 +158,7 @@ int main(int argc, char** argv) {
     const std::string& a = args[i];
     bool takesValue = a == "--meta" || a == "--log-file" || a == "--pid-file" || a == "--name" ||
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
+                      a == "--live-attr-timeout" || a == "--watch-lease" ||
                       a == "--keepalive" || a == "--ec-log" || a == "--ec-log-apply-delay" ||
                       a == "--lease-idle" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
@@ -180,6 +189,10 @@ int main(int argc, char** argv) {
   std::string metaList = joinAddresses(*meta);
   auto attrTimeout = parseDurationMs(vm["attr-timeout"].as<std::string>());
   if (!attrTimeout) die(attrTimeout.error().detail);
+  auto liveAttrTimeout = parseDurationMs(vm["live-attr-timeout"].as<std::string>());
+  if (!liveAttrTimeout) die("--live-attr-timeout: " + liveAttrTimeout.error().detail);
+  auto watchLease = parseDurationMs(vm["watch-lease"].as<std::string>());
+  if (!watchLease) die("--watch-lease: " + watchLease.error().detail);
   auto ioTimeout = parseDurationMs(vm["io-timeout"].as<std::string>());
   if (!ioTimeout) die(ioTimeout.error().detail);
   auto metaTimeout = parseDurationMs(vm["meta-timeout"].as<std::string>());
@@ -261,6 +274,7 @@ int main(int argc, char** argv) {
     config.ecLogApplyDelayMs = *delay;
   }
   config.leaseIdleMs = *leaseIdle;
+  config.watchLeaseMs = *watchLease;
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);
@@ -271,11 +285,16 @@ int main(int argc, char** argv) {
 
   client::MountOptions mountOptions;
   mountOptions.attrTimeout = double(*attrTimeout) / 1000.0;
+  mountOptions.liveAttrTimeout = double(*liveAttrTimeout) / 1000.0;
   mountOptions.allowOther = allowOther;
   // FUSE splits its option string at commas: name the cluster by its first meta server.
   mountOptions.fsname = "tessera:" + meta->front().toString();
   client::FuseAdapter adapter(client, io.unixEventPort, mountOptions);
   if (auto s = adapter.mount(mountpoint); !s) die(s.error().detail);
+  // Coherence: the meta leader reports other mounts' changes; the kernel drops them.
+  if (*watchLease > 0) {
+    client.watch([&adapter](const client::Invalidation& inv) { adapter.invalidate(inv); });
+  }
   if (vm.count("pid-file")) {
     auto s = writeFileAtomic(vm["pid-file"].as<std::string>(), std::to_string(getpid()) + "\n");
     if (!s) die(s.error().detail);

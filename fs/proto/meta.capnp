@@ -160,6 +160,22 @@ struct StatFs {
   files @2 :UInt64;         # inodes in use
 }
 
+# A directory entry, for invalidations (Watcher).
+struct EntryRef {
+  parent @0 :UInt64;
+  name @1 :Text;
+}
+
+# A mount's callback for coherence (meta/watch_queue.h): the meta leader calls it after another
+# session changed what the mount may cache. One call at a time per watcher; what queues
+# meanwhile goes in the next. The mount drops its cached attributes and data of `inodes` and
+# its cached `entries` (parent inode, name); with `all`, everything it caches (the leader's
+# queue for it overflowed). The mount answers at once (it does the dropping later); a call that
+# fails or times out drops the watcher: the mount learns it at its next watch (`continued`).
+interface Watcher {
+  invalidate @0 (inodes :List(UInt64), entries :List(EntryRef), all :Bool) -> ();
+}
+
 # Mutating calls carry `req`: retried with the same RequestId, a call is applied once and
 # answered with the reply of its first application (a session that expired: error stale).
 interface MetaService {
@@ -340,6 +356,16 @@ interface MetaService {
   # Answers the waiting setLock of (session, seq) now with wouldBlock, if it still waits (a
   # signal interrupted the waiter). A grant already under way finishes: that call succeeds.
   cancelLockWait @44 (session :UInt64, seq :UInt64) -> (error :Common.Error);
+
+  # --- mounts, coherence (meta/watch_queue.h) ---
+  # Registers (or renews) `watcher` for `session` with the leader, replacing the one it had: the
+  # leader then pushes invalidations for the changes other sessions make. Soft state of the
+  # leader, lost with its leadership. `continued`: the session's watcher was registered with
+  # this leader before and nothing queued for it was lost since (else the mount must drop all
+  # it caches: changes may have gone unreported). A mount renews it often; one that has not had
+  # a renewal answered within its lease (tessera-mount --watch-lease) stops trusting its caches.
+  watch @45 (session :UInt64, watcher :Watcher)
+      -> (error :Common.Error, continued :Bool);
 }
 
 struct LockSpec {
