@@ -478,6 +478,17 @@ kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
 }
 
+kj::Promise<void> MetaService::punchChunks(PunchChunksContext context) {
+  auto p = context.getParams();
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+    noteRequest(op, p.getReq());
+    auto c = op.initPunchChunks();
+    c.setInode(p.getInode());
+    c.setFirst(p.getFirst());
+    c.setCount(p.getCount());
+  }).then([context](Result<Applied> r) mutable { replyAttr(context.getResults(), r); });
+}
+
 void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b) {
   b.setId(s.record.id.value);
   b.setAddress(s.record.address);

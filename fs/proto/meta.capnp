@@ -321,4 +321,10 @@ interface MetaService {
   rebalance @40 (dryRun :Bool, bandPct :Float64, stop :Bool)
       -> (error :Common.Error, meanPct :Float64, balanced :Bool, moves :List(PlannedMove),
           usage :List(ServerUsage), status :RebalanceStatus);
+  # --- data placement, continued ---
+  # Drops the chunks of `inode` with first <= index < first + count (fallocate PUNCH_HOLE of
+  # whole chunks): they read as holes, their shards go to garbage like a truncate's, the size
+  # stays; mtime and ctime are set. count is capped at kMaxPunchChunks (fs/types.h).
+  punchChunks @41 (inode :UInt64, first :UInt64, count :UInt64, req :Common.RequestId)
+      -> (error :Common.Error, attr :Common.Attr);
 }

@@ -145,6 +145,11 @@ struct Op {
       # Forget the server; refused (notEmpty) while any chunk or garbage record names it.
       remove @79 :Bool;
     }
+    punchChunks :group {            # fallocate PUNCH_HOLE of whole chunks
+      inode @82 :UInt64;
+      first @83 :UInt64;
+      count @84 :UInt64;            # chunks first <= index < first + count go to garbage
+    }
   }
 }
 
