@@ -81,7 +81,9 @@ Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op) {
   if ((*inode)->isDir()) return err(Errc::kIsDir, "punchChunks", idStr(id));
   if (!(*inode)->isReg()) return err(Errc::kInvalid, "punchChunks of a special file", idStr(id));
   uint64_t first = args.getFirst(), count = args.getCount();
-  if (count > kMaxPunchChunks) return err(Errc::kInvalid, "punchChunks: count", std::to_string(count));
+  if (count > kMaxPunchChunks) {
+    return err(Errc::kInvalid, "punchChunks: count", std::to_string(count));
+  }
   // The chunks go as a truncate's do (their shards to garbage, their leases with them); the
   // size stays: what they held reads as a hole now.
   uint64_t end = first > UINT64_MAX - count ? UINT64_MAX : first + count;
