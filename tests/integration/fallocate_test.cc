@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "tests/integration/helpers.h"
@@ -283,4 +284,84 @@ TEST_CASE("fallocate: ZERO_RANGE zeroes and grows the file, unless KEEP_SIZE") {
   REQUIRE(close(fd) == 0);
   ExtraMount cold(cluster, "mnt-cold");
   CHECK(firstDifference(cold.path + "/image", model) == "");
+}
+
+TEST_CASE(
+    "fallocate: random writes, truncates, punches, zero ranges and reservations match a "
+    "model — ec(4,2) and ec(3,2), whose stripes do not divide a chunk") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  uint64_t seed = testSeed(31415);
+  for (std::string policy : {"ec(4,2)", "ec(3,2)"}) {
+    CAPTURE(policy);
+    std::string dir = cluster.mnt() + "/" + policy;
+    REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+    REQUIRE(run({adminBin(), "policy", "set", dir, policy}).exitCode == 0);
+    std::mt19937_64 rng(seed++);
+    const off_t maxSize = 2 * kChunk + 8 * M;
+    // Offsets near chunk, stripe and block edges as often as plain random ones.
+    auto pick = [&]() -> off_t {
+      switch (rng() % 4) {
+        case 0:
+          return off_t(rng() % uint64_t(maxSize));
+        case 1:
+          return off_t(rng() % 3) * kChunk + off_t(rng() % 400'000) - 200'000;
+        case 2:
+          return off_t(rng() % uint64_t(maxSize / (192 * 1024))) * 192 * 1024;
+        default:
+          return off_t(rng() % uint64_t(maxSize / 4096)) * 4096;
+      }
+    };
+    std::string path = dir + "/model";
+    std::string model;
+    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    std::string last;  // the last op, named when a check fails
+    for (int op = 0; op < 120; ++op) {
+      CAPTURE(op);
+      CAPTURE(last);
+      off_t off = std::clamp<off_t>(pick(), 0, maxSize - 1);
+      off_t len =
+          std::min<off_t>(1 + off_t(rng() % (rng() % 3 == 0 ? 70 * M : 300'000)), maxSize - off);
+      unsigned kind = unsigned(rng() % 10);
+      last = std::to_string(kind) + " at " + std::to_string(off) + " +" + std::to_string(len);
+      if (kind < 4) {
+        len = std::min<off_t>(len, 3 * M);
+        std::string data = randomBytes(rng, size_t(len));
+        pwriteAll(fd, data, off);
+        if (model.size() < size_t(off + len)) model.resize(size_t(off + len), '\0');
+        model.replace(size_t(off), size_t(len), data);
+      } else if (kind < 7) {
+        REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0);
+        if (size_t(off) < model.size()) {
+          zero(model, off, std::min<off_t>(len, off_t(model.size()) - off));
+        }
+      } else if (kind == 7) {
+        bool keep = rng() % 2 == 0;
+        REQUIRE(falloc(fd, FALLOC_FL_ZERO_RANGE | (keep ? FALLOC_FL_KEEP_SIZE : 0), off, len) == 0);
+        if (size_t(off) < model.size()) {
+          zero(model, off, std::min<off_t>(len, off_t(model.size()) - off));
+        }
+        if (!keep && model.size() < size_t(off + len)) model.resize(size_t(off + len), '\0');
+      } else if (kind == 8) {
+        REQUIRE(falloc(fd, 0, off, len) == 0);
+        if (model.size() < size_t(off + len)) model.resize(size_t(off + len), '\0');
+      } else {
+        off_t size = off_t(rng() % uint64_t(maxSize));
+        REQUIRE(ftruncate(fd, size) == 0);
+        model.resize(size_t(size), '\0');
+      }
+      if (op % 20 == 19) {
+        struct stat st;
+        REQUIRE(fstat(fd, &st) == 0);
+        REQUIRE(st.st_size == off_t(model.size()));
+        CHECK(difference(model.empty() ? "" : preadAt(fd, 0, model.size()), model) == "");
+      }
+    }
+    REQUIRE(fsync(fd) == 0);
+    REQUIRE(close(fd) == 0);
+    CHECK(firstDifference(path, model) == "");
+    ExtraMount cold(cluster, "mnt-cold");
+    CHECK(firstDifference(cold.path + "/" + policy + "/model", model) == "");
+  }
 }
