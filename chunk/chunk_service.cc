@@ -289,6 +289,19 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
       .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
+kj::Promise<void> ChunkServiceImpl::punch(PunchContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  if (auto s = checkRange(p.getOffset(), p.getLength()); !s) return reply(context, s);
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, offset = p.getOffset(), length = p.getLength()](Status admitted) {
+        if (!admitted) return kj::Promise<Status>(admitted);
+        return disk_.punch(key, offset, length);
+      })
+      .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
 kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {
   auto p = context.getParams();
   auto key = shardKey(p.getChunk(), p.getShard());

@@ -4,7 +4,7 @@
 // length, a read longer than kMaxReadBytes, more than kMaxVectorParts ranges or pieces in a
 // readV or writeV, or a CRC list that does not match the data is answered with kInvalid (a
 // writeV stores none of its pieces unless every one is well formed and matches its CRCs); every reply carries `error`. Bytes of a block that fails its CRC are
-// never sent. Writes, truncates and creates carry the writer's lease epoch and are refused
+// never sent. Writes, truncates, punches and creates carry the writer's lease epoch and are refused
 // (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
 // removing a chunk drops the chunk's records, and a shard rebuilt here takes the records the
@@ -47,6 +47,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> logFetch(LogFetchContext context) override;
   kj::Promise<void> readV(ReadVContext context) override;
   kj::Promise<void> writeV(WriteVContext context) override;
+  kj::Promise<void> punch(PunchContext context) override;
 
  private:
   // Replaces this server's records of `chunk` with every record the servers at `sources`

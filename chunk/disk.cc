@@ -165,6 +165,16 @@ class Disk::Store {
     return s;
   }
 
+  Status punch(ShardKey key, uint64_t offset, uint64_t length) {
+    auto file = get(key);
+    if (!file) return file.error();
+    uint64_t before = (*file)->allocatedBytes();
+    Status s = (*file)->punch(offset, length);
+    account(before, (*file)->allocatedBytes());
+    if (!s) return s;
+    return syncFile(key, **file);
+  }
+
   Status create(ShardKey key, Layout layout) {
     auto found = get(key);
     if (found) {
@@ -449,6 +459,13 @@ kj::Promise<Status> Disk::truncate(ShardKey key, uint64_t length) {
   return onWorker([this, key, length]() -> Status {
     if (auto e = refuse()) return *e;
     return note(store_->truncate(key, length));
+  });
+}
+
+kj::Promise<Status> Disk::punch(ShardKey key, uint64_t offset, uint64_t length) {
+  return onWorker([this, key, offset, length]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->punch(key, offset, length));
   });
 }
 

@@ -90,6 +90,9 @@ class Disk {
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   // kNotFound if the shard does not exist.
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
+  // Frees a range of the shard (ShardFile::punch), then fdatasync. kNotFound if the shard does
+  // not exist.
+  kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
   // Creates an empty shard; fine if it exists with the same layout (kInvalid if with another).
   kj::Promise<Status> create(ShardKey key, Layout layout);
   // Deletes every shard of the chunks; absent ones are fine.

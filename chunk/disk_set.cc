@@ -242,6 +242,17 @@ kj::Promise<Status> DiskSet::truncate(ShardKey key, uint64_t length) {
   return observed(i, disks_[i].disk->truncate(key, length));
 }
 
+kj::Promise<Status> DiskSet::punch(ShardKey key, uint64_t offset, uint64_t length) {
+  std::optional<size_t> at = find(key);
+  if (!at) return Status(Error{Errc::kNotFound, "shard " + key.toString() + " is not here"});
+  size_t i = *at;
+  if (stateOf(i) == DiskState::kFailed) {
+    observe(i);
+    return Status(onFailedDisk(key, i));
+  }
+  return observed(i, disks_[i].disk->punch(key, offset, length));
+}
+
 kj::Promise<Status> DiskSet::create(ShardKey key, Layout layout) {
   std::optional<size_t> at = find(key);
   if (!at) {

@@ -4,7 +4,7 @@
 // Routing. A shard lives on exactly one disk. The set keeps an in-memory index shard -> disk,
 // built at open from the shard files every disk holds and updated when a write or create places
 // a new shard and when chunks are removed. An operation on a known shard goes to its disk. A
-// shard the index does not know does not exist here: read, truncate and sync answer kNotFound
+// shard the index does not know does not exist here: read, truncate, punch and sync answer kNotFound
 // without touching a disk; write and create place it on the kOk disk with the most free space
 // (pickDisk), or answer kNoSpace when no disk takes new shards. Two disks holding one shard at
 // open (a copied directory): the first in --data order keeps it, a warning names the other.
@@ -78,6 +78,7 @@ class DiskSet {
                            kj::ArrayPtr<uint32_t> crcs);
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
+  kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
   kj::Promise<Status> create(ShardKey key, Layout layout);
   kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
   // Probes every disk (Disk::stats), notes changes of state, adds up.

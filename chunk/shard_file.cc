@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -283,6 +284,47 @@ Status ShardFile::truncate(uint64_t length) {
       ::ftruncate(fd_.get(), off_t(kDataOffset + length)) != 0) {
     return ioError("truncate", errno);
   }
+  refreshAllocated();
+  return Status();
+}
+
+namespace {
+
+// Zeroes [offset, offset + length) of the file, freeing the space where the file system can.
+// 0, or -1 and errno.
+int zeroRange(int fd, uint64_t offset, uint64_t length) {
+  if (length == 0) return 0;
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length)) ==
+      0) {
+    return 0;
+  }
+  if (errno != EOPNOTSUPP) return -1;
+  auto zeros = kj::heapArray<kj::byte>(std::min<uint64_t>(length, 1 << 20));
+  memset(zeros.begin(), 0, zeros.size());
+  for (uint64_t done = 0; done < length;) {
+    uint64_t n = std::min<uint64_t>(zeros.size(), length - done);
+    if (pwriteFull(fd, zeros.slice(0, n), offset + done) != 0) return -1;
+    done += n;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Status ShardFile::punch(uint64_t offset, uint64_t length) {
+  if (auto s = checkRange(offset, length); !s) return s;
+  if (length == 0) return Status();
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return ioError("punch", errno);
+  uint64_t fileEnd = uint64_t(st.st_size);
+  // A table entry of 0 matches an all-zero block. Cleared first (see the crash notes); only the
+  // entries that exist: past the end of the file they are zero already.
+  uint64_t tableLo = kCrcTableOffset + offset / kBlockSize * 4;
+  uint64_t tableHi = std::min(tableLo + length / kBlockSize * 4, std::max(fileEnd, tableLo));
+  if (zeroRange(fd_.get(), tableLo, tableHi - tableLo) != 0) return ioError("punch CRCs of", errno);
+  uint64_t dataLo = kDataOffset + offset;
+  uint64_t dataHi = std::min(dataLo + length, std::max(fileEnd, dataLo));
+  if (zeroRange(fd_.get(), dataLo, dataHi - dataLo) != 0) return ioError("punch", errno);
   refreshAllocated();
   return Status();
 }

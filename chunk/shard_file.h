@@ -37,7 +37,8 @@
 // kCorruption — never as the mixed bytes — and a client treats them as a missing shard for
 // that range, so they are rebuilt from the other shards; the next full write of such a block
 // repairs it. A truncate clears the table entries beyond the new length, then cuts the data;
-// a crash in between leaves the cut blocks reading as kCorruption in the same way. A header
+// a crash in between leaves the cut blocks reading as kCorruption in the same way; so does a
+// punch (fallocate PUNCH_HOLE of a range), which clears the entries before it frees the data. A header
 // that fails its magic, version or CRC, or names another shard, makes every operation on the
 // shard kCorruption: the meta server replaces such a shard like a lost one.
 #pragma once
@@ -108,6 +109,11 @@ class ShardFile {
   Status read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs);
   // Cuts the data to `length` bytes (a multiple of 4 KiB) and clears the CRCs beyond it.
   Status truncate(uint64_t length);
+  // Frees [offset, offset + length) (multiples of 4 KiB): the blocks read as zeros afterwards
+  // and take no disk space (fallocate PUNCH_HOLE; written zeros where the file system cannot
+  // punch). Their CRC entries are cleared first — a crash in between leaves blocks that read
+  // as kCorruption, as after a torn write. Not synced.
+  Status punch(uint64_t offset, uint64_t length);
   // fdatasync.
   Status sync();
 

@@ -1,4 +1,5 @@
 #include "client/client.h"
+#include "client/file_state.h"
 
 #include <time.h>
 
@@ -30,46 +31,6 @@ kj::ArrayPtr<const kj::byte> bytesOf(const std::string& s) {
 
 }  // namespace
 
-struct Client::FileState {
-  InodeId inode;
-  int opens = 0;
-  uint64_t size = 0;  // as this client knows it, including its own writes
-  int64_t mtimeNs = 0;
-  bool attrDirty = false;  // size/mtime written here and not yet committed
-  bool metaDirty = false;  // metadata changed since the meta server last synced for us
-  std::map<uint64_t, ChunkDesc> chunks;
-  std::map<uint64_t, std::shared_ptr<FreshChunk>> fresh;  // chunks this client placed
-  std::set<uint64_t> absent;                              // chunk indexes known not to exist
-  // Bumped whenever the cached chunk map is dropped (truncate, close-to-open refresh): an answer
-  // to a lookup that started before must not be cached, it may name chunks since deleted.
-  uint64_t mapEpoch = 0;
-  // Bumped when another mount's change is reported (client_watch.cc): a chunk lookup that
-  // started before must not be cached either (it may miss a chunk just written).
-  uint64_t lookupEpoch = 0;
-  bool sizeStale = false;  // reported changed: refetch the size before the next read
-  std::map<uint64_t, kj::ForkedPromise<void>> allocating;
-  // Chunks written since the last fsync (by chunk index) and which of their shards: fsync syncs
-  // those. Kept after the last close too — a later fsync on a new open must cover them.
-  std::map<uint64_t, Unsynced> unsynced;
-  uint64_t durableSize = 0;  // the size the meta server has on disk for us (fdatasync skips it)
-  int commitsInFlight = 0;   // the meta server may not have the size we committed yet
-
-  // Write-back.
-  uint64_t pendingOff = 0;
-  std::vector<kj::byte> pending;
-  uint64_t inflightBytes = 0;
-  kj::Promise<void> flushChain = kj::READY_NOW;
-  std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
-  std::optional<Error> writeError;
-
-  uint64_t pendingEnd() const { return pendingOff + pending.size(); }
-  bool busy() const { return !pending.empty() || inflightBytes > 0 || !waiters.empty(); }
-  void wake() {
-    auto w = std::move(waiters);
-    waiters.clear();
-    for (auto& f : w) f->fulfill();
-  }
-};
 
 Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
     : timer_(timer),

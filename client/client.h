@@ -200,6 +200,21 @@ class Client {
   // Called by the mount at unmount: flush everything still buffered.
   kj::Promise<Status> flushAll();
 
+  // fallocate(2) (client/client_fallocate.cc); `mode` takes its FALLOC_FL_* flags:
+  //   0, KEEP_SIZE: every chunk of [off, off + len) exists afterwards — placed, its shards
+  //     created empty — so data already there stays and the rest reads as zeros; the size
+  //     grows to off + len unless KEEP_SIZE. The shard files stay sparse: the chunk servers'
+  //     disk space is not reserved.
+  //   PUNCH_HOLE|KEEP_SIZE: the range reads as zeros, the size stays. Chunks wholly inside it
+  //     are dropped (the meta server sends their shards to garbage; SEEK_HOLE finds them);
+  //     in the others the whole stripes are freed on the chunk servers and the rest written
+  //     as zeros (DataPath::punch), under the chunk's write lease.
+  //   ZERO_RANGE, ZERO_RANGE|KEEP_SIZE: as PUNCH_HOLE, and the size grows unless KEEP_SIZE.
+  // Any other mode: kNotSupported. kInvalid for len 0, kTooBig past the largest file. What is
+  // buffered for the file goes out first (its failure is reported here). Durable, as writes
+  // are, once fsync returns.
+  kj::Promise<Status> fallocate(InodeId inode, int mode, uint64_t off, uint64_t len);
+
   // lseek SEEK_DATA (`data`) or SEEK_HOLE from `off` (client/client_seek.cc): the offset found,
   // or nullopt (ENXIO) when `off` is at or past the end of the file (or, for data, no data
   // follows it). At chunk granularity: a chunk never written is a hole, a chunk that exists is
@@ -274,6 +289,22 @@ class Client {
   // Drops cached descriptors of chunks `first` and later (the meta server drops the chunks).
   void forgetChunksFrom(FileState& f, uint64_t first);
 
+  // --- fallocate (client_fallocate.cc) ---
+  // Places the chunks index..last that do not exist, with their shards (mode 0).
+  kj::Promise<Status> reserveChunks(InodeId inode, uint64_t index, uint64_t last);
+  // Zeroes [off, end) of the file: partial chunks through DataPath::punch, whole ones dropped.
+  kj::Promise<Status> punchRange(InodeId inode, uint64_t off, uint64_t end);
+  // Zeroes chunk bytes [off, off + len) of the chunk at `index`, if it exists.
+  kj::Promise<Status> zeroInChunk(InodeId inode, uint64_t index, uint64_t off, uint64_t len);
+  // Drops the chunks first <= index < end at the meta server, after this client's own work
+  // on them (write logs, lease releases) is done, and forgets them here.
+  kj::Promise<Status> dropChunks(InodeId inode, uint64_t first, uint64_t end);
+  kj::Promise<Status> dropBatch(InodeId inode, uint64_t first, uint64_t end);
+  void forgetChunkRange(FileState& f, uint64_t first, uint64_t end);
+  // Creates the shards of a chunk this client placed and never wrote (FreshChunk); the chunk
+  // as it is then (shards it could not create are stale).
+  kj::Promise<Result<ChunkDesc>> createFreshShards(InodeId inode, const ChunkDesc& chunk);
+
   // --- write leases held (client_leases.cc) ---
   struct LeaseUse {
     bool held = false;  // granted to this session, not given back nor lost
@@ -298,8 +329,9 @@ class Client {
   // Leases unused for leaseIdleMs go.
   void releaseIdle();
   bool anyLeaseHeld() const;
-  // The leases of `inode` at `first` and later are gone (close, truncate): forget them.
-  void forgetLeases(InodeId inode, uint64_t first = 0);
+  // The leases of `inode` at `first` <= index < `end` are gone (close, truncate, punch):
+  // forget them.
+  void forgetLeases(InodeId inode, uint64_t first = 0, uint64_t end = UINT64_MAX);
   // What was written to the chunk at `index` and not synced (taken out of the file's list, or
   // of the list its last close left), and putting it back (client.cc).
   std::map<uint64_t, Unsynced> takeUnsynced(InodeId inode, uint64_t index);

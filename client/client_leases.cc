@@ -78,9 +78,9 @@ void Client::endUse(InodeId inode, uint64_t index) {
   if (!use.held && use.releasing == nullptr) leases_.erase(it);
 }
 
-void Client::forgetLeases(InodeId inode, uint64_t first) {
+void Client::forgetLeases(InodeId inode, uint64_t first, uint64_t end) {
   for (auto it = leases_.lower_bound({inode, first});
-       it != leases_.end() && it->first.first == inode; ++it) {
+       it != leases_.end() && it->first.first == inode && it->first.second < end; ++it) {
     it->second.held = false;
   }
 }

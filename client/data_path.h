@@ -114,6 +114,19 @@ class DataPath {
   // The mask of shards it could not reach, as write().
   kj::Promise<Result<uint32_t>> truncate(const ChunkDesc& chunk, uint64_t len);
 
+  // Zeroes chunk bytes [off, off + len) (fallocate PUNCH_HOLE; client/data_path_punch.cc):
+  // the whole stripes of the range are freed on every shard (the chunk servers punch their
+  // shard files, storing the CRCs of zero blocks; the parity of zeros is zero), the bytes
+  // around them are written as zeros like any write (`fresh`, `inode` as for write()). This
+  // client's write log of the chunk is drained first, so no record older than the punch is
+  // applied over it afterwards. Under the chunk's lease. The mask of shards it missed, as
+  // write(); kStale if the lease moved on.
+  kj::Promise<Result<uint32_t>> punch(const ChunkDesc& chunk, uint64_t off, uint64_t len,
+                                      std::shared_ptr<FreshChunk> fresh, InodeId inode);
+  // Creates every shard of a chunk this client placed (empty: it reads as zeros), so that a
+  // chunk reserved without a write is readable. Not synced. The mask of shards it missed.
+  kj::Promise<Result<uint32_t>> createShards(const ChunkDesc& chunk);
+
   // Makes rows [0, len) of the chunk consistent after an unclean lease handover (see
   // ChunkDesc::resync): ec parity re-encoded from the data shards, replicas copied from the
   // first readable one; durable when resolved. The mask of shards it could not write.
@@ -144,6 +157,7 @@ class DataPath {
                                 kj::ArrayPtr<kj::byte> dest, bool raw = false);
   kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                  kj::ArrayPtr<const kj::byte> data, bool sync);
+  kj::Promise<Status> punchShard(const ChunkDesc& chunk, int shard, Extent rows);
   // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the
   // caller already holds the RangeLock over every row involved.
   // `raw`: the stored stripes (what a read-modify-write must encode over), else what a reader

@@ -42,4 +42,16 @@ Extent rowExtent(const Layout& layout, uint64_t off, uint64_t len) {
   return Extent{alignDown(u.lo, kBlockSize), alignUp(u.hi, kBlockSize)};
 }
 
+PunchPlan punchPlan(const Layout& layout, uint64_t off, uint64_t len) {
+  uint64_t end = off + len;
+  uint64_t width = stripeWidth(layout);
+  uint64_t lo = alignUp(off, width), hi = alignDown(end, width);
+  if (len == 0) return PunchPlan{};
+  if (lo >= hi) return PunchPlan{Extent{off, end}, Extent{}, Extent{}};
+  // Stripe s is shard range [s * cell, (s + 1) * cell) on every shard (a block for replicas).
+  uint64_t perShard = layout.isEc() ? kCellSize : kBlockSize;
+  return PunchPlan{Extent{off, lo}, Extent{lo / width * perShard, hi / width * perShard},
+                   Extent{hi, end}};
+}
+
 }  // namespace tessera::client

@@ -42,6 +42,18 @@ std::vector<Extent> dataExtents(const Layout& layout, uint64_t off, uint64_t len
 // blocks, and for ec widened to whole rows of every stripe touched.
 Extent rowExtent(const Layout& layout, uint64_t off, uint64_t len);
 
+// How chunk range [off, off+len) is zeroed by a hole punch. The stripes it covers wholly (ec:
+// rows of k cells, whose parity is zero too; replicas: 4 KiB blocks) are freed on every shard:
+// `rows`, shard offsets, block-aligned. What lies before and after them (`head` and `tail`,
+// chunk offsets; each shorter than a stripe, or the whole range when it covers no whole
+// stripe, then in `head`) is written as zeros. Empty extents when there is nothing of a kind.
+struct PunchPlan {
+  Extent head;
+  Extent rows;
+  Extent tail;
+};
+PunchPlan punchPlan(const Layout& layout, uint64_t off, uint64_t len);
+
 // Calls f(chunkOff, shard, shardOff, n) for each run of bytes of [off, off+len) that lies
 // contiguously on one data shard, in chunk order.
 template <typename F>

@@ -33,6 +33,7 @@ constexpr uint64_t kBlockSize = 4096;              // one CRC32C each
 constexpr uint64_t kCellSize = 64 * 1024;          // ec(k,m) stripe unit per data shard
 constexpr uint64_t kChunkSize = 64 * 1024 * 1024;  // logical bytes of a file per chunk
 constexpr uint64_t kMaxGetChunks = 1024;  // chunk indices one getChunks call looks at, at most
+constexpr uint64_t kMaxPunchChunks = 4096;  // chunk indices one punchChunks call drops, at most
 constexpr size_t kMaxNameLen = 255;
 constexpr size_t kMaxXattrValue = 64 * 1024;
 

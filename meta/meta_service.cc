@@ -549,6 +549,21 @@ kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   });
 }
 
+kj::Promise<void> MetaService::punchChunks(PunchChunksContext context) {
+  auto p = context.getParams();
+  return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
+    noteRequest(op, p.getReq());
+    auto c = op.initPunchChunks();
+    c.setInode(p.getInode());
+    c.setFirst(p.getFirst());
+    c.setCount(p.getCount());
+  }).then([this, context, p](Result<Applied> r) mutable {
+    // Other mounts drop what they cached of the file: its chunk map lost chunks.
+    if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
+    replyAttr(context.getResults(), r);
+  });
+}
+
 void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builder b) {
   b.setId(s.record.id.value);
   b.setAddress(s.record.address);

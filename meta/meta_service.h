@@ -81,6 +81,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> getChunks(GetChunksContext context) override;
   kj::Promise<void> allocChunk(AllocChunkContext context) override;
   kj::Promise<void> commitWrite(CommitWriteContext context) override;
+  kj::Promise<void> punchChunks(PunchChunksContext context) override;
   kj::Promise<void> servers(ServersContext context) override;
   kj::Promise<void> registerServer(RegisterServerContext context) override;
   kj::Promise<void> heartbeat(HeartbeatContext context) override;

@@ -112,6 +112,10 @@ void opLseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
   self(r).lseek(r, i, o, w, fi);
 }
 
+void opFallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
+  self(r).fallocate(r, i, m, o, l, fi);
+}
+
 fuse_lowlevel_ops makeOps() {
   fuse_lowlevel_ops ops{};
   ops.init = opInit;
@@ -149,6 +153,7 @@ fuse_lowlevel_ops makeOps() {
   ops.getlk = opGetlk;
   ops.setlk = opSetlk;
   ops.flock = opFlock;
+  ops.fallocate = opFallocate;
   return ops;
 }
 
@@ -605,6 +610,20 @@ void FuseAdapter::lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, f
            if (!at) return (void)fuse_reply_err(req, errnoFor(at.error()));
            if (!*at) return (void)fuse_reply_err(req, ENXIO);
            fuse_reply_lseek(req, off_t(**at));
+         });
+}
+
+void FuseAdapter::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                            fuse_file_info* fi) {
+  if (off < 0 || len <= 0) return (void)fuse_reply_err(req, EINVAL);
+  // Never ENOSYS: the kernel would stop asking for every mode, for good.
+  handle(req, client_.fallocate(InodeId(ino), mode, uint64_t(off), uint64_t(len)),
+         [req, ino, mode, off](Status s) {
+           if (!s && s.code() != Errc::kNotSupported) {
+             log::warn("fallocate (mode ", mode, ") of inode ", ino, " at ", off, ": ",
+                       s.error().toString().c_str());
+           }
+           fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
          });
 }
 

@@ -75,6 +75,11 @@ interface ChunkService {
   # nothing), then with `sync` fdatasyncs once.
   writeV @12 (chunk :UInt64, shard :UInt8, layout :Common.Layout, pieces :List(Piece),
               sync :Bool, epoch :UInt64) -> (error :Common.Error);
+  # Frees shard range [offset, offset + length) (fallocate PUNCH_HOLE on the shard file): it
+  # reads as zeros afterwards, with valid CRCs, and is durable (fdatasync) before the reply.
+  # Fenced like a write (stale for an older epoch); notFound if the shard is not here.
+  punch @13 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, epoch :UInt64)
+      -> (error :Common.Error);
 }
 struct Range {
   offset @0 :UInt64;

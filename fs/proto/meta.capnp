@@ -366,6 +366,13 @@ interface MetaService {
   # a renewal answered within its lease (tessera-mount --watch-lease) stops trusting its caches.
   watch @45 (session :UInt64, watcher :Watcher)
       -> (error :Common.Error, continued :Bool);
+
+  # --- data placement, continued ---
+  # Drops the chunks of `inode` with first <= index < first + count (fallocate PUNCH_HOLE of
+  # whole chunks): they read as holes, their shards go to garbage like a truncate's, the size
+  # stays; mtime and ctime are set. count is capped at kMaxPunchChunks (fs/types.h).
+  punchChunks @46 (inode :UInt64, first :UInt64, count :UInt64, req :Common.RequestId)
+      -> (error :Common.Error, attr :Common.Attr);
 }
 
 struct LockSpec {

@@ -168,6 +168,11 @@ struct Op {
       handle @94 :UInt64;
       posixOnly @95 :Bool;
     }
+    punchChunks :group {            # fallocate PUNCH_HOLE of whole chunks
+      inode @96 :UInt64;
+      first @97 :UInt64;
+      count @98 :UInt64;            # chunks first <= index < first + count go to garbage
+    }
   }
 }
 

@@ -76,6 +76,8 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::setLock(txn, op);
     case proto::Op::RELEASE_LOCKS:
       return ops::releaseLocks(txn, op);
+    case proto::Op::PUNCH_CHUNKS:
+      return ops::punchChunks(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};

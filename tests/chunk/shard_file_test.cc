@@ -191,6 +191,43 @@ TEST_CASE("shard file: truncate makes the cut range read as zeros") {
   }
 }
 
+TEST_CASE("shard file: a punched range reads as zeros with valid CRCs and frees its blocks") {
+  Fixture fx;
+  auto f = fx.create();
+  auto data = pattern(1 << 20, 9);  // 256 blocks
+  REQUIRE(f.write(0, data, crcsOf(data)).ok());
+  REQUIRE(f.sync().ok());
+  uint64_t before = diskBytes(fx.path);
+  REQUIRE(f.punch(4 * kBlockSize, 200 * kBlockSize).ok());
+  auto r = readBack(f, 0, 1 << 20);
+  REQUIRE(r.status.ok());
+  CHECK(same(r.data.slice(0, 4 * kBlockSize), data.slice(0, 4 * kBlockSize)));
+  CHECK(allZero(r.data.slice(4 * kBlockSize, 204 * kBlockSize)));
+  CHECK(same(r.data.slice(204 * kBlockSize, 1 << 20), data.slice(204 * kBlockSize, 1 << 20)));
+  for (size_t i = 4; i < 204; ++i) CHECK(r.crcs[i] == zeroBlockCrc());
+  // The file system frees what it can (whole file system blocks of the range: most of 800 KiB).
+  CHECK(diskBytes(fx.path) + 600 * 1024 <= before);
+  CHECK(f.allocatedBytes() == diskBytes(fx.path));
+  // Past the end of the file: nothing there, nothing to do; the file does not grow.
+  struct stat st;
+  REQUIRE(::stat(fx.path.c_str(), &st) == 0);
+  REQUIRE(f.punch(kChunkSize - kBlockSize, kBlockSize).ok());
+  struct stat after;
+  REQUIRE(::stat(fx.path.c_str(), &after) == 0);
+  CHECK(after.st_size == st.st_size);
+  // As other requests: whole blocks inside the shard.
+  CHECK(f.punch(100, kBlockSize).code() == Errc::kInvalid);
+  CHECK(f.punch(0, kChunkSize + kBlockSize).code() == Errc::kInvalid);
+  // Written again after the punch: the new bytes, as any write.
+  auto more = pattern(kBlockSize, 10);
+  REQUIRE(f.write(10 * kBlockSize, more, crcsOf(more)).ok());
+  auto m = fx.reopen();
+  auto again = readBack(m, 9 * kBlockSize, 3 * kBlockSize);
+  REQUIRE(again.status.ok());
+  CHECK(allZero(again.data.slice(0, kBlockSize)));
+  CHECK(same(again.data.slice(kBlockSize, 2 * kBlockSize), more));
+}
+
 TEST_CASE("shard file: a damaged header makes the shard corrupt, not a crash") {
   Fixture fx;
   {

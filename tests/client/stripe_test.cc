@@ -105,3 +105,82 @@ TEST_CASE("fresh chunk: written ranges merge and overlap checks see them") {
   CHECK_FALSE(f.overlaps(0, 4096, 8192));
   CHECK_FALSE(f.overlaps(7, 0, 1 << 20));
 }
+
+TEST_CASE("stripe: a punch frees the whole ec stripes it covers and zeroes the rest") {
+  Layout l = Layout::ec(4, 2);
+  const uint64_t w = 4 * kCellSize;  // one stripe of chunk bytes: kCellSize of each shard
+  SUBCASE("inside one stripe: nothing to free, all of it written as zeros") {
+    auto p = punchPlan(l, 1000, 5000);
+    CHECK(p.head.lo == 1000);
+    CHECK(p.head.hi == 6000);
+    CHECK(p.rows.empty());
+    CHECK(p.tail.empty());
+  }
+  SUBCASE("across two partial stripes without a whole one") {
+    auto p = punchPlan(l, w - 10, 20);
+    CHECK(p.head.lo == w - 10);
+    CHECK(p.head.hi == w + 10);
+    CHECK(p.rows.empty());
+    CHECK(p.tail.empty());
+  }
+  SUBCASE("unaligned ends around whole stripes") {
+    auto p = punchPlan(l, w + 100, 3 * w);  // stripes 2 and 3 whole, 1 and 4 partly
+    CHECK(p.head.lo == w + 100);
+    CHECK(p.head.hi == 2 * w);
+    CHECK(p.rows.lo == 2 * kCellSize);
+    CHECK(p.rows.hi == 4 * kCellSize);
+    CHECK(p.tail.lo == 4 * w);
+    CHECK(p.tail.hi == 4 * w + 100);
+  }
+  SUBCASE("aligned: only rows") {
+    auto p = punchPlan(l, 0, kChunkSize);
+    CHECK(p.head.empty());
+    CHECK(p.tail.empty());
+    CHECK(p.rows.lo == 0);
+    CHECK(p.rows.hi == kChunkSize / 4);  // every byte of each data and parity shard
+  }
+  SUBCASE("the freed rows hold no byte outside the range") {
+    for (uint64_t off : {uint64_t(0), uint64_t(4096), w - 1, w, 3 * w + 77}) {
+      for (uint64_t len : {uint64_t(1), w, 2 * w + 5, 5 * w}) {
+        CAPTURE(off);
+        CAPTURE(len);
+        auto p = punchPlan(l, off, len);
+        uint64_t covered = p.head.hi - p.head.lo + p.tail.hi - p.tail.lo;
+        if (!p.rows.empty()) {
+          // Each row of data shard j holds chunk bytes stripe * w + j * cell + (x % cell).
+          for (uint64_t x = p.rows.lo; x < p.rows.hi; x += kBlockSize) {
+            for (int j = 0; j < 4; ++j) {
+              uint64_t chunkOff = x / kCellSize * w + j * kCellSize + x % kCellSize;
+              CHECK(chunkOff >= off);
+              CHECK(chunkOff + kBlockSize <= off + len);
+            }
+          }
+          covered += (p.rows.hi - p.rows.lo) * 4;
+          CHECK(p.head.hi == p.rows.lo * 4);
+          CHECK(p.tail.lo == p.rows.hi * 4);
+        }
+        CHECK(covered == len);
+      }
+    }
+  }
+}
+
+TEST_CASE("stripe: a punch frees the whole blocks of a replica chunk") {
+  Layout l = Layout::replica(3);
+  auto p = punchPlan(l, 1000, 5000);  // no whole block in [1000, 6000): all written as zeros
+  CHECK(p.head.lo == 1000);
+  CHECK(p.head.hi == 6000);
+  CHECK(p.rows.empty());
+  CHECK(p.tail.empty());
+  p = punchPlan(l, 1000, 10000);
+  CHECK(p.head.hi == 4096);
+  CHECK(p.rows.lo == 4096);
+  CHECK(p.rows.hi == 8192);
+  CHECK(p.tail.lo == 8192);
+  CHECK(p.tail.hi == 11000);
+  p = punchPlan(l, 8192, 4096);
+  CHECK(p.head.empty());
+  CHECK(p.rows.lo == 8192);
+  CHECK(p.rows.hi == 12288);
+  CHECK(p.tail.empty());
+}

@@ -128,6 +128,47 @@ TEST_CASE("chunks: truncating a file moves the chunks past its new end to the ga
   CHECK(f->ns().chunks(file, 0, 100)->empty());
 }
 
+TEST_CASE("chunks: punchChunks drops the chunks of a range to garbage and keeps the size") {
+  auto f = eachStore();
+  InodeId file = f->createOk(kRoot, "file");
+  for (uint64_t i = 0; i < 5; ++i) REQUIRE(f->allocChunk(file, i, 10 + i).ok());
+  REQUIRE(f->commitWrite(file, 5 * kChunkSize, 1).ok());
+  CHECK(f->attr(file).blocks == 5 * kChunkSize / 512);
+  auto punch = [&](InodeId inode, uint64_t first, uint64_t count) {
+    return f->apply([&](proto::Op::Builder op) {
+      auto p = op.initPunchChunks();
+      p.setInode(inode.value);
+      p.setFirst(first);
+      p.setCount(count);
+    });
+  };
+  auto a = punch(file, 1, 2);
+  REQUIRE(a.ok());
+  CHECK(a->attr.size == 5 * kChunkSize);
+  CHECK(a->attr.mtimeNs == f->clock);
+  CHECK(a->attr.ctimeNs == f->clock);
+  CHECK(a->attr.blocks == 3 * kChunkSize / 512);  // a hole takes no space
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{11, 12});
+  auto left = f->ns().chunks(file, 0, 10);
+  REQUIRE(left->size() == 3);
+  CHECK(left->at(0).index == 0);
+  CHECK(left->at(1).index == 3);
+  CHECK(left->at(2).index == 4);
+  CHECK(f->ns().chunkCount() == 3);
+  // Holes and a range past the last chunk: nothing to drop, nothing changes but the times.
+  REQUIRE(punch(file, 1, 2).ok());
+  REQUIRE(punch(file, 100, kMaxPunchChunks).ok());
+  CHECK(f->ns().chunkCount() == 3);
+  // The last chunk index: no overflow past it.
+  REQUIRE(punch(file, 4, kMaxPunchChunks).ok());
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{11, 12, 14});
+  REQUIRE(punch(file, UINT64_MAX - 1, 10).ok());
+  CHECK(punch(file, 0, kMaxPunchChunks + 1).code() == Errc::kInvalid);
+  CHECK(punch(f->mkdirOk(kRoot, "dir"), 0, 1).code() == Errc::kIsDir);
+  CHECK(punch(InodeId(999), 0, 1).code() == Errc::kNotFound);
+  CHECK(f->ns().chunks(file, 0, 10)->size() == 2);  // the refused ones dropped nothing
+}
+
 TEST_CASE(
     "chunks: removed() drops a server from pending and deletes records nothing is pending on") {
   auto f = eachStore();

@@ -1,4 +1,5 @@
-// allocChunk, commitWrite and removed: the chunk map of files and the garbage list.
+// allocChunk, commitWrite, punchChunks and removed: the chunk map of files and the garbage
+// list.
 #include <algorithm>
 
 #include "fs/wire.h"
@@ -68,6 +69,27 @@ Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op) {
   // Writes may commit out of order; a file never shrinks by a write.
   a.size = std::max(a.size, args.getSize());
   a.mtimeNs = args.getMtimeNs();
+  a.ctimeNs = op.getNowNs();
+  return Applied{attrOf(**inode), std::nullopt};
+}
+
+Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op) {
+  auto args = op.getPunchChunks();
+  InodeId id(args.getInode());
+  auto inode = txn.inode(id);
+  if (!inode) return inode.error();
+  if ((*inode)->isDir()) return err(Errc::kIsDir, "punchChunks", idStr(id));
+  if (!(*inode)->isReg()) return err(Errc::kInvalid, "punchChunks of a special file", idStr(id));
+  uint64_t first = args.getFirst(), count = args.getCount();
+  if (count > kMaxPunchChunks) {
+    return err(Errc::kInvalid, "punchChunks: count", std::to_string(count));
+  }
+  // The chunks go as a truncate's do (their shards to garbage, their leases with them); the
+  // size stays: what they held reads as a hole now.
+  uint64_t end = first > UINT64_MAX - count ? UINT64_MAX : first + count;
+  if (Status s = chunksToGarbage(txn, **inode, first, end); !s) return s.error();
+  Attr& a = (*inode)->attr;
+  a.mtimeNs = op.getNowNs();
   a.ctimeNs = op.getNowNs();
   return Applied{attrOf(**inode), std::nullopt};
 }

@@ -87,9 +87,19 @@ Status deleteInode(Txn& txn, Inode& inode) {
   return txn.addToCounter(keys::kInodeCount, -1);
 }
 
-Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first) {
+Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end) {
+  if (first >= end) return Status();
   auto chunks = txn.list(keys::chunks(inode.id()), keys::chunk(inode.id(), first));
   if (!chunks) return chunks.error();
+  // Keys sort by index (big-endian): those at `end` and past are a suffix of the list.
+  while (!chunks->empty()) {
+    const std::string& last = chunks->back().first;
+    if (last.size() == keys::kIdPrefixLen + 8 && keys::readU64(last, keys::kIdPrefixLen) < end) {
+      break;
+    }
+    if (last.size() != keys::kIdPrefixLen + 8) return corruption("chunk key", "wrong length");
+    chunks->pop_back();
+  }
   for (auto& [key, value] : *chunks) {
     if (key.size() != keys::kIdPrefixLen + 8) return corruption("chunk key", "wrong length");
     auto chunk = decodeChunk(keys::readU64(key, keys::kIdPrefixLen), value);

@@ -38,6 +38,7 @@ Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op);
 Result<Applied> setServerState(Txn& txn, proto::Op::Reader op);
 Result<Applied> setLock(Txn& txn, proto::Op::Reader op);
 Result<Applied> releaseLocks(Txn& txn, proto::Op::Reader op);
+Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -77,8 +78,8 @@ Status dropLink(Txn& txn, Inode& inode, int64_t nowNs);
 Status dropOpenHandle(Txn& txn, InodeId inode, const std::string& key);
 // Deletes the inode with its xattrs and chunks; its chunks go to the garbage list.
 Status deleteInode(Txn& txn, Inode& inode);
-// Moves the chunks of `inode` with index >= `first` to the garbage list.
-Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first);
+// Moves the chunks of `inode` with first <= index < end to the garbage list.
+Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end = UINT64_MAX);
 
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
 // lease ops do (leases.cc). Not `clean` (the session expired): the chunks need a re-sync.
