@@ -113,7 +113,7 @@ TEST_CASE("chunk log: a torn or damaged tail is ignored at open, what came befor
   CHECK(view(*log, 5, 0, 0, 2) == std::vector<int>{0x11, 0});
 }
 
-TEST_CASE("chunk log: segments go once nothing in them is live; live records are moved on") {
+TEST_CASE("chunk log: segments go once nothing in them is live — live records are moved on") {
   test::Loop loop;
   test::TempDir dir{"chunk-log-test"};
   ChunkLog::Config config;
@@ -161,7 +161,7 @@ TEST_CASE("chunk log: malformed records are refused and it refuses beyond its me
   CHECK(log->count(ChunkId(3)) == 1);
 }
 
-TEST_CASE("chunk log: dead segments are reused; what they held never comes back") {
+TEST_CASE("chunk log: dead segments are reused — what they held never comes back") {
   test::Loop loop;
   test::TempDir dir{"chunk-log-test"};
   ChunkLog::Config config;

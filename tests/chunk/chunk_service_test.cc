@@ -287,7 +287,7 @@ TEST_CASE("chunk service: malformed requests are answered with errors, never a c
   CHECK(svc.read(1, 0, 0, 2 * kBlockSize).status.ok());
 }
 
-TEST_CASE("a write with an epoch older than the chunk's fence is refused; newer ones raise it") {
+TEST_CASE("a write with an epoch older than the chunk's fence is refused — newer ones raise it") {
   Service svc;
   auto data = pattern(kBlockSize, 7);
   auto withEpoch = [](uint64_t e) { return [e](auto& req) { req.setEpoch(e); }; };

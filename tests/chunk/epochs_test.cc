@@ -43,7 +43,7 @@ TEST_CASE("epoch fences survive a reopen and never go back") {
   CHECK(loop.wait(t->admit(ChunkId(3), 6)).code() == Errc::kStale);
 }
 
-TEST_CASE("raises made together share one write; a torn tail is cut at open") {
+TEST_CASE("raises made together share one write — a torn tail is cut at open") {
   test::Loop loop;
   test::TempDir dir{"epochs-test"};
   std::string path = dir.path() + "/epochs";

@@ -7,7 +7,7 @@
 
 using namespace tessera;
 
-TEST_CASE("wire: block CRCs set by the sender pass the receiver's check; damage does not") {
+TEST_CASE("wire: block CRCs set by the sender pass the receiver's check — damage does not") {
   capnp::MallocMessageBuilder message;
   auto piece = message.initRoot<proto::Piece>();
   auto data = kj::heapArray<kj::byte>(3 * kBlockSize);

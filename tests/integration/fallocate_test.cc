@@ -90,8 +90,8 @@ off_t seekTo(int fd, off_t off, int whence) {
 }  // namespace
 
 TEST_CASE(
-    "fallocate: mode 0 grows the size, keeps the data and reads zeros; KEEP_SIZE does not "
-    "grow; other modes are EOPNOTSUPP") {
+    "fallocate: mode 0 grows the size, keeps the data and reads zeros — KEEP_SIZE does not "
+    "grow — other modes are EOPNOTSUPP") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;  // ec(4,2)
   std::mt19937_64 rng(testSeed(5150));
@@ -368,7 +368,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "fallocate: a punch with a chunk server down succeeds degraded; the range reads zeros "
+    "fallocate: a punch with a chunk server down succeeds degraded — the range reads zeros "
     "with any one more server missing after it is back") {
   TESSERA_REQUIRE_FUSE();
   Cluster cluster;  // ec(4,2) on 6 servers

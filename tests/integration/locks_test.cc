@@ -136,7 +136,7 @@ TEST_CASE("locks: fcntl, OFD and flock locks of one mount hold against another u
   CHECK(c.logProblems().empty());
 }
 
-TEST_CASE("locks: a blocking lock wakes when the holder on another mount releases; a signal interrupts it") {
+TEST_CASE("locks: a blocking lock wakes when the holder on another mount releases — a signal interrupts it") {
   TESSERA_REQUIRE_FUSE();
   Cluster c(smallCluster());
   ExtraMount b(c, "b");
@@ -193,7 +193,7 @@ TEST_CASE("locks: a blocking lock wakes when the holder on another mount release
   CHECK(c.logProblems().empty());
 }
 
-TEST_CASE("locks: a meta leader failover keeps them; a killed mount's locks go with its session") {
+TEST_CASE("locks: a meta leader failover keeps them — a killed mount's locks go with its session") {
   TESSERA_REQUIRE_FUSE();
   constexpr int kTimeoutS = 3;
   Cluster::Options options = smallCluster();

@@ -44,7 +44,7 @@ TEST_CASE("lease recalls: held back for the hold time, heard by the holder only"
   CHECK(r.holding(kFile, 0, at(2'100)));
 }
 
-TEST_CASE("lease recalls: a finished move lets writers in at once; a failed one cools down") {
+TEST_CASE("lease recalls: a finished move lets writers in at once — a failed one cools down") {
   LeaseRecalls r(1'000);
   REQUIRE(r.recall(kFile, 0, kWriter, 5, at(0)));
   r.finished(kFile, 0, true);
