@@ -1034,6 +1034,19 @@ void Client::leaseLost(InodeId inode, const ChunkDesc& chunk) {
   if (lease != leases_.end() && lease->second.epoch == chunk.epoch) lease->second.held = false;
 }
 
+kj::Promise<Result<ChunkDesc>> Client::afterShardWrite(InodeId inode, const ChunkDesc& desc,
+                                                     Result<uint32_t> missed) {
+  if (!missed) {
+    if (missed.code() == Errc::kStale) {
+      leaseLost(inode, desc);
+      return Result<ChunkDesc>(Error{Errc::kIo, missed.error().detail});
+    }
+    return Result<ChunkDesc>(missed.error());
+  }
+  // Degraded: acknowledged only once the missed shards are marked stale.
+  return markStale(inode, desc, *missed);
+}
+
 kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                                          kj::ArrayPtr<const kj::byte> data, bool sync) {
   kj::Vector<kj::Promise<Status>> parts;
@@ -1057,17 +1070,8 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                     uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
                                                     fresh && !fresh->shardsCreated);
                     return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh), inode)
-                        .then([this, inode, desc](Result<uint32_t> missed)
-                                  -> kj::Promise<Result<ChunkDesc>> {
-                          if (!missed) {
-                            if (missed.code() == Errc::kStale) {
-                              leaseLost(inode, desc);
-                              return Result<ChunkDesc>(Error{Errc::kIo, missed.error().detail});
-                            }
-                            return Result<ChunkDesc>(missed.error());
-                          }
-                          // Degraded: acknowledged only once the missed shards are marked stale.
-                          return markStale(inode, desc, *missed);
+                        .then([this, inode, desc](Result<uint32_t> missed) {
+                          return afterShardWrite(inode, desc, kj::mv(missed));
                         })
                         .then([this, inode, shards](Result<ChunkDesc> written) -> Status {
                           if (!written) return written.error();

@@ -266,6 +266,10 @@ class Client {
   // Applies what the chunk's write log holds of this client's writes (DataPath::drainLog).
   kj::Promise<Status> drainChunkLog(InodeId inode, uint64_t index);
 
+  // After a write (or punch) of the chunk's shards: a stale answer means the lease is lost
+  // (kIo); shards `missed` are marked stale before the chunk counts as written.
+  kj::Promise<Result<ChunkDesc>> afterShardWrite(InodeId inode, const ChunkDesc& desc,
+                                               Result<uint32_t> missed);
   kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
                                    bool sync);
   // Starts writing the pending buffer out; the returned promise is for callers that wait.

@@ -207,17 +207,9 @@ kj::Promise<Status> Client::zeroInChunk(InodeId inode, uint64_t index, uint64_t 
                 if (it != f->fresh.end()) fresh = it->second;
               }
               return data_.punch(desc, off, len, kj::mv(fresh), inode)
-                  .then([this, inode,
-                         desc](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
-                    if (!missed) {
-                      if (missed.code() == Errc::kStale) {
-                        leaseLost(inode, desc);
-                        return Result<ChunkDesc>(Error{Errc::kIo, missed.error().detail});
-                      }
-                      return Result<ChunkDesc>(missed.error());
-                    }
+                  .then([this, inode, desc](Result<uint32_t> missed) {
                     // Acknowledged only once the missed shards are marked stale (as a write).
-                    return markStale(inode, desc, *missed);
+                    return afterShardWrite(inode, desc, kj::mv(missed));
                   });
             })
             .then([this, inode, off, len](Result<ChunkDesc> c) -> Status {
