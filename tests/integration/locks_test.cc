@@ -175,11 +175,13 @@ TEST_CASE("locks: a blocking lock wakes when the holder on another mount release
   REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
   std::atomic<int> interrupted{-1};
   std::thread blocked([&] { interrupted = lockOp(a, F_OFD_SETLKW, F_WRLCK, 0, 0); });
-  usleep(500'000);  // let it block
-  CHECK(interrupted.load() == -1);
+  // A signal that lands before the thread is inside fcntl interrupts nothing: signal it again
+  // until the wait ends, bounded. It cannot end otherwise: B holds the lock throughout.
   double signalledAt = nowSeconds();
-  pthread_kill(blocked.native_handle(), SIGUSR1);
-  bool ended = waitUntil(20, [&] { return interrupted.load() != -1; });
+  bool ended = waitUntil(20, [&] {
+    pthread_kill(blocked.native_handle(), SIGUSR1);
+    return interrupted.load() != -1;
+  });
   if (!ended) close(b1);  // release it, so the thread can be joined
   blocked.join();
   sigaction(SIGUSR1, &old, nullptr);
