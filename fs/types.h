@@ -34,6 +34,7 @@ constexpr uint64_t kCellSize = 64 * 1024;          // ec(k,m) stripe unit per da
 constexpr uint64_t kChunkSize = 64 * 1024 * 1024;  // logical bytes of a file per chunk
 constexpr uint64_t kMaxGetChunks = 1024;  // chunk indices one getChunks call looks at, at most
 constexpr uint64_t kMaxPunchChunks = 4096;  // chunk indices one punchChunks call drops, at most
+constexpr uint64_t kMaxCloneChunks = 4096;  // chunk indices one clone call covers, at most
 constexpr size_t kMaxNameLen = 255;
 constexpr size_t kMaxXattrValue = 64 * 1024;
 
@@ -81,6 +82,7 @@ struct ChunkDesc {
   SessionId leaseSession;         // holder of the write lease; 0: none
   uint32_t staleShards = 0;       // bit i: shard i missed writes, rebuild before reading it
   bool resync = false;            // the last holder let go uncleanly: re-sync before writing
+  bool shared = false;            // in more than one file (a clone): copied before a write
 
   bool stale(int shard) const { return (staleShards >> shard) & 1u; }
 };

@@ -84,6 +84,7 @@ void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b) {
   b.setLeaseSession(c.leaseSession.value);
   b.setStaleShards(c.staleShards);
   b.setResync(c.resync);
+  b.setShared(c.shared);
 }
 
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
@@ -105,6 +106,7 @@ Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
   c.leaseSession = SessionId(r.getLeaseSession());
   c.staleShards = r.getStaleShards();
   c.resync = r.getResync();
+  c.shared = r.getShared();
   if (c.staleShards >> c.layout.shards()) {
     return Error{Errc::kInvalid, "chunk descriptor marks shards stale that it does not have"};
   }

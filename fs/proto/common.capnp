@@ -86,6 +86,9 @@ struct ChunkDesc {
   # The last lease holder let go without a clean release (it died, or its lease was taken over):
   # it may have left rows half written. The next holder re-syncs them before it writes.
   resync @8 :Bool;
+  # The chunk is shared by more than one file (a clone, meta/ns/ops/clone.cc): no lease is
+  # granted on it; the first writer of any of the files gets a private copy first.
+  shared @9 :Bool;
 }
 
 # Names one mutating request of a client session, so that the state machine applies it once

@@ -173,6 +173,29 @@ struct Op {
       first @97 :UInt64;
       count @98 :UInt64;            # chunks first <= index < first + count go to garbage
     }
+    # Copy-on-write clone (meta/ns/ops/clone.cc): the chunks of `dst` with dstFirst <= index <
+    # dstFirst + count go (as a punch's do), and every chunk `src` has at srcFirst + i becomes
+    # shared with `dst` at dstFirst + i. Refused (busy) while a chunk of the source range is
+    # leased or needs a re-sync, or one of the destination range is leased to another session.
+    # The size of `dst` becomes `size` if `exactSize`, else grows to `size` if smaller.
+    cloneChunks :group {
+      src @99 :UInt64;
+      dst @100 :UInt64;
+      srcFirst @101 :UInt64;
+      dstFirst @102 :UInt64;
+      count @103 :UInt64;
+      size @104 :UInt64;
+      exactSize @105 :Bool;
+      session @106 :UInt64;         # who asks: its own leases in the destination range go
+    }
+    # The leader copied the shards of shared chunk `old` (each on its own server) to chunk
+    # `chunk.id`: the file's chunk at `index` becomes that private copy, if it is still `old`.
+    cowChunk :group {
+      inode @107 :UInt64;
+      index @108 :UInt64;
+      old @109 :UInt64;
+      chunk @110 :Common.ChunkDesc;
+    }
   }
 }
 

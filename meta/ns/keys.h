@@ -23,6 +23,10 @@
 //   'L' inode kind session owner start → LockRecord: a lock (kind 'p' fcntl/OFD, 'f' flock), so
 //                                      one scan of 'L' inode kind finds every lock that could
 //                                      conflict with a new one (meta/ns/lock_table.h)
+//   'R' chunk inode index            → "": a file that refers to a shared chunk (ChunkDesc.shared:
+//                                      a clone). Every file of a shared chunk has one, so a
+//                                      scan of 'R' chunk finds them all; a chunk left in one
+//                                      file is private again and has none.
 //   'm' member                       → address of a meta server, raw text
 //   'c' counter                      → u64 big-endian (kClusterId: raw text; kInitialized: "")
 //
@@ -52,6 +56,7 @@ enum Kind : char {
   kLease = 'l',
   kMember = 'm',
   kLock = 'L',
+  kRef = 'R',
   kCounter = 'c',
 };
 
@@ -172,6 +177,14 @@ inline std::string lock(InodeId inode, char kind, uint64_t session, uint64_t own
 }
 // 'L' + inode + kind + session + owner + start.
 constexpr size_t kLockKeyLen = 1 + 8 + 1 + 8 + 8 + 8;
+
+inline std::string ref(ChunkId chunk, InodeId inode, uint64_t index) {
+  std::string s = withU64(kRef, chunk.value, inode.value);
+  appendU64(s, index);
+  return s;
+}
+inline std::string refs(ChunkId chunk) { return prefix(kRef, chunk.value); }
+constexpr size_t kRefKeyLen = 1 + 8 + 8 + 8;
 
 inline std::string member(uint64_t id) { return prefix(kMember, id); }
 inline std::string members() { return std::string(1, char(kMember)); }

@@ -78,6 +78,10 @@ Result<Applied> dispatch(Txn& txn, proto::Op::Reader op) {
       return ops::releaseLocks(txn, op);
     case proto::Op::PUNCH_CHUNKS:
       return ops::punchChunks(txn, op);
+    case proto::Op::CLONE_CHUNKS:
+      return ops::cloneChunks(txn, op);
+    case proto::Op::COW_CHUNK:
+      return ops::cowChunk(txn, op);
   }
   // An op from a newer proposer. Every replica refuses it alike, so they stay identical.
   return Error{Errc::kNotSupported, "unknown op " + std::to_string(unsigned(op.which()))};

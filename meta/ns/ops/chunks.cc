@@ -31,6 +31,10 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
     auto stored = decodeChunk(chunk->index, **existing);
     if (!stored) return stored.error();
     if (!leaseTo || stored->leaseSession == leaseTo) return Applied{attrOf(**inode), std::move(*stored)};
+    // Other files read it: the meta leader gives the writer a private copy first (cowChunk).
+    if (stored->shared) {
+      return err(Errc::kBusy, "chunk " + std::to_string(stored->id.value) + " is shared (a clone)");
+    }
     SessionId holder = stored->leaseSession;
     if (holder && holder.value != args.getReplace()) {
       return err(Errc::kBusy, "write lease held by session", std::to_string(holder.value));

@@ -106,6 +106,12 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end) {
     if (!chunk) return chunk.error();
     txn.erase(key);
     if (chunk->leaseSession) txn.erase(keys::lease(chunk->leaseSession, inode.id(), chunk->index));
+    if (chunk->shared) {
+      // Another file still refers to it (a clone): its shards stay.
+      auto inUse = unshare(txn, chunk->id, inode.id(), chunk->index);
+      if (!inUse) return inUse.error();
+      if (*inUse) continue;
+    }
     // Each server is asked once per chunk, whatever number of its shards it holds; 0 marks a
     // shard that was never placed.
     // A record may exist already: servers that held shards repair moved away.

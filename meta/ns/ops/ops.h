@@ -39,6 +39,8 @@ Result<Applied> setServerState(Txn& txn, proto::Op::Reader op);
 Result<Applied> setLock(Txn& txn, proto::Op::Reader op);
 Result<Applied> releaseLocks(Txn& txn, proto::Op::Reader op);
 Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op);
+Result<Applied> cloneChunks(Txn& txn, proto::Op::Reader op);
+Result<Applied> cowChunk(Txn& txn, proto::Op::Reader op);
 
 // --- shared steps (common.cc) ---
 
@@ -93,6 +95,13 @@ Status dropSessionLocks(Txn& txn, SessionId session);
 // Adds `server` to the servers that must delete their shards of `chunk` (the garbage record of
 // the chunk, created if there is none). Server 0 is ignored.
 Status addGarbage(Txn& txn, const ChunkDesc& chunk, ServerId server);
+
+// The files (inode, index) that refer to shared chunk `chunk` (clone.cc).
+Result<std::vector<std::pair<InodeId, uint64_t>>> chunkRefs(Txn& txn, ChunkId chunk);
+// The file's record at (inode, index) no longer names shared chunk `chunk` (removed or
+// replaced): drops its reference; a chunk left in one file becomes private there again. True
+// if other files still refer to the chunk; false if none does (its shards are garbage).
+Result<bool> unshare(Txn& txn, ChunkId chunk, InodeId inode, uint64_t index);
 
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {

@@ -48,9 +48,29 @@ Result<Applied> replaceShard(Txn& txn, proto::Op::Reader op) {
     }
   }
   ServerId old = chunk->servers[shard];
+  std::vector<ServerId> before = chunk->servers;
   chunk->servers[shard] = target;
   chunk->staleShards &= ~(1u << shard);
   txn.put(key, encode(*chunk));
+  if (chunk->shared) {
+    // Every file of a shared chunk names the same servers (meta/ns/ops/clone.cc): they all
+    // switch to the rebuilt shard.
+    auto refs = chunkRefs(txn, chunk->id);
+    if (!refs) return refs.error();
+    for (auto [inode, index] : *refs) {
+      if (inode == id && index == args.getIndex()) continue;
+      std::string otherKey = keys::chunk(inode, index);
+      auto otherBytes = txn.get(otherKey);
+      if (!otherBytes) return otherBytes.error();
+      if (!*otherBytes) continue;
+      auto other = decodeChunk(index, **otherBytes);
+      if (!other) return other.error();
+      if (other->id != chunk->id || other->servers != before) continue;
+      other->servers[shard] = target;
+      other->staleShards &= ~(1u << shard);
+      txn.put(otherKey, encode(*other));
+    }
+  }
   // The old copy (if its server is still registered) is deleted through the garbage list.
   if (old) {
     auto known = txn.get(keys::server(old));
