@@ -1,4 +1,5 @@
 #include "chunk/chunk_service.h"
+#include "chunk/shard_copy.h"
 
 #include <capnp/orphan.h>
 #include <kj/vector.h>
@@ -300,6 +301,29 @@ kj::Promise<void> ChunkServiceImpl::punch(PunchContext context) {
         return disk_.punch(key, offset, length);
       })
       .then([context](Status s) mutable { setError(context.getResults(), s); });
+}
+
+kj::Promise<void> ChunkServiceImpl::copy(CopyContext context) {
+  auto p = context.getParams();
+  auto from = shardKey(p.getFrom(), p.getShard());
+  if (!from) return reply(context, from.error());
+  auto to = shardKey(p.getTo(), p.getShard());
+  if (!to) return reply(context, to.error());
+  auto layout = shardLayout(*to, p.getLayout());
+  if (!layout) return reply(context, layout.error());
+  // Unapplied records are part of the chunk's content that the stored blocks lack: the copy
+  // would miss them. The meta service copies only chunks no writer holds (their logs drained).
+  if (log_ && log_->count(from->chunk) > 0) {
+    return reply(context, Status(Error{Errc::kBusy, "chunk " + std::to_string(from->chunk.value) +
+                                                        " has unapplied log records"}));
+  }
+  return copyShard(disk_, *from, *to, *layout, p.getLength())
+      .then([context](Result<uint64_t> r) mutable {
+        auto results = context.getResults();
+        if (!r) return setError(results, Status(r.error()));
+        setError(results, Status());
+        results.setBytes(*r);
+      });
 }
 
 kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {

@@ -48,6 +48,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> readV(ReadVContext context) override;
   kj::Promise<void> writeV(WriteVContext context) override;
   kj::Promise<void> punch(PunchContext context) override;
+  kj::Promise<void> copy(CopyContext context) override;
 
  private:
   // Replaces this server's records of `chunk` with every record the servers at `sources`

@@ -80,6 +80,14 @@ interface ChunkService {
   # Fenced like a write (stale for an older epoch); notFound if the shard is not here.
   punch @13 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, epoch :UInt64)
       -> (error :Common.Error);
+  # Copies this server's shard `shard` of chunk `from` to the same shard of chunk `to`, here
+  # (copy-on-write of a shared chunk, on the meta leader's order): shard range [0, length) is
+  # read (CRCs checked), the blocks that are not all zeros are written (the copy stays sparse)
+  # and the copy is fdatasync'ed before the reply. Whatever `to` held here before is replaced.
+  # notFound if `from` has no such shard here; busy if the write log holds records of `from`
+  # (not applied to the stripes yet); corruption if a block fails its CRC. `bytes`: written.
+  copy @14 (from :UInt64, to :UInt64, shard :UInt8, layout :Common.Layout, length :UInt64)
+      -> (error :Common.Error, bytes :UInt64);
 }
 struct Range {
   offset @0 :UInt64;
