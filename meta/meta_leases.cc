@@ -38,6 +38,16 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
   SessionId replace;
   if (!existing->empty()) {
     chunk = existing->front();
+    if (chunk.shared) {
+      // A clone's chunk: this file gets its own copy, then the lease (meta_clone.cc).
+      return copyOnWrite(inode, chunk).then([this, context](Status s) mutable -> kj::Promise<void> {
+        if (!s) {
+          toWire(s.error(), context.getResults().initError());
+          return kj::READY_NOW;
+        }
+        return acquireLease(context);
+      });
+    }
     SessionId holder = chunk.leaseSession;
     // A move of the chunk waits for its lease or runs (meta/lease_recall.h): new grants wait,
     // for at most the recall hold time. The holder keeps what it holds.

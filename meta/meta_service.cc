@@ -1050,6 +1050,7 @@ void MetaService::enableRepair(kj::Network& network) {
   c.seed = config_.seed ^ 0x9e3779b97f4a7c15ull;
   c.recallHoldMs = config_.recallHoldMs;
   repair_ = kj::heap<Repair>(ns_, raft_, timer_, network, c);
+  chunkPeers_ = kj::heap<ChunkPeers>(network, timer_, c.connectTimeoutMs);
   // A rebuild that ends frees a slot: the next one is ordered at once, not at the next sweep
   // (one extra tick, however many end together).
   repair_->onSlotFree([this] {

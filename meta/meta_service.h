@@ -107,6 +107,7 @@ class MetaService final : public proto::MetaService::Server {
   kj::Promise<void> releaseLocks(ReleaseLocksContext context) override;
   kj::Promise<void> cancelLockWait(CancelLockWaitContext context) override;
   kj::Promise<void> watch(WatchContext context) override;
+  kj::Promise<void> clone(CloneContext context) override;
 
  private:
   struct ServerState {
@@ -138,6 +139,11 @@ class MetaService final : public proto::MetaService::Server {
     kj::TimePoint since = kj::origin<kj::TimePoint>();
   };
   void addWantedLeases(SessionId session, std::vector<RecalledLease>& out);
+  // Gives the file's chunk at chunk.index, shared with other files, a private copy (a new
+  // chunk id, each shard copied by its own server) before a lease is granted on it
+  // (meta_clone.cc). Ok also when the chunk was replaced or became private meanwhile: the
+  // caller reads the chunk map again. One copy at a time per (inode, index).
+  kj::Promise<Status> copyOnWrite(InodeId inode, const ChunkDesc& chunk);
   void sweep();
   // This node now leads and has applied its whole log: continue ids above the ones any earlier
   // leader handed out, and learn the chunk servers afresh.
@@ -228,6 +234,8 @@ class MetaService final : public proto::MetaService::Server {
   std::map<SessionId, proto::Watcher::Client> watchers_;  // the capabilities watchQueue_ sends to
   bool watchFlush_ = false;  // a flushWatchers() is scheduled
   bool repairKick_ = false;  // an extra repair tick is scheduled (Repair::onSlotFree)
+  kj::Own<ChunkPeers> chunkPeers_;  // copy-on-write orders; made by enableRepair
+  std::map<std::pair<InodeId, uint64_t>, kj::ForkedPromise<Status>> cows_;
   struct ErrorHandler : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } errorHandler_;

@@ -498,6 +498,29 @@ bool Repair::notHeld(uint64_t chunk, int shard, ServerId server) const {
   return !reports[0].shards.count({chunk, shard}) && !reports[1].shards.count({chunk, shard});
 }
 
+void Repair::copyStarted(ChunkId chunk, const std::vector<ServerId>& servers) {
+  copying_[chunk.value] = servers;
+}
+
+void Repair::copyEnded(ChunkId chunk, const std::vector<ServerId>& servers, bool placed) {
+  copying_.erase(chunk.value);
+  if (!placed) return;
+  for (auto* map : {&placed_, &placing_}) (*map)[chunk.value] = servers;
+  for (ServerId s : servers) {
+    auto inv = inventories_.find(s);
+    if (inv != inventories_.end()) {
+      inv->second.complete.clear();
+      inv->second.building = false;
+    }
+  }
+}
+
+bool Repair::copyingTo(uint64_t chunk, ServerId server) const {
+  auto it = copying_.find(chunk);
+  return it != copying_.end() &&
+         std::find(it->second.begin(), it->second.end(), server) != it->second.end();
+}
+
 void Repair::findOrphans(ServerId server) {
   auto& inv = inventories_[server];
   inv.toOrder.clear();
@@ -508,6 +531,7 @@ void Repair::findOrphans(ServerId server) {
   if (placedMark_ < older.mark) return;
   for (uint64_t chunk : newer.chunks) {
     if (chunk > older.mark || !older.chunks.count(chunk) || inv.ordered.count(chunk)) continue;
+    if (copyingTo(chunk, server)) continue;
     auto running = running_.find(ChunkId(chunk));
     if (running != running_.end() && running->second.target == server) continue;
     auto it = placed_.find(chunk);
@@ -535,6 +559,7 @@ std::vector<ChunkId> Repair::takeOrphans(ServerId server, size_t max) {
   while (!inv.toOrder.empty() && out.size() < max) {
     uint64_t chunk = inv.toOrder.back();
     inv.toOrder.pop_back();
+    if (copyingTo(chunk, server)) continue;
     // A rebuild to this server may have started since the finding.
     auto running = running_.find(ChunkId(chunk));
     if (running != running_.end() && running->second.target == server) continue;

@@ -134,6 +134,14 @@ class Repair {
   // its next sweep, so repair runs as fast as the throttle allows, not one round a sweep.
   void onSlotFree(std::function<void()> fn) { slotFree_ = std::move(fn); }
 
+  // --- copy-on-write (meta/meta_clone.cc) ---
+  // Shards of chunk `chunk` are being copied onto `servers` for a copy-on-write, before any
+  // chunk record names the chunk: they are no orphans meanwhile.
+  void copyStarted(ChunkId chunk, const std::vector<ServerId>& servers);
+  // The copy ended; `placed`: the chunk map names the chunk on `servers` now (their earlier
+  // reports, taken while the copy ran, must not make its shards look missing).
+  void copyEnded(ChunkId chunk, const std::vector<ServerId>& servers, bool placed);
+
   // --- lease recalls (meta/lease_recall.h) ---
   // Whether acquireLease of the chunk must answer busy now: a move of it waits or runs.
   bool leaseBusy(InodeId inode, uint64_t index) const;
@@ -196,6 +204,9 @@ class Repair {
     std::vector<uint64_t> toOrder;  // orphans found, not yet handed to a heartbeat
   };
   std::map<ServerId, Inventory> inventories_;
+  // Copy-on-write copies under way: chunk id → the servers copying a shard of it.
+  std::map<uint64_t, std::vector<ServerId>> copying_;
+  bool copyingTo(uint64_t chunk, ServerId server) const;
   // Chunk id → servers, from the last whole pass (and the pass under way), amended by this
   // leader's switches; with the chunk mark when that pass started.
   std::map<uint64_t, std::vector<ServerId>> placed_, placing_;

@@ -373,6 +373,15 @@ interface MetaService {
   # stays; mtime and ctime are set. count is capped at kMaxPunchChunks (fs/types.h).
   punchChunks @46 (inode :UInt64, first :UInt64, count :UInt64, req :Common.RequestId)
       -> (error :Common.Error, attr :Common.Attr);
+  # Copy-on-write clone of chunks (FUSE copy_file_range, tessera clone): the chunks of `dst`
+  # with dstFirst <= index < dstFirst + count are replaced by the chunks `src` has at
+  # srcFirst + i, shared (no data is copied; the first write to either file copies the chunk it
+  # writes). count is capped at kMaxCloneChunks (fs/types.h). The size of `dst` becomes `size`
+  # (`exactSize`) or at least `size`. busy while a chunk of the range is leased to a writer: its
+  # lease is recalled (the holder gives it back once its writes are synced), ask again.
+  clone @47 (session :UInt64, src :UInt64, dst :UInt64, srcFirst :UInt64, dstFirst :UInt64,
+             count :UInt64, size :UInt64, exactSize :Bool, req :Common.RequestId)
+      -> (error :Common.Error, attr :Common.Attr);
 }
 
 struct LockSpec {
