@@ -221,6 +221,15 @@ class Client {
   // data; the end of the file is a hole.
   kj::Promise<Result<std::optional<uint64_t>>> seek(InodeId inode, uint64_t off, bool data);
 
+  // copy_file_range(2) (client/client_clone.cc): copies up to `len` bytes of `src` at `srcOff`
+  // to `dst` at `dstOff` and returns how many it copied — fewer than asked at the end of the
+  // source, and possibly fewer anyway (the caller asks again for the rest, as the kernel
+  // does). Whole chunks at the same place within a chunk in both files are cloned, not copied:
+  // the files share them (copy-on-write) and no data moves; the rest is read and written.
+  // The destination grows to cover what was copied. Both files must be open here.
+  kj::Promise<Result<uint64_t>> copyRange(InodeId src, uint64_t srcOff, InodeId dst,
+                                          uint64_t dstOff, uint64_t len);
+
   // --- locks (client/client_locks.cc) ---
   // Sets or drops (type 0) a lock. Taken by another owner: kWouldBlock, unless `wait` is given:
   // then it waits until granted, or until cancelLockWait(wait) (kInterrupted; a grant that
@@ -304,6 +313,18 @@ class Client {
   // on them (write logs, lease releases) is done, and forgets them here.
   kj::Promise<Status> dropChunks(InodeId inode, uint64_t first, uint64_t end);
   kj::Promise<Status> dropBatch(InodeId inode, uint64_t first, uint64_t end);
+  // --- clones (client_clone.cc) ---
+  kj::Promise<Result<uint64_t>> copyBytes(InodeId src, uint64_t srcOff, InodeId dst,
+                                          uint64_t dstOff, uint64_t len);
+  // Gives back the write leases this session holds on chunks first <= index < end of `inode`
+  // and waits until they are released (kIo if one is kept: its writes could not be synced).
+  kj::Promise<Status> giveBackLeases(InodeId inode, uint64_t first, uint64_t end);
+  // Shares `count` chunks of `src` from srcFirst with `dst` from dstFirst (meta clone), whose
+  // size becomes at least `size`; asks again while the meta leader answers busy.
+  kj::Promise<Status> cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst, uint64_t dstFirst,
+                                  uint64_t count, uint64_t size);
+  kj::Promise<Status> cloneCall(InodeId src, uint64_t srcFirst, InodeId dst, uint64_t dstFirst,
+                                uint64_t count, uint64_t size, kj::TimePoint deadline);
   void forgetChunkRange(FileState& f, uint64_t first, uint64_t end);
   // Creates the shards of a chunk this client placed and never wrote (FreshChunk); the chunk
   // as it is then (shards it could not create are stale).

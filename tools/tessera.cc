@@ -25,6 +25,7 @@
 #include "fs/wire.h"
 #include "tools/meta_cluster.h"
 #include "tools/repair_cmds.h"
+#include "tools/clone_cmd.h"
 #include "tools/scrub_cmd.h"
 
 namespace po = boost::program_options;
@@ -74,6 +75,8 @@ constexpr const char* kUsage =
     "                                  to start a pass now\n"
     "  chunks FILE                     chunk ids of FILE (on a mount) and the server of each\n"
     "                                  shard\n"
+    "  clone SRC DST [--force]         instant copy-on-write copy of file SRC (on a mount):\n"
+    "                                  the copies share their chunks until either is written\n"
     "  policy get DIR                  the storage policy new files under DIR get\n"
     "  policy set DIR POLICY           ec(k,m) or replica(n) for new files under DIR\n"
     "DIR is a directory on a Tessera mount.";
@@ -601,6 +604,7 @@ int main(int argc, char** argv) {
   }
   auto timeout = parseDurationMs(vm["timeout"].as<std::string>());
   if (!timeout) return fail(timeout.error().detail);
+  if (cmd[0] == "clone") return tools::cloneCommand({cmd.begin() + 1, cmd.end()});
   if (cmd[0] == "policy") {
     if (cmd.size() == 3 && cmd[1] == "get") return policyGet(cmd[2]);
     if (cmd.size() == 4 && cmd[1] == "set") return policySet(cmd[2], cmd[3]);

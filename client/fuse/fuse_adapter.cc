@@ -116,6 +116,11 @@ void opFallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_
   self(r).fallocate(r, i, m, o, l, fi);
 }
 
+void opCopyFileRange(fuse_req_t r, fuse_ino_t in, off_t offIn, fuse_file_info* fiIn,
+                     fuse_ino_t out, off_t offOut, fuse_file_info* fiOut, size_t len, int flags) {
+  self(r).copyFileRange(r, in, offIn, out, offOut, len, flags);
+}
+
 fuse_lowlevel_ops makeOps() {
   fuse_lowlevel_ops ops{};
   ops.init = opInit;
@@ -154,6 +159,7 @@ fuse_lowlevel_ops makeOps() {
   ops.setlk = opSetlk;
   ops.flock = opFlock;
   ops.fallocate = opFallocate;
+  ops.copy_file_range = opCopyFileRange;
   return ops;
 }
 
@@ -624,6 +630,23 @@ void FuseAdapter::fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
                        s.error().toString().c_str());
            }
            fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
+         });
+}
+
+// Whole chunks are cloned (shared copy-on-write), the rest copied by the client (client.h,
+// copyRange). A short count is fine: the kernel's caller asks again for the rest.
+void FuseAdapter::copyFileRange(fuse_req_t req, fuse_ino_t in, off_t offIn, fuse_ino_t out,
+                                off_t offOut, size_t len, int flags) {
+  if (offIn < 0 || offOut < 0 || flags != 0) return (void)fuse_reply_err(req, EINVAL);
+  handle(req,
+         client_.copyRange(InodeId(in), uint64_t(offIn), InodeId(out), uint64_t(offOut), len),
+         [req, in, out](Result<uint64_t> n) {
+           if (!n) {
+             log::warn("copy_file_range of inode ", in, " to inode ", out, ": ",
+                       n.error().toString().c_str());
+             return (void)fuse_reply_err(req, errnoFor(n.error()));
+           }
+           fuse_reply_write(req, size_t(*n));
          });
 }
 

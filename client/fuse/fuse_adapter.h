@@ -88,6 +88,8 @@ class FuseAdapter {
              fuse_file_info* fi);
   void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+  void copyFileRange(fuse_req_t req, fuse_ino_t in, off_t offIn, fuse_ino_t out, off_t offOut,
+                     size_t len, int flags);
   void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                  fuse_file_info* fi);
   void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);

@@ -1,0 +1,191 @@
+// Client: copy_file_range as a copy-on-write clone where whole chunks line up, and a plain copy
+// of the bytes elsewhere (client.h, copyRange).
+//
+// A chunk is shared only whole, so a range is cloned only where it covers whole chunks of the
+// source at the same position within a chunk of the destination; a range's unaligned head
+// and short tail are copied as data. Cloning the source's last chunk whole is right when the
+// range runs to the source's end (the chunk holds zeros past it) and the destination holds
+// nothing past the range's end in that chunk (its size ends there or before).
+//
+// Before the clone the bytes must be where the meta service's chunk map says: both files'
+// buffered writes go out, and the write leases this session holds on chunks of the ranges go
+// back (their logs drained into the stripes and synced; client_leases.cc). Another session's
+// leases are recalled by the meta leader, which answers busy meanwhile: we ask again.
+#include "client/client.h"
+#include "client/file_state.h"
+#include "fs/log.h"
+#include "fs/proto/meta.capnp.h"
+#include "fs/wire.h"
+
+namespace tessera::client {
+
+namespace {
+// A data copy moves at most this much per call; the caller asks again for the rest.
+constexpr uint64_t kCopyPiece = 8 << 20;
+}  // namespace
+
+kj::Promise<Result<uint64_t>> Client::copyRange(InodeId src, uint64_t srcOff, InodeId dst,
+                                                uint64_t dstOff, uint64_t len) {
+  using R = Result<uint64_t>;
+  if (!find(src) || !find(dst)) return R(Error{Errc::kStale, "copy of a file that is not open"});
+  if (src == dst) return copyBytes(src, srcOff, dst, dstOff, std::min(len, kCopyPiece));
+  // Both sizes as the meta server has them once our own writes are committed.
+  return flush(src)
+      .then([this, dst](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return flush(dst);
+      })
+      .then([this, src](Status s) -> kj::Promise<Result<Attr>> {
+        if (!s) return Result<Attr>(s.error());
+        return getattr(src);
+      })
+      .then([this, dst](Result<Attr> a) {
+        return getattr(dst).then([a = kj::mv(a)](Result<Attr> b) mutable {
+          return std::make_pair(kj::mv(a), kj::mv(b));
+        });
+      })
+      .then([this, src, srcOff, dst, dstOff, len](
+                std::pair<Result<Attr>, Result<Attr>> sizes) -> kj::Promise<R> {
+        auto& [srcAttr, dstAttr] = sizes;
+        if (!srcAttr) return R(srcAttr.error());
+        if (!dstAttr) return R(dstAttr.error());
+        uint64_t srcSize = srcAttr->size;
+        if (srcOff >= srcSize) return R(uint64_t(0));
+        uint64_t n = std::min(len, srcSize - srcOff);
+        if (dstOff > uint64_t(INT64_MAX) || n > uint64_t(INT64_MAX) - dstOff) {
+          return R(Error{Errc::kTooBig, "copy beyond the largest file"});
+        }
+        uint64_t within = srcOff % kChunkSize;
+        if (within != dstOff % kChunkSize) {
+          return copyBytes(src, srcOff, dst, dstOff, std::min(n, kCopyPiece));
+        }
+        if (within != 0) {
+          // Up to the next chunk boundary; the caller's next call starts aligned.
+          return copyBytes(src, srcOff, dst, dstOff, std::min(n, kChunkSize - within));
+        }
+        uint64_t chunks = n / kChunkSize;
+        uint64_t cloned = chunks * kChunkSize;
+        bool toEnd = srcOff + n == srcSize;
+        if (n % kChunkSize != 0 && toEnd && dstAttr->size <= dstOff + n) {
+          ++chunks;
+          cloned = n;
+        }
+        if (chunks == 0) return copyBytes(src, srcOff, dst, dstOff, n);
+        if (chunks > kMaxCloneChunks) {
+          chunks = kMaxCloneChunks;
+          cloned = chunks * kChunkSize;
+        }
+        return cloneChunks(src, srcOff / kChunkSize, dst, dstOff / kChunkSize, chunks,
+                           dstOff + cloned)
+            .then([cloned](Status s) -> R {
+              if (!s) return s.error();
+              return cloned;
+            });
+      });
+}
+
+kj::Promise<Result<uint64_t>> Client::copyBytes(InodeId src, uint64_t srcOff, InodeId dst,
+                                                uint64_t dstOff, uint64_t len) {
+  using R = Result<uint64_t>;
+  return read(src, srcOff, len).then(
+      [this, dst, dstOff](Result<kj::Array<kj::byte>> data) -> kj::Promise<R> {
+        if (!data) return R(data.error());
+        uint64_t n = data->size();
+        if (n == 0) return R(uint64_t(0));
+        return write(dst, dstOff, kj::mv(*data), WriteMode::kBuffered).then([n](Status s) -> R {
+          if (!s) return s.error();
+          return n;
+        });
+      });
+}
+
+kj::Promise<Status> Client::giveBackLeases(InodeId inode, uint64_t first, uint64_t end) {
+  kj::Vector<kj::Promise<Status>> waits;
+  std::vector<uint64_t> held;
+  for (auto it = leases_.lower_bound({inode, first});
+       it != leases_.end() && it->first.first == inode && it->first.second < end; ++it) {
+    if (it->second.held) held.push_back(it->first.second);
+  }
+  for (uint64_t index : held) letGo(inode, index, "the chunk is cloned");
+  for (auto it = leases_.lower_bound({inode, first});
+       it != leases_.end() && it->first.first == inode && it->first.second < end; ++it) {
+    KJ_IF_MAYBE (releasing, it->second.releasing) {
+      waits.add(releasing->addBranch().then([] { return Status(); }));
+    }
+  }
+  return joinStatus(waits.releaseAsArray()).then([this, inode, first, end](Status s) -> Status {
+    if (!s) return s;
+    // A lease kept because its sync failed: the clone would miss what is not durable.
+    for (auto it = leases_.lower_bound({inode, first});
+         it != leases_.end() && it->first.first == inode && it->first.second < end; ++it) {
+      if (it->second.held) {
+        return Error{Errc::kIo, "chunk index " + std::to_string(it->first.second) +
+                                    ": its writes could not be synced"};
+      }
+    }
+    return Status();
+  });
+}
+
+kj::Promise<Status> Client::cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst,
+                                        uint64_t dstFirst, uint64_t count, uint64_t size) {
+  return giveBackLeases(src, srcFirst, srcFirst + count)
+      .then([this, dst, dstFirst, count](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return giveBackLeases(dst, dstFirst, dstFirst + count);
+      })
+      .then([this, src, srcFirst, dst, dstFirst, count, size](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        auto deadline = timer_.now() + config_.metaRetryMs * kj::MILLISECONDS;
+        return cloneCall(src, srcFirst, dst, dstFirst, count, size, deadline);
+      });
+}
+
+kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId dst,
+                                      uint64_t dstFirst, uint64_t count, uint64_t size,
+                                      kj::TimePoint deadline) {
+  using MetaClient = proto::MetaService::Client;
+  return meta_
+      .mutate<Attr>("clone",
+                    [=](MetaClient m, MetaLink::Req r) {
+                      auto req = m.cloneRequest();
+                      r.fill(req.initReq());
+                      req.setSession(r.session);  // the session it is sent under
+                      req.setSrc(src.value);
+                      req.setDst(dst.value);
+                      req.setSrcFirst(srcFirst);
+                      req.setDstFirst(dstFirst);
+                      req.setCount(count);
+                      req.setSize(size);
+                      return req.send().then([](auto r) -> Result<Attr> {
+                        auto st = fromWire(r.getError());
+                        if (!st) return st.error();
+                        return fromWire(r.getAttr());
+                      });
+                    })
+      .then([this, src, srcFirst, dst, dstFirst, count, size,
+             deadline](Result<Attr> a) -> kj::Promise<Status> {
+        auto* f = find(dst);
+        // Even after a failure: it may have been applied (a lost reply); look again.
+        if (f) forgetChunkRange(*f, dstFirst, dstFirst + count);
+        if (!a && a.code() == Errc::kBusy && timer_.now() < deadline) {
+          // Another session writes the range; the meta leader recalled its lease.
+          log::debug("clone of inode ", src.value, " to inode ", dst.value, ": ",
+                     a.error().toString().c_str(), "; asking again");
+          return timer_.afterDelay(100 * kj::MILLISECONDS)
+              .then([this, src, srcFirst, dst, dstFirst, count, size, deadline] {
+                return cloneCall(src, srcFirst, dst, dstFirst, count, size, deadline);
+              });
+        }
+        if (!a) return Status(a.error());
+        if (f) {
+          f->size = std::max(f->size, a->size);
+          f->durableSize = a->size;
+          f->metaDirty = true;
+        }
+        merge(*a);
+        return Status();
+      });
+}
+
+}  // namespace tessera::client

@@ -1,0 +1,327 @@
+// Copy-on-write clones on a real mount (issue 5, item 5): `tessera clone` and copy_file_range
+// share whole chunks between files without copying data; the first write to a shared chunk
+// gives the writing file a private copy (each chunk server copies its own shard), so the other
+// file keeps its content; chunks stay alive until the last file lets go of them.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "tests/integration/helpers.h"
+
+using namespace tessera::test;
+
+namespace {
+
+constexpr off_t M = 1 << 20;
+constexpr off_t kChunk = 64 * M;
+
+// `tessera chunks FILE`: index → chunk id.
+std::map<uint64_t, uint64_t> chunksOf(Cluster& cluster, const std::string& path) {
+  auto r = run({adminBin(), "--meta", cluster.meta(), "chunks", path}, 30'000);
+  INFO(r.output);
+  REQUIRE(r.exitCode == 0);
+  std::map<uint64_t, uint64_t> rows;
+  std::istringstream in(r.output);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream cols(line);
+    uint64_t index = 0, id = 0;
+    if (cols >> index >> id) rows[index] = id;
+  }
+  return rows;
+}
+
+// Disk space the chunk servers' files take (shards, CRC tables, logs).
+uint64_t diskUsed(Cluster& cluster) {
+  uint64_t total = 0;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(cluster.chunkDir(i), ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      struct stat st;
+      if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        total += uint64_t(st.st_blocks) * 512;
+      }
+    }
+  }
+  return total;
+}
+
+std::string preadAt(const std::string& path, off_t off, size_t len) {
+  int fd = open(path.c_str(), O_RDONLY);
+  REQUIRE(fd >= 0);
+  std::string out(len, '\0');
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, &out[done], len - done, off + off_t(done));
+    REQUIRE(n > 0);
+    done += size_t(n);
+  }
+  close(fd);
+  return out;
+}
+
+void pwriteAt(const std::string& path, const std::string& data, off_t off) {
+  int fd = open(path.c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + off_t(done));
+    REQUIRE(n > 0);
+    done += size_t(n);
+  }
+  REQUIRE(fsync(fd) == 0);
+  REQUIRE(close(fd) == 0);
+}
+
+// Where `got` and `want` differ first ("" when equal).
+std::string difference(const std::string& got, const std::string& want) {
+  if (got.size() != want.size()) {
+    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
+  }
+  auto [a, b] = std::mismatch(got.begin(), got.end(), want.begin());
+  if (a == got.end()) return "";
+  return "byte " + std::to_string(a - got.begin()) + " differs";
+}
+
+// A sparse image of `chunks` chunks: kData bytes of random data at the start of each, holes
+// elsewhere. model[i] is chunk i's data.
+constexpr size_t kData = 8 * M;
+
+void checkImage(const std::string& path, const std::vector<std::string>& model) {
+  struct stat st;
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  CHECK(st.st_size == off_t(model.size()) * kChunk);
+  for (size_t i = 0; i < model.size(); ++i) {
+    CAPTURE(i);
+    CHECK(difference(preadAt(path, off_t(i) * kChunk, kData), model[i]) == "");
+    // And a hole stays a hole.
+    CHECK(difference(preadAt(path, off_t(i) * kChunk + 32 * M, 4096), std::string(4096, '\0')) ==
+          "");
+  }
+}
+
+uint64_t msSince(std::chrono::steady_clock::time_point t) {
+  return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - t)
+                      .count());
+}
+
+}  // namespace
+
+TEST_CASE(
+    "clone: a 1 GiB image cloned shares its chunks, each copy keeps its own writes, and the "
+    "clone outlives its source") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;  // ec(4,2)
+  std::mt19937_64 rng(testSeed(4711));
+  const size_t chunks = 16;  // 1 GiB
+  std::string src = cluster.mnt() + "/base.img";
+  std::string dst = cluster.mnt() + "/vm1.img";
+  std::vector<std::string> model;
+  {
+    int fd = open(src.c_str(), O_RDWR | O_CREAT, 0640);
+    REQUIRE(fd >= 0);
+    for (size_t i = 0; i < chunks; ++i) {
+      model.push_back(randomBytes(rng, kData));
+      REQUIRE(pwrite(fd, model[i].data(), kData, off_t(i) * kChunk) == ssize_t(kData));
+    }
+    REQUIRE(ftruncate(fd, off_t(chunks) * kChunk) == 0);
+    REQUIRE(fsync(fd) == 0);
+    REQUIRE(close(fd) == 0);
+  }
+  uint64_t before = diskUsed(cluster);
+
+  auto t = std::chrono::steady_clock::now();
+  auto r = run({adminBin(), "clone", src, dst}, 120'000);
+  {
+    INFO(r.output);
+    REQUIRE(r.exitCode == 0);
+  }
+  MESSAGE("tessera clone of a 1 GiB image (" << chunks << " chunks with data) took " << msSince(t)
+                                             << " ms: " << r.output);
+  // Shared, not copied: the same chunk ids, and no shard data written.
+  auto srcChunks = chunksOf(cluster, src);
+  auto dstChunks = chunksOf(cluster, dst);
+  CHECK(srcChunks.size() == chunks);
+  CHECK(dstChunks == srcChunks);
+  uint64_t afterClone = diskUsed(cluster);
+  MESSAGE("chunk servers' disk use: " << before / M << " MiB before the clone, " << afterClone / M
+                                      << " MiB after");
+  CHECK(afterClone < before + 2 * M);
+  struct stat st;
+  REQUIRE(stat(dst.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+  checkImage(dst, model);
+
+  // Each copy writes: the source into chunk 2, the clone into chunks 2 and 5.
+  std::vector<std::string> srcModel = model, dstModel = model;
+  std::string a = randomBytes(rng, M), b = randomBytes(rng, M), c = randomBytes(rng, 4096);
+  t = std::chrono::steady_clock::now();
+  pwriteAt(src, a, 2 * kChunk + M);
+  MESSAGE("first write to a shared chunk (copy-on-write of the chunk) and fsync took "
+          << msSince(t) << " ms");
+  srcModel[2].replace(M, M, a);
+  pwriteAt(dst, b, 2 * kChunk + 3 * M);
+  dstModel[2].replace(3 * M, M, b);
+  pwriteAt(dst, c, 5 * kChunk + 4096);
+  dstModel[5].replace(4096, 4096, c);
+  checkImage(src, srcModel);
+  checkImage(dst, dstModel);
+  auto srcAfter = chunksOf(cluster, src);
+  auto dstAfter = chunksOf(cluster, dst);
+  for (uint64_t i = 0; i < chunks; ++i) {
+    CAPTURE(i);
+    if (i == 2 || i == 5) {
+      CHECK(srcAfter[i] != dstAfter[i]);
+    } else {
+      CHECK(srcAfter[i] == dstAfter[i]);
+    }
+  }
+  // Space grows by the chunks copied (two: the source's chunk 2 and the clone's chunk 5; the
+  // clone's chunk 2 was its own once the source had let go of it), not by the image.
+  uint64_t afterWrites = diskUsed(cluster);
+  uint64_t chunkOnDisk = kData / 4 * 6;  // ec(4,2): the data and half as much parity
+  MESSAGE("disk use after the writes: " << afterWrites / M << " MiB (a chunk's shards take "
+                                        << chunkOnDisk / M << " MiB)");
+  CHECK(afterWrites < afterClone + 3 * chunkOnDisk + 8 * M);
+
+  // The source goes; the clone keeps every chunk, also once the garbage is collected.
+  REQUIRE(unlink(src.c_str()) == 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  uint64_t used = diskUsed(cluster);
+  // The source's private chunk 2 is garbage: its shards go within a few heartbeats.
+  while (used + chunkOnDisk / 2 > afterWrites && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    used = diskUsed(cluster);
+  }
+  MESSAGE("disk use once the source was deleted: " << used / M << " MiB");
+  CHECK(used + chunkOnDisk / 2 <= afterWrites);
+  cluster.unmount();
+  cluster.mount();
+  checkImage(dst, dstModel);
+}
+
+TEST_CASE(
+    "clone: copy_file_range shares whole aligned chunks and copies unaligned bytes, with "
+    "exact content") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  std::mt19937_64 rng(testSeed(99));
+  std::string src = cluster.mnt() + "/src";
+  std::string model = randomBytes(rng, size_t(2 * kChunk + 5 * M + 123));
+  writeAll(src, model);
+
+  // Unaligned: a plain copy of the bytes into the middle of an existing file.
+  std::string dst = cluster.mnt() + "/dst";
+  std::string dstModel = randomBytes(rng, size_t(300'000));
+  writeAll(dst, dstModel);
+  int in = open(src.c_str(), O_RDONLY);
+  int out = open(dst.c_str(), O_RDWR);
+  REQUIRE(in >= 0);
+  REQUIRE(out >= 0);
+  loff_t offIn = 5000, offOut = 7000;
+  size_t left = 200'000;
+  while (left > 0) {
+    ssize_t n = copy_file_range(in, &offIn, out, &offOut, left, 0);
+    REQUIRE(n > 0);
+    left -= size_t(n);
+  }
+  REQUIRE(close(out) == 0);
+  dstModel.replace(7000, 200'000, model.substr(5000, 200'000));
+  CHECK(difference(readAll(dst), dstModel) == "");
+
+  // Aligned, the whole file: every chunk shared, the last (partial) one too.
+  std::string whole = cluster.mnt() + "/whole";
+  out = open(whole.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(out >= 0);
+  offIn = 0;
+  offOut = 0;
+  left = model.size();
+  while (left > 0) {
+    ssize_t n = copy_file_range(in, &offIn, out, &offOut, left, 0);
+    REQUIRE(n > 0);
+    left -= size_t(n);
+  }
+  REQUIRE(close(out) == 0);
+  REQUIRE(close(in) == 0);
+  CHECK(chunksOf(cluster, whole) == chunksOf(cluster, src));
+  CHECK(difference(readAll(whole), model) == "");
+
+  // cp (coreutils 9) copies with copy_file_range: whole chunks are shared.
+  std::string copied = cluster.mnt() + "/copied";
+  auto cp = run({"/bin/cp", src, copied}, 60'000);
+  {
+    INFO(cp.output);
+    REQUIRE(cp.exitCode == 0);
+  }
+  CHECK(chunksOf(cluster, copied) == chunksOf(cluster, src));
+  CHECK(difference(readAll(copied), model) == "");
+
+  // Shrinking the clone into its shared last chunk zeroes that chunk's tail in the clone's
+  // own copy; the source keeps its bytes.
+  REQUIRE(truncate(whole.c_str(), 2 * kChunk + M) == 0);
+  REQUIRE(truncate(whole.c_str(), off_t(model.size())) == 0);
+  std::string wholeModel = model;
+  std::fill(wholeModel.begin() + 2 * kChunk + M, wholeModel.end(), '\0');
+  CHECK(difference(readAll(whole), wholeModel) == "");
+  CHECK(difference(readAll(src), model) == "");
+}
+
+TEST_CASE(
+    "clone: a file another mount keeps writing is cloned as of its last fsync, and later "
+    "writes go to the source only") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  ExtraMount writer(cluster, "writer");
+  std::mt19937_64 rng(testSeed(1234));
+  std::string name = "/disk.img";
+  std::string first = randomBytes(rng, 4 * M), second = randomBytes(rng, 4 * M);
+  // The writer keeps the image open and its write leases (a running VM).
+  int fd = open((writer.path + name).c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(pwrite(fd, first.data(), first.size(), 0) == ssize_t(first.size()));
+  REQUIRE(fdatasync(fd) == 0);
+
+  auto t = std::chrono::steady_clock::now();
+  auto r = run({adminBin(), "clone", cluster.mnt() + name, cluster.mnt() + "/snap.img"}, 120'000);
+  {
+    INFO(r.output);
+    REQUIRE(r.exitCode == 0);
+  }
+  MESSAGE("clone while another mount held the write lease took " << msSince(t) << " ms");
+  CHECK(difference(readAll(cluster.mnt() + "/snap.img"), first) == "");
+
+  // The writer goes on: its next write copies the chunk first.
+  REQUIRE(pwrite(fd, second.data(), second.size(), 0) == ssize_t(second.size()));
+  REQUIRE(fdatasync(fd) == 0);
+  REQUIRE(close(fd) == 0);
+  CHECK(difference(readAll(cluster.mnt() + name), second) == "");
+  CHECK(difference(readAll(cluster.mnt() + "/snap.img"), first) == "");
+}
+
+TEST_CASE("clone: tessera clone refuses an existing destination and a directory") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  writeAll(cluster.mnt() + "/a", "hello");
+  writeAll(cluster.mnt() + "/b", "world");
+  auto r = run({adminBin(), "clone", cluster.mnt() + "/a", cluster.mnt() + "/b"}, 30'000);
+  CHECK(r.exitCode != 0);
+  CHECK(r.output.find("exists") != std::string::npos);
+  CHECK(readAll(cluster.mnt() + "/b") == "world");
+  r = run({adminBin(), "clone", cluster.mnt() + "/a", cluster.mnt() + "/b", "--force"}, 30'000);
+  CHECK(r.exitCode == 0);
+  CHECK(readAll(cluster.mnt() + "/b") == "hello");
+  REQUIRE(mkdir((cluster.mnt() + "/d").c_str(), 0755) == 0);
+  r = run({adminBin(), "clone", cluster.mnt() + "/d", cluster.mnt() + "/e"}, 30'000);
+  CHECK(r.exitCode != 0);
+  CHECK(r.output.find("not a regular file") != std::string::npos);
+}
