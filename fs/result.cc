@@ -35,6 +35,7 @@ TESSERA_SAME(kNotLeader, NOT_LEADER);
 TESSERA_SAME(kWrongCluster, WRONG_CLUSTER);
 TESSERA_SAME(kWouldBlock, WOULD_BLOCK);
 TESSERA_SAME(kInterrupted, INTERRUPTED);
+TESSERA_SAME(kReadOnly, READ_ONLY);
 #undef TESSERA_SAME
 
 const char* errcName(Errc code) {
@@ -66,6 +67,7 @@ const char* errcName(Errc code) {
     case Errc::kWrongCluster: return "wrongCluster";
     case Errc::kWouldBlock: return "wouldBlock";
     case Errc::kInterrupted: return "interrupted";
+    case Errc::kReadOnly: return "readOnly";
   }
   return "unknown";
 }
@@ -94,6 +96,7 @@ int toErrno(Errc code) {
     case Errc::kTimedOut: return ETIMEDOUT;
     case Errc::kWouldBlock: return EAGAIN;
     case Errc::kInterrupted: return EINTR;
+    case Errc::kReadOnly: return EROFS;
     case Errc::kIo:
     case Errc::kCorruption:
     case Errc::kUnavailable:

@@ -41,6 +41,7 @@ enum class Errc : uint16_t {
   kWrongCluster,
   kWouldBlock,   // EAGAIN: a conflicting lock is held
   kInterrupted,  // EINTR
+  kReadOnly,     // EROFS: a frozen inode (tessera.readonly)
 };
 
 // "notFound", "io", ...: the name used in messages and logs.

@@ -70,6 +70,7 @@ struct Attr {
   int64_t atimeNs = 0;
   int64_t mtimeNs = 0;
   int64_t ctimeNs = 0;
+  bool readOnly = false;  // frozen (tessera.readonly): no change but unfreezing is allowed
 };
 
 struct ChunkDesc {

@@ -17,7 +17,7 @@ void okToWire(proto::Error::Builder b) { b.setCode(proto::Errc::OK); }
 Status fromWire(proto::Error::Reader r) {
   auto code = static_cast<uint16_t>(r.getCode());
   if (code == 0) return Status();
-  if (code > static_cast<uint16_t>(Errc::kInterrupted)) {
+  if (code > static_cast<uint16_t>(Errc::kReadOnly)) {
     return Error{Errc::kIo, "unknown error code " + std::to_string(code)};
   }
   return Error{static_cast<Errc>(code), std::string(r.getDetail().cStr()),
@@ -36,6 +36,7 @@ void toWire(const Attr& a, proto::Attr::Builder b) {
   b.setAtimeNs(a.atimeNs);
   b.setMtimeNs(a.mtimeNs);
   b.setCtimeNs(a.ctimeNs);
+  b.setReadOnly(a.readOnly);
 }
 
 Attr fromWire(proto::Attr::Reader r) {
@@ -51,6 +52,7 @@ Attr fromWire(proto::Attr::Reader r) {
   a.atimeNs = r.getAtimeNs();
   a.mtimeNs = r.getMtimeNs();
   a.ctimeNs = r.getCtimeNs();
+  a.readOnly = r.getReadOnly();
   return a;
 }
 

@@ -1,9 +1,9 @@
 // tessera: the admin command. See kUsage for the commands.
 // Meta servers come from --meta, else $TESSERA_META, else `meta` in --config FILE: one address
 // or the whole list; any one that answers names the others and the leader (tools/meta_cluster.h).
-// `policy` works through a mounted directory (the tessera.policy attribute): the mount already
-// follows the meta leader, so it needs no address. New files under DIR get the policy; existing
-// chunks keep theirs.
+// `policy` and `snapshot` work through a mounted directory (the tessera.policy and
+// tessera.readonly attributes): the mount already follows the meta leader, so they need no
+// address. New files under DIR get the policy; existing chunks keep theirs.
 #include <sys/xattr.h>
 
 #include <algorithm>
@@ -27,6 +27,7 @@
 #include "tools/repair_cmds.h"
 #include "tools/clone_cmd.h"
 #include "tools/scrub_cmd.h"
+#include "tools/snapshot_cmd.h"
 
 namespace po = boost::program_options;
 using namespace tessera;
@@ -79,6 +80,12 @@ constexpr const char* kUsage =
     "                                  the copies share their chunks until either is written\n"
     "  policy get DIR                  the storage policy new files under DIR get\n"
     "  policy set DIR POLICY           ec(k,m) or replica(n) for new files under DIR\n"
+    "  snapshot DIR NAME               read-only copy of DIR's tree (but DIR/.snapshots) as\n"
+    "                                  DIR/.snapshots/NAME: files share chunks copy-on-write,\n"
+    "                                  every node is frozen (tessera.readonly). Copied file by\n"
+    "                                  file: not one point in time across files\n"
+    "  snapshot list DIR               names of DIR's snapshots\n"
+    "  snapshot remove DIR NAME        unfreeze and delete snapshot NAME of DIR\n"
     "DIR is a directory on a Tessera mount.";
 
 int fail(const std::string& what) {
@@ -610,6 +617,7 @@ int main(int argc, char** argv) {
     if (cmd.size() == 4 && cmd[1] == "set") return policySet(cmd[2], cmd[3]);
     return fail("usage: tessera policy get DIR | tessera policy set DIR POLICY");
   }
+  if (cmd[0] == "snapshot") return tools::snapshotCommand({cmd.begin() + 1, cmd.end()});
   if (cmd[0] != "status" && cmd[0] != "meta" && cmd[0] != "fsck" && cmd[0] != "drain" &&
       cmd[0] != "remove" && cmd[0] != "scrub" && cmd[0] != "chunks" && cmd[0] != "rebalance") {
     return fail("unknown command '" + cmd[0] + "' (try --help)");

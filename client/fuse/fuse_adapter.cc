@@ -526,6 +526,13 @@ void FuseAdapter::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   uint64_t seq = invalSeq_;
   handle(req, client_.open(InodeId(ino)), [this, req, flags, ino, seq](Result<Attr> a) {
     if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+    // A frozen file (tessera.readonly) would refuse the first write, or only the flush after a
+    // buffered one; answer at open, as a read-only mount does. The attributes came with the
+    // open from the meta leader, so they are current.
+    if (a->readOnly && (flags & O_ACCMODE) != O_RDONLY) {
+      tasks_.add(client_.release(InodeId(ino)).ignoreResult());
+      return (void)fuse_reply_err(req, EROFS);
+    }
     fuse_file_info out{};
     out.flags = flags;
     out.fh = nextHandle_++;

@@ -33,6 +33,7 @@ enum Errc {
   wrongCluster @24; # a peer belongs to another cluster
   wouldBlock @25;   # EAGAIN: a conflicting lock is held
   interrupted @26;  # EINTR: a blocking wait was interrupted by a signal
+  readOnly @27;     # EROFS: the inode is frozen (tessera.readonly), e.g. part of a snapshot
 }
 
 struct Error {
@@ -55,6 +56,9 @@ struct Attr {
   atimeNs @8 :Int64;
   mtimeNs @9 :Int64;
   ctimeNs @10 :Int64;
+  # Frozen (the virtual xattr tessera.readonly): nothing about the inode may change but that
+  # flag. Mounts refuse opens for writing with EROFS instead of failing at the first write.
+  readOnly @11 :Bool;
 }
 
 # How a chunk is spread over servers. ec: k data shards striped in 64 KiB cells plus m parity

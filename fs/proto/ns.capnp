@@ -212,6 +212,10 @@ struct InodeRecord {
   # scan (a LevelDB scan of a key range full of deleted keys walks every tombstone).
   openSessions @6 :UInt64;
   xattrCount @7 :UInt64;
+  # Set and cleared only through the virtual xattr tessera.readonly (meta/ns/ops/xattr.cc);
+  # while set, every op that would change the inode, its entries (directories) or its chunks
+  # (files) fails with readOnly. Not kept in `attr`: attrOf() copies it into Attr.readOnly.
+  frozen @8 :Bool;
 }
 
 struct DentryRecord {

@@ -403,6 +403,10 @@ Result<std::string> Namespace::getxattr(InodeId inode, std::string_view name) {
   auto r = txn.inode(inode);
   if (!r) return r.error();
   if (name == ops::kPolicyXattr) return (*r)->policy.toString();
+  if (name == ops::kReadOnlyXattr) {
+    if (!(*r)->frozen) return ops::err(Errc::kNoData, "getxattr", name);
+    return std::string("1");
+  }
   auto value = txn.get(keys::xattr(inode, name));
   if (!value) return value.error();
   if (!*value) return ops::err(Errc::kNoData, "getxattr", name);
@@ -415,8 +419,8 @@ Result<std::vector<std::string>> Namespace::listxattr(InodeId inode) {
   if (!r) return r.error();
   auto all = txn.list(keys::xattrs(inode));
   if (!all) return all.error();
-  // tessera.policy is not listed: `cp -a` and `rsync -X` would copy it to files that must get
-  // their own directory's policy.
+  // tessera.policy and tessera.readonly are not listed: `cp -a` and `rsync -X` would copy them
+  // to files that must get their own directory's policy, and would freeze the copies.
   std::vector<std::string> names;
   for (auto& [key, value] : *all) names.push_back(key.substr(keys::kIdPrefixLen));
   return names;

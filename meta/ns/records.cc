@@ -97,6 +97,7 @@ Attr attrOf(const Inode& inode) {
       inode.chunkCount > UINT64_MAX / kChunkSize ? UINT64_MAX : inode.chunkCount * kChunkSize;
   uint64_t used = inode.isReg() ? std::min(a.size, allocated) : a.size;
   a.blocks = used / 512 + (used % 512 != 0);
+  a.readOnly = inode.frozen;
   return a;
 }
 
@@ -104,6 +105,7 @@ std::string encode(const Inode& inode) {
   return encodeMessage<proto::InodeRecord>([&](proto::InodeRecord::Builder b) {
     Attr stored = inode.attr;
     stored.blocks = 0;
+    stored.readOnly = false;  // the record's own field says it
     toWire(stored, b.initAttr());
     toWire(inode.policy, b.initPolicy());
     if (!inode.target.empty()) b.setTarget(inode.target);
@@ -112,6 +114,7 @@ std::string encode(const Inode& inode) {
     b.setChunkCount(inode.chunkCount);
     b.setOpenSessions(inode.openSessions);
     b.setXattrCount(inode.xattrCount);
+    b.setFrozen(inode.frozen);
   });
 }
 
@@ -131,6 +134,8 @@ Result<Inode> decodeInode(InodeId id, std::string_view bytes) {
         inode.chunkCount = r.getChunkCount();
         inode.openSessions = r.getOpenSessions();
         inode.xattrCount = r.getXattrCount();
+        inode.frozen = r.getFrozen();
+        inode.attr.readOnly = false;
         if (inode.isDir() && (inode.nextCookie < kFirstCookie || !inode.parent)) {
           return Error{Errc::kInvalid, "directory without cookie or parent"};
         }

@@ -36,6 +36,8 @@ struct Inode {
   uint64_t chunkCount = 0;  // regular files
   uint64_t openSessions = 0;  // open-handle records ('o' keys) of this inode
   uint64_t xattrCount = 0;    // xattr records ('x' keys) of this inode
+  // tessera.readonly (ops/xattr.cc): ops that would change the inode refuse with kReadOnly.
+  bool frozen = false;
 
   InodeId id() const { return attr.inode; }
   uint32_t type() const { return attr.mode & S_IFMT; }
@@ -60,7 +62,7 @@ struct SessionRec {
 // True for the seven S_IFMT values POSIX knows.
 bool validType(uint32_t type);
 
-// The attributes a caller sees: the stored ones plus `blocks`.
+// The attributes a caller sees: the stored ones plus `blocks` and `readOnly`.
 Attr attrOf(const Inode& inode);
 
 std::string encode(const Inode& inode);

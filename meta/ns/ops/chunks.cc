@@ -12,6 +12,7 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
   InodeId id(args.getInode());
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
+  if (Status s = checkWritable(**inode, "allocChunk:"); !s) return s.error();
   if ((*inode)->isDir()) return err(Errc::kIsDir, "allocChunk", idStr(id));
   if (!(*inode)->isReg()) return err(Errc::kInvalid, "allocChunk of a special file", idStr(id));
   auto chunk = fromWire(args.getChunk());  // kInvalid: bad layout, servers != k + m
@@ -66,6 +67,7 @@ Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op) {
   InodeId id(args.getInode());
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
+  if (Status s = checkWritable(**inode, "commitWrite:"); !s) return s.error();
   if ((*inode)->isDir()) return err(Errc::kIsDir, "commitWrite", idStr(id));
   if (!(*inode)->isReg()) return err(Errc::kInvalid, "commitWrite of a special file", idStr(id));
   if (args.getSize() > uint64_t(INT64_MAX)) return err(Errc::kTooBig, "commitWrite: size");
@@ -82,6 +84,7 @@ Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op) {
   InodeId id(args.getInode());
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
+  if (Status s = checkWritable(**inode, "punchChunks:"); !s) return s.error();
   if ((*inode)->isDir()) return err(Errc::kIsDir, "punchChunks", idStr(id));
   if (!(*inode)->isReg()) return err(Errc::kInvalid, "punchChunks of a special file", idStr(id));
   uint64_t first = args.getFirst(), count = args.getCount();

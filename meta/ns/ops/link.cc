@@ -21,6 +21,9 @@ Result<Applied> link(Txn& txn, proto::Op::Reader op) {
   auto existing = findEntry(txn, parentId, name);
   if (!existing) return existing.error();
   if (*existing) return err(Errc::kExists, "link:", name);
+  // A new name changes the file too (its link count and ctime).
+  if (Status s = checkWritable(**parent, "link: into"); !s) return s.error();
+  if (Status s = checkWritable(**inode, "link: of"); !s) return s.error();
 
   int64_t now = op.getNowNs();
   addEntry(txn, **parent, name, **inode);

@@ -27,6 +27,7 @@ Result<Applied> mknod(Txn& txn, proto::Op::Reader op) {
   auto existing = findEntry(txn, parentId, name);
   if (!existing) return existing.error();
   if (*existing) return err(Errc::kExists, "mknod:", name);
+  if (Status s = checkWritable(**parent, "mknod: in"); !s) return s.error();
   if (type == S_IFDIR && (*parent)->attr.nlink >= kMaxLinks) {
     return err(Errc::kTooManyLinks, "mkdir: parent has too many subdirectories");
   }

@@ -46,6 +46,9 @@ Result<Applied> cowChunk(Txn& txn, proto::Op::Reader op);
 
 // The virtual xattr that shows and sets an inode's storage policy ("ec(4,2)", "replica(3)").
 constexpr std::string_view kPolicyXattr = "tessera.policy";
+// The virtual xattr that freezes an inode (Inode::frozen): "1" sets it, "0" or removing the
+// attribute clears it; read back as "1", or kNoData while not frozen (xattr.cc).
+constexpr std::string_view kReadOnlyXattr = "tessera.readonly";
 // kInvalid for an empty name or one with NUL; kRange past 255 bytes (xattr.cc).
 Status checkXattrName(std::string_view name);
 
@@ -110,5 +113,13 @@ inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {
   return Error{code, std::move(detail)};
 }
 inline std::string idStr(InodeId id) { return std::to_string(id.value); }
+
+// kReadOnly if `inode` is frozen: op `what` would change it (its attributes, its entries if it
+// is a directory, its chunks if it is a file). Every op that changes an inode asks this first;
+// only tessera.readonly itself may change on a frozen inode.
+inline Status checkWritable(const Inode& inode, std::string_view what) {
+  if (!inode.frozen) return Status();
+  return err(Errc::kReadOnly, what, "frozen inode " + idStr(inode.id()));
+}
 
 }  // namespace tessera::meta::ops

@@ -62,6 +62,8 @@ Result<Applied> rename(Txn& txn, proto::Op::Reader op) {
   // The same object when sameDir: the Txn caches inodes.
   Inode& parent = **parentOr;
   Inode& newParent = **newParentOr;
+  if (Status s = checkWritable(parent, "rename: from"); !s) return s.error();
+  if (Status s = checkWritable(newParent, "rename: into"); !s) return s.error();
 
   auto src = findEntry(txn, parentId, name);
   if (!src) return src.error();
@@ -81,6 +83,11 @@ Result<Applied> rename(Txn& txn, proto::Op::Reader op) {
     auto dstOr = entryInode(txn, **dst);
     if (!dstOr) return dstOr.error();
     replaced = *dstOr;
+  }
+  // The moved inode changes (ctime, and ".." for a directory); the replaced one loses a name.
+  if (Status s = checkWritable(moved, "rename:"); !s) return s.error();
+  if (replaced) {
+    if (Status s = checkWritable(*replaced, "rename onto"); !s) return s.error();
   }
 
   if (!sameDir && moved.isDir()) {

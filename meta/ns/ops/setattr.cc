@@ -17,6 +17,7 @@ Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
   auto inodeOr = txn.inode(id);
   if (!inodeOr) return inodeOr.error();
   Inode& inode = **inodeOr;
+  if (Status s = checkWritable(inode, "setattr:"); !s) return s.error();
   Attr& a = inode.attr;
   int64_t now = op.getNowNs();
 

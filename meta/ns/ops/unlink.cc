@@ -16,6 +16,7 @@ Result<Applied> unlink(Txn& txn, proto::Op::Reader op) {
   InodeId parentId(args.getParent());
   auto parent = directory(txn, parentId);
   if (!parent) return parent.error();
+  if (Status s = checkWritable(**parent, std::string(what) + " in"); !s) return s.error();
   auto entry = findEntry(txn, parentId, name);
   if (!entry) return entry.error();
   if (!*entry) return err(Errc::kNotFound, what, name);
@@ -25,6 +26,8 @@ Result<Applied> unlink(Txn& txn, proto::Op::Reader op) {
                ? corruption("directory entry " + name, "names a missing inode")
                : child.error();
   }
+  // Even when it has other names: its link count would change.
+  if (Status s = checkWritable(**child, what); !s) return s.error();
   if (rmdir) {
     if (!(*child)->isDir()) return err(Errc::kNotDir, what, name);
     auto empty = isEmptyDir(txn, (*child)->id());

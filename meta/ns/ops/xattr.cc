@@ -1,4 +1,4 @@
-// setxattr and removexattr, including the virtual "tessera.policy".
+// setxattr and removexattr, including the virtual "tessera.policy" and "tessera.readonly".
 #include "fs/proto/meta.capnp.h"
 #include "meta/ns/ops/ops.h"
 
@@ -30,6 +30,59 @@ Status setPolicy(Inode& inode, std::string_view text) {
   return Status();
 }
 
+// "1" or "0", as setfattr passes it (a C string's NUL or a newline tolerated, as for policies).
+Result<bool> parseFlag(std::string_view text) {
+  while (!text.empty() && (text.back() == '\0' || text.back() == '\n')) text.remove_suffix(1);
+  if (text == "1") return true;
+  if (text == "0") return false;
+  return err(Errc::kInvalid, "tessera.readonly takes \"1\" or \"0\"");
+}
+
+// kBusy while a session holds a write lease on a chunk of the file. A lease holder writes to
+// the chunk servers without asking us again, so a file frozen under it could still change; it
+// gives the lease back when it closes the file or stops writing for a while, and the caller
+// tries again then.
+Status noWriteLeases(Txn& txn, const Inode& inode) {
+  if (!inode.isReg() || inode.chunkCount == 0) return Status();
+  Status found;
+  auto each = [&](std::string_view key, std::string_view value) {
+    if (key.size() != keys::kIdPrefixLen + 8) {
+      found = corruption("chunk key", "wrong length");
+      return false;
+    }
+    auto chunk = decodeChunk(keys::readU64(key, keys::kIdPrefixLen), value);
+    if (!chunk) {
+      found = chunk.error();
+    } else if (chunk->leaseSession) {
+      found = err(Errc::kBusy, "freeze: a write lease on chunk " + std::to_string(chunk->index) +
+                                   " is held by session",
+                  std::to_string(chunk->leaseSession.value));
+    }
+    return found.ok();
+  };
+  Status s = txn.scan(keys::chunks(inode.id()), {}, each);
+  if (!s) return s;
+  return found;
+}
+
+// Sets or clears Inode::frozen: the one change a frozen inode takes. The attribute "exists"
+// while the inode is frozen, which is what XATTR_CREATE and XATTR_REPLACE test.
+Status setFrozen(Txn& txn, Inode& inode, std::string_view value, uint32_t flags) {
+  auto frozen = parseFlag(value);
+  if (!frozen) return frozen.error();
+  if ((flags & proto::XATTR_CREATE) && inode.frozen) {
+    return err(Errc::kExists, "setxattr:", kReadOnlyXattr);
+  }
+  if ((flags & proto::XATTR_REPLACE) && !inode.frozen) {
+    return err(Errc::kNoData, "setxattr:", kReadOnlyXattr);
+  }
+  if (*frozen && !inode.frozen) {
+    if (Status s = noWriteLeases(txn, inode); !s) return s;
+  }
+  inode.frozen = *frozen;
+  return Status();
+}
+
 }  // namespace
 
 Result<Applied> setxattr(Txn& txn, proto::Op::Reader op) {
@@ -45,6 +98,12 @@ Result<Applied> setxattr(Txn& txn, proto::Op::Reader op) {
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
 
+  if (name == kReadOnlyXattr) {
+    if (Status s = setFrozen(txn, **inode, toStd(value), flags); !s) return s.error();
+    (*inode)->attr.ctimeNs = op.getNowNs();
+    return Applied{attrOf(**inode), std::nullopt};
+  }
+  if (Status s = checkWritable(**inode, "setxattr:"); !s) return s.error();
   if (name == kPolicyXattr) {
     // The policy always exists, so it can be replaced but never created.
     if (flags & proto::XATTR_CREATE) return err(Errc::kExists, "setxattr:", name);
@@ -69,6 +128,13 @@ Result<Applied> removexattr(Txn& txn, proto::Op::Reader op) {
   InodeId id(args.getInode());
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
+  if (name == kReadOnlyXattr) {
+    if (!(*inode)->frozen) return err(Errc::kNoData, "removexattr:", name);
+    (*inode)->frozen = false;
+    (*inode)->attr.ctimeNs = op.getNowNs();
+    return Applied{attrOf(**inode), std::nullopt};
+  }
+  if (Status s = checkWritable(**inode, "removexattr:"); !s) return s.error();
   if (name == kPolicyXattr) return err(Errc::kNotSupported, "removexattr:", name);
   std::string key = keys::xattr(id, name);
   auto old = txn.get(key);
