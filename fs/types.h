@@ -35,6 +35,8 @@ constexpr uint64_t kChunkSize = 64 * 1024 * 1024;  // logical bytes of a file pe
 constexpr uint64_t kMaxGetChunks = 1024;  // chunk indices one getChunks call looks at, at most
 constexpr uint64_t kMaxPunchChunks = 4096;  // chunk indices one punchChunks call drops, at most
 constexpr uint64_t kMaxCloneChunks = 4096;  // chunk indices one clone call covers, at most
+constexpr uint64_t kMaxUsageChunks = 4096;  // chunks one commitWrite reports MiBs of, at most
+constexpr uint64_t kUsageUnit = 1 << 20;    // st_blocks counts written MiBs (ChunkDesc.written)
 constexpr size_t kMaxNameLen = 255;
 constexpr size_t kMaxXattrValue = 64 * 1024;
 
@@ -84,6 +86,7 @@ struct ChunkDesc {
   uint32_t staleShards = 0;       // bit i: shard i missed writes, rebuild before reading it
   bool resync = false;            // the last holder let go uncleanly: re-sync before writing
   bool shared = false;            // in more than one file (a clone): copied before a write
+  uint64_t written = 0;           // bit i: MiB i holds written data (st_blocks counts these)
 
   bool stale(int shard) const { return (staleShards >> shard) & 1u; }
 };

@@ -87,6 +87,7 @@ void toWire(const ChunkDesc& c, proto::ChunkDesc::Builder b) {
   b.setStaleShards(c.staleShards);
   b.setResync(c.resync);
   b.setShared(c.shared);
+  b.setWritten(c.written);
 }
 
 Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
@@ -109,6 +110,7 @@ Result<ChunkDesc> fromWire(proto::ChunkDesc::Reader r) {
   c.staleShards = r.getStaleShards();
   c.resync = r.getResync();
   c.shared = r.getShared();
+  c.written = r.getWritten();
   if (c.staleShards >> c.layout.shards()) {
     return Error{Errc::kInvalid, "chunk descriptor marks shards stale that it does not have"};
   }

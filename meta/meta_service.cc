@@ -535,12 +535,22 @@ kj::Promise<void> MetaService::allocChunk(AllocChunkContext context) {
 
 kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
   auto p = context.getParams();
+  // Nothing that large goes into the log.
+  if (p.getUsageChunks().size() > kMaxUsageChunks || p.getUsageSet().size() > kMaxUsageChunks ||
+      p.getUsageClear().size() > kMaxUsageChunks) {
+    toWire(Error{Errc::kInvalid, "commitWrite: usage of too many chunks"},
+           context.getResults().initError());
+    return kj::READY_NOW;
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     noteRequest(op, p.getReq());
     auto c = op.initCommitWrite();
     c.setInode(p.getInode());
     c.setSize(p.getSize());
     c.setMtimeNs(p.getMtimeNs());
+    c.setUsageChunks(p.getUsageChunks());
+    c.setUsageSet(p.getUsageSet());
+    c.setUsageClear(p.getUsageClear());
   }).then([this, context](Result<Applied> r) mutable {
     auto p = context.getParams();
     // Data was written: other mounts drop their pages of the file and its size and mtime.

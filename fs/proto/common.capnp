@@ -93,6 +93,9 @@ struct ChunkDesc {
   # The chunk is shared by more than one file (a clone, meta/ns/ops/clone.cc): no lease is
   # granted on it; the first writer of any of the files gets a private copy first.
   shared @9 :Bool;
+  # Bit i set: MiB i of the chunk has been written (or reserved by fallocate) and not punched
+  # since; what `st_blocks` counts (meta/ns/records.cc attrOf).
+  written @10 :UInt64;
 }
 
 # Names one mutating request of a client session, so that the state machine applies it once

@@ -226,7 +226,10 @@ interface MetaService {
   allocChunk @19 (inode :UInt64, index :UInt64, req :Common.RequestId)
       -> (error :Common.Error, chunk :Common.ChunkDesc, created :Bool);
   # Data up to `size` was written: grow the file to `size` if smaller and set mtime.
-  commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64, req :Common.RequestId)
+  # With the MiBs of chunks written and punched since the last commit (ns.capnp commitWrite);
+  # at most kMaxUsageChunks chunks.
+  commitWrite @20 (inode :UInt64, size :UInt64, mtimeNs :Int64, req :Common.RequestId,
+                   usageChunks :List(UInt64), usageSet :List(UInt64), usageClear :List(UInt64))
       -> (error :Common.Error, attr :Common.Attr);
   # Addresses of chunk servers by id.
   servers @21 (ids :List(UInt64)) -> (error :Common.Error, servers :List(ServerInfo));

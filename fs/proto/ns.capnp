@@ -87,6 +87,11 @@ struct Op {
       inode @43 :UInt64;
       size @44 :UInt64;
       mtimeNs @45 :Int64;
+      # MiBs written (`usageSet`) and punched (`usageClear`) in chunk `usageChunks[i]` since
+      # the last commit (ChunkDesc.written); chunks that no longer exist are skipped.
+      usageChunks @111 :List(UInt64);
+      usageSet @112 :List(UInt64);
+      usageClear @113 :List(UInt64);
     }
     openSession :group {
       session @46 :UInt64;
@@ -216,6 +221,10 @@ struct InodeRecord {
   # while set, every op that would change the inode, its entries (directories) or its chunks
   # (files) fails with readOnly. Not kept in `attr`: attrOf() copies it into Attr.readOnly.
   frozen @8 :Bool;
+  # Regular files: MiBs written in all its chunks (the bits of ChunkDesc.written), which is what
+  # st_blocks counts when `usageTracked`; files from before it count whole chunks.
+  writtenMiB @9 :UInt64;
+  usageTracked @10 :Bool;
 }
 
 struct DentryRecord {

@@ -91,10 +91,13 @@ bool validType(uint32_t type) {
 
 Attr attrOf(const Inode& inode) {
   Attr a = inode.attr;
-  // Files are sparse: a chunk that was never written takes no space. Until chunk servers report
-  // real usage, count what the existing chunks could hold, capped by the file size.
+  // Files are sparse: what was never written takes no space. A file counts the MiBs written
+  // into it; one from before that was tracked, what its existing chunks could hold. Either is
+  // capped by the file size.
   uint64_t allocated =
-      inode.chunkCount > UINT64_MAX / kChunkSize ? UINT64_MAX : inode.chunkCount * kChunkSize;
+      inode.usageTracked
+          ? (inode.writtenMiB > UINT64_MAX / kUsageUnit ? UINT64_MAX : inode.writtenMiB * kUsageUnit)
+          : (inode.chunkCount > UINT64_MAX / kChunkSize ? UINT64_MAX : inode.chunkCount * kChunkSize);
   uint64_t used = inode.isReg() ? std::min(a.size, allocated) : a.size;
   a.blocks = used / 512 + (used % 512 != 0);
   a.readOnly = inode.frozen;
@@ -115,6 +118,8 @@ std::string encode(const Inode& inode) {
     b.setOpenSessions(inode.openSessions);
     b.setXattrCount(inode.xattrCount);
     b.setFrozen(inode.frozen);
+    b.setWrittenMiB(inode.writtenMiB);
+    b.setUsageTracked(inode.usageTracked);
   });
 }
 
@@ -135,6 +140,8 @@ Result<Inode> decodeInode(InodeId id, std::string_view bytes) {
         inode.openSessions = r.getOpenSessions();
         inode.xattrCount = r.getXattrCount();
         inode.frozen = r.getFrozen();
+        inode.writtenMiB = r.getWrittenMiB();
+        inode.usageTracked = r.getUsageTracked();
         inode.attr.readOnly = false;
         if (inode.isDir() && (inode.nextCookie < kFirstCookie || !inode.parent)) {
           return Error{Errc::kInvalid, "directory without cookie or parent"};

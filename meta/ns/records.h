@@ -38,6 +38,10 @@ struct Inode {
   uint64_t xattrCount = 0;    // xattr records ('x' keys) of this inode
   // tessera.readonly (ops/xattr.cc): ops that would change the inode refuse with kReadOnly.
   bool frozen = false;
+  // Regular files: MiBs written (ChunkDesc.written bits of all its chunks); counted by
+  // st_blocks when usageTracked (files created before it count whole chunks).
+  uint64_t writtenMiB = 0;
+  bool usageTracked = false;
 
   InodeId id() const { return attr.inode; }
   uint32_t type() const { return attr.mode & S_IFMT; }

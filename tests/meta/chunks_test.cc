@@ -83,19 +83,51 @@ TEST_CASE("chunks: commitWrite grows the size, never shrinks it, and sets the ti
   CHECK(f->commitWrite(fifo, 1, 1).code() == Errc::kInvalid);
 }
 
-TEST_CASE("chunks: blocks count what existing chunks can hold, capped by the size") {
+TEST_CASE("chunks: blocks count the MiBs written, capped by the size — truncate and punch "
+          "take theirs away") {
   auto f = eachStore();
+  const uint64_t kMiB = kUsageUnit / 512;  // in blocks
   InodeId file = f->createOk(kRoot, "file");
   CHECK(f->attr(file).blocks == 0);
   REQUIRE(f->commitWrite(file, 3 * kChunkSize, 1).ok());
   CHECK(f->attr(file).blocks == 0);  // a hole: nothing written yet
   REQUIRE(f->allocChunk(file, 1, 1).ok());
-  CHECK(f->attr(file).blocks == kChunkSize / 512);
+  CHECK(f->attr(file).blocks == 0);  // placed, not written
+  REQUIRE(f->commitWrite(file, 3 * kChunkSize, 2, {{1, 0b1011, 0}}).ok());
+  CHECK(f->attr(file).blocks == 3 * kMiB);
+  // Set and clear at once; a chunk that does not exist (dropped since) is skipped.
+  REQUIRE(f->commitWrite(file, 3 * kChunkSize, 3, {{1, 0b0100, 0b0001}, {2, 1, 0}}).ok());
+  CHECK(f->attr(file).blocks == 3 * kMiB);
+  CHECK(f->ns().chunks(file, 1, 1)->front().written == 0b1110);
+  // mtime 0: the times stay (a reservation changes no data).
+  auto before = f->attr(file);
+  REQUIRE(f->commitWrite(file, 0, 0, {{1, 0b10000, 0}}).ok());
+  CHECK(f->attr(file).mtimeNs == before.mtimeNs);
+  CHECK(f->attr(file).ctimeNs == before.ctimeNs);
+  CHECK(f->attr(file).blocks == 4 * kMiB);
+  // Truncated into chunk 1 at 1.5 MiB: MiBs 0 and 1 stay, the rest went.
+  REQUIRE(f->setattr(file, SetAttr{.valid = proto::SET_SIZE,
+                                   .size = kChunkSize + kUsageUnit + kUsageUnit / 2})
+              .ok());
+  CHECK(f->ns().chunks(file, 1, 1)->front().written == 0b0010);
+  CHECK(f->attr(file).blocks == kMiB);
+  REQUIRE(f->setattr(file, SetAttr{.valid = proto::SET_SIZE, .size = kChunkSize}).ok());
+  CHECK(f->attr(file).blocks == 0);
   InodeId small = f->createOk(kRoot, "small");
   REQUIRE(f->allocChunk(small, 0, 2).ok());
-  REQUIRE(f->commitWrite(small, 1000, 1).ok());
-  CHECK(f->attr(small).blocks == 2);  // 1000 bytes round up to two sectors
+  REQUIRE(f->commitWrite(small, 1000, 1, {{0, 1, 0}}).ok());
+  CHECK(f->attr(small).blocks == 2);  // capped by the size: 1000 bytes round up to two sectors
   CHECK(f->attr(kRoot).blocks == 8);
+  // Malformed lists change nothing.
+  auto dump = f->dump();
+  CHECK(f->apply([&](proto::Op::Builder op) {
+               auto c = op.initCommitWrite();
+               c.setInode(small.value);
+               c.initUsageChunks(2);
+               c.initUsageSet(1);
+               c.initUsageClear(2);
+             }).code() == Errc::kInvalid);
+  CHECK(f->dump() == dump);
 }
 
 TEST_CASE("chunks: truncating a file moves the chunks past its new end to the garbage list") {
@@ -132,7 +164,9 @@ TEST_CASE("chunks: punchChunks drops the chunks of a range to garbage and keeps 
   auto f = eachStore();
   InodeId file = f->createOk(kRoot, "file");
   for (uint64_t i = 0; i < 5; ++i) REQUIRE(f->allocChunk(file, i, 10 + i).ok());
-  REQUIRE(f->commitWrite(file, 5 * kChunkSize, 1).ok());
+  std::vector<NsFixture::Usage> full;
+  for (uint64_t i = 0; i < 5; ++i) full.push_back({i, ~uint64_t(0), 0});
+  REQUIRE(f->commitWrite(file, 5 * kChunkSize, 1, full).ok());
   CHECK(f->attr(file).blocks == 5 * kChunkSize / 512);
   auto punch = [&](InodeId inode, uint64_t first, uint64_t count) {
     return f->apply([&](proto::Op::Builder op) {

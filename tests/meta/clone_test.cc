@@ -77,10 +77,13 @@ TEST_CASE("clone: cloneChunks shares the source's chunks with the destination an
   REQUIRE(f->allocChunk(src, 0, 10).ok());
   REQUIRE(f->allocChunk(src, 3, 13).ok());
   REQUIRE(f->allocChunk(dst, 1, 20).ok());  // the destination's own chunk in the range goes
-  REQUIRE(f->commitWrite(src, 3 * kChunkSize + 100, 5).ok());
+  REQUIRE(f->commitWrite(src, 3 * kChunkSize + 100, 5, {{0, 0b11, 0}, {3, 0b1, 0}}).ok());
   auto a = cloneChunks(*f, src, dst, 0, 0, 4, 3 * kChunkSize + 100, true);
   REQUIRE(a.ok());
   CHECK(a->attr.size == 3 * kChunkSize + 100);
+  // The clone counts the MiBs its chunks hold, as the source does.
+  CHECK(a->attr.blocks == 3 * kUsageUnit / 512);
+  CHECK(f->attr(src).blocks == 3 * kUsageUnit / 512);
   for (uint64_t index : {0, 3}) {
     CAPTURE(index);
     ChunkDesc s = chunkAt(*f, src, index), d = chunkAt(*f, dst, index);
@@ -190,6 +193,23 @@ TEST_CASE("clone: refused while a source chunk is leased or needs a re-sync, or 
   CHECK(cloneChunks(*f, src, dst, 0, 0, kMaxCloneChunks + 1, 1).code() == Errc::kInvalid);
   InodeId dir = f->mkdirOk(kRoot, "dir");
   CHECK(cloneChunks(*f, src, dir, 0, 0, 1, 1).code() == Errc::kIsDir);
+}
+
+TEST_CASE("clone: a frozen destination is refused, a frozen source is cloned, and a frozen "
+          "file's chunk is not copied on write") {
+  auto f = eachStore();
+  InodeId src = f->createOk(kRoot, "src");
+  InodeId dst = f->createOk(kRoot, "dst");
+  REQUIRE(f->allocChunk(src, 0, 10).ok());
+  REQUIRE(f->setxattr(src, "tessera.readonly", "1").ok());
+  REQUIRE(cloneChunks(*f, src, dst, 0, 0, 1, kChunkSize).ok());
+  REQUIRE(f->setxattr(dst, "tessera.readonly", "1").ok());
+  InodeId other = f->createOk(kRoot, "other");
+  CHECK(cloneChunks(*f, other, dst, 0, 0, 1, kChunkSize).code() == Errc::kReadOnly);
+  ChunkDesc copy = chunkAt(*f, dst, 0);
+  copy.id = ChunkId(50);
+  CHECK(cowChunk(*f, dst, 0, 10, copy).code() == Errc::kReadOnly);
+  CHECK(chunkAt(*f, dst, 0).id == ChunkId(10));
 }
 
 TEST_CASE("clone: a repaired shard of a shared chunk moves in every file at once") {

@@ -245,12 +245,21 @@ Result<ChunkDesc> NsFixture::allocChunk(InodeId inode, uint64_t index, uint64_t 
   return *r->chunk;
 }
 
-Result<Attr> NsFixture::commitWrite(InodeId inode, uint64_t size, int64_t mtimeNs) {
+Result<Attr> NsFixture::commitWrite(InodeId inode, uint64_t size, int64_t mtimeNs,
+                                     const std::vector<Usage>& usage) {
   return attrOf(apply([&](proto::Op::Builder op) {
     auto c = op.initCommitWrite();
     c.setInode(inode.value);
     c.setSize(size);
     c.setMtimeNs(mtimeNs);
+    auto chunks = c.initUsageChunks(usage.size());
+    auto set = c.initUsageSet(usage.size());
+    auto clear = c.initUsageClear(usage.size());
+    for (size_t i = 0; i < usage.size(); ++i) {
+      chunks.set(i, usage[i].index);
+      set.set(i, usage[i].set);
+      clear.set(i, usage[i].clear);
+    }
   }));
 }
 

@@ -94,7 +94,12 @@ class NsFixture {
   Result<ChunkDesc> allocChunk(InodeId inode, uint64_t index, uint64_t chunkId,
                                Layout layout = Layout::ec(4, 2),
                                std::optional<std::vector<uint64_t>> servers = std::nullopt);
-  Result<Attr> commitWrite(InodeId inode, uint64_t size, int64_t mtimeNs);
+  // `usage`: (chunk index, MiBs written, MiBs punched) as ChunkDesc.written bits.
+  struct Usage {
+    uint64_t index = 0, set = 0, clear = 0;
+  };
+  Result<Attr> commitWrite(InodeId inode, uint64_t size, int64_t mtimeNs,
+                           const std::vector<Usage>& usage = {});
   Status openSession(uint64_t session, std::string_view host, std::string_view mountpoint);
   Status registerServer(uint64_t id, std::string_view address, std::string_view site = "s1",
                         std::string_view rack = "r1", std::string_view host = "h1");

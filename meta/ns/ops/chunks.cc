@@ -1,6 +1,7 @@
 // allocChunk, commitWrite, punchChunks and removed: the chunk map of files and the garbage
 // list.
 #include <algorithm>
+#include <bit>
 
 #include "fs/wire.h"
 #include "meta/ns/ops/ops.h"
@@ -54,6 +55,8 @@ Result<Applied> allocChunk(Txn& txn, proto::Op::Reader op) {
   chunk->epoch = leaseTo ? 1 : 0;
   chunk->leaseSession = leaseTo;
   chunk->staleShards = 0;
+  chunk->shared = false;
+  chunk->written = 0;  // the writer reports what it writes (commitWrite)
   if (leaseTo) txn.put(keys::lease(leaseTo, id, chunk->index), "");
   txn.put(key, encode(*chunk));
   ++(*inode)->chunkCount;
@@ -71,11 +74,37 @@ Result<Applied> commitWrite(Txn& txn, proto::Op::Reader op) {
   if ((*inode)->isDir()) return err(Errc::kIsDir, "commitWrite", idStr(id));
   if (!(*inode)->isReg()) return err(Errc::kInvalid, "commitWrite of a special file", idStr(id));
   if (args.getSize() > uint64_t(INT64_MAX)) return err(Errc::kTooBig, "commitWrite: size");
+  auto chunks = args.getUsageChunks();
+  auto set = args.getUsageSet();
+  auto clear = args.getUsageClear();
+  if (set.size() != chunks.size() || clear.size() != chunks.size()) {
+    return err(Errc::kInvalid, "commitWrite: usage lists of different lengths");
+  }
+  if (chunks.size() > kMaxUsageChunks) return err(Errc::kInvalid, "commitWrite: too many chunks");
+  Inode& file = **inode;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    std::string key = keys::chunk(id, chunks[i]);
+    auto bytes = txn.get(key);
+    if (!bytes) return bytes.error();
+    // Dropped since (truncate, punch): its MiBs went with it.
+    if (!*bytes) continue;
+    auto chunk = decodeChunk(chunks[i], **bytes);
+    if (!chunk) return chunk.error();
+    uint64_t written = (chunk->written & ~clear[i]) | set[i];
+    if (written == chunk->written) continue;
+    int64_t delta = int64_t(std::popcount(written)) - int64_t(std::popcount(chunk->written));
+    chunk->written = written;
+    txn.put(key, encode(*chunk));
+    addWrittenMiB(file, delta);
+  }
   Attr& a = (*inode)->attr;
   // Writes may commit out of order; a file never shrinks by a write.
   a.size = std::max(a.size, args.getSize());
-  a.mtimeNs = args.getMtimeNs();
-  a.ctimeNs = op.getNowNs();
+  // mtime 0: only the written MiBs changed (a reservation), not the data.
+  if (args.getMtimeNs() != 0) {
+    a.mtimeNs = args.getMtimeNs();
+    a.ctimeNs = op.getNowNs();
+  }
   return Applied{attrOf(**inode), std::nullopt};
 }
 

@@ -15,6 +15,7 @@
 // have unsynced data or unapplied log records for it, which a copy would miss. The caller
 // gives its own leases back first; others' are recalled by the meta service.
 #include <algorithm>
+#include <bit>
 
 #include "fs/wire.h"
 #include "meta/ns/ops/ops.h"
@@ -100,6 +101,9 @@ Result<Applied> cloneChunks(Txn& txn, proto::Op::Reader op) {
     if ((*inode)->isDir()) return err(Errc::kIsDir, "clone", idStr(id));
     if (!(*inode)->isReg()) return err(Errc::kInvalid, "clone of a special file", idStr(id));
   }
+  // A frozen source may be cloned (a snapshot's files are copied out so); a frozen
+  // destination may not change.
+  if (Status s = checkWritable(**txn.inode(dstId), "clone:"); !s) return s.error();
   SessionId session(args.getSession());
   auto src = chunksIn(txn, srcId, srcFirst, srcFirst + count);
   if (!src) return src.error();
@@ -138,6 +142,10 @@ Result<Applied> cloneChunks(Txn& txn, proto::Op::Reader op) {
     txn.put(keys::ref(c.id, dstId, copy.index), "");
   }
   dstInode.chunkCount += src->size();
+  Inode& srcInode = **txn.inode(srcId);
+  for (const ChunkDesc& c : *src) addWrittenMiB(dstInode, std::popcount(c.written));
+  // Chunks of a file from before usage was tracked say too little of themselves.
+  if (!srcInode.usageTracked) dstInode.usageTracked = false;
   if (Status s = txn.addToCounter(keys::kChunkCount, int64_t(src->size())); !s) return s.error();
   Attr& a = dstInode.attr;
   a.size = args.getExactSize() ? args.getSize() : std::max(a.size, args.getSize());
@@ -152,6 +160,7 @@ Result<Applied> cowChunk(Txn& txn, proto::Op::Reader op) {
   uint64_t index = args.getIndex();
   auto inode = txn.inode(id);
   if (!inode) return inode.error();
+  if (Status s = checkWritable(**inode, "cowChunk:"); !s) return s.error();
   std::string key = keys::chunk(id, index);
   auto bytes = txn.get(key);
   if (!bytes) return bytes.error();
@@ -168,6 +177,7 @@ Result<Applied> cowChunk(Txn& txn, proto::Op::Reader op) {
   copy->leaseSession = SessionId();
   copy->shared = false;
   copy->resync = false;
+  copy->written = old->written;  // the same bytes
   txn.put(key, encode(*copy));
   auto shared = unshare(txn, old->id, id, index);
   if (!shared) return shared.error();

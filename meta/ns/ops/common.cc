@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <bit>
 
 #include "meta/ns/ops/ops.h"
 
@@ -106,6 +107,7 @@ Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end) {
     if (!chunk) return chunk.error();
     txn.erase(key);
     if (chunk->leaseSession) txn.erase(keys::lease(chunk->leaseSession, inode.id(), chunk->index));
+    addWrittenMiB(inode, -int64_t(std::popcount(chunk->written)));
     if (chunk->shared) {
       // Another file still refers to it (a clone): its shards stay.
       auto inUse = unshare(txn, chunk->id, inode.id(), chunk->index);

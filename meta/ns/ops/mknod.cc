@@ -51,6 +51,7 @@ Result<Applied> mknod(Txn& txn, proto::Op::Reader op) {
   // policy set on a directory governs its whole subtree from then on.
   child.policy = (*parent)->policy;
   child.target = std::move(target);
+  child.usageTracked = true;
   if (type == S_IFDIR) {
     child.nextCookie = kFirstCookie;
     child.parent = parentId;

@@ -106,6 +106,15 @@ Result<std::vector<std::pair<InodeId, uint64_t>>> chunkRefs(Txn& txn, ChunkId ch
 // if other files still refer to the chunk; false if none does (its shards are garbage).
 Result<bool> unshare(Txn& txn, ChunkId chunk, InodeId inode, uint64_t index);
 
+// Adds `delta` MiBs (ChunkDesc.written bits) to what the file counts as written; never below 0.
+inline void addWrittenMiB(Inode& inode, int64_t delta) {
+  if (delta < 0 && uint64_t(-delta) > inode.writtenMiB) {
+    inode.writtenMiB = 0;
+  } else {
+    inode.writtenMiB = uint64_t(int64_t(inode.writtenMiB) + delta);
+  }
+}
+
 // Error helpers that name the op and its argument.
 inline Error err(Errc code, std::string_view what, std::string_view arg = {}) {
   std::string detail(what);

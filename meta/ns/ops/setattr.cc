@@ -1,4 +1,5 @@
 // setattr: chmod, chown, truncate, utimens.
+#include <bit>
 #include <limits>
 
 #include "fs/proto/meta.capnp.h"
@@ -34,6 +35,24 @@ Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
     // POSIX requires.
     uint64_t keep = size / kChunkSize + (size % kChunkSize != 0);
     if (Status s = chunksToGarbage(txn, inode, keep); !s) return s.error();
+    // The MiBs of the last chunk wholly past the end hold zeros now: no longer written.
+    if (uint64_t within = size % kChunkSize; within != 0) {
+      std::string key = keys::chunk(id, size / kChunkSize);
+      auto bytes = txn.get(key);
+      if (!bytes) return bytes.error();
+      if (*bytes) {
+        auto chunk = decodeChunk(size / kChunkSize, **bytes);
+        if (!chunk) return chunk.error();
+        uint64_t keepBits = (within + kUsageUnit - 1) / kUsageUnit;  // < 64: within < kChunkSize
+        uint64_t written = chunk->written & ((uint64_t(1) << keepBits) - 1);
+        if (written != chunk->written && !chunk->shared) {
+          addWrittenMiB(inode, int64_t(std::popcount(written)) -
+                                   int64_t(std::popcount(chunk->written)));
+          chunk->written = written;
+          txn.put(key, encode(*chunk));
+        }
+      }
+    }
     if (size != a.size && !(valid & (proto::SET_MTIME | proto::SET_MTIME_NOW))) a.mtimeNs = now;
     a.size = size;
   }
