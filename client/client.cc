@@ -277,7 +277,8 @@ void Client::dropIfIdle(InodeId inode) {
   auto it = files_.find(inode);
   if (it == files_.end()) return;
   auto& f = *it->second;
-  if (f.opens > 0 || f.busy() || f.attrDirty || f.commitsInFlight > 0 || !f.allocating.empty()) {
+  if (f.opens > 0 || f.busy() || f.attrDirty || f.commitsInFlight > 0 || !f.allocating.empty() ||
+      !f.usage.empty()) {
     return;
   }
   // A later fsync through a new open must still cover what was written through this one.
@@ -288,12 +289,21 @@ void Client::dropIfIdle(InodeId inode) {
 
 Attr Client::merge(Attr attr) {
   if (auto* f = find(attr.inode)) {
-    if (f->attrDirty || f->commitsInFlight > 0) {
+    bool dirty = f->attrDirty || f->commitsInFlight > 0;
+    if (dirty) {
       attr.size = f->size;
       attr.mtimeNs = std::max(attr.mtimeNs, f->mtimeNs);
-      attr.blocks = std::max(attr.blocks, (f->size + 511) / 512);
     } else {
       f->size = attr.size;
+    }
+    if (dirty || !f->usage.empty() || !f->pending.empty()) {
+      // What the meta server counts, plus the MiBs written here since (some may be counted
+      // already) and what is still buffered; never more than the size.
+      uint64_t more = 0;
+      for (auto& [index, u] : f->usage) more += uint64_t(std::popcount(u.set)) * kUsageUnit;
+      more += (f->pending.size() + kUsageUnit - 1) / kUsageUnit * kUsageUnit;
+      uint64_t used = std::min(attr.size, attr.blocks * 512 + more);
+      attr.blocks = std::max(attr.blocks, (used + 511) / 512);
     }
   }
   return attr;
@@ -372,6 +382,12 @@ kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
         f.opens++;  // keep the state alive across the calls below
         return drain(f)
             .then([this, &f, newSize](Status) { return truncateData(f, newSize); })
+            .then([this, &f](Status s) -> kj::Promise<Status> {
+              // The MiBs written so far go first: the kernel keeps the attributes the
+              // truncate answers with, st_blocks included.
+              if (!s || f.usage.empty()) return s;
+              return commit(f);
+            })
             .then([this, &f, metaCall](Status s) mutable -> kj::Promise<Result<Attr>> {
               if (!s) return Result<Attr>(s.error());
               return metaCall();
@@ -1064,6 +1080,9 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                     auto desc = *c;
                     std::shared_ptr<FreshChunk> fresh;
                     if (auto* f = find(inode)) {
+                      // For st_blocks, once the chunk exists (a commit skips chunks that do
+                      // not); a write that then fails still counts (a little high, never low).
+                      f->noteUsage(desc.index * kChunkSize + chunkOff, piece.size(), true);
                       auto it = f->fresh.find(desc.index);
                       if (it != f->fresh.end()) fresh = it->second;
                     }
@@ -1189,11 +1208,19 @@ kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byt
 }
 
 kj::Promise<Status> Client::commit(FileState& f) {
-  if (!f.attrDirty) return Status();
+  if (!f.attrDirty && f.usage.empty()) return Status();
   InodeId inode = f.inode;
   uint64_t size = f.size;
-  int64_t mtime = f.mtimeNs;
+  // 0: the times stay (only st_blocks' MiBs changed, e.g. by a reservation).
+  int64_t mtime = f.attrDirty ? f.mtimeNs : 0;
+  bool attrDirty = f.attrDirty;
   f.attrDirty = false;
+  // At most kMaxUsageChunks chunks' MiBs a call; the rest go in the next.
+  std::vector<std::pair<uint64_t, FileState::Usage>> usage;
+  while (!f.usage.empty() && usage.size() < kMaxUsageChunks) {
+    usage.emplace_back(f.usage.begin()->first, f.usage.begin()->second);
+    f.usage.erase(f.usage.begin());
+  }
   f.commitsInFlight++;
   return meta_
       .mutate<Attr>("commitWrite",
@@ -1203,16 +1230,36 @@ kj::Promise<Status> Client::commit(FileState& f) {
                       req.setInode(inode.value);
                       req.setSize(size);
                       req.setMtimeNs(mtime);
+                      auto chunks = req.initUsageChunks(usage.size());
+                      auto set = req.initUsageSet(usage.size());
+                      auto clear = req.initUsageClear(usage.size());
+                      for (size_t i = 0; i < usage.size(); ++i) {
+                        chunks.set(i, usage[i].first);
+                        set.set(i, usage[i].second.set);
+                        clear.set(i, usage[i].second.clear);
+                      }
                       return req.send().then([](auto r) { return attrOf(r); });
                     })
-      .then([this, inode](Result<Attr> a) -> Status {
+      .then([this, inode, attrDirty, usage](Result<Attr> a) -> kj::Promise<Status> {
         auto* f = find(inode);
         if (f) f->commitsInFlight--;
         if (!a) {
-          if (f) f->attrDirty = true;
-          return a.error();
+          if (f) {
+            f->attrDirty = f->attrDirty || attrDirty;
+            // Back, under what was noted since (newer notes win).
+            for (auto& [index, old] : usage) {
+              auto [it, fresh] = f->usage.try_emplace(index, old);
+              if (fresh) continue;
+              auto& now = it->second;
+              now.set = (old.set & ~now.clear) | now.set;
+              now.clear = (old.clear & ~now.set) | now.clear;
+            }
+          }
+          return Status(a.error());
         }
-        if (f) f->metaDirty = true;
+        if (!f) return Status();
+        f->metaDirty = true;
+        if (!f->usage.empty()) return commit(*f);
         return Status();
       });
 }

@@ -319,6 +319,9 @@ class Client {
   // Gives back the write leases this session holds on chunks first <= index < end of `inode`
   // and waits until they are released (kIo if one is kept: its writes could not be synced).
   kj::Promise<Status> giveBackLeases(InodeId inode, uint64_t first, uint64_t end);
+  // Takes the lease of each chunk of the source range that another session holds or that
+  // waits for a re-sync (so it is this session's to give back).
+  kj::Promise<Status> settleForClone(InodeId src, uint64_t first, uint64_t count);
   // Shares `count` chunks of `src` from srcFirst with `dst` from dstFirst (meta clone), whose
   // size becomes at least `size`; asks again while the meta leader answers busy.
   kj::Promise<Status> cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst, uint64_t dstFirst,

@@ -9,8 +9,11 @@
 //
 // Before the clone the bytes must be where the meta service's chunk map says: both files'
 // buffered writes go out, and the write leases this session holds on chunks of the ranges go
-// back (their logs drained into the stripes and synced; client_leases.cc). Another session's
-// leases are recalled by the meta leader, which answers busy meanwhile: we ask again.
+// back (their logs drained into the stripes and synced; client_leases.cc). A source chunk
+// another session holds, or that a dead writer left to be re-synced, is settled first by
+// taking its lease here (the meta leader recalls it from a live holder; the new holder
+// re-syncs) and giving it back. Should another writer take it again meanwhile, the meta leader
+// answers busy and we ask again.
 #include "client/client.h"
 #include "client/file_state.h"
 #include "fs/log.h"
@@ -127,9 +130,33 @@ kj::Promise<Status> Client::giveBackLeases(InodeId inode, uint64_t first, uint64
   });
 }
 
+kj::Promise<Status> Client::settleForClone(InodeId src, uint64_t first, uint64_t count) {
+  return getChunks(src, first, count)
+      .then([this, src](Result<std::vector<ChunkDesc>> list) -> kj::Promise<Status> {
+        if (!list) return Status(list.error());
+        auto* f = find(src);
+        if (!f) return Status(Error{Errc::kStale, "clone of a file that is not open"});
+        kj::Vector<kj::Promise<Status>> takes;
+        for (const ChunkDesc& c : *list) {
+          bool other = c.leaseSession && c.leaseSession != session_;
+          if (c.shared || (!other && !c.resync)) continue;
+          // Taking the lease waits for a live holder to give it back (recalled), takes it
+          // from a silent one, and re-syncs what a dead one left; giveBackLeases then lets go.
+          takes.add(chunk(*f, c.index, true).then([](Result<std::optional<ChunkDesc>> r) {
+            return r ? Status() : Status(r.error());
+          }));
+        }
+        return joinStatus(takes.releaseAsArray());
+      });
+}
+
 kj::Promise<Status> Client::cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst,
                                         uint64_t dstFirst, uint64_t count, uint64_t size) {
-  return giveBackLeases(src, srcFirst, srcFirst + count)
+  return settleForClone(src, srcFirst, count)
+      .then([this, src, srcFirst, count](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return giveBackLeases(src, srcFirst, srcFirst + count);
+      })
       .then([this, dst, dstFirst, count](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         return giveBackLeases(dst, dstFirst, dstFirst + count);

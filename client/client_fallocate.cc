@@ -63,10 +63,12 @@ kj::Promise<Status> Client::fallocate(InodeId inode, int mode, uint64_t off, uin
         if (reserve) return reserveChunks(inode, off / kChunkSize, (end - 1) / kChunkSize);
         return punchRange(inode, off, end);
       })
-      .then([this, &f, reserve, keepSize, end](Status s) -> kj::Promise<Status> {
+      .then([this, &f, reserve, keepSize, off, end](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         bool grows = !keepSize && end > f.size;
         if (grows) f.size = end;
+        // st_blocks: a reservation counts as written; punched and zeroed MiBs no longer do.
+        f.noteUsage(off, end - off, reserve);
         // A punch or zeroing changes the data: mtime. A reservation only if it grows the file.
         if (grows || !reserve) {
           f.mtimeNs = nowNs();

@@ -2,6 +2,7 @@
 // to the client library's .cc files: client.cc, client_fallocate.cc). Lives on the client's
 // event loop.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,6 +44,37 @@ struct Client::FileState {
   kj::Promise<void> flushChain = kj::READY_NOW;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> waiters;
   std::optional<Error> writeError;
+
+  // MiBs written (`set`) and punched (`clear`) per chunk index since the last commit, for the
+  // meta server's st_blocks (ChunkDesc.written). Noted as a write of the chunk starts (the
+  // chunk exists by then): a write that fails counts anyway (a little high, never low).
+  struct Usage {
+    uint64_t set = 0, clear = 0;
+  };
+  std::map<uint64_t, Usage> usage;
+  // Marks the MiBs that [off, off + len) touches as written, or those it covers wholly as
+  // punched.
+  void noteUsage(uint64_t off, uint64_t len, bool written) {
+    constexpr uint64_t kPerChunk = kChunkSize / kUsageUnit;  // 64: one bit each
+    if (len == 0) return;
+    uint64_t end = off + len;
+    uint64_t mib = written ? off / kUsageUnit : (off + kUsageUnit - 1) / kUsageUnit;
+    uint64_t last = written ? (end - 1) / kUsageUnit + 1 : end / kUsageUnit;  // exclusive
+    while (mib < last) {
+      uint64_t bit = mib % kPerChunk;
+      uint64_t n = std::min(last - mib, kPerChunk - bit);
+      uint64_t bits = (n == kPerChunk ? ~uint64_t(0) : ((uint64_t(1) << n) - 1)) << bit;
+      auto& u = usage[mib / kPerChunk];
+      if (written) {
+        u.set |= bits;
+        u.clear &= ~bits;
+      } else {
+        u.clear |= bits;
+        u.set &= ~bits;
+      }
+      mib += n;
+    }
+  }
 
   uint64_t pendingEnd() const { return pendingOff + pending.size(); }
   bool busy() const { return !pending.empty() || inflightBytes > 0 || !waiters.empty(); }

@@ -39,6 +39,13 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
   if (!existing->empty()) {
     chunk = existing->front();
     if (chunk.shared) {
+      // A frozen file (a snapshot's) is not written: no copy for a lease that is refused.
+      auto attr = ns_.getattr(inode);
+      if (!attr) return fail(attr.error());
+      if (attr->readOnly) {
+        return fail(Error{Errc::kReadOnly, "acquireLease: frozen inode " +
+                                               std::to_string(inode.value)});
+      }
       // A clone's chunk: this file gets its own copy, then the lease (meta_clone.cc).
       return copyOnWrite(inode, chunk).then([this, context](Status s) mutable -> kj::Promise<void> {
         if (!s) {

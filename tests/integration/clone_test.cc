@@ -3,6 +3,7 @@
 // gives the writing file a private copy (each chunk server copies its own shard), so the other
 // file keeps its content; chunks stay alive until the last file lets go of them.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -160,6 +161,10 @@ TEST_CASE(
   struct stat st;
   REQUIRE(stat(dst.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0640);
+  // du of each: the MiBs written into its chunks, 8 of each chunk's 64.
+  CHECK(uint64_t(st.st_blocks) * 512 == chunks * kData);
+  REQUIRE(stat(src.c_str(), &st) == 0);
+  CHECK(uint64_t(st.st_blocks) * 512 == chunks * kData);
   checkImage(dst, model);
 
   // Each copy writes: the source into chunk 2, the clone into chunks 2 and 5.
@@ -324,4 +329,50 @@ TEST_CASE("clone: tessera clone refuses an existing destination and a directory"
   r = run({adminBin(), "clone", cluster.mnt() + "/d", cluster.mnt() + "/e"}, 30'000);
   CHECK(r.exitCode != 0);
   CHECK(r.output.find("not a regular file") != std::string::npos);
+}
+
+TEST_CASE(
+    "clone: a file whose writer was killed -9 mid-stream is cloned after its chunk is re-synced, "
+    "and the clone keeps what was synced") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;
+  o.metaArgs = {"--lease-timeout", "2s"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(6));
+  std::mt19937_64 rng(testSeed(2024));
+  const size_t kSize = 4 * M;
+  std::string synced = randomBytes(rng, kSize);
+  {
+    ExtraMount writer(cluster, "writer");
+    int fd = open((writer.path + "/disk.img").c_str(), O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, synced.data(), kSize, 0) == ssize_t(kSize));
+    REQUIRE(fdatasync(fd) == 0);
+    // Small unsynced writes, some of them in flight at the kill.
+    for (int i = 0; i < 200; ++i) {
+      std::string piece = randomBytes(rng, 4096);
+      off_t at = off_t(rng() % (kSize / 4096)) * 4096;
+      REQUIRE(pwrite(fd, piece.data(), piece.size(), at) == ssize_t(piece.size()));
+    }
+    writer.process.signal(SIGKILL);
+    writer.process.wait(5'000);
+    close(fd);
+  }
+  auto t = std::chrono::steady_clock::now();
+  auto r = run({adminBin(), "clone", cluster.mnt() + "/disk.img", cluster.mnt() + "/copy.img"},
+               120'000);
+  {
+    INFO(r.output);
+    REQUIRE(r.exitCode == 0);
+  }
+  MESSAGE("clone after the writer's kill took " << msSince(t) << " ms");
+  // The clone is exactly the source as it stood after the re-sync.
+  std::string source = readAll(cluster.mnt() + "/disk.img");
+  std::string copy = readAll(cluster.mnt() + "/copy.img");
+  CHECK(difference(copy, source) == "");
+  REQUIRE(source.size() == kSize);
+  // Write the source: the clone keeps its content.
+  std::string fresh = randomBytes(rng, 4096);
+  pwriteAt(cluster.mnt() + "/disk.img", fresh, 0);
+  CHECK(difference(readAll(cluster.mnt() + "/copy.img"), copy) == "");
 }

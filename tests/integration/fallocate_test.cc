@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "tests/integration/helpers.h"
 
@@ -154,15 +155,21 @@ TEST_CASE(
     CAPTURE(dir);
     std::mt19937_64 rng(seed++);
     std::string path = dir + "/image";
-    // Whole chunks: st_blocks counts what the existing chunks can hold, capped by the size
-    // (meta/ns/records.cc), so only a chunk-aligned file shows a dropped chunk in full.
+    // st_blocks counts the MiBs written (meta/ns/records.cc): a punch takes away those it
+    // covers wholly.
     std::string model = randomBytes(rng, 3 * kChunk);
+    std::set<off_t> punchedMiB;
+    auto punched = [&](off_t off, off_t len) {
+      for (off_t mib = (off + M - 1) / M; mib < (off + len) / M; ++mib) punchedMiB.insert(mib);
+    };
+    auto blocksNow = [&] { return blkcnt_t((3 * kChunk / M - off_t(punchedMiB.size())) * M / 512); };
     writeAll(path, model);
     int fd = open(path.c_str(), O_RDWR);
     REQUIRE(fd >= 0);
     struct stat st;
     REQUIRE(fstat(fd, &st) == 0);
     blkcnt_t blocksBefore = st.st_blocks;
+    CHECK(blocksBefore == blkcnt_t(3 * kChunk / 512));  // every MiB written
 
     // Unaligned and small: every byte exact.
     REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000, 5000) == 0);
@@ -173,6 +180,7 @@ TEST_CASE(
     const off_t at = 5 * M + 12345, len = 30 * M + 777;
     REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, len) == 0);
     zero(model, at, len);
+    punched(at, len);
     uint64_t usedAfter = diskUsed(cluster);
     // ec(4,2) stores 1.5 bytes per byte, replica(3) 3: at least 1.2x of the 30 MiB go (the
     // zeros around the whole stripes are written, some to the write log).
@@ -185,18 +193,22 @@ TEST_CASE(
     REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kChunk - 3 * M - 5, 4 * M + 9) ==
             0);
     zero(model, kChunk - 3 * M - 5, 4 * M + 9);
+    punched(kChunk - 3 * M - 5, 4 * M + 9);
     REQUIRE(fstat(fd, &st) == 0);
     CHECK(st.st_size == off_t(model.size()));
-    CHECK(st.st_blocks == blocksBefore);  // every chunk still exists
+    MESSAGE("st_blocks " << blocksBefore << " -> " << st.st_blocks << " after "
+                         << punchedMiB.size() << " MiB punched");
+    CHECK(st.st_blocks == blocksNow());
 
     // Chunk 1 wholly, and a bit around it: it goes — a hole to SEEK_HOLE, off st_blocks.
     REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kChunk - 100, kChunk + 200) ==
             0);
     zero(model, kChunk - 100, kChunk + 200);
+    punched(kChunk - 100, kChunk + 200);
     REQUIRE(fstat(fd, &st) == 0);
     CHECK(st.st_size == off_t(model.size()));
     MESSAGE("st_blocks " << blocksBefore << " -> " << st.st_blocks);
-    CHECK(st.st_blocks == blocksBefore - kChunk / 512);
+    CHECK(st.st_blocks == blocksNow());
     CHECK(seekTo(fd, 0, SEEK_HOLE) == kChunk);
     CHECK(seekTo(fd, kChunk, SEEK_DATA) == 2 * kChunk);
     CHECK(difference(preadAt(fd, kChunk - 8192, 16384), model.substr(kChunk - 8192, 16384)) == "");
@@ -398,4 +410,30 @@ TEST_CASE(
     cluster.startChunk(down);
     REQUIRE(cluster.waitChunksUp(6));
   }
+}
+
+TEST_CASE("du: a sparse file counts the MiBs written into it, on every mount") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  std::string path = cluster.mnt() + "/sparse";
+  int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  std::string block(4096, 'x');
+  pwriteAll(fd, block, 0);
+  pwriteAll(fd, block, 101 * M - 100);      // straddles MiBs 100 and 101
+  pwriteAll(fd, block, 3 * kChunk + 7 * M);  // another chunk
+  REQUIRE(ftruncate(fd, 4 * kChunk) == 0);
+  REQUIRE(fsync(fd) == 0);
+  REQUIRE(close(fd) == 0);
+  struct stat st;
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  CHECK(st.st_size == 4 * kChunk);
+  CHECK(uint64_t(st.st_blocks) * 512 == 4 * uint64_t(M));
+  auto du = run({"/usr/bin/du", "-k", path});
+  REQUIRE(du.exitCode == 0);
+  CHECK(du.output.rfind("4096\t", 0) == 0);
+  // Another mount sees the same.
+  ExtraMount other(cluster, "other");
+  REQUIRE(stat((other.path + "/sparse").c_str(), &st) == 0);
+  CHECK(uint64_t(st.st_blocks) * 512 == 4 * uint64_t(M));
 }

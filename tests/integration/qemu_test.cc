@@ -124,10 +124,9 @@ TEST_CASE("qemu: qemu-img create makes sparse raw and qcow2 images") {
                    << allocated(qcow2) << " bytes (file size " << sizeOf(qcow2) << "); du -k:\n"
                    << du.output);
     // QEMU writes the first 4 KiB of a raw image (to probe O_DIRECT alignment later) and about
-    // 200 KiB of qcow2 metadata. st_blocks counts chunks (64 MiB each, capped at the file's
-    // size; README "Not there yet"): one chunk for the raw image, none of the 1G it was not
-    // written. The chunk servers' use below is the finer truth.
-    CHECK(allocated(raw) <= 64 * kMiB);
+    // 200 KiB of qcow2 metadata. st_blocks counts the MiBs written (capped at the file's
+    // size): one for the raw image, none of the 1G it was not written.
+    CHECK(allocated(raw) <= 1 * kMiB);
     CHECK(allocated(qcow2) <= 1 * kMiB);
     MESSAGE(policy << ": the chunk servers' directories hold " << chunkServerKiB(cluster)
                    << " KiB in all");
