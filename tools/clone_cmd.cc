@@ -14,14 +14,11 @@
 #include <cstring>
 #include <iostream>
 
+#include "tools/cli_util.h"
+
 namespace tessera::tools {
 
 namespace {
-
-int cloneFail(const std::string& what) {
-  std::cerr << "tessera: error: " << what << std::endl;
-  return 1;
-}
 
 std::string errnoText(const std::string& what, int err) { return what + ": " + strerror(err); }
 
@@ -34,34 +31,34 @@ int cloneCommand(const std::vector<std::string>& args) {
     if (a == "--force") {
       force = true;
     } else if (!a.empty() && a[0] == '-') {
-      return cloneFail("clone: unknown option " + a);
+      return fail("clone: unknown option " + a);
     } else {
       paths.push_back(a);
     }
   }
-  if (paths.size() != 2) return cloneFail("usage: tessera clone SRC DST [--force]");
+  if (paths.size() != 2) return fail("usage: tessera clone SRC DST [--force]");
   const std::string& src = paths[0];
   const std::string& dst = paths[1];
   auto started = std::chrono::steady_clock::now();
   int in = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return cloneFail(errnoText(src, errno));
+  if (in < 0) return fail(errnoText(src, errno));
   struct stat st;
   if (fstat(in, &st) != 0) {
     int e = errno;
     ::close(in);
-    return cloneFail(errnoText(src, e));
+    return fail(errnoText(src, e));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(in);
-    return cloneFail(src + " is not a regular file");
+    return fail(src + " is not a regular file");
   }
   int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
   int out = ::open(dst.c_str(), flags, st.st_mode & 07777);
   if (out < 0) {
     int e = errno;
     ::close(in);
-    if (e == EEXIST) return cloneFail(dst + " exists (--force replaces it)");
-    return cloneFail(errnoText(dst, e));
+    if (e == EEXIST) return fail(dst + " exists (--force replaces it)");
+    return fail(errnoText(dst, e));
   }
   struct stat dstStat;
   int rc = fstat(out, &dstStat);
@@ -69,7 +66,7 @@ int cloneCommand(const std::vector<std::string>& args) {
     ::close(in);
     ::close(out);
     ::unlink(dst.c_str());
-    return cloneFail(src + " and " + dst + " are not on one Tessera mount");
+    return fail(src + " and " + dst + " are not on one Tessera mount");
   }
   uint64_t done = 0;
   uint64_t size = uint64_t(st.st_size);
@@ -82,10 +79,10 @@ int cloneCommand(const std::vector<std::string>& args) {
       ::close(in);
       ::close(out);
       if (e == EXDEV || e == EOPNOTSUPP || e == ENOSYS) {
-        return cloneFail(src + " and " + dst + " are not on one Tessera mount (" + strerror(e) +
+        return fail(src + " and " + dst + " are not on one Tessera mount (" + strerror(e) +
                          ")");
       }
-      return cloneFail(errnoText("clone " + src + " to " + dst, e));
+      return fail(errnoText("clone " + src + " to " + dst, e));
     }
     if (n == 0) break;  // the source shrank meanwhile
     done += uint64_t(n);
@@ -94,10 +91,10 @@ int cloneCommand(const std::vector<std::string>& args) {
     int e = errno;
     ::close(in);
     ::close(out);
-    return cloneFail(errnoText("fsync " + dst, e));
+    return fail(errnoText("fsync " + dst, e));
   }
   ::close(in);
-  if (::close(out) != 0) return cloneFail(errnoText("close " + dst, errno));
+  if (::close(out) != 0) return fail(errnoText("close " + dst, errno));
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - started)
                 .count();

@@ -10,27 +10,10 @@
 
 #include "fs/types.h"
 #include "fs/wire.h"
+#include "tools/cli_util.h"
 
 namespace tessera::tools {
 namespace {
-
-int fail(const std::string& what) {
-  std::cerr << "tessera: error: " << what << std::endl;
-  return 1;
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = double(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 uint64_t wallMs() {
   timespec ts;

@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "fs/result.h"
+#include "tools/cli_util.h"
 #include "fs/types.h"
 
 namespace tessera::tools {
@@ -43,24 +44,6 @@ constexpr const char* kUsage =
 // refuses to freeze a file with a lease held (EBUSY): it lets go within moments.
 constexpr double kBusyRetrySeconds = 30;
 constexpr size_t kCopyBuffer = 1 << 20;
-
-int fail(const std::string& what) {
-  std::cerr << "tessera: error: " << what << std::endl;
-  return 1;
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = double(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 double seconds() {
   timespec ts;

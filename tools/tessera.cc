@@ -23,9 +23,10 @@
 #include "fs/rpc.h"
 #include "fs/types.h"
 #include "fs/wire.h"
+#include "tools/cli_util.h"
+#include "tools/clone_cmd.h"
 #include "tools/meta_cluster.h"
 #include "tools/repair_cmds.h"
-#include "tools/clone_cmd.h"
 #include "tools/scrub_cmd.h"
 #include "tools/snapshot_cmd.h"
 
@@ -35,6 +36,8 @@ using tessera::tools::MemberInfo;
 using tessera::tools::MetaCluster;
 using tessera::tools::ServerView;
 using tessera::tools::Survey;
+using tessera::tools::fail;
+using tessera::tools::human;
 
 namespace {
 
@@ -87,24 +90,6 @@ constexpr const char* kUsage =
     "  snapshot list DIR               names of DIR's snapshots\n"
     "  snapshot remove DIR NAME        unfreeze and delete snapshot NAME of DIR\n"
     "DIR is a directory on a Tessera mount.";
-
-int fail(const std::string& what) {
-  std::cerr << "tessera: error: " << what << std::endl;
-  return 1;
-}
-
-std::string human(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = double(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 std::string age(uint64_t ms) {
   if (ms == UINT64_MAX) return "never";

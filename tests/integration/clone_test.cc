@@ -40,22 +40,6 @@ std::map<uint64_t, uint64_t> chunksOf(Cluster& cluster, const std::string& path)
   return rows;
 }
 
-// Disk space the chunk servers' files take (shards, CRC tables, logs).
-uint64_t diskUsed(Cluster& cluster) {
-  uint64_t total = 0;
-  for (int i = 0; i < cluster.chunks(); ++i) {
-    std::error_code ec;
-    for (auto it = std::filesystem::recursive_directory_iterator(cluster.chunkDir(i), ec);
-         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      struct stat st;
-      if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        total += uint64_t(st.st_blocks) * 512;
-      }
-    }
-  }
-  return total;
-}
-
 std::string preadAt(const std::string& path, off_t off, size_t len) {
   int fd = open(path.c_str(), O_RDONLY);
   REQUIRE(fd >= 0);
@@ -81,16 +65,6 @@ void pwriteAt(const std::string& path, const std::string& data, off_t off) {
   }
   REQUIRE(fsync(fd) == 0);
   REQUIRE(close(fd) == 0);
-}
-
-// Where `got` and `want` differ first ("" when equal).
-std::string difference(const std::string& got, const std::string& want) {
-  if (got.size() != want.size()) {
-    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-  }
-  auto [a, b] = std::mismatch(got.begin(), got.end(), want.begin());
-  if (a == got.end()) return "";
-  return "byte " + std::to_string(a - got.begin()) + " differs";
 }
 
 // A sparse image of `chunks` chunks: kData bytes of random data at the start of each, holes
@@ -139,7 +113,7 @@ TEST_CASE(
     REQUIRE(fsync(fd) == 0);
     REQUIRE(close(fd) == 0);
   }
-  uint64_t before = diskUsed(cluster);
+  uint64_t before = chunkServersDiskUsed(cluster);
 
   auto t = std::chrono::steady_clock::now();
   auto r = run({adminBin(), "clone", src, dst}, 120'000);
@@ -154,7 +128,7 @@ TEST_CASE(
   auto dstChunks = chunksOf(cluster, dst);
   CHECK(srcChunks.size() == chunks);
   CHECK(dstChunks == srcChunks);
-  uint64_t afterClone = diskUsed(cluster);
+  uint64_t afterClone = chunkServersDiskUsed(cluster);
   MESSAGE("chunk servers' disk use: " << before / M << " MiB before the clone, " << afterClone / M
                                       << " MiB after");
   CHECK(afterClone < before + 2 * M);
@@ -193,7 +167,7 @@ TEST_CASE(
   }
   // Space grows by the chunks copied (two: the source's chunk 2 and the clone's chunk 5; the
   // clone's chunk 2 was its own once the source had let go of it), not by the image.
-  uint64_t afterWrites = diskUsed(cluster);
+  uint64_t afterWrites = chunkServersDiskUsed(cluster);
   uint64_t chunkOnDisk = kData / 4 * 6;  // ec(4,2): the data and half as much parity
   MESSAGE("disk use after the writes: " << afterWrites / M << " MiB (a chunk's shards take "
                                         << chunkOnDisk / M << " MiB)");
@@ -202,11 +176,11 @@ TEST_CASE(
   // The source goes; the clone keeps every chunk, also once the garbage is collected.
   REQUIRE(unlink(src.c_str()) == 0);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  uint64_t used = diskUsed(cluster);
+  uint64_t used = chunkServersDiskUsed(cluster);
   // The source's private chunk 2 is garbage: its shards go within a few heartbeats.
   while (used + chunkOnDisk / 2 > afterWrites && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    used = diskUsed(cluster);
+    used = chunkServersDiskUsed(cluster);
   }
   MESSAGE("disk use once the source was deleted: " << used / M << " MiB");
   CHECK(used + chunkOnDisk / 2 <= afterWrites);

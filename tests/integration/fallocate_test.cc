@@ -46,40 +46,12 @@ void pwriteAll(int fd, const std::string& data, off_t off) {
   }
 }
 
-// Where `got` and `want` differ first ("" when they are equal): a failure names a place
-// rather than printing megabytes.
-std::string difference(const std::string& got, const std::string& want) {
-  if (got.size() != want.size()) {
-    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-  }
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) return "byte " + std::to_string(i) + " differs";
-  }
-  return "";
-}
-
 std::string firstDifference(const std::string& path, const std::string& model) {
   return difference(readAll(path), model);
 }
 
 void zero(std::string& model, off_t off, off_t len) {
   std::fill(model.begin() + off, model.begin() + off + len, '\0');
-}
-
-// Disk space the chunk servers' files take (shards, CRC tables, logs).
-uint64_t diskUsed(Cluster& cluster) {
-  uint64_t total = 0;
-  for (int i = 0; i < cluster.chunks(); ++i) {
-    std::error_code ec;
-    for (auto it = std::filesystem::recursive_directory_iterator(cluster.chunkDir(i), ec);
-         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      struct stat st;
-      if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        total += uint64_t(st.st_blocks) * 512;
-      }
-    }
-  }
-  return total;
 }
 
 off_t seekTo(int fd, off_t off, int whence) {
@@ -176,12 +148,12 @@ TEST_CASE(
     zero(model, 1000, 5000);
     CHECK(difference(preadAt(fd, 0, 16384), model.substr(0, 16384)) == "");
     // In the middle of chunk 0, 30 MiB: whole stripes freed on the chunk servers.
-    uint64_t usedBefore = diskUsed(cluster);
+    uint64_t usedBefore = chunkServersDiskUsed(cluster);
     const off_t at = 5 * M + 12345, len = 30 * M + 777;
     REQUIRE(falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, len) == 0);
     zero(model, at, len);
     punched(at, len);
-    uint64_t usedAfter = diskUsed(cluster);
+    uint64_t usedAfter = chunkServersDiskUsed(cluster);
     // ec(4,2) stores 1.5 bytes per byte, replica(3) 3: at least 1.2x of the 30 MiB go (the
     // zeros around the whole stripes are written, some to the write log).
     MESSAGE("chunk servers' disk use " << usedBefore << " -> " << usedAfter << " bytes");

@@ -2,9 +2,13 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 
@@ -47,6 +51,33 @@ inline std::string sha256(const std::string& path) {
   auto r = run({"/usr/bin/sha256sum", path}, 600'000);
   if (r.exitCode != 0) return "";
   return r.output.substr(0, 64);
+}
+
+// Where `got` and `want` differ first ("" when they are equal): a failure names a place rather
+// than printing megabytes.
+inline std::string difference(const std::string& got, const std::string& want) {
+  if (got.size() != want.size()) {
+    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
+  }
+  auto [a, b] = std::mismatch(got.begin(), got.end(), want.begin());
+  if (a == got.end()) return "";
+  return "byte " + std::to_string(a - got.begin()) + " differs";
+}
+
+// Disk space the chunk servers' files take (shards, CRC tables, logs), in bytes.
+inline uint64_t chunkServersDiskUsed(Cluster& cluster) {
+  uint64_t total = 0;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(cluster.chunkDir(i), ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      struct stat st;
+      if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        total += uint64_t(st.st_blocks) * 512;
+      }
+    }
+  }
+  return total;
 }
 
 inline std::string adminBin() { return buildDir() + "/tools/tessera"; }

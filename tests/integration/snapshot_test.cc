@@ -66,18 +66,6 @@ RunResult snapshot(const std::vector<std::string>& args) {
   return run(argv, 60'000);
 }
 
-// Where `got` and `want` differ first ("" when they are equal): a failure names a place rather
-// than printing megabytes.
-std::string difference(const std::string& got, const std::string& want) {
-  if (got.size() != want.size()) {
-    return "size " + std::to_string(got.size()) + " != " + std::to_string(want.size());
-  }
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i]) return "byte " + std::to_string(i) + " differs";
-  }
-  return "";
-}
-
 // One line on stderr naming the program, exit 1.
 void expectRefused(const RunResult& r, const std::string& words) {
   CAPTURE(r.output);
