@@ -3,10 +3,12 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <bit>
 #include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "fs/wire.h"
 #include "meta/ns/keys.h"
@@ -64,8 +66,10 @@ class OpGenerator {
   uint64_t inode() { return chance(95) ? pick(inodes_) : below(nextInode_ + 2); }
 
   void fill(proto::Op::Builder op) {
-    uint64_t roll = below(100);
-    if (roll < 22) {
+    uint64_t roll = below(108);
+    if (roll >= 100) {
+      fillClone(op, roll);
+    } else if (roll < 22) {
       auto m = op.initMknod();
       m.setParent(dir());
       m.setName(name());
@@ -137,6 +141,16 @@ class OpGenerator {
       c.setInode(inode());
       c.setSize(below(5) * kChunkSize);
       c.setMtimeNs(int64_t(below(1000)));
+      // MiBs written and punched in a few chunks (most of which exist).
+      unsigned n = unsigned(below(3));
+      auto chunks = c.initUsageChunks(n);
+      auto set = c.initUsageSet(n);
+      auto clear = c.initUsageClear(n);
+      for (unsigned i = 0; i < n; ++i) {
+        chunks.set(i, below(5));
+        set.set(i, rng_() & rng_());
+        clear.set(i, rng_() & rng_());
+      }
     } else if (roll < 98) {
       auto r = op.initRemoved();
       r.setServer(1 + below(4));
@@ -160,6 +174,32 @@ class OpGenerator {
     }
   }
 
+  // Clones between files (meta/ns/ops/clone.cc), and copies of shared chunks: a chunk id picked
+  // from those handed out, so some of them name the chunk that is there.
+  void fillClone(proto::Op::Builder op, uint64_t roll) {
+    if (roll < 105) {
+      auto c = op.initCloneChunks();
+      c.setSrc(inode());
+      c.setDst(inode());
+      c.setSrcFirst(below(5));
+      c.setDstFirst(below(5));
+      c.setCount(1 + below(4));
+      c.setSize(below(6) * kChunkSize);
+      c.setExactSize(chance(30));
+      c.setSession(below(3));
+      return;
+    }
+    auto c = op.initCowChunk();
+    c.setInode(inode());
+    c.setIndex(below(5));
+    c.setOld(1 + below(nextChunk_));
+    ChunkDesc copy;
+    copy.id = ChunkId(nextChunk_++);
+    copy.layout = chance(50) ? Layout::ec(2, 1) : Layout::replica(2);
+    for (int i = 0; i < copy.layout.shards(); ++i) copy.servers.push_back(ServerId(1 + below(4)));
+    toWire(copy, c.initChunk());
+  }
+
   std::mt19937_64 rng_;
   std::vector<uint64_t> dirs_{1};
   std::vector<uint64_t> inodes_{1};
@@ -179,6 +219,11 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
   std::set<uint64_t> open;
   std::map<uint64_t, uint64_t> openRecords, xattrRecords;  // inode → 'o' / 'x' records
   std::map<uint64_t, uint64_t> chunks;  // inode → chunk records
+  std::map<uint64_t, uint64_t> writtenMiB;  // inode → MiBs its chunk records say are written
+  // Chunk id → the (inode, index) records naming it, and the shared flag of each.
+  std::map<uint64_t, std::vector<std::pair<std::pair<uint64_t, uint64_t>, bool>>> named;
+  std::set<std::tuple<uint64_t, uint64_t, uint64_t>> refs;  // 'R' records
+  std::set<uint64_t> garbage;
   size_t garbageRecords = 0;
   uint64_t garbageCount = 0;
   size_t dentries = 0, readdirs = 0, chunkRecords = 0;
@@ -215,10 +260,21 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
         break;
       case keys::kGarbage:
         ++garbageRecords;
+        garbage.insert(id);
         break;
-      case keys::kChunk:
+      case keys::kChunk: {
         ++chunkRecords;
         ++chunks[id];
+        uint64_t index = keys::readU64(key, 9);
+        auto c = decodeChunk(index, value);
+        REQUIRE(c.ok());
+        writtenMiB[id] += uint64_t(std::popcount(c->written));
+        named[c->id.value].push_back({{id, index}, c->shared});
+        break;
+      }
+      case keys::kRef:
+        REQUIRE(key.size() == keys::kRefKeyLen);
+        refs.insert({id, keys::readU64(key, 9), keys::readU64(key, 17)});
         break;
       case keys::kCounter:
         if (key[1] == keys::kInodeCount) inodeCount = keys::readU64(value);
@@ -233,8 +289,23 @@ void checkInvariants(const std::vector<std::pair<std::string, std::string>>& all
   CHECK(inodeCount == inodes.size());
   CHECK(chunkCount == chunkRecords);
   CHECK(garbageCount == garbageRecords);
+  // A chunk named by two records or more is shared in each, with a reference for each; one
+  // named once is private, without one; no reference is left over; nothing named is garbage.
+  size_t refsExpected = 0;
+  for (auto& [chunk, records] : named) {
+    CAPTURE(chunk);
+    CHECK(garbage.count(chunk) == 0);
+    for (auto& [where, shared] : records) {
+      CHECK(shared == (records.size() > 1));
+      if (records.size() > 1) CHECK(refs.count({chunk, where.first, where.second}) == 1);
+    }
+    if (records.size() > 1) refsExpected += records.size();
+  }
+  CHECK(refs.size() == refsExpected);
+  MESSAGE(refs.size() << " references to shared chunks (clones)");
   for (auto& [id, inode] : inodes) {
     CAPTURE(id);
+    if (inode.isReg()) CHECK(inode.writtenMiB == writtenMiB[id]);
     CHECK(inode.openSessions == openRecords[id]);
     CHECK(inode.xattrCount == xattrRecords[id]);
     if (inode.isDir()) {
