@@ -113,6 +113,12 @@ TEST_CASE("chunks: blocks count the MiBs written, capped by the size — truncat
   CHECK(f->attr(file).blocks == kMiB);
   REQUIRE(f->setattr(file, SetAttr{.valid = proto::SET_SIZE, .size = kChunkSize}).ok());
   CHECK(f->attr(file).blocks == 0);
+  // Into the last MiB of a chunk: every MiB keeps its bit.
+  REQUIRE(f->allocChunk(file, 0, 3).ok());
+  REQUIRE(f->commitWrite(file, kChunkSize, 4, {{0, ~uint64_t(0), 0}}).ok());
+  REQUIRE(f->setattr(file, SetAttr{.valid = proto::SET_SIZE, .size = kChunkSize - 100}).ok());
+  CHECK(f->ns().chunks(file, 0, 1)->front().written == ~uint64_t(0));
+  CHECK(f->attr(file).blocks == (kChunkSize - 100 + 511) / 512);
   InodeId small = f->createOk(kRoot, "small");
   REQUIRE(f->allocChunk(small, 0, 2).ok());
   REQUIRE(f->commitWrite(small, 1000, 1, {{0, 1, 0}}).ok());

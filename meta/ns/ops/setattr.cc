@@ -43,8 +43,10 @@ Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
       if (*bytes) {
         auto chunk = decodeChunk(size / kChunkSize, **bytes);
         if (!chunk) return chunk.error();
-        uint64_t keepBits = (within + kUsageUnit - 1) / kUsageUnit;  // < 64: within < kChunkSize
-        uint64_t written = chunk->written & ((uint64_t(1) << keepBits) - 1);
+        // 1 to 64 MiBs keep theirs (a shift by 64 would be undefined).
+        uint64_t keepBits = (within + kUsageUnit - 1) / kUsageUnit;
+        uint64_t keep = keepBits >= 64 ? ~uint64_t(0) : (uint64_t(1) << keepBits) - 1;
+        uint64_t written = chunk->written & keep;
         if (written != chunk->written && !chunk->shared) {
           addWrittenMiB(inode, int64_t(std::popcount(written)) -
                                    int64_t(std::popcount(chunk->written)));
