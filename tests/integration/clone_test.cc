@@ -40,29 +40,11 @@ std::map<uint64_t, uint64_t> chunksOf(Cluster& cluster, const std::string& path)
   return rows;
 }
 
-std::string preadAt(const std::string& path, off_t off, size_t len) {
-  int fd = open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  std::string out(len, '\0');
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, &out[done], len - done, off + off_t(done));
-    REQUIRE(n > 0);
-    done += size_t(n);
-  }
-  close(fd);
-  return out;
-}
-
+// Writes `data` at `off` and fsyncs.
 void pwriteAt(const std::string& path, const std::string& data, off_t off) {
   int fd = open(path.c_str(), O_WRONLY);
   REQUIRE(fd >= 0);
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + off_t(done));
-    REQUIRE(n > 0);
-    done += size_t(n);
-  }
+  pwriteAll(fd, data, off);
   REQUIRE(fsync(fd) == 0);
   REQUIRE(close(fd) == 0);
 }

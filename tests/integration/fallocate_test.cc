@@ -26,26 +26,6 @@ int falloc(int fd, int mode, off_t off, off_t len) {
   return fallocate(fd, mode, off, len) == 0 ? 0 : errno;
 }
 
-std::string preadAt(int fd, off_t off, size_t len) {
-  std::string out(len, '\0');
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, &out[done], len - done, off + off_t(done));
-    REQUIRE(n > 0);
-    done += size_t(n);
-  }
-  return out;
-}
-
-void pwriteAll(int fd, const std::string& data, off_t off) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + off_t(done));
-    REQUIRE(n > 0);
-    done += size_t(n);
-  }
-}
-
 std::string firstDifference(const std::string& path, const std::string& model) {
   return difference(readAll(path), model);
 }

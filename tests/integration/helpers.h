@@ -2,7 +2,9 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -62,6 +64,37 @@ inline std::string difference(const std::string& got, const std::string& want) {
   auto [a, b] = std::mismatch(got.begin(), got.end(), want.begin());
   if (a == got.end()) return "";
   return "byte " + std::to_string(a - got.begin()) + " differs";
+}
+
+// `len` bytes of the open file at `off` (REQUIREs that many are there).
+inline std::string preadAt(int fd, off_t off, size_t len) {
+  std::string out(len, '\0');
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, &out[done], len - done, off + off_t(done));
+    REQUIRE_MESSAGE(n > 0, "pread: " << (n < 0 ? strerror(errno) : "end of file"));
+    done += size_t(n);
+  }
+  return out;
+}
+
+// The same, by path.
+inline std::string preadAt(const std::string& path, off_t off, size_t len) {
+  int fd = open(path.c_str(), O_RDONLY);
+  REQUIRE_MESSAGE(fd >= 0, path << ": " << strerror(errno));
+  std::string out = preadAt(fd, off, len);
+  close(fd);
+  return out;
+}
+
+// All of `data` at `off` of the open file.
+inline void pwriteAll(int fd, const std::string& data, off_t off) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + off_t(done));
+    REQUIRE_MESSAGE(n > 0, "pwrite: " << strerror(errno));
+    done += size_t(n);
+  }
 }
 
 // Disk space the chunk servers' files take (shards, CRC tables, logs), in bytes.

@@ -28,15 +28,6 @@ std::string slurpFile(const std::string& path) {
   }
 }
 
-void pwriteAll(int fd, const std::string& data, off_t at) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, at + off_t(done));
-    REQUIRE_MESSAGE(n > 0, "pwrite: " << strerror(errno));
-    done += size_t(n);
-  }
-}
-
 void leaseTakeover(const std::string& policy) {
   CAPTURE(policy);
   Cluster::Options o;

@@ -43,16 +43,6 @@ std::string xattr(const std::string& path, const char* name) {
   return n < 0 ? "errno " + std::to_string(errno) : std::string(buf, size_t(n));
 }
 
-std::string preadAt(const std::string& path, off_t off, size_t len) {
-  int fd = open(path.c_str(), O_RDONLY);
-  REQUIRE(fd >= 0);
-  std::string out(len, '\0');
-  ssize_t n = pread(fd, out.data(), len, off);
-  close(fd);
-  REQUIRE(n == ssize_t(len));
-  return out;
-}
-
 void pwriteAt(const std::string& path, off_t off, const std::string& data) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT, 0644);
   REQUIRE(fd >= 0);
