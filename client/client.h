@@ -81,6 +81,9 @@ struct ClientConfig {
   // unreachable, failover, partition) this client reports `all` (drop every cache) and is not
   // coherent() until registered again.
   uint64_t watchLeaseMs = 3'000;
+  // Fault injection for tests: each invalidation from the meta leader is acted on this much
+  // later, as over a slow network (0: at once).
+  uint64_t faultInvalidationDelayMs = 0;
 };
 
 // What another mount changed, as the meta leader reports it (proto::Watcher): drop cached

@@ -46,7 +46,17 @@ class Client::WatcherImpl final : public proto::Watcher::Server {
     }
     context.releaseParams();
     // Answered at once: the kernel is told on the mount's notifier thread, later.
-    client_->invalidated(kj::mv(inv));
+    uint64_t delay = client_->config_.faultInvalidationDelayMs;
+    if (delay == 0) {
+      client_->invalidated(kj::mv(inv));
+    } else {
+      Client* client = client_;
+      client_->tasks_.add(client_->timer_.afterDelay(delay * kj::MILLISECONDS)
+                              .then([client, inv = kj::mv(inv)]() mutable {
+                                // Not after the client stopped watching (the tasks go with it).
+                                if (client->watcherImpl_) client->invalidated(kj::mv(inv));
+                              }));
+    }
     return kj::READY_NOW;
   }
 

@@ -144,6 +144,9 @@ int main(int argc, char** argv) {
        "give a chunk's write lease back (after syncing what was written under it) once it was "
        "not used this long, so that repair, drain and rebalance can move the chunk; 0: keep "
        "leases until the file is closed")
+      ("fault-invalidation-delay", po::value<std::string>()->default_value("0"),
+       "testing only: act on each invalidation from the meta leader this much later, as over "
+       "a slow network")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -160,7 +163,7 @@ int main(int argc, char** argv) {
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
                       a == "--live-attr-timeout" || a == "--watch-lease" ||
                       a == "--keepalive" || a == "--ec-log" || a == "--ec-log-apply-delay" ||
-                      a == "--lease-idle" ||
+                      a == "--lease-idle" || a == "--fault-invalidation-delay" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
     if (takesValue && i + 1 < args.size()) {
       rewritten.push_back(a);
@@ -275,6 +278,9 @@ int main(int argc, char** argv) {
   }
   config.leaseIdleMs = *leaseIdle;
   config.watchLeaseMs = *watchLease;
+  auto invalidationDelay = parseDurationMs(vm["fault-invalidation-delay"].as<std::string>());
+  if (!invalidationDelay) die("--fault-invalidation-delay: " + invalidationDelay.error().detail);
+  config.faultInvalidationDelayMs = *invalidationDelay;
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);
