@@ -192,6 +192,7 @@ FuseAdapter::FuseAdapter(Client& client, kj::UnixEventPort& eventPort, const Mou
     : client_(client), eventPort_(eventPort), options_(options), tasks_(errorHandler_) {}
 
 FuseAdapter::~FuseAdapter() {
+  closing_ = true;
   observer_ = nullptr;
   // Work still under way (a meta call waiting for a leader, say) is cancelled with tasks_; its
   // requests get EIO now. The kernel may be gone already: libfuse then just frees them.
@@ -395,7 +396,7 @@ void FuseAdapter::invalidate(const Invalidation& inv) {
   for (InodeId inode : inv.inodes) {
     auto it = known_.find(inode.value);
     if (it != known_.end()) it->second.versioned = false;
-    if (it != known_.end() || inode.value == FUSE_ROOT_ID) notifier_->invalInode(inode.value);
+    if (it != known_.end() || inode.value == FUSE_ROOT_ID) invalInode(inode.value);
   }
   for (auto& [parent, name] : inv.entries) {
     forgetEntry(parent.value, name);
@@ -411,7 +412,24 @@ void FuseAdapter::revalidate(fuse_ino_t ino) {
   client_.revalidate(InodeId(ino));
   auto it = known_.find(ino);
   if (it != known_.end()) it->second.versioned = false;
-  if (notifier_) notifier_->invalInode(ino);
+  invalInode(ino);
+}
+
+void FuseAdapter::invalInode(fuse_ino_t ino) {
+  if (!notifier_) return;
+  if (attrsAsked_.count(ino)) {
+    held_.insert(ino);
+  } else {
+    notifier_->invalInode(ino);
+  }
+}
+
+void FuseAdapter::attrsAnswered(fuse_ino_t ino) {
+  if (closing_) return;
+  auto it = attrsAsked_.find(ino);
+  if (it == attrsAsked_.end() || --it->second > 0) return;
+  attrsAsked_.erase(it);
+  if (held_.erase(ino)) invalInode(ino);
 }
 
 // --- requests ------------------------------------------------------------------------------
@@ -427,11 +445,20 @@ void FuseAdapter::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void FuseAdapter::getattr(fuse_req_t req, fuse_ino_t ino) {
   uint64_t seq = invalSeq_;
-  handle(req, client_.getattr(InodeId(ino)), [this, req, seq](Result<Attr> a) {
-    if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
-    auto st = toStat(*a);
-    fuse_reply_attr(req, &st, timeoutFor(seq));
-  });
+  // A kernel invalidation of the inode that lands while the kernel waits for this answer makes
+  // it throw the answer away — and lseek(SEEK_END) then returns the size it held before, older
+  // than the answer. So invalidations of the inode wait until the answer is out, and then go:
+  // what changed after the meta leader answered is dropped right after (and the answer is
+  // cached briefly only, see timeoutFor). The lambda's end (after the reply, or on an exception)
+  // lets them go.
+  ++attrsAsked_[ino];
+  auto answered = kj::defer([this, ino] { attrsAnswered(ino); });
+  handle(req, client_.getattr(InodeId(ino)),
+         [this, req, seq, answered = kj::mv(answered)](Result<Attr> a) {
+           if (!a) return (void)fuse_reply_err(req, errnoFor(a.error()));
+           auto st = toStat(*a);
+           fuse_reply_attr(req, &st, timeoutFor(seq));
+         });
 }
 
 void FuseAdapter::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet,
@@ -913,21 +940,22 @@ void FuseAdapter::takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool
   uint8_t type = want.type;
   // The answer's lambda owns `interrupt`, so it lives until the request is answered (an
   // exception becomes an error here for that reason, instead of going around the lambda).
-  auto taken = client_.setLock(inode, want, wait).catch_([](kj::Exception&& e) {
-    return Status(errorFromException(e, "setLock"));
+  auto taken =
+      client_.setLock(inode, want, wait)
+          .catch_([](kj::Exception&& e) { return Status(errorFromException(e, "setLock")); })
+          .then([this, inode, type](Status s) -> kj::Promise<Status> {
+            // Whoever held the lock before may have changed the file: the kernel
+            // forgets what it cached of it before the locker goes on (a migration's
+            // destination checks the image's length right after it takes its locks).
+            if (!s || type == 0) return s;
+            return lockTaken(inode).then([s]() { return s; });
+          });
+  handle(req, kj::mv(taken), [req, interrupt = kj::mv(interrupt)](Status s) {
+    fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
   });
-  handle(req, kj::mv(taken),
-         [this, req, inode, type, interrupt = kj::mv(interrupt)](Status s) {
-           if (!s) return (void)fuse_reply_err(req, errnoFor(s.error()));
-           // Whoever held the lock before may have changed the file: the kernel forgets what it
-           // cached of it before the locker goes on (a migration's destination checks the
-           // image's length right after it takes its locks).
-           if (type != 0) lockTaken(inode);
-           fuse_reply_err(req, 0);
-         });
 }
 
-void FuseAdapter::lockTaken(InodeId inode) {
+kj::Promise<void> FuseAdapter::lockTaken(InodeId inode) {
   // The attributes now, on this loop, before the reply: offset -1 takes no page locks, so it
   // cannot wait for a read this loop has not answered. The page cache goes through the
   // notifier thread (revalidate), which may wait for such reads.
@@ -936,6 +964,13 @@ void FuseAdapter::lockTaken(InodeId inode) {
     log::warn("lock: dropping the kernel's attributes of inode ", inode.value, ": ", strerror(-rc));
   }
   revalidate(fuse_ino_t(inode.value));
+  // The locker is answered once the page cache is dropped too. Else the notifier's call could
+  // come while the kernel waits for the answer to the locker's next request: a GETATTR, whose
+  // answer the kernel then throws away as older than the invalidation — and lseek(SEEK_END)
+  // returns the old size it still holds (a migration's destination would read the image's new
+  // metadata clusters as zeros, past that size).
+  if (!notifier_) return kj::READY_NOW;
+  return notifier_->dropped(fuse_ino_t(inode.value));
 }
 
 }  // namespace tessera::client

@@ -27,6 +27,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -126,8 +127,13 @@ class FuseAdapter {
   void replyEntry(fuse_req_t req, const Attr& attr);
   // Sets or drops a lock for `req`; with `sleep` it waits, and a signal interrupts the wait.
   void takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool sleep);
-  // A lock on `inode` was granted: drop the kernel's caches of it.
-  void lockTaken(InodeId inode);
+  // Has the notifier drop the kernel's caches of `ino`, or holds that back while a getattr of it
+  // is being answered (see getattr).
+  void invalInode(fuse_ino_t ino);
+  // A getattr of `ino` was answered: what was held back goes to the notifier.
+  void attrsAnswered(fuse_ino_t ino);
+  // A lock on `inode` was granted: drop the kernel's caches of it; resolves once they are.
+  kj::Promise<void> lockTaken(InodeId inode);
   // What the kernel holds of an inode: its lookup count, the entries it got a long timeout
   // under, and the version (size, mtime, ctime) of the file when this mount last opened it
   // with coherence live (for keep_cache).
@@ -169,6 +175,11 @@ class FuseAdapter {
   // Requests whose answer is still being worked on: answered EIO when the mount goes away, so
   // libfuse frees them (declared before tasks_, whose tasks remove their entries).
   std::set<fuse_req_t> unanswered_;
+  // Getattrs being answered, per inode, and the inodes whose invalidation waits for them
+  // (declared before tasks_: the requests' tasks update them when they go).
+  std::unordered_map<uint64_t, uint32_t> attrsAsked_;
+  std::unordered_set<uint64_t> held_;
+  bool closing_ = false;  // the destructor runs: nothing more goes to the notifier
   kj::TaskSet tasks_;
   uint64_t nextHandle_ = 1;
   std::map<uint64_t, OpenFile> files_;

@@ -19,6 +19,8 @@ void Notifier::stop() {
     queue_.clear();
     queuedInodes_.clear();
     queuedEntries_.clear();
+    for (auto& [ino, waiter] : waiters_) waiter->fulfill();
+    waiters_.clear();
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -71,8 +73,29 @@ void Notifier::invalAll() {
     // the inode's new attributes even before its own invalidation is through.
     for (auto& [parent, name] : known.entries) push(Item{true, parent, std::move(name)});
     for (fuse_ino_t ino : known.inodes) push(Item{false, ino, {}});
+    // Who waited for an inode the kernel no longer holds has nothing left to wait for.
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      fuse_ino_t ino = it->first;
+      it = waiters_.upper_bound(ino);
+      settle(ino);
+    }
   }
   wake_.notify_one();
+}
+
+kj::Promise<void> Notifier::dropped(fuse_ino_t ino) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || (current_ != ino && !queuedInodes_.count(ino))) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+  waiters_.emplace(ino, kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void Notifier::settle(fuse_ino_t ino) {
+  if (current_ == ino || queuedInodes_.count(ino)) return;
+  auto [from, to] = waiters_.equal_range(ino);
+  for (auto it = from; it != to; ++it) it->second->fulfill();
+  waiters_.erase(from, to);
 }
 
 uint64_t Notifier::calls() const {
@@ -96,6 +119,7 @@ void Notifier::run() {
       queuedEntries_.erase({item.ino, item.name});
     } else {
       queuedInodes_.erase(item.ino);
+      current_ = item.ino;
     }
     lock.unlock();
     // May block until the loop answers requests that hold the locks the kernel wants.
@@ -109,6 +133,10 @@ void Notifier::run() {
     lock.lock();
     ++calls_;
     if (r != 0 && r != -ENOENT) ++failures_;
+    if (!item.entry) {
+      current_ = 0;
+      settle(item.ino);
+    }
   }
 }
 

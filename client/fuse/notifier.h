@@ -14,16 +14,19 @@
 // fine: nothing to drop. Queued invalidations are coalesced (an inode queued twice is dropped
 // once); a queue past kMaxQueued collapses into invalAll.
 //
-// Thread-safety: invalInode, invalEntry and invalAll are called on the mount's event loop (the
-// thread that owns the `known` snapshot); the kernel calls happen on the notifier thread.
+// Thread-safety: invalInode, invalEntry, invalAll and dropped are called on the mount's event
+// loop (the thread that owns the `known` snapshot); the kernel calls happen on the notifier
+// thread, which resolves dropped()'s promises across threads.
 #pragma once
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
+#include <kj/async.h>
 
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -50,6 +53,9 @@ class Notifier {
   void invalInode(fuse_ino_t ino);
   void invalEntry(fuse_ino_t parent, std::string name);
   void invalAll();
+  // Resolves once the kernel has dropped what it caches of `ino` as queued so far: at once if
+  // no invalidation of it is queued or under way. (Also when the notifier stops.)
+  kj::Promise<void> dropped(fuse_ino_t ino);
   // Stops the thread (waits for the kernel call under way); later calls do nothing.
   void stop();
 
@@ -64,6 +70,9 @@ class Notifier {
     std::string name;
   };
   void push(Item item);  // with mu_ held
+  // Resolves the dropped() promises of `ino` if nothing of it is queued or under way; with mu_
+  // held.
+  void settle(fuse_ino_t ino);
   void run();
 
   fuse_session* session_;
@@ -73,6 +82,8 @@ class Notifier {
   std::deque<Item> queue_;
   std::set<fuse_ino_t> queuedInodes_;
   std::set<std::pair<fuse_ino_t, std::string>> queuedEntries_;
+  fuse_ino_t current_ = 0;  // the inode whose kernel call is under way, 0 if none
+  std::multimap<fuse_ino_t, kj::Own<kj::CrossThreadPromiseFulfiller<void>>> waiters_;
   bool stopping_ = false;
   uint64_t calls_ = 0, failures_ = 0;
   std::thread thread_;  // last: starts once the rest is built
