@@ -390,7 +390,8 @@ kj::Promise<Result<Attr>> Client::setattr(InodeId inode, SetAttr change) {
             })
             .then([this, &f, metaCall](Status s) mutable -> kj::Promise<Result<Attr>> {
               if (!s) return Result<Attr>(s.error());
-              return metaCall();
+              // Busy while another mount holds the lease of a chunk past the new end.
+              return whileBusy<Attr>(metaCall);
             })
             .then([this, &f, newSize, inode](Result<Attr> r) -> Result<Attr> {
               f.opens--;

@@ -316,6 +316,19 @@ class Client {
   // on them (write logs, lease releases) is done, and forgets them here.
   kj::Promise<Status> dropChunks(InodeId inode, uint64_t first, uint64_t end);
   kj::Promise<Status> dropBatch(InodeId inode, uint64_t first, uint64_t end);
+  // `call()` again every 100 ms while it answers busy — a chunk it would drop is leased to
+  // another session, which the meta leader asked to give it back — for at most metaRetryMs.
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> whileBusy(Call call, std::optional<kj::TimePoint> deadline = {}) {
+    kj::TimePoint until =
+        deadline ? *deadline : timer_.now() + config_.metaRetryMs * kj::MILLISECONDS;
+    return call().then([this, call, until](Result<T> r) mutable -> kj::Promise<Result<T>> {
+      if (r || r.code() != Errc::kBusy || timer_.now() >= until) return kj::mv(r);
+      return timer_.afterDelay(100 * kj::MILLISECONDS).then([this, call, until]() mutable {
+        return whileBusy<T>(kj::mv(call), until);
+      });
+    });
+  }
   // --- clones (client_clone.cc) ---
   kj::Promise<Result<uint64_t>> copyBytes(InodeId src, uint64_t srcOff, InodeId dst,
                                           uint64_t dstOff, uint64_t len);

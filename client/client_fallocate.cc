@@ -252,20 +252,22 @@ kj::Promise<Status> Client::dropBatch(InodeId inode, uint64_t first, uint64_t en
   if (first >= end) return Status();
   uint64_t count = std::min(end - first, kMaxPunchChunks);
   using MetaClient = proto::MetaService::Client;
-  return meta_
-      .mutate<Attr>("punchChunks",
-                    [inode, first, count](MetaClient m, MetaLink::Req r) {
-                      auto req = m.punchChunksRequest();
-                      r.fill(req.initReq());
-                      req.setInode(inode.value);
-                      req.setFirst(first);
-                      req.setCount(count);
-                      return req.send().then([](auto r) -> Result<Attr> {
-                        auto st = fromWire(r.getError());
-                        if (!st) return st.error();
-                        return fromWire(r.getAttr());
-                      });
-                    })
+  // Busy while another mount holds the lease of one of the chunks.
+  return whileBusy<Attr>([this, inode, first, count] {
+           return meta_.mutate<Attr>(
+               "punchChunks", [inode, first, count](MetaClient m, MetaLink::Req r) {
+                 auto req = m.punchChunksRequest();
+                 r.fill(req.initReq());
+                 req.setInode(inode.value);
+                 req.setFirst(first);
+                 req.setCount(count);
+                 return req.send().then([](auto r) -> Result<Attr> {
+                   auto st = fromWire(r.getError());
+                   if (!st) return st.error();
+                   return fromWire(r.getAttr());
+                 });
+               });
+         })
       .then([this, inode, first, count, end](Result<Attr> a) -> kj::Promise<Status> {
         auto* f = find(inode);
         // Even after a failure: the drop may have been applied (a lost reply), and what is

@@ -99,6 +99,32 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
       });
 }
 
+Status MetaService::leasesForDrop(InodeId inode, uint64_t first, uint64_t end, SessionId session,
+                                  std::vector<uint64_t>& lapsed) {
+  if (first >= end) return Status();
+  auto chunks = ns_.chunks(inode, first, end - first);
+  if (!chunks) return Status();  // the op reports it
+  Status busy;
+  for (const ChunkDesc& c : *chunks) {
+    SessionId holder = c.leaseSession;
+    if (!holder || holder == session) continue;
+    if (leaseLapsed(holder)) {
+      if (std::find(lapsed.begin(), lapsed.end(), holder.value) == lapsed.end()) {
+        lapsed.push_back(holder.value);
+      }
+      continue;
+    }
+    // Every live holder is asked at once, not one per retry.
+    wantedLeases_[{inode, c.index}] = WantedLease{holder, c.epoch, timer_.now()};
+    if (busy) {
+      busy = Error{Errc::kBusy, "chunk " + std::to_string(c.id.value) +
+                                    ": write lease held by session " +
+                                    std::to_string(holder.value)};
+    }
+  }
+  return busy;
+}
+
 void MetaService::addWantedLeases(SessionId session, std::vector<RecalledLease>& out) {
   auto now = timer_.now();
   for (auto it = wantedLeases_.begin(); it != wantedLeases_.end();) {

@@ -187,6 +187,16 @@ kj::Promise<void> MetaService::getattr(GetattrContext context) {
 
 kj::Promise<void> MetaService::setattr(SetattrContext context) {
   auto p = context.getParams();
+  std::vector<uint64_t> lapsed;
+  if ((p.getValid() & proto::SET_SIZE) && raft_.leaderReady()) {
+    uint64_t keep = p.getSize() / kChunkSize + (p.getSize() % kChunkSize != 0);
+    Status s = leasesForDrop(InodeId(p.getInode()), keep, UINT64_MAX,
+                             SessionId(p.getReq().getSession()), lapsed);
+    if (!s) {
+      replyAttr(context.getResults(), Result<Applied>(s.error()));
+      return kj::READY_NOW;
+    }
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     noteRequest(op, p.getReq());
     auto s = op.initSetattr();
@@ -198,6 +208,8 @@ kj::Promise<void> MetaService::setattr(SetattrContext context) {
     s.setSize(p.getSize());
     s.setAtimeNs(p.getAtimeNs());
     s.setMtimeNs(p.getMtimeNs());
+    auto l = s.initLapsed(uint32_t(lapsed.size()));
+    for (uint32_t i = 0; i < lapsed.size(); ++i) l.set(i, lapsed[i]);
   }).then([this, context](Result<Applied> r) mutable {
     auto p = context.getParams();
     if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});
@@ -561,12 +573,25 @@ kj::Promise<void> MetaService::commitWrite(CommitWriteContext context) {
 
 kj::Promise<void> MetaService::punchChunks(PunchChunksContext context) {
   auto p = context.getParams();
+  std::vector<uint64_t> lapsed;
+  if (raft_.leaderReady()) {
+    uint64_t first = p.getFirst(), count = std::min<uint64_t>(p.getCount(), kMaxPunchChunks);
+    uint64_t end = first > UINT64_MAX - count ? UINT64_MAX : first + count;
+    Status s = leasesForDrop(InodeId(p.getInode()), first, end,
+                             SessionId(p.getReq().getSession()), lapsed);
+    if (!s) {
+      replyAttr(context.getResults(), Result<Applied>(s.error()));
+      return kj::READY_NOW;
+    }
+  }
   return proposeOp(raft_, nowNs(), [&](proto::Op::Builder op) {
     noteRequest(op, p.getReq());
     auto c = op.initPunchChunks();
     c.setInode(p.getInode());
     c.setFirst(p.getFirst());
     c.setCount(p.getCount());
+    auto l = c.initLapsed(uint32_t(lapsed.size()));
+    for (uint32_t i = 0; i < lapsed.size(); ++i) l.set(i, lapsed[i]);
   }).then([this, context, p](Result<Applied> r) mutable {
     // Other mounts drop what they cached of the file: its chunk map lost chunks.
     if (r) invalidate(SessionId(p.getReq().getSession()), {InodeId(p.getInode())});

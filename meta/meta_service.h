@@ -139,6 +139,12 @@ class MetaService final : public proto::MetaService::Server {
     kj::TimePoint since = kj::origin<kj::TimePoint>();
   };
   void addWantedLeases(SessionId session, std::vector<RecalledLease>& out);
+  // Before a truncate or punch drops the chunks of `inode` with first <= index < end: kBusy if
+  // another live session holds the lease of one (it is asked for it back, as for
+  // acquireLease; the caller asks again); the holders silent past the lease timeout go into
+  // `lapsed`, for the op to drop their leases along (meta_leases.cc).
+  Status leasesForDrop(InodeId inode, uint64_t first, uint64_t end, SessionId session,
+                       std::vector<uint64_t>& lapsed);
   // Gives the file's chunk at chunk.index, shared with other files, a private copy (a new
   // chunk id, each shard copied by its own server) before a lease is granted on it
   // (meta_clone.cc). Ok also when the chunk was replaced or became private meanwhile: the

@@ -55,6 +55,10 @@ struct Op {
       size @28 :UInt64;
       atimeNs @29 :Int64;
       mtimeNs @30 :Int64;
+      # A truncate drops the chunks past the new end. One leased to another session is refused
+      # (busy: the leader recalls the lease first) unless its holder is listed here, which the
+      # leader does for a holder silent past the lease timeout.
+      lapsed @114 :List(UInt64);
     }
     setxattr :group {
       inode @31 :UInt64;
@@ -177,6 +181,7 @@ struct Op {
       inode @96 :UInt64;
       first @97 :UInt64;
       count @98 :UInt64;            # chunks first <= index < first + count go to garbage
+      lapsed @115 :List(UInt64);    # as setattr's
     }
     # Copy-on-write clone (meta/ns/ops/clone.cc): the chunks of `dst` with dstFirst <= index <
     # dstFirst + count go (as a punch's do), and every chunk `src` has at srcFirst + i becomes

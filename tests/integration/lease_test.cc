@@ -3,6 +3,7 @@
 // chunk servers refuse what it still had to write (its process sees EIO) and the new writer's
 // data stays intact. A live holder gives a lease back when another mount asks for it.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -203,4 +204,62 @@ TEST_CASE("leases: a live holder gives its lease back when another mount wants t
   CHECK(fsync(fdA) == 0);
   CHECK(close(fdA) == 0);
   CHECK(slurpFile(a.log).find("was taken over by another writer") == std::string::npos);
+}
+
+// A truncate or a punch through one mount drops whole chunks that another mount holds the
+// write lease of. The holder must not go on writing into the dropped chunk under its old
+// lease (the chunk servers would take the bytes, and no file would name them): its next write
+// takes a lease again, in a new chunk, and every mount reads it.
+TEST_CASE("leases: a chunk dropped by a truncate or punch on another mount takes its lease along") {
+  TESSERA_REQUIRE_FUSE();
+  for (std::string policy : {"ec(4,2)", "replica(3)"}) {
+    for (bool punch : {false, true}) {
+      CAPTURE(policy);
+      CAPTURE(punch);
+      Cluster::Options o;
+      o.policy = policy;
+      Cluster cluster(o);
+      REQUIRE(cluster.waitChunksUp(6));
+      ExtraMount a(cluster, "mnt-a");
+      // B keeps its leases while the file is open: only a recall or the drop takes one away.
+      ExtraMount b(cluster, "mnt-b", "", {"--lease-idle", "600s"});
+      const uint64_t kChunk = 64ull << 20;
+      int fdB = open((b.path + "/image").c_str(), O_RDWR | O_CREAT, 0644);
+      REQUIRE(fdB >= 0);
+      pwriteAll(fdB, std::string(4096, 'h'), 0);
+      pwriteAll(fdB, std::string(1 << 20, 'b'), kChunk);
+      REQUIRE(fsync(fdB) == 0);
+
+      // A drops chunk 1 (B holds its lease): truncate to 4 KiB, or punch the whole chunk.
+      std::string pathA = a.path + "/image";
+      if (punch) {
+        int fdA = open(pathA.c_str(), O_RDWR);
+        REQUIRE(fdA >= 0);
+        REQUIRE(fallocate(fdA, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(kChunk),
+                          off_t(kChunk)) == 0);
+        REQUIRE(close(fdA) == 0);
+      } else {
+        REQUIRE(truncate(pathA.c_str(), 4096) == 0);
+      }
+
+      // B writes into chunk 1 again and syncs: acknowledged, so every mount must read it.
+      pwriteAll(fdB, std::string(8192, 'n'), kChunk + 4096);
+      REQUIRE(fsync(fdB) == 0);
+      REQUIRE(close(fdB) == 0);
+
+      int fdA = open(pathA.c_str(), O_RDONLY);
+      REQUIRE(fdA >= 0);
+      struct stat st {};
+      REQUIRE(fstat(fdA, &st) == 0);
+      CHECK(uint64_t(st.st_size) >= kChunk + 4096 + 8192);
+      std::string got(8192, '\0');
+      CHECK(pread(fdA, got.data(), got.size(), off_t(kChunk + 4096)) == ssize_t(got.size()));
+      CHECK(got == std::string(8192, 'n'));
+      // What the drop took reads as zeros.
+      std::string before(4096, 'x');
+      CHECK(pread(fdA, before.data(), before.size(), off_t(kChunk)) == ssize_t(before.size()));
+      CHECK(before == std::string(4096, '\0'));
+      REQUIRE(close(fdA) == 0);
+    }
+  }
 }

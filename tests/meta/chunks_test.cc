@@ -1,5 +1,6 @@
 // The data side of the namespace: chunk maps, sizes, truncation, the garbage list, chunk
 // servers and sessions; and setattr.
+#include "fs/wire.h"
 #include "tests/meta/ns_fixture.h"
 
 using namespace tessera;
@@ -207,6 +208,68 @@ TEST_CASE("chunks: punchChunks drops the chunks of a range to garbage and keeps 
   CHECK(punch(f->mkdirOk(kRoot, "dir"), 0, 1).code() == Errc::kIsDir);
   CHECK(punch(InodeId(999), 0, 1).code() == Errc::kNotFound);
   CHECK(f->ns().chunks(file, 0, 10)->size() == 2);  // the refused ones dropped nothing
+}
+
+TEST_CASE("chunks: truncate and punch refuse to drop a chunk leased to another session, "
+          "unless the leader lists its holder as lapsed") {
+  auto f = eachStore();
+  // A file of two chunks, the second leased to session 7 as acquireLease proposes it.
+  auto makeFile = [&](std::string_view name, uint64_t firstId) {
+    InodeId file = f->createOk(kRoot, name);
+    REQUIRE(f->allocChunk(file, 0, firstId).ok());
+    auto leased = f->apply([&](proto::Op::Builder op) {
+      auto a = op.initAllocChunk();
+      a.setInode(file.value);
+      ChunkDesc c;
+      c.index = 1;
+      c.id = ChunkId(firstId + 1);
+      c.version = 1;
+      c.layout = Layout::ec(4, 2);
+      for (int i = 1; i <= 6; ++i) c.servers.push_back(ServerId(i));
+      toWire(c, a.initChunk());
+      a.setLeaseSession(7);
+    });
+    REQUIRE(leased.ok());
+    REQUIRE(f->commitWrite(file, 2 * kChunkSize, 1).ok());
+    return file;
+  };
+  auto drop = [&](InodeId file, bool punch, uint64_t session, std::vector<uint64_t> lapsed) {
+    return f->apply([&](proto::Op::Builder op) {
+      op.setSession(session);
+      capnp::List<uint64_t>::Builder l(nullptr);
+      if (punch) {
+        auto p = op.initPunchChunks();
+        p.setInode(file.value);
+        p.setFirst(0);
+        p.setCount(2);
+        l = p.initLapsed(uint32_t(lapsed.size()));
+      } else {
+        auto s = op.initSetattr();
+        s.setInode(file.value);
+        s.setValid(proto::SET_SIZE);
+        s.setSize(0);
+        l = s.initLapsed(uint32_t(lapsed.size()));
+      }
+      for (uint32_t i = 0; i < lapsed.size(); ++i) l.set(i, lapsed[i]);
+    });
+  };
+  InodeId file = makeFile("file", 10);
+  for (bool punch : {false, true}) {
+    CAPTURE(punch);
+    // Another session (or the leader itself, session 0) may not drop it: nothing changes.
+    CHECK(drop(file, punch, 8, {}).code() == Errc::kBusy);
+    CHECK(drop(file, punch, 0, {9}).code() == Errc::kBusy);
+    CHECK(f->ns().chunks(file, 0, 10)->size() == 2);
+    CHECK(garbageIds(*f).empty());
+    CHECK(f->attr(file).size == 2 * kChunkSize);
+  }
+  // Anyone may once the leader found the holder silent past the lease timeout...
+  REQUIRE(drop(file, false, 8, {3, 7}).ok());
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{10, 11});
+  // ... and the holder itself may (it synced what it wrote first).
+  InodeId other = makeFile("other", 20);
+  REQUIRE(drop(other, true, 7, {}).ok());
+  CHECK(garbageIds(*f) == std::vector<uint64_t>{10, 11, 20, 21});
 }
 
 TEST_CASE(

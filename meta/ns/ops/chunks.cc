@@ -120,9 +120,15 @@ Result<Applied> punchChunks(Txn& txn, proto::Op::Reader op) {
   if (count > kMaxPunchChunks) {
     return err(Errc::kInvalid, "punchChunks: count", std::to_string(count));
   }
-  // The chunks go as a truncate's do (their shards to garbage, their leases with them); the
-  // size stays: what they held reads as a hole now.
+  // The chunks go as a truncate's do (their shards to garbage, their leases with them — only
+  // the requester's or lapsed ones, see checkDropLeases); the size stays: what they held reads
+  // as a hole now.
   uint64_t end = first > UINT64_MAX - count ? UINT64_MAX : first + count;
+  if (Status s = checkDropLeases(txn, **inode, first, end, SessionId(op.getSession()),
+                                 args.getLapsed());
+      !s) {
+    return s.error();
+  }
   if (Status s = chunksToGarbage(txn, **inode, first, end); !s) return s.error();
   Attr& a = (*inode)->attr;
   a.mtimeNs = op.getNowNs();

@@ -88,6 +88,29 @@ Status deleteInode(Txn& txn, Inode& inode) {
   return txn.addToCounter(keys::kInodeCount, -1);
 }
 
+Status checkDropLeases(Txn& txn, const Inode& inode, uint64_t first, uint64_t end,
+                       SessionId requester, capnp::List<uint64_t>::Reader lapsed) {
+  if (first >= end) return Status();
+  auto chunks = txn.list(keys::chunks(inode.id()), keys::chunk(inode.id(), first));
+  if (!chunks) return chunks.error();
+  for (auto& [key, value] : *chunks) {
+    if (key.size() != keys::kIdPrefixLen + 8) return corruption("chunk key", "wrong length");
+    uint64_t index = keys::readU64(key, keys::kIdPrefixLen);
+    if (index >= end) break;  // keys sort by index (big-endian)
+    auto chunk = decodeChunk(index, value);
+    if (!chunk) return chunk.error();
+    SessionId holder = chunk->leaseSession;
+    if (!holder || holder == requester) continue;
+    bool gone = false;
+    for (uint64_t s : lapsed) gone = gone || s == holder.value;
+    if (gone) continue;
+    return Error{Errc::kBusy, "chunk " + std::to_string(chunk->id.value) + " (index " +
+                                  std::to_string(index) + ") is leased to session " +
+                                  std::to_string(holder.value)};
+  }
+  return Status();
+}
+
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end) {
   if (first >= end) return Status();
   auto chunks = txn.list(keys::chunks(inode.id()), keys::chunk(inode.id(), first));

@@ -85,6 +85,12 @@ Status dropOpenHandle(Txn& txn, InodeId inode, const std::string& key);
 Status deleteInode(Txn& txn, Inode& inode);
 // Moves the chunks of `inode` with first <= index < end to the garbage list.
 Status chunksToGarbage(Txn& txn, Inode& inode, uint64_t first, uint64_t end = UINT64_MAX);
+// kBusy if a chunk of `inode` with first <= index < end is leased to a session other than
+// `requester` and not in `lapsed`: dropping it would leave its holder writing into a chunk no
+// file names (acknowledged writes lost). The leader recalls such a lease and the caller asks
+// again.
+Status checkDropLeases(Txn& txn, const Inode& inode, uint64_t first, uint64_t end,
+                       SessionId requester, capnp::List<uint64_t>::Reader lapsed);
 
 // Drops every write lease `session` holds on chunks of `inode` (every inode: `inode` 0), as the
 // lease ops do (leases.cc). Not `clean` (the session expired): the chunks need a re-sync.

@@ -34,6 +34,11 @@ Result<Applied> setattr(Txn& txn, proto::Op::Reader op) {
     // zeroed the tail of the last partial chunk, so a later extension reads zeros there, as
     // POSIX requires.
     uint64_t keep = size / kChunkSize + (size % kChunkSize != 0);
+    if (Status s = checkDropLeases(txn, inode, keep, UINT64_MAX, SessionId(op.getSession()),
+                                   args.getLapsed());
+        !s) {
+      return s.error();
+    }
     if (Status s = chunksToGarbage(txn, inode, keep); !s) return s.error();
     // The MiBs of the last chunk wholly past the end hold zeros now: no longer written.
     if (uint64_t within = size % kChunkSize; within != 0) {
