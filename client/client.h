@@ -232,6 +232,12 @@ class Client {
   // The destination grows to cover what was copied. Both files must be open here.
   kj::Promise<Result<uint64_t>> copyRange(InodeId src, uint64_t srcOff, InodeId dst,
                                           uint64_t dstOff, uint64_t len);
+  // All of `src` as `dst`, copy-on-write, at one point in time (client/client_clone.cc): both
+  // flushed, then the source's chunks shared with `dst` in one meta op per kMaxCloneChunks
+  // chunks (256 GiB), which gives `dst` the source's size as it applies. A writer of the
+  // source on another mount gives its leases back and waits meanwhile. Both files must be
+  // open here and `dst` empty (kInvalid otherwise); kInvalid for src == dst.
+  kj::Promise<Status> cloneFile(InodeId src, InodeId dst);
 
   // --- locks (client/client_locks.cc) ---
   // Sets or drops (type 0) a lock. Taken by another owner: kWouldBlock, unless `wait` is given:
@@ -339,11 +345,14 @@ class Client {
   // waits for a re-sync (so it is this session's to give back).
   kj::Promise<Status> settleForClone(InodeId src, uint64_t first, uint64_t count);
   // Shares `count` chunks of `src` from srcFirst with `dst` from dstFirst (meta clone), whose
-  // size becomes at least `size`; asks again while the meta leader answers busy.
+  // size becomes at least `size` (with `sizeOfSrc`: the source's size then); asks again while
+  // the meta leader answers busy.
   kj::Promise<Status> cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst, uint64_t dstFirst,
-                                  uint64_t count, uint64_t size);
+                                  uint64_t count, uint64_t size, bool sizeOfSrc = false);
   kj::Promise<Status> cloneCall(InodeId src, uint64_t srcFirst, InodeId dst, uint64_t dstFirst,
-                                uint64_t count, uint64_t size, kj::TimePoint deadline);
+                                uint64_t count, uint64_t size, bool sizeOfSrc,
+                                kj::TimePoint deadline);
+  kj::Promise<Status> clonePieces(InodeId src, InodeId dst, uint64_t first, uint64_t chunks);
   void forgetChunkRange(FileState& f, uint64_t first, uint64_t end);
   // Creates the shards of a chunk this client placed and never wrote (FreshChunk); the chunk
   // as it is then (shards it could not create are stale).

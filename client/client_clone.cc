@@ -150,27 +150,86 @@ kj::Promise<Status> Client::settleForClone(InodeId src, uint64_t first, uint64_t
       });
 }
 
-kj::Promise<Status> Client::cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst,
-                                        uint64_t dstFirst, uint64_t count, uint64_t size) {
-  return settleForClone(src, srcFirst, count)
-      .then([this, src, srcFirst, count](Status s) -> kj::Promise<Status> {
+kj::Promise<Status> Client::cloneFile(InodeId src, InodeId dst) {
+  if (src == dst) return Status(Error{Errc::kInvalid, "clone of a file onto itself"});
+  if (!find(src) || !find(dst)) {
+    return Status(Error{Errc::kStale, "clone of a file that is not open"});
+  }
+  return flush(src)
+      .then([this, dst](Status s) -> kj::Promise<Status> {
         if (!s) return s;
-        return giveBackLeases(src, srcFirst, srcFirst + count);
+        return flush(dst);
       })
+      .then([this, dst](Status s) -> kj::Promise<Result<Attr>> {
+        if (!s) return Result<Attr>(s.error());
+        return getattr(dst);
+      })
+      .then([this, src](Result<Attr> d) -> kj::Promise<Result<Attr>> {
+        if (!d) return kj::mv(d);
+        // What it held past the source's end would show again were it extended.
+        if (d->size != 0) {
+          return Result<Attr>(Error{Errc::kInvalid, "clone onto a file that is not empty"});
+        }
+        return getattr(src);
+      })
+      .then([this, src, dst](Result<Attr> a) -> kj::Promise<Status> {
+        if (!a) return Status(a.error());
+        // The chunks the source has now; what it grows into while the clone waits is not part
+        // of it (its size then may cover it: those bytes read as zeros in the clone).
+        uint64_t chunks = std::max<uint64_t>(1, (a->size + kChunkSize - 1) / kChunkSize);
+        return clonePieces(src, dst, 0, chunks);
+      });
+}
+
+kj::Promise<Status> Client::clonePieces(InodeId src, InodeId dst, uint64_t first,
+                                        uint64_t chunks) {
+  if (first >= chunks) return Status();
+  uint64_t count = std::min(kMaxCloneChunks, chunks - first);
+  return cloneChunks(src, first, dst, first, count, 0, true)
+      .then([this, src, dst, first, count, chunks](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return clonePieces(src, dst, first + count, chunks);
+      });
+}
+
+kj::Promise<Status> Client::cloneChunks(InodeId src, uint64_t srcFirst, InodeId dst,
+                                        uint64_t dstFirst, uint64_t count, uint64_t size,
+                                        bool sizeOfSrc) {
+  // Our own leases of both ranges go back first; then one try. Busy means another session
+  // holds a lease of the range, or a chunk waits for a re-sync: the meta leader has recalled
+  // those leases and holds new ones back for a while (so that a writer that never pauses lets
+  // the clone through), and settleForClone takes what a dead writer left. Then we ask until
+  // it goes through.
+  return giveBackLeases(src, srcFirst, srcFirst + count)
       .then([this, dst, dstFirst, count](Status s) -> kj::Promise<Status> {
         if (!s) return s;
         return giveBackLeases(dst, dstFirst, dstFirst + count);
       })
-      .then([this, src, srcFirst, dst, dstFirst, count, size](Status s) -> kj::Promise<Status> {
+      .then([this, src, srcFirst, dst, dstFirst, count, size,
+             sizeOfSrc](Status s) -> kj::Promise<Status> {
         if (!s) return s;
-        auto deadline = timer_.now() + config_.metaRetryMs * kj::MILLISECONDS;
-        return cloneCall(src, srcFirst, dst, dstFirst, count, size, deadline);
+        return cloneCall(src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, timer_.now());
+      })
+      .then([this, src, srcFirst, dst, dstFirst, count, size,
+             sizeOfSrc](Status s) -> kj::Promise<Status> {
+        if (s || s.code() != Errc::kBusy) return s;
+        return settleForClone(src, srcFirst, count)
+            .then([this, src, srcFirst, count](Status s) -> kj::Promise<Status> {
+              if (!s) return s;
+              return giveBackLeases(src, srcFirst, srcFirst + count);
+            })
+            .then([this, src, srcFirst, dst, dstFirst, count, size,
+                   sizeOfSrc](Status s) -> kj::Promise<Status> {
+              if (!s) return s;
+              auto deadline = timer_.now() + config_.metaRetryMs * kj::MILLISECONDS;
+              return cloneCall(src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, deadline);
+            });
       });
 }
 
 kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId dst,
                                       uint64_t dstFirst, uint64_t count, uint64_t size,
-                                      kj::TimePoint deadline) {
+                                      bool sizeOfSrc, kj::TimePoint deadline) {
   using MetaClient = proto::MetaService::Client;
   return meta_
       .mutate<Attr>("clone",
@@ -184,13 +243,14 @@ kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId ds
                       req.setDstFirst(dstFirst);
                       req.setCount(count);
                       req.setSize(size);
+                      req.setSizeOfSrc(sizeOfSrc);
                       return req.send().then([](auto r) -> Result<Attr> {
                         auto st = fromWire(r.getError());
                         if (!st) return st.error();
                         return fromWire(r.getAttr());
                       });
                     })
-      .then([this, src, srcFirst, dst, dstFirst, count, size,
+      .then([this, src, srcFirst, dst, dstFirst, count, size, sizeOfSrc,
              deadline](Result<Attr> a) -> kj::Promise<Status> {
         auto* f = find(dst);
         // Even after a failure: it may have been applied (a lost reply); look again.
@@ -200,8 +260,8 @@ kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId ds
           log::debug("clone of inode ", src.value, " to inode ", dst.value, ": ",
                      a.error().toString().c_str(), "; asking again");
           return timer_.afterDelay(100 * kj::MILLISECONDS)
-              .then([this, src, srcFirst, dst, dstFirst, count, size, deadline] {
-                return cloneCall(src, srcFirst, dst, dstFirst, count, size, deadline);
+              .then([this, src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, deadline] {
+                return cloneCall(src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, deadline);
               });
         }
         if (!a) return Status(a.error());

@@ -38,12 +38,17 @@ kj::Promise<void> MetaService::clone(CloneContext context) {
   // Other live writers of the range give their leases back once their writes are synced (their
   // keepAlive hears it); the op answers busy until then and the caller asks again.
   uint64_t count = std::min<uint64_t>(p.getCount(), kMaxCloneChunks);
+  auto hold = [this, src, session] {
+    cloneHolds_[src] =
+        CloneHold{session, timer_.now() + config_.recallHoldMs * kj::MILLISECONDS};
+  };
   for (auto [inode, first] : {std::pair{src, p.getSrcFirst()}, std::pair{dst, p.getDstFirst()}}) {
     auto chunks = ns_.chunks(inode, first, count);
     if (!chunks) continue;  // the op reports it
     for (const ChunkDesc& c : *chunks) {
       if (c.leaseSession && c.leaseSession != session && !leaseLapsed(c.leaseSession)) {
         wantedLeases_[{inode, c.index}] = WantedLease{c.leaseSession, c.epoch, timer_.now()};
+        hold();
       }
     }
   }
@@ -57,11 +62,16 @@ kj::Promise<void> MetaService::clone(CloneContext context) {
            c.setCount(p.getCount());
            c.setSize(p.getSize());
            c.setExactSize(p.getExactSize());
+           c.setSizeOfSrc(p.getSizeOfSrc());
            c.setSession(session.value);
          })
-      .then([this, context, session, dst](Result<Applied> r) mutable {
+      .then([this, context, session, src, dst, hold](Result<Applied> r) mutable {
         // Other mounts drop what they cached of the destination: its chunk map changed.
         auto results = context.getResults();
+        // Busy: a writer took a lease since; it is held back until the clone is through.
+        if (!r && r.code() == Errc::kBusy) hold();
+        auto it = cloneHolds_.find(src);
+        if (r && it != cloneHolds_.end() && it->second.cloner == session) cloneHolds_.erase(it);
         if (!r) return toWire(r.error(), results.initError());
         invalidate(session, {dst});
         okToWire(results.initError());

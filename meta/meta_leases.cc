@@ -34,6 +34,17 @@ kj::Promise<void> MetaService::acquireLease(AcquireLeaseContext context) {
   results.setLeaseMs(config_.leaseTimeoutMs);
   auto existing = ns_.chunks(inode, index, 1);
   if (!existing) return fail(existing.error());
+  // A clone of the file waits for its chunks' leases: no new one but the cloner's meanwhile (a
+  // holder keeps what it holds until it gives it back).
+  if (auto h = cloneHolds_.find(inode); h != cloneHolds_.end()) {
+    bool holds = !existing->empty() && existing->front().leaseSession == session;
+    if (timer_.now() >= h->second.until) {
+      cloneHolds_.erase(h);
+    } else if (h->second.cloner != session && !holds) {
+      return fail(Error{Errc::kBusy, "inode " + std::to_string(inode.value) +
+                                         " is being cloned; its write leases are held back"});
+    }
+  }
   ChunkDesc chunk;
   SessionId replace;
   if (!existing->empty()) {

@@ -227,6 +227,14 @@ class MetaService final : public proto::MetaService::Server {
   std::map<ServerId, ServerState> servers_;
   std::map<SessionId, SessionState> sessions_;
   std::map<std::pair<InodeId, uint64_t>, WantedLease> wantedLeases_;
+  // Files a clone waits for (it found their chunks leased, and recalled them): until `until`
+  // no session but the cloner gets a new write lease on them, so that a writer that never
+  // pauses cannot keep the clone waiting (meta_clone.cc, acquireLease).
+  struct CloneHold {
+    SessionId cloner;
+    kj::TimePoint until = kj::origin<kj::TimePoint>();
+  };
+  std::map<InodeId, CloneHold> cloneHolds_;
   std::map<InodeId, std::list<LockWaiter>> lockWaiters_;
   std::set<InodeId> lockWakes_, lockWakeAgain_;  // a retry pass runs; run another after it
   uint64_t lastLockWaiter_ = 0;

@@ -1,10 +1,12 @@
-// `tessera clone`: copy_file_range over the whole file, in a loop, because the kernel and the
-// mount may copy less than asked at once (the mount clones whole chunks and copies unaligned
-// pieces; a call stops at a chunk boundary). The destination gets the source's mode; its
-// owner is whoever runs the command, as with cp.
+// `tessera clone`: the mount's whole-file clone (fs/clone_ioctl.h: one point in time), or where
+// the mount has none, copy_file_range over the whole file, in a loop, because the kernel and
+// the mount may copy less than asked at once (the mount clones whole chunks and copies
+// unaligned pieces; a call stops at a chunk boundary). The destination gets the source's mode;
+// its owner is whoever runs the command, as with cp.
 #include "tools/clone_cmd.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "fs/clone_ioctl.h"
 #include "tools/cli_util.h"
 
 namespace tessera::tools {
@@ -23,6 +26,14 @@ namespace {
 std::string errnoText(const std::string& what, int err) { return what + ": " + strerror(err); }
 
 }  // namespace
+
+int cloneWholeFile(int in, int out) {
+  uint64_t token = 0;
+  if (::ioctl(in, TESSERA_IOC_CLONE_TOKEN, &token) != 0) return errno;
+  TesseraCloneFrom from{token, 0};
+  if (::ioctl(out, TESSERA_IOC_CLONE_FROM, &from) != 0) return errno;
+  return 0;
+}
 
 int cloneCommand(const std::vector<std::string>& args) {
   std::vector<std::string> paths;
@@ -70,7 +81,18 @@ int cloneCommand(const std::vector<std::string>& args) {
   }
   uint64_t done = 0;
   uint64_t size = uint64_t(st.st_size);
-  while (done < size) {
+  // All at once where the mount can (one point in time, however large the file); else by
+  // copy_file_range, piece by piece.
+  int whole = cloneWholeFile(in, out);
+  if (whole == 0) {
+    struct stat cloned;
+    if (fstat(out, &cloned) == 0) done = size = uint64_t(cloned.st_size);
+  } else if (whole != ENOTTY) {
+    ::close(in);
+    ::close(out);
+    return fail(errnoText("clone " + src + " to " + dst, whole));
+  }
+  while (whole != 0 && done < size) {
     loff_t offIn = loff_t(done), offOut = loff_t(done);
     ssize_t n = copy_file_range(in, &offIn, out, &offOut, size - done, 0);
     if (n < 0) {

@@ -11,4 +11,9 @@ namespace tessera::tools {
 // DST holds SRC's content, 1 on error (printed).
 int cloneCommand(const std::vector<std::string>& args);
 
+// The whole of `in` (open for reading) as `out` (empty, open for writing), at one point in time,
+// through the mount's clone ioctls (fs/clone_ioctl.h): 0, or the errno — ENOTTY where the mount
+// (or the file system) has no such call.
+int cloneWholeFile(int in, int out);
+
 }  // namespace tessera::tools

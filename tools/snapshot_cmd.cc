@@ -28,8 +28,9 @@
 #include <utility>
 
 #include "fs/result.h"
-#include "tools/cli_util.h"
 #include "fs/types.h"
+#include "tools/cli_util.h"
+#include "tools/clone_cmd.h"
 
 namespace tessera::tools {
 namespace {
@@ -258,9 +259,24 @@ class TreeCopy {
       return e;
     }
     uint64_t size = uint64_t(st.st_size);
-    Status s = copyData(in, out, size, src);
-    // The size last: a hole at the end has no data to copy.
-    if (s && ftruncate(out, off_t(size)) != 0) s = sysError("truncate " + dst);
+    // The whole file at one point in time where the mount can; else range by range.
+    Status s;
+    int whole = wholeWorks_ ? cloneWholeFile(in, out) : ENOTTY;
+    if (whole == 0) {
+      struct stat cloned;
+      if (fstat(out, &cloned) == 0) {
+        stats_.bytes += uint64_t(cloned.st_size);
+        stats_.bytesByRange += uint64_t(cloned.st_size);
+      }
+    } else if (whole != ENOTTY) {
+      errno = whole;
+      s = sysError("clone " + src);
+    } else {
+      wholeWorks_ = false;
+      s = copyData(in, out, size, src);
+      // The size last: a hole at the end has no data to copy.
+      if (s && ftruncate(out, off_t(size)) != 0) s = sysError("truncate " + dst);
+    }
     close(in);
     // close(2) reports what the mount failed to write back.
     if (close(out) != 0 && s) s = sysError("close " + dst);
@@ -342,6 +358,8 @@ class TreeCopy {
   std::map<std::pair<dev_t, ino_t>, std::string> linked_;
   // False once copy_file_range said it cannot copy here (EXDEV, EOPNOTSUPP, ENOSYS).
   bool rangeWorks_ = true;
+  // False once the mount said it has no whole-file clone (ENOTTY).
+  bool wholeWorks_ = true;
   std::string buffer_;
 };
 

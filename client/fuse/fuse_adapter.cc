@@ -2,14 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
+#include "fs/clone_ioctl.h"
 #include "fs/log.h"
 #include "fs/rpc.h"
 
@@ -121,6 +124,11 @@ void opCopyFileRange(fuse_req_t r, fuse_ino_t in, off_t offIn, fuse_file_info* f
   self(r).copyFileRange(r, in, offIn, out, offOut, len, flags);
 }
 
+void opIoctl(fuse_req_t r, fuse_ino_t i, unsigned cmd, void* arg, fuse_file_info* fi,
+             unsigned flags, const void* in, size_t inSize, size_t outSize) {
+  self(r).ioctl(r, i, cmd, fi, flags, in, inSize, outSize);
+}
+
 fuse_lowlevel_ops makeOps() {
   fuse_lowlevel_ops ops{};
   ops.init = opInit;
@@ -160,6 +168,7 @@ fuse_lowlevel_ops makeOps() {
   ops.flock = opFlock;
   ops.fallocate = opFallocate;
   ops.copy_file_range = opCopyFileRange;
+  ops.ioctl = opIoctl;
   return ops;
 }
 
@@ -684,6 +693,57 @@ void FuseAdapter::copyFileRange(fuse_req_t req, fuse_ino_t in, off_t offIn, fuse
          });
 }
 
+// The whole-file clone (fs/clone_ioctl.h); every other ioctl is not ours (ENOTTY, which is also
+// what isatty(3) wants to hear).
+void FuseAdapter::ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, fuse_file_info* fi,
+                        unsigned flags, const void* in, size_t inSize, size_t outSize) {
+  if (flags & FUSE_IOCTL_COMPAT) return (void)fuse_reply_err(req, ENOTTY);
+  auto open = files_.find(fi->fh);
+  int mode = open == files_.end() ? -1 : (open->second.flags & O_ACCMODE);
+  auto now = std::chrono::steady_clock::now();
+  std::erase_if(cloneTokens_, [now](const auto& t) { return t.second.expires <= now; });
+  if (cmd == TESSERA_IOC_CLONE_TOKEN) {
+    if (outSize != sizeof(uint64_t)) return (void)fuse_reply_err(req, EINVAL);
+    if (mode != O_RDONLY && mode != O_RDWR) return (void)fuse_reply_err(req, EBADF);
+    if (cloneTokens_.size() >= kMaxCloneTokens) return (void)fuse_reply_err(req, EAGAIN);
+    uint64_t token = 0;
+    while (token == 0 || cloneTokens_.count(token)) {
+      if (getrandom(&token, sizeof token, 0) != ssize_t(sizeof token)) {
+        return (void)fuse_reply_err(req, EIO);
+      }
+    }
+    cloneTokens_[token] = CloneToken{ino, now + std::chrono::seconds(60)};
+    fuse_reply_ioctl(req, 0, &token, sizeof token);
+    return;
+  }
+  if (cmd == TESSERA_IOC_CLONE_FROM) {
+    TesseraCloneFrom from{};
+    if (inSize != sizeof from) return (void)fuse_reply_err(req, EINVAL);
+    memcpy(&from, in, sizeof from);
+    if (mode != O_WRONLY && mode != O_RDWR) return (void)fuse_reply_err(req, EBADF);
+    auto t = cloneTokens_.find(from.token);
+    if (from.flags != 0 || t == cloneTokens_.end()) return (void)fuse_reply_err(req, EINVAL);
+    fuse_ino_t src = t->second.inode;
+    cloneTokens_.erase(t);
+    // The kernel knows the destination as it was (empty): it learns its new size before the
+    // caller goes on.
+    auto cloned = client_.cloneFile(InodeId(src), InodeId(ino))
+                      .then([this, ino](Status s) -> kj::Promise<Status> {
+                        if (!s) return s;
+                        return forgetFile(InodeId(ino)).then([s]() { return s; });
+                      });
+    handle(req, kj::mv(cloned), [req, src, ino](Status s) {
+      if (!s) {
+        log::warn("clone of inode ", src, " to inode ", ino, ": ", s.error().toString().c_str());
+        return (void)fuse_reply_err(req, errnoFor(s.error()));
+      }
+      fuse_reply_ioctl(req, 0, nullptr, 0);
+    });
+    return;
+  }
+  fuse_reply_err(req, ENOTTY);
+}
+
 void FuseAdapter::flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // close(2) of any descriptor drops the closing process's fcntl locks on the file (POSIX); the
   // kernel leaves that to us and names the process's lock owner here.
@@ -948,14 +1008,14 @@ void FuseAdapter::takeLock(fuse_req_t req, InodeId inode, LockRequest want, bool
             // forgets what it cached of it before the locker goes on (a migration's
             // destination checks the image's length right after it takes its locks).
             if (!s || type == 0) return s;
-            return lockTaken(inode).then([s]() { return s; });
+            return forgetFile(inode).then([s]() { return s; });
           });
   handle(req, kj::mv(taken), [req, interrupt = kj::mv(interrupt)](Status s) {
     fuse_reply_err(req, s ? 0 : errnoFor(s.error()));
   });
 }
 
-kj::Promise<void> FuseAdapter::lockTaken(InodeId inode) {
+kj::Promise<void> FuseAdapter::forgetFile(InodeId inode) {
   // The attributes now, on this loop, before the reply: offset -1 takes no page locks, so it
   // cannot wait for a read this loop has not answered. The page cache goes through the
   // notifier thread (revalidate), which may wait for such reads.

@@ -22,6 +22,7 @@
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -109,6 +110,8 @@ class FuseAdapter {
   void getlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock);
   void setlk(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, struct flock* lock, bool sleep);
   void flock(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, int op);
+  void ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, fuse_file_info* fi, unsigned flags,
+             const void* in, size_t inSize, size_t outSize);
 
  private:
   struct OpenFile {
@@ -132,8 +135,9 @@ class FuseAdapter {
   void invalInode(fuse_ino_t ino);
   // A getattr of `ino` was answered: what was held back goes to the notifier.
   void attrsAnswered(fuse_ino_t ino);
-  // A lock on `inode` was granted: drop the kernel's caches of it; resolves once they are.
-  kj::Promise<void> lockTaken(InodeId inode);
+  // Drops the kernel's and the client's caches of `inode` (a lock on it was granted, or it was
+  // cloned onto); resolves once the kernel's are gone.
+  kj::Promise<void> forgetFile(InodeId inode);
   // What the kernel holds of an inode: its lookup count, the entries it got a long timeout
   // under, and the version (size, mtime, ctime) of the file when this mount last opened it
   // with coherence live (for keep_cache).
@@ -184,6 +188,13 @@ class FuseAdapter {
   uint64_t nextHandle_ = 1;
   std::map<uint64_t, OpenFile> files_;
   std::map<uint64_t, OpenDir> dirs_;
+  // Tokens of sources for a whole-file clone (fs/clone_ioctl.h): unguessable, one use, 60 s.
+  struct CloneToken {
+    fuse_ino_t inode;
+    std::chrono::steady_clock::time_point expires;
+  };
+  static constexpr size_t kMaxCloneTokens = 4096;
+  std::unordered_map<uint64_t, CloneToken> cloneTokens_;
   kj::Own<kj::PromiseFulfiller<void>> stopped_;
   // Coherence.
   std::unordered_map<uint64_t, Known> known_;

@@ -381,9 +381,13 @@ interface MetaService {
   # srcFirst + i, shared (no data is copied; the first write to either file copies the chunk it
   # writes). count is capped at kMaxCloneChunks (fs/types.h). The size of `dst` becomes `size`
   # (`exactSize`) or at least `size`. busy while a chunk of the range is leased to a writer: its
-  # lease is recalled (the holder gives it back once its writes are synced), ask again.
+  # lease is recalled (the holder gives it back once its writes are synced), ask again; for a
+  # few seconds meanwhile no other session gets a new lease on the source (so that a busy
+  # writer cannot keep a clone waiting). With `sizeOfSrc` the size of `dst` becomes the
+  # source's size as the clone applies (a whole file cloned at one point in time).
   clone @47 (session :UInt64, src :UInt64, dst :UInt64, srcFirst :UInt64, dstFirst :UInt64,
-             count :UInt64, size :UInt64, exactSize :Bool, req :Common.RequestId)
+             count :UInt64, size :UInt64, exactSize :Bool, req :Common.RequestId,
+             sizeOfSrc :Bool)
       -> (error :Common.Error, attr :Common.Attr);
 }
 

@@ -197,6 +197,7 @@ struct Op {
       size @104 :UInt64;
       exactSize @105 :Bool;
       session @106 :UInt64;         # who asks: its own leases in the destination range go
+      sizeOfSrc @116 :Bool;         # the size of `dst` becomes the source's (a whole-file clone)
     }
     # The leader copied the shards of shared chunk `old` (each on its own server) to chunk
     # `chunk.id`: the file's chunk at `index` becomes that private copy, if it is still `old`.

@@ -3,17 +3,23 @@
 // gives the writing file a private copy (each chunk server copies its own shard), so the other
 // file keeps its content; chunks stay alive until the last file lets go of them.
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <sstream>
 #include <thread>
 
+#include <kj/common.h>
+
+#include "fs/clone_ioctl.h"
 #include "tests/integration/helpers.h"
 
 using namespace tessera::test;
@@ -331,4 +337,140 @@ TEST_CASE(
   std::string fresh = randomBytes(rng, 4096);
   pwriteAt(cluster.mnt() + "/disk.img", fresh, 0);
   CHECK(difference(readAll(cluster.mnt() + "/copy.img"), copy) == "");
+}
+
+// A running VM's image is cloned while it is written: the clone must be the image at one
+// moment, however far apart the chunks are. The writer (on another mount) stamps a generation
+// into chunk 0, then into a chunk 9 GiB further — past what one copy_file_range call covers
+// (under 4 GiB), so `tessera clone` must use the mount's whole-file clone (fs/clone_ioctl.h) —
+// each write O_DIRECT and acknowledged before the next. At every moment the first stamp equals
+// the second or is one ahead, and so must the clone's. (A clone piece by piece passed this
+// too when tried: the writer's next write waits for its copy of the first piece's chunk while
+// the other pieces go. That it is one point in time is by construction: one meta operation.)
+TEST_CASE("clone: a file written on another mount is cloned at one point in time, however large") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  ExtraMount writer(cluster, "writer");
+  const off_t kFar = 9LL << 30;
+  std::string src = writer.path + "/vm.img";
+  int fd = open(src.c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
+  REQUIRE(fd >= 0);
+  void* mem = nullptr;
+  REQUIRE(posix_memalign(&mem, 4096, 4096) == 0);
+  auto* block = static_cast<char*>(mem);
+  auto stamp = [&](uint64_t g, off_t at) {
+    memset(block, 0, 4096);
+    memcpy(block, &g, sizeof g);
+    return pwrite(fd, block, 4096, at) == 4096;
+  };
+  REQUIRE(stamp(0, 0));
+  REQUIRE(stamp(0, kFar));
+  // The size is the meta server's once flushed (as QEMU flushes); the stamps below stay within.
+  REQUIRE(fdatasync(fd) == 0);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> writeErrno{0};
+  std::thread vm([&] {
+    for (uint64_t g = 1; !stop; ++g) {
+      if (!stamp(g, 0) || !stamp(g, kFar)) {
+        writeErrno = errno;
+        return;
+      }
+      generation = g;
+    }
+  });
+  // Stopped and joined however the test ends.
+  auto joinVm = kj::defer([&] {
+    stop = true;
+    if (vm.joinable()) vm.join();
+  });
+  // Polls `ready` every 20 ms for at most `ms`.
+  auto pollUntil = [](int ms, auto ready) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!ready()) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  };
+  auto stampOf = [](const std::string& path, off_t at) {
+    std::string b = preadAt(path, at, 8);
+    uint64_t g = UINT64_MAX;
+    if (b.size() == 8) memcpy(&g, b.data(), 8);
+    return g;
+  };
+  REQUIRE(pollUntil(30'000, [&] { return generation >= 5 || writeErrno != 0; }));
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    std::string copy = cluster.mnt() + "/clone" + std::to_string(i) + ".img";
+    uint64_t before = generation;
+    auto t = std::chrono::steady_clock::now();
+    auto r = run({adminBin(), "clone", cluster.mnt() + "/vm.img", copy}, 120'000);
+    INFO(r.output);
+    REQUIRE(r.exitCode == 0);
+    uint64_t near = stampOf(copy, 0), far = stampOf(copy, kFar);
+    MESSAGE("clone " << i << " of a 9 GiB image being written took " << msSince(t)
+                     << " ms; it holds generation " << near << " / " << far
+                     << " (the writer was at " << before << " when it started, "
+                     << generation.load() << " after)");
+    CHECK((near == far || near == far + 1));
+    CHECK(near >= before);
+    struct stat st;
+    REQUIRE(stat(copy.c_str(), &st) == 0);
+    CHECK(st.st_size == kFar + 4096);
+  }
+  // The writer was held back only while each clone waited for its leases.
+  uint64_t atEnd = generation;
+  CHECK(pollUntil(30'000, [&] { return generation > atEnd + 3 || writeErrno != 0; }));
+  stop = true;
+  vm.join();
+  CHECK(writeErrno == 0);
+  free(mem);
+  REQUIRE(close(fd) == 0);
+}
+
+TEST_CASE("clone: the whole-file clone calls refuse what they must") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  std::string src = cluster.mnt() + "/src", dst = cluster.mnt() + "/dst";
+  writeAll(src, std::string(8192, 's'));
+  writeAll(dst, "");
+  int in = open(src.c_str(), O_RDONLY);
+  int inW = open(src.c_str(), O_WRONLY);
+  int out = open(dst.c_str(), O_WRONLY);
+  int outR = open(dst.c_str(), O_RDONLY);
+  REQUIRE((in >= 0 && inW >= 0 && out >= 0 && outR >= 0));
+  uint64_t token = 0;
+  // A token only for a reader of the source.
+  CHECK(ioctl(inW, TESSERA_IOC_CLONE_TOKEN, &token) == -1);
+  CHECK(errno == EBADF);
+  REQUIRE(ioctl(in, TESSERA_IOC_CLONE_TOKEN, &token) == 0);
+  // A clone only into a writer of the destination, with a token the mount gave, once.
+  TesseraCloneFrom from{token, 0};
+  CHECK(ioctl(outR, TESSERA_IOC_CLONE_FROM, &from) == -1);
+  CHECK(errno == EBADF);
+  TesseraCloneFrom forged{token ^ 1, 0};
+  CHECK(ioctl(out, TESSERA_IOC_CLONE_FROM, &forged) == -1);
+  CHECK(errno == EINVAL);
+  TesseraCloneFrom flagged{token, 1};
+  CHECK(ioctl(out, TESSERA_IOC_CLONE_FROM, &flagged) == -1);
+  CHECK(errno == EINVAL);
+  REQUIRE(ioctl(out, TESSERA_IOC_CLONE_FROM, &from) == 0);
+  CHECK(readAll(dst) == std::string(8192, 's'));
+  CHECK(ioctl(out, TESSERA_IOC_CLONE_FROM, &from) == -1);  // used up
+  CHECK(errno == EINVAL);
+  // Not onto a file that holds something, nor onto the source itself.
+  REQUIRE(ioctl(in, TESSERA_IOC_CLONE_TOKEN, &token) == 0);
+  from.token = token;
+  CHECK(ioctl(out, TESSERA_IOC_CLONE_FROM, &from) == -1);
+  CHECK(errno == EINVAL);
+  REQUIRE(ioctl(in, TESSERA_IOC_CLONE_TOKEN, &token) == 0);
+  from.token = token;
+  CHECK(ioctl(inW, TESSERA_IOC_CLONE_FROM, &from) == -1);
+  CHECK(errno == EINVAL);
+  CHECK(readAll(src) == std::string(8192, 's'));
+  // Any other ioctl is not the mount's: isatty(3) still says no.
+  CHECK(isatty(in) == 0);
+  CHECK(errno == ENOTTY);
+  for (int fd : {in, inW, out, outR}) CHECK(close(fd) == 0);
 }

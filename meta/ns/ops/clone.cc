@@ -148,7 +148,11 @@ Result<Applied> cloneChunks(Txn& txn, proto::Op::Reader op) {
   if (!srcInode.usageTracked) dstInode.usageTracked = false;
   if (Status s = txn.addToCounter(keys::kChunkCount, int64_t(src->size())); !s) return s.error();
   Attr& a = dstInode.attr;
-  a.size = args.getExactSize() ? args.getSize() : std::max(a.size, args.getSize());
+  if (args.getSizeOfSrc()) {
+    a.size = srcInode.attr.size;
+  } else {
+    a.size = args.getExactSize() ? args.getSize() : std::max(a.size, args.getSize());
+  }
   a.mtimeNs = op.getNowNs();
   a.ctimeNs = op.getNowNs();
   return Applied{attrOf(dstInode), std::nullopt};
