@@ -303,6 +303,33 @@ kj::Promise<void> ChunkServiceImpl::punch(PunchContext context) {
       .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
+kj::Promise<void> ChunkServiceImpl::reserve(ReserveContext context) {
+  auto p = context.getParams();
+  auto key = shardKey(p.getChunk(), p.getShard());
+  if (!key) return reply(context, key.error());
+  // Whole blocks within 64 MiB here; within what a shard of its layout holds on the disk's
+  // worker, which knows the layout from the shard file.
+  if (auto s = checkRange(p.getOffset(), p.getLength()); !s) return reply(context, s);
+  return epochs_.admit(key->chunk, p.getEpoch())
+      .then([this, key = *key, offset = p.getOffset(),
+             length = p.getLength()](Status admitted) -> kj::Promise<Result<uint64_t>> {
+        if (!admitted) return Result<uint64_t>(admitted.error());
+        return disk_.reserve(key, offset, length);
+      })
+      .then([context, key = *key](Result<uint64_t> r) mutable {
+        auto results = context.getResults();
+        if (!r) {
+          if (r.code() == Errc::kNoSpace) {
+            log::warn("no room to reserve a range of shard ", key.toString().c_str(), ": ",
+                      r.error().detail.c_str());
+          }
+          return setError(results, Status(r.error()));
+        }
+        setError(results, Status());
+        results.setBytes(*r);
+      });
+}
+
 kj::Promise<void> ChunkServiceImpl::copy(CopyContext context) {
   auto p = context.getParams();
   auto from = shardKey(p.getFrom(), p.getShard());

@@ -1,11 +1,13 @@
 // chunk/chunk_service.h — the chunk server's data RPC (proto::ChunkService, fs/proto/chunk.capnp)
-// over the server's disks (chunk/disk_set.h). Every request is validated before it reaches the disk: a chunk id of 0, a
-// shard index outside its layout (or beyond kMaxShards), an unaligned or out-of-range offset or
-// length, a read longer than kMaxReadBytes, more than kMaxVectorParts ranges or pieces in a
-// readV or writeV, or a CRC list that does not match the data is answered with kInvalid (a
-// writeV stores none of its pieces unless every one is well formed and matches its CRCs); every reply carries `error`. Bytes of a block that fails its CRC are
-// never sent. Writes, truncates, punches and creates carry the writer's lease epoch and are refused
-// (kStale) when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
+// over the server's disks (chunk/disk_set.h). Every request is validated before it reaches the
+// disk: a chunk id of 0, a shard index outside its layout (or beyond kMaxShards), an unaligned
+// or out-of-range offset or length (a reservation past what a shard of its layout holds), a
+// read longer than kMaxReadBytes, more than kMaxVectorParts ranges or pieces in a readV or
+// writeV, or a CRC list that does not match the data is answered with kInvalid (a writeV
+// stores none of its pieces unless every one is well formed and matches its CRCs); every reply
+// carries `error`. Bytes of a block that fails its CRC are never sent. Writes, truncates,
+// punches, reservations and creates carry the writer's lease epoch and are refused (kStale)
+// when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
 // Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
 // removing a chunk drops the chunk's records, and a shard rebuilt here takes the records the
 // rebuild's sources hold of its chunk in place of its own.
@@ -49,6 +51,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> writeV(WriteVContext context) override;
   kj::Promise<void> punch(PunchContext context) override;
   kj::Promise<void> copy(CopyContext context) override;
+  kj::Promise<void> reserve(ReserveContext context) override;
 
  private:
   // Replaces this server's records of `chunk` with every record the servers at `sources`

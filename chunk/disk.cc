@@ -175,6 +175,19 @@ class Disk::Store {
     return syncFile(key, **file);
   }
 
+  Result<uint64_t> reserve(ShardKey key, uint64_t offset, uint64_t length) {
+    auto file = get(key);
+    if (!file) return file.error();
+    uint64_t before = (*file)->allocatedBytes();
+    auto r = (*file)->reserve(offset, length);
+    account(before, (*file)->allocatedBytes());
+    if (!r) return r;
+    // Durable before the reply: a reservation a crash could undo would let a later write
+    // into the range fail for lack of space after all.
+    if (auto s = syncFile(key, **file); !s) return s.error();
+    return r;
+  }
+
   Status create(ShardKey key, Layout layout) {
     auto found = get(key);
     if (found) {
@@ -466,6 +479,15 @@ kj::Promise<Status> Disk::punch(ShardKey key, uint64_t offset, uint64_t length) 
   return onWorker([this, key, offset, length]() -> Status {
     if (auto e = refuse()) return *e;
     return note(store_->punch(key, offset, length));
+  });
+}
+
+kj::Promise<Result<uint64_t>> Disk::reserve(ShardKey key, uint64_t offset, uint64_t length) {
+  return onWorker([this, key, offset, length]() -> Result<uint64_t> {
+    if (auto e = refuse()) return *e;
+    auto r = store_->reserve(key, offset, length);
+    if (!r) return note(Status(r.error())).error();
+    return r;
   });
 }
 

@@ -93,6 +93,10 @@ class Disk {
   // Frees a range of the shard (ShardFile::punch), then fdatasync. kNotFound if the shard does
   // not exist.
   kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
+  // Reserves disk space for a range of the shard (ShardFile::reserve), then fdatasync; the
+  // disk bytes it took. kNotFound if the shard does not exist; kNoSpace (the disk becomes kFull,
+  // as after a write that found no room) when the range does not fit.
+  kj::Promise<Result<uint64_t>> reserve(ShardKey key, uint64_t offset, uint64_t length);
   // Creates an empty shard; fine if it exists with the same layout (kInvalid if with another).
   kj::Promise<Status> create(ShardKey key, Layout layout);
   // Deletes every shard of the chunks; absent ones are fine.

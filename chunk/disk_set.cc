@@ -253,6 +253,18 @@ kj::Promise<Status> DiskSet::punch(ShardKey key, uint64_t offset, uint64_t lengt
   return observed(i, disks_[i].disk->punch(key, offset, length));
 }
 
+kj::Promise<Result<uint64_t>> DiskSet::reserve(ShardKey key, uint64_t offset, uint64_t length) {
+  using R = Result<uint64_t>;
+  std::optional<size_t> at = find(key);
+  if (!at) return R(Error{Errc::kNotFound, "shard " + key.toString() + " is not here"});
+  size_t i = *at;
+  if (stateOf(i) == DiskState::kFailed) {
+    observe(i);
+    return R(onFailedDisk(key, i));
+  }
+  return observed(i, disks_[i].disk->reserve(key, offset, length));
+}
+
 kj::Promise<Status> DiskSet::create(ShardKey key, Layout layout) {
   std::optional<size_t> at = find(key);
   if (!at) {

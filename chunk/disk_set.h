@@ -4,19 +4,20 @@
 // Routing. A shard lives on exactly one disk. The set keeps an in-memory index shard -> disk,
 // built at open from the shard files every disk holds and updated when a write or create places
 // a new shard and when chunks are removed. An operation on a known shard goes to its disk. A
-// shard the index does not know does not exist here: read, truncate, punch and sync answer kNotFound
-// without touching a disk; write and create place it on the kOk disk with the most free space
-// (pickDisk), or answer kNoSpace when no disk takes new shards. Two disks holding one shard at
-// open (a copied directory): the first in --data order keeps it, a warning names the other.
+// shard the index does not know does not exist here: read, truncate, punch, reserve and sync
+// answer kNotFound without touching a disk; write and create place it on the kOk disk with the
+// most free space (pickDisk), or answer kNoSpace when no disk takes new shards. Two disks
+// holding one shard at open (a copied directory): the first in --data order keeps it, a
+// warning names the other.
 //
 // Health (chunk/disk.h: kOk, kFull, kFailed). A failed disk gets no more I/O. Its shards stay in
 // the index, so operations on them answer kIo "shard X is on failed disk DIR: ..." — a client
 // reads around them, and a write never recreates such a shard, empty, on another disk — and
 // they join lostShards(), which the meta link reports so the meta leader rebuilds them
-// elsewhere. A full disk takes no new shards; writes to its shards go on and may answer
-// kNoSpace. Each change of a disk's state is logged once. A directory that cannot be opened at
-// start (other than one in use by another server, or named twice) is failed from the start, as
-// long as one other opens; the server serves the others.
+// elsewhere. A full disk takes no new shards; writes and reservations on its shards go on
+// and may answer kNoSpace. Each change of a disk's state is logged once. A directory that
+// cannot be opened at start (other than one in use by another server, or named twice) is
+// failed from the start, as long as one other opens; the server serves the others.
 //
 // Not thread-safe: owned by the chunk server's main event loop. Promises it returns must be
 // destroyed before it.
@@ -79,6 +80,7 @@ class DiskSet {
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
   kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
+  kj::Promise<Result<uint64_t>> reserve(ShardKey key, uint64_t offset, uint64_t length);
   kj::Promise<Status> create(ShardKey key, Layout layout);
   kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
   // Probes every disk (Disk::stats), notes changes of state, adds up.

@@ -1,6 +1,9 @@
 #include "chunk/shard_file.h"
 
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +11,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "fs/checksum.h"
 
@@ -327,6 +332,113 @@ Status ShardFile::punch(uint64_t offset, uint64_t length) {
   if (zeroRange(fd_.get(), dataLo, dataHi - dataLo) != 0) return ioError("punch", errno);
   refreshAllocated();
   return Status();
+}
+
+namespace {
+
+struct FileRange {
+  uint64_t lo = 0, hi = 0;
+};
+
+// The parts of file range [lo, hi) where the file has no blocks at all (no extent of any kind:
+// written, unwritten or delayed), each widened to whole file-system blocks of `fsBlock` bytes
+// within its hole: exactly the blocks a fallocate of [lo, hi) adds, so punching them again
+// frees what it took and nothing that was there before. Dirty pages are flushed first
+// (FIEMAP_FLAG_SYNC), so data not yet allocated on disk counts as data. nullopt if the file
+// system does not answer FIEMAP.
+std::optional<std::vector<FileRange>> holesIn(int fd, uint64_t lo, uint64_t hi, uint64_t fsBlock) {
+  std::vector<FileRange> holes;
+  // A hole between extents ending at `prevEnd` and starting at `nextStart` (block-aligned, as
+  // extents are), clipped to [lo, hi), then widened to blocks without leaving the hole.
+  auto gap = [&](uint64_t prevEnd, uint64_t nextStart) {
+    uint64_t a = std::max(prevEnd, lo), b = std::min(nextStart, hi);
+    if (a >= b) return;
+    holes.push_back(FileRange{std::max(prevEnd, a / fsBlock * fsBlock),
+                              std::min(nextStart, (b + fsBlock - 1) / fsBlock * fsBlock)});
+  };
+  constexpr unsigned kExtents = 64;
+  std::vector<uint64_t> buf((sizeof(struct fiemap) + kExtents * sizeof(struct fiemap_extent)) / 8 +
+                            1);
+  auto* fm = reinterpret_cast<struct fiemap*>(buf.data());
+  uint64_t prevEnd = 0;  // end of the last extent seen (every extent overlapping [lo, hi) is)
+  for (uint64_t cursor = lo; cursor < hi;) {
+    memset(buf.data(), 0, buf.size() * 8);
+    fm->fm_start = cursor;
+    fm->fm_length = hi - cursor;
+    fm->fm_flags = FIEMAP_FLAG_SYNC;
+    fm->fm_extent_count = kExtents;
+    if (::ioctl(fd, FS_IOC_FIEMAP, fm) != 0) return std::nullopt;
+    bool last = fm->fm_mapped_extents < kExtents;
+    for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
+      const auto& e = fm->fm_extents[i];
+      gap(prevEnd, e.fe_logical);
+      prevEnd = std::max<uint64_t>(prevEnd, e.fe_logical + e.fe_length);
+      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
+    }
+    if (last || prevEnd <= cursor) break;
+    cursor = prevEnd;
+  }
+  gap(prevEnd, UINT64_MAX);
+  return holes;
+}
+
+}  // namespace
+
+Result<uint64_t> ShardFile::reserve(uint64_t offset, uint64_t length) {
+  if (auto s = checkRange(offset, length); !s) return s.error();
+  uint64_t capacity = shardCapacity(layout_);
+  if (offset + length > capacity) {
+    return Error{Errc::kInvalid, "range " + std::to_string(offset) + "+" + std::to_string(length) +
+                                     " is past the " + std::to_string(capacity) +
+                                     " bytes a shard of " + layout_.toString() + " holds"};
+  }
+  if (length == 0) return uint64_t(0);
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return ioError("reserve", errno);
+  uint64_t fsBlock = st.st_blksize > 0 ? uint64_t(st.st_blksize) : kBlockSize;
+  uint64_t before = allocated_;
+  // The CRC table entries of the blocks are rewritten by every write of them: they need room
+  // as much as the blocks do.
+  const FileRange wanted[2] = {
+      {kCrcTableOffset + offset / kBlockSize * 4, kCrcTableOffset + (offset + length) / kBlockSize * 4},
+      {kDataOffset + offset, kDataOffset + offset + length}};
+  std::vector<FileRange> taken;  // holes filled (or being filled when it failed)
+  std::optional<Error> failed;
+  for (const FileRange& r : wanted) {
+    auto holes = holesIn(fd_.get(), r.lo, r.hi, fsBlock);
+    bool known = holes.has_value();
+    for (const FileRange& h : known ? *holes : std::vector<FileRange>{r}) {
+      int rc;
+      do {
+        rc = ::fallocate(fd_.get(), 0, off_t(h.lo), off_t(h.hi - h.lo));
+      } while (rc != 0 && errno == EINTR);
+      // A failed fallocate may have taken part of its range: that hole is given back too.
+      if (known) taken.push_back(h);
+      if (rc != 0) {
+        int err = errno;
+        if (err == EOPNOTSUPP) {
+          failed = Error{Errc::kNotSupported, "reserve shard " + key_.toString() +
+                                                  ": the file system cannot reserve space"};
+        } else {
+          failed = ioError("reserve", err);
+        }
+        break;
+      }
+    }
+    if (failed) break;
+  }
+  if (failed) {
+    // Best effort: a hole that cannot be punched again stays allocated, which wastes space but
+    // breaks nothing (it reads as zeros, like the hole it was).
+    for (const FileRange& h : taken) {
+      ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(h.lo),
+                  off_t(h.hi - h.lo));
+    }
+    refreshAllocated();
+    return *failed;
+  }
+  refreshAllocated();
+  return allocated_ > before ? allocated_ - before : 0;
 }
 
 Status ShardFile::sync() {

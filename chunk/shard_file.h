@@ -38,7 +38,9 @@
 // that range, so they are rebuilt from the other shards; the next full write of such a block
 // repairs it. A truncate clears the table entries beyond the new length, then cuts the data;
 // a crash in between leaves the cut blocks reading as kCorruption in the same way; so does a
-// punch (fallocate PUNCH_HOLE of a range), which clears the entries before it frees the data. A header
+// punch (fallocate PUNCH_HOLE of a range), which clears the entries before it frees the data. A
+// reservation (fallocate mode 0) changes no bytes: a crash during one loses at most the
+// reservation, which the reply never acknowledged. A header
 // that fails its magic, version or CRC, or names another shard, makes every operation on the
 // shard kCorruption: the meta server replaces such a shard like a lost one.
 #pragma once
@@ -114,6 +116,17 @@ class ShardFile {
   // punch). Their CRC entries are cleared first — a crash in between leaves blocks that read
   // as kCorruption, as after a torn write. Not synced.
   Status punch(uint64_t offset, uint64_t length);
+  // Reserves disk space for [offset, offset + length) (multiples of 4 KiB, inside
+  // shardCapacity() of the shard's layout, else kInvalid): fallocate mode 0 of those blocks and
+  // of their CRC table entries, so that writing them later cannot fail for lack of space. The
+  // bytes and CRCs stay as they are: blocks never written still read as zeros (the table
+  // entries are zeros too). The file grows to cover the range (never KEEP_SIZE: blocks past the
+  // end of the file would escape truncate and punch). kNoSpace when the file system has no room
+  // for all of it: then the ranges that were holes before the call are punched again, so a
+  // refused reservation leaves the file as it was (where FIEMAP is not supported, which holes
+  // were there is unknown and what was taken stays taken); kNotSupported if the file system
+  // cannot reserve. Returns the disk bytes the file took on. Not synced.
+  Result<uint64_t> reserve(uint64_t offset, uint64_t length);
   // fdatasync.
   Status sync();
 

@@ -312,8 +312,16 @@ class Client {
   void forgetChunksFrom(FileState& f, uint64_t first);
 
   // --- fallocate (client_fallocate.cc) ---
-  // Places the chunks index..last that do not exist, with their shards (mode 0).
-  kj::Promise<Status> reserveChunks(InodeId inode, uint64_t index, uint64_t last);
+  // Mode 0: reserves disk space for [off, end) of the file on every shard of every chunk it
+  // covers, placing the chunks that do not exist. On failure the chunks it placed (and nobody
+  // wrote since) are dropped again.
+  kj::Promise<Status> reserveRange(InodeId inode, uint64_t off, uint64_t end);
+  // The chunk at `index` and those after it, up to `end`; `placed` learns the chunks placed.
+  kj::Promise<Status> reserveChunks(InodeId inode, uint64_t off, uint64_t end, uint64_t index,
+                                    std::shared_ptr<std::vector<uint64_t>> placed);
+  // Drops the chunks at `indexes` that this client placed and nobody wrote (fresh, no write
+  // recorded), in runs of consecutive indexes.
+  kj::Promise<Status> dropUnwritten(InodeId inode, std::vector<uint64_t> indexes);
   // Zeroes [off, end) of the file: partial chunks through DataPath::punch, whole ones dropped.
   kj::Promise<Status> punchRange(InodeId inode, uint64_t off, uint64_t end);
   // Zeroes chunk bytes [off, off + len) of the chunk at `index`, if it exists.

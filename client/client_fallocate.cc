@@ -1,6 +1,14 @@
 // client/client_fallocate.cc — fallocate: reserving (mode 0), punching holes (what a guest's
 // discard/TRIM becomes) and zeroing ranges of a file (client.h, Client::fallocate).
 //
+// A reservation takes the write lease of every chunk of the range in turn (placing the chunks
+// that do not exist, and creating their shards), and has every shard server of the chunk
+// allocate the part of its shard file that writes inside the range can touch
+// (DataPath::reserve, client/data_path_reserve.cc says what that covers and what not). Only
+// when every chunk is done does the file grow (without KEEP_SIZE) and the range count as
+// written for st_blocks. A server without room makes the whole call fail with ENOSPC; then the
+// chunks this call placed are dropped again, so a refused reservation leaves no chunk behind.
+//
 // A punch is a write of zeros to the file as far as ordering goes, and keeps the write path's
 // rules the same way: what this client buffered goes out first (drain), each chunk it zeroes in
 // part is zeroed under that chunk's write lease (DataPath::punch drains the chunk's write log
@@ -60,7 +68,7 @@ kj::Promise<Status> Client::fallocate(InodeId inode, int mode, uint64_t off, uin
   return drain(f)
       .then([this, inode, reserve, off, end](Status s) -> kj::Promise<Status> {
         if (!s) return s;
-        if (reserve) return reserveChunks(inode, off / kChunkSize, (end - 1) / kChunkSize);
+        if (reserve) return reserveRange(inode, off, end);
         return punchRange(inode, off, end);
       })
       .then([this, &f, reserve, keepSize, off, end](Status s) -> kj::Promise<Status> {
@@ -88,30 +96,105 @@ kj::Promise<Status> Client::fallocate(InodeId inode, int mode, uint64_t off, uin
       });
 }
 
-kj::Promise<Status> Client::reserveChunks(InodeId inode, uint64_t index, uint64_t last) {
-  if (index > last) return Status();
-  auto* f = find(inode);
-  if (!f) return Status(Error{Errc::kStale, "file closed"});
-  return chunk(*f, index, false)
-      .then([this, inode, index](Result<std::optional<ChunkDesc>> c) -> kj::Promise<Status> {
-        if (!c) return Status(c.error());
-        if (*c) return Status();  // exists: its bytes stay as they are
-        // Placed under our lease (what a first write does), then its shards created, so that
-        // it reads as zeros rather than as a chunk whose shards are all missing.
-        return useLease(inode, index).then([this, inode, index](Result<ChunkDesc> c) {
-          if (!c) return kj::Promise<Status>(Status(c.error()));
-          return createFreshShards(inode, *c)
-              .then([](Result<ChunkDesc> created) -> Status {
-                if (!created) return created.error();
-                return Status();
-              })
-              .attach(kj::defer([this, inode, index] { endUse(inode, index); }));
+kj::Promise<Status> Client::reserveRange(InodeId inode, uint64_t off, uint64_t end) {
+  auto placed = std::make_shared<std::vector<uint64_t>>();
+  return reserveChunks(inode, off, end, off / kChunkSize, placed)
+      .then([this, inode, placed](Status s) -> kj::Promise<Status> {
+        if (s || placed->empty()) return s;
+        // A refused fallocate leaves no chunk behind that only it placed: their shards (and
+        // what was reserved in them) go to the garbage. In chunks that existed before, what
+        // was reserved before the refusal stays reserved (the servers cannot tell it from
+        // earlier reservations); the server that had no room gave back what it took.
+        return dropUnwritten(inode, *placed).then([inode, s](Status d) {
+          if (!d) {
+            log::warn("inode ", inode.value, ": dropping the chunks a failed fallocate placed: ",
+                      d.error().toString().c_str());
+          }
+          return s;
         });
-      })
-      .then([this, inode, index, last](Status s) -> kj::Promise<Status> {
-        if (!s) return s;
-        return reserveChunks(inode, index + 1, last);
       });
+}
+
+kj::Promise<Status> Client::reserveChunks(InodeId inode, uint64_t off, uint64_t end,
+                                          uint64_t index,
+                                          std::shared_ptr<std::vector<uint64_t>> placed) {
+  uint64_t base = index * kChunkSize;
+  if (base >= end) return Status();
+  if (!find(inode)) return Status(Error{Errc::kStale, "file closed"});
+  uint64_t lo = std::max(off, base) - base, hi = std::min(end, base + kChunkSize) - base;
+  // Under our lease (what a write does; placed first if it does not exist): the calls carry
+  // its epoch, and a chunk shared with a clone is copied first, so the space is reserved in
+  // this file's own copy.
+  return useLease(inode, index)
+      .then([this, inode, index, lo, hi, placed](Result<ChunkDesc> c) -> kj::Promise<Status> {
+        if (!c) return Status(c.error());
+        auto used = kj::defer([this, inode, index] { endUse(inode, index); });
+        std::shared_ptr<FreshChunk> fresh;
+        if (auto* f = find(inode)) {
+          auto it = f->fresh.find(index);
+          if (it != f->fresh.end()) fresh = it->second;
+        }
+        // Placed by us and never written: its shards are created along the way, so that it
+        // reads as zeros rather than as a chunk whose shards are all missing.
+        bool creating = fresh && !fresh->shardsCreated;
+        if (creating) placed->push_back(index);
+        ChunkDesc desc = *c;
+        return data_.reserve(desc, lo, hi - lo, creating)
+            .then([this, inode, desc, fresh,
+                   creating](Result<DataPath::Reserved> r) -> kj::Promise<Status> {
+              if (!r) {
+                if (r.code() == Errc::kStale) leaseLost(inode, desc);
+                return Status(r.error());
+              }
+              if (!creating) return Status();
+              // Shards that could not be created are stale before the chunk counts as there.
+              return markStale(inode, desc, r->missed).then([this, inode, fresh](Result<ChunkDesc> c) {
+                if (!c) return Status(c.error());
+                fresh->shardsCreated = true;
+                // New shard files are durable once synced: the next fsync does it (those that
+                // reserved something are synced already).
+                if (auto* f = find(inode)) {
+                  auto& u = f->unsynced[c->index];
+                  u.chunk = *c;
+                  u.shards |= allShards(c->layout) & ~c->staleShards;
+                }
+                return Status();
+              });
+            })
+            .attach(kj::mv(used));
+      })
+      .then([this, inode, off, end, index, placed](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return reserveChunks(inode, off, end, index + 1, placed);
+      });
+}
+
+kj::Promise<Status> Client::dropUnwritten(InodeId inode, std::vector<uint64_t> indexes) {
+  auto* f = find(inode);
+  if (!f) return Status();
+  std::vector<uint64_t> unwritten;
+  for (uint64_t index : indexes) {
+    auto it = f->fresh.find(index);
+    if (it == f->fresh.end()) continue;  // gone or no longer ours alone
+    bool written = false;
+    for (auto& extents : it->second->written) written |= !extents.empty();
+    if (!written) unwritten.push_back(index);
+  }
+  std::sort(unwritten.begin(), unwritten.end());
+  kj::Promise<Status> done = Status();
+  for (size_t i = 0; i < unwritten.size();) {
+    size_t j = i + 1;
+    while (j < unwritten.size() && unwritten[j] == unwritten[j - 1] + 1) ++j;
+    uint64_t first = unwritten[i], last = unwritten[j - 1];
+    done = done.then([this, inode, first, last](Status s) -> kj::Promise<Status> {
+      if (!s) return s;
+      log::info("inode ", inode.value, ": dropping chunks ", first, "..", last,
+                " placed by a fallocate that failed");
+      return dropChunks(inode, first, last + 1);
+    });
+    i = j;
+  }
+  return done;
 }
 
 kj::Promise<Result<ChunkDesc>> Client::createFreshShards(InodeId inode, const ChunkDesc& chunk) {

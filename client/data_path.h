@@ -127,6 +127,21 @@ class DataPath {
   // chunk reserved without a write is readable. Not synced. The mask of shards it missed.
   kj::Promise<Result<uint32_t>> createShards(const ChunkDesc& chunk);
 
+  // Reserves disk space for chunk bytes [off, off + len) (fallocate mode 0; see
+  // client/data_path_reserve.cc) on every shard that is not stale: on each the shard range
+  // writes inside [off, off + len) can touch (shardExtents), so that they cannot fail for lack
+  // of space. With `create` (a chunk this client placed and never wrote) the shards are created
+  // first, empty, as createShards does. Under the chunk's lease (its epoch fences the calls).
+  // kNoSpace if a server has no room for its part (or, with `create`, for the shard), once
+  // every call returned; kStale if the lease moved on; with `create`, kUnavailable if more
+  // shards than the chunk can lose could not be created.
+  struct Reserved {
+    uint32_t missed = 0;      // with `create`: shards not created (to be marked stale)
+    uint32_t unreserved = 0;  // shards whose server could not be asked, or cannot reserve
+  };
+  kj::Promise<Result<Reserved>> reserve(const ChunkDesc& chunk, uint64_t off, uint64_t len,
+                                        bool create);
+
   // Makes rows [0, len) of the chunk consistent after an unclean lease handover (see
   // ChunkDesc::resync): ec parity re-encoded from the data shards, replicas copied from the
   // first readable one; durable when resolved. The mask of shards it could not write.
@@ -158,6 +173,7 @@ class DataPath {
   kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                  kj::ArrayPtr<const kj::byte> data, bool sync);
   kj::Promise<Status> punchShard(const ChunkDesc& chunk, int shard, Extent rows);
+  kj::Promise<Status> reserveShard(const ChunkDesc& chunk, int shard, Extent range);
   // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the
   // caller already holds the RangeLock over every row involved.
   // `raw`: the stored stripes (what a read-modify-write must encode over), else what a reader

@@ -42,6 +42,23 @@ Extent rowExtent(const Layout& layout, uint64_t off, uint64_t len) {
   return Extent{alignDown(u.lo, kBlockSize), alignUp(u.hi, kBlockSize)};
 }
 
+std::vector<Extent> shardExtents(const Layout& layout, uint64_t off, uint64_t len) {
+  std::vector<Extent> out(layout.shards());
+  Extent rows = rowExtent(layout, off, len);
+  if (!layout.isEc()) {
+    for (Extent& e : out) e = rows;
+    return out;
+  }
+  std::vector<Extent> data = dataExtents(layout, off, len);
+  for (int j = 0; j < layout.k; ++j) {
+    if (!data[j].empty()) {
+      out[j] = Extent{alignDown(data[j].lo, kBlockSize), alignUp(data[j].hi, kBlockSize)};
+    }
+  }
+  for (int j = layout.k; j < layout.shards(); ++j) out[j] = rows;
+  return out;
+}
+
 PunchPlan punchPlan(const Layout& layout, uint64_t off, uint64_t len) {
   uint64_t end = off + len;
   uint64_t width = stripeWidth(layout);

@@ -42,6 +42,13 @@ std::vector<Extent> dataExtents(const Layout& layout, uint64_t off, uint64_t len
 // blocks, and for ec widened to whole rows of every stripe touched.
 Extent rowExtent(const Layout& layout, uint64_t off, uint64_t len);
 
+// For chunk range [off, off+len): the block-aligned range each shard (k + m entries) must have
+// disk space for so that every write inside the range finds room — what such writes can touch.
+// ec: on data shard j its part of the range (dataExtents, widened to blocks; empty if none),
+// on every parity shard the rows of the range (rowExtent). replicas: the range, widened to
+// blocks, on every copy.
+std::vector<Extent> shardExtents(const Layout& layout, uint64_t off, uint64_t len);
+
 // How chunk range [off, off+len) is zeroed by a hole punch. The stripes it covers wholly (ec:
 // rows of k cells, whose parity is zero too; replicas: 4 KiB blocks) are freed on every shard:
 // `rows`, shard offsets, block-aligned. What lies before and after them (`head` and `tail`,

@@ -60,6 +60,15 @@ struct Layout {
   friend bool operator==(const Layout&, const Layout&) = default;
 };
 
+// The most bytes one shard of a full chunk holds: for ec(k,m) a cell for every stripe the chunk
+// starts (the last one may be partial: ec(3,2) has 342 rows, so 342 cells), for replicas the
+// whole chunk. A multiple of 4 KiB.
+inline uint64_t shardCapacity(const Layout& layout) {
+  if (!layout.isEc() || layout.k == 0) return kChunkSize;
+  uint64_t row = kCellSize * layout.k;
+  return (kChunkSize + row - 1) / row * kCellSize;
+}
+
 struct Attr {
   InodeId inode;
   uint32_t mode = 0;

@@ -88,6 +88,17 @@ interface ChunkService {
   # (not applied to the stripes yet); corruption if a block fails its CRC. `bytes`: written.
   copy @14 (from :UInt64, to :UInt64, shard :UInt8, layout :Common.Layout, length :UInt64)
       -> (error :Common.Error, bytes :UInt64);
+  # Reserves disk space for shard range [offset, offset + length) (fallocate mode 0 of the
+  # shard file's blocks and of their CRC table entries: chunk/shard_file.h), so that later
+  # writes into the range cannot fail for lack of space; no byte changes (unwritten blocks still
+  # read as zeros). Durable (fdatasync) before the reply. Fenced like a write (stale for an
+  # older epoch); notFound if the shard is not here; invalid for a range that is not whole
+  # blocks or reaches past what a shard of its layout holds; noSpace if the disk has no room
+  # for all of it (what the call took is given back, and the disk counts as full, as after a
+  # write that found no room); notSupported if the disk's file system cannot reserve space.
+  # `bytes`: disk space the call took.
+  reserve @15 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, epoch :UInt64)
+      -> (error :Common.Error, bytes :UInt64);
 }
 struct Range {
   offset @0 :UInt64;

@@ -161,6 +161,28 @@ struct Service {
     return fromWire(loop.wait(req.send()).getError());
   }
 
+  struct Reserved {
+    Status status;
+    uint64_t bytes = 0;
+  };
+  Reserved reserve(uint64_t chunk, uint8_t shard, uint64_t offset, uint64_t length,
+                   uint64_t epoch = 0) {
+    auto req = client.reserveRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    req.setOffset(offset);
+    req.setLength(length);
+    req.setEpoch(epoch);
+    auto reply = loop.wait(req.send());
+    return Reserved{fromWire(reply.getError()), reply.getBytes()};
+  }
+
+  uint64_t diskBytes(uint64_t chunk, uint8_t shard) {
+    struct stat st;
+    REQUIRE(::stat(disk->shardPath({ChunkId(chunk), shard}).c_str(), &st) == 0);
+    return uint64_t(st.st_blocks) * 512;
+  }
+
   Status remove(std::initializer_list<uint64_t> chunks) {
     auto req = client.removeRequest();
     auto list = req.initChunks(chunks.size());
@@ -389,4 +411,78 @@ TEST_CASE("chunk service: malformed or stale vectored requests are refused whole
   CHECK(svc.fence(43, 5).ok());
   CHECK(svc.writeV(43, 0, {{0, data}}, [](auto& req) { req.setEpoch(4); }).code() == Errc::kStale);
   CHECK(svc.writeV(43, 0, {{0, data}}, [](auto& req) { req.setEpoch(5); }).ok());
+}
+
+TEST_CASE("chunk service: reserve takes the disk space of a shard range, which then reads as "
+          "zeros and takes writes") {
+  Service svc;
+  constexpr uint64_t M = 1 << 20;
+  REQUIRE(svc.create(50, 1).ok());
+  auto data = pattern(M, 17);
+  REQUIRE(svc.write(50, 1, 2 * M, data).ok());
+  uint64_t before = svc.diskBytes(50, 1);
+  auto r = svc.reserve(50, 1, 0, 8 * M);
+  REQUIRE(r.status.ok());
+  uint64_t after = svc.diskBytes(50, 1);
+  MESSAGE("shard file " << before << " -> " << after << " bytes on disk; reply says " << r.bytes);
+  // The 7 MiB not written yet, and the CRC table entries of the 8 MiB (8 KiB).
+  CHECK(after >= before + 7 * M);
+  CHECK(after <= before + 7 * M + 64 * 1024);
+  CHECK(r.bytes == after - before);
+  // No byte changed.
+  auto back = svc.read(50, 1, 0, 4 * M);
+  REQUIRE(back.status.ok());
+  CHECK(test::allZero(back.data.slice(0, 2 * M)));
+  CHECK(same(back.data.slice(2 * M, 3 * M), data));
+  CHECK(test::allZero(back.data.slice(3 * M, 4 * M)));
+  CHECK(back.crcs[0] == zeroBlockCrc());
+  // Again: nothing more to take.
+  auto again = svc.reserve(50, 1, 0, 8 * M);
+  REQUIRE(again.status.ok());
+  CHECK(again.bytes == 0);
+  CHECK(svc.diskBytes(50, 1) == after);
+  // Writes into the range land in the reserved blocks: the file does not grow (but for an
+  // extent-tree block the file system may need to split the range it reserved).
+  auto more = pattern(M, 18);
+  REQUIRE(svc.write(50, 1, 5 * M, more, /*sync=*/true).ok());
+  CHECK(svc.diskBytes(50, 1) <= after + 64 * 1024);
+  auto written = svc.read(50, 1, 5 * M, M);
+  REQUIRE(written.status.ok());
+  CHECK(same(written.data, more));
+  // The last blocks a shard of its layout holds: ec(4,2) a quarter of the chunk, replicas all.
+  CHECK(svc.reserve(50, 1, kChunkSize / 4 - kBlockSize, kBlockSize).status.ok());
+  REQUIRE(svc.create(51, 2, Layout::replica(3)).ok());
+  CHECK(svc.reserve(51, 2, kChunkSize - kBlockSize, kBlockSize).status.ok());
+  // Removing the chunk frees it all.
+  REQUIRE(svc.remove({50}).ok());
+  CHECK(!test::fileExists(svc.disk->shardPath({ChunkId(50), 1})));
+}
+
+TEST_CASE("chunk service: reserve refuses bad ranges, unknown shards and stale epochs") {
+  Service svc;
+  REQUIRE(svc.create(60, 0).ok());  // ec(4,2): a shard holds 16 MiB
+  auto code = [&](uint64_t chunk, uint8_t shard, uint64_t offset, uint64_t length,
+                  uint64_t epoch = 0) { return svc.reserve(chunk, shard, offset, length, epoch).status.code(); };
+  CHECK(code(60, 0, 100, kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 0, 0, 5000) == Errc::kInvalid);
+  CHECK(code(60, 0, kChunkSize / 4 - kBlockSize, 2 * kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 0, kChunkSize / 4, kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 0, kChunkSize, kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 0, kBlockSize, ~uint64_t(0) - 4095) == Errc::kInvalid);
+  CHECK(code(0, 0, 0, kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 200, 0, kBlockSize) == Errc::kInvalid);
+  CHECK(code(60, 1, 0, kBlockSize) == Errc::kNotFound);  // not created here
+  CHECK(code(61, 0, 0, kBlockSize) == Errc::kNotFound);
+  CHECK(!test::fileExists(svc.disk->shardPath({ChunkId(61), 0})));
+  // Fenced like a write: an older epoch is stale, the current or a newer one goes through.
+  REQUIRE(svc.fence(60, 5).ok());
+  CHECK(code(60, 0, 0, kBlockSize, 4) == Errc::kStale);
+  CHECK(code(60, 0, 0, kBlockSize, 5) == Errc::kOk);
+  CHECK(code(60, 0, 0, 2 * kBlockSize, 6) == Errc::kOk);
+  CHECK(svc.epochs->get(ChunkId(60)) == 6);
+  CHECK(code(60, 0, 0, kBlockSize, 5) == Errc::kStale);
+  // Nothing was taken by the refusals: only the two blocks reserved, and their table block.
+  CHECK(svc.diskBytes(60, 0) <= kShardHeaderSize + 2 * kBlockSize + kBlockSize);
+  // Still serving.
+  CHECK(svc.write(60, 0, 0, pattern(kBlockSize, 19), [](auto& req) { req.setEpoch(6); }).ok());
 }

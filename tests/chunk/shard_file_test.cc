@@ -228,6 +228,54 @@ TEST_CASE("shard file: a punched range reads as zeros with valid CRCs and frees 
   CHECK(same(again.data.slice(kBlockSize, 2 * kBlockSize), more));
 }
 
+TEST_CASE("shard file: a reserved range takes disk space, changes no byte and takes writes") {
+  Fixture fx;
+  auto f = fx.create();
+  auto data = pattern(1 << 20, 11);
+  REQUIRE(f.write(1 << 20, data, crcsOf(data)).ok());
+  REQUIRE(f.sync().ok());
+  uint64_t before = diskBytes(fx.path);
+  auto r = f.reserve(0, 4 << 20);
+  REQUIRE(r.ok());
+  uint64_t after = diskBytes(fx.path);
+  CHECK(after >= before + (3 << 20));
+  CHECK(*r == after - before);
+  CHECK(f.allocatedBytes() == after);
+  auto back = readBack(f, 0, 4 << 20);
+  REQUIRE(back.status.ok());
+  CHECK(allZero(back.data.slice(0, 1 << 20)));
+  CHECK(same(back.data.slice(1 << 20, 2 << 20), data));
+  CHECK(allZero(back.data.slice(2 << 20, 4 << 20)));
+  for (size_t i = 512; i < 1024; ++i) CHECK(back.crcs[i] == zeroBlockCrc());
+  // The file covers the range: a punch and a truncate reach the reserved blocks.
+  struct stat st;
+  REQUIRE(::stat(fx.path.c_str(), &st) == 0);
+  CHECK(uint64_t(st.st_size) == kDataOffset + (4 << 20));
+  REQUIRE(f.punch(2 << 20, 2 << 20).ok());
+  CHECK(diskBytes(fx.path) + (2 << 20) <= after + 4096);
+  REQUIRE(f.truncate(0).ok());
+  CHECK(diskBytes(fx.path) <= before - (1 << 20) + 4096);
+  // Whole blocks within what a shard of ec(4,2) holds.
+  CHECK(f.reserve(100, kBlockSize).code() == Errc::kInvalid);
+  CHECK(f.reserve(0, 100).code() == Errc::kInvalid);
+  CHECK(f.reserve(kChunkSize / 4, kBlockSize).code() == Errc::kInvalid);
+  CHECK(f.reserve(kChunkSize / 4 - kBlockSize, kBlockSize).ok());
+  // Reopened: the same bytes.
+  auto m = fx.reopen();
+  auto last = readBack(m, kChunkSize / 4 - kBlockSize, kBlockSize);
+  REQUIRE(last.status.ok());
+  CHECK(allZero(last.data));
+}
+
+TEST_CASE("shard file: an ec(3,2) shard reserves its partial last row") {
+  test::TempDir dir{"shard-file-test"};
+  ShardKey key{ChunkId(7), 0};
+  auto f = ShardFile::create(dir / key.toString(), key, Layout::ec(3, 2));
+  REQUIRE(f.ok());
+  CHECK(f->reserve(341 * kCellSize, kCellSize).ok());
+  CHECK(f->reserve(342 * kCellSize, kBlockSize).code() == Errc::kInvalid);
+}
+
 TEST_CASE("shard file: a damaged header makes the shard corrupt, not a crash") {
   Fixture fx;
   {

@@ -184,3 +184,60 @@ TEST_CASE("stripe: a punch frees the whole blocks of a replica chunk") {
   CHECK(p.rows.hi == 12288);
   CHECK(p.tail.empty());
 }
+
+TEST_CASE("stripe: a reservation covers what writes inside its range can touch on every shard") {
+  SUBCASE("a whole ec(4,2) chunk: a quarter of it on every shard") {
+    auto e = shardExtents(Layout::ec(4, 2), 0, kChunkSize);
+    REQUIRE(e.size() == 6);
+    for (const Extent& x : e) {
+      CHECK(x.lo == 0);
+      CHECK(x.hi == kChunkSize / 4);
+    }
+  }
+  SUBCASE("a whole ec(3,2) chunk: the partial last row is on data shard 0 and the parity") {
+    auto e = shardExtents(Layout::ec(3, 2), 0, kChunkSize);
+    REQUIRE(e.size() == 5);
+    CHECK(e[0].hi == 342 * kCellSize);
+    CHECK(e[1].hi == 341 * kCellSize);
+    CHECK(e[2].hi == 341 * kCellSize);
+    CHECK(e[3].hi == 342 * kCellSize);
+    CHECK(e[4].hi == 342 * kCellSize);
+    for (const Extent& x : e) CHECK(x.lo == 0);
+  }
+  SUBCASE("an unaligned ec(4,2) range: data shards their blocks, parity the rows") {
+    // From 100 bytes into cell 1 of stripe 0 to 5000 bytes into cell 0 of stripe 2.
+    uint64_t off = kCellSize + 100, end = 8 * kCellSize + 5000;
+    auto e = shardExtents(Layout::ec(4, 2), off, end - off);
+    REQUIRE(e.size() == 6);
+    CHECK(e[0].lo == kCellSize);  // stripes 1 and the head of 2
+    CHECK(e[0].hi == 2 * kCellSize + 8192);
+    CHECK(e[1].lo == 0);  // from block 0 of stripe 0 (byte 100 is in it)
+    CHECK(e[1].hi == 2 * kCellSize);
+    CHECK(e[2].lo == 0);
+    CHECK(e[2].hi == 2 * kCellSize);
+    CHECK(e[3].lo == 0);
+    CHECK(e[3].hi == 2 * kCellSize);
+    for (int j = 4; j < 6; ++j) {
+      CHECK(e[j].lo == 0);
+      CHECK(e[j].hi == 2 * kCellSize + 8192);
+    }
+  }
+  SUBCASE("a small range inside one cell touches one data shard and the parity") {
+    auto e = shardExtents(Layout::ec(4, 2), 2 * kCellSize + 10, 100);
+    CHECK(e[0].empty());
+    CHECK(e[1].empty());
+    CHECK(e[2].lo == 0);
+    CHECK(e[2].hi == kBlockSize);
+    CHECK(e[3].empty());
+    CHECK(e[4].lo == 0);
+    CHECK(e[5].hi == kBlockSize);
+  }
+  SUBCASE("replica(3): the range widened to blocks on every copy") {
+    auto e = shardExtents(Layout::replica(3), 100, 5000);
+    REQUIRE(e.size() == 3);
+    for (const Extent& x : e) {
+      CHECK(x.lo == 0);
+      CHECK(x.hi == 8192);
+    }
+  }
+}

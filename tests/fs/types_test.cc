@@ -33,3 +33,16 @@ TEST_CASE("policy: bad text is refused with kInvalid and says why") {
     CHECK(r.error().detail.find("policy") != std::string::npos);
   }
 }
+
+TEST_CASE("layout: a shard of a full chunk holds a cell per stripe, the partial last one too") {
+  CHECK(shardCapacity(Layout::ec(4, 2)) == kChunkSize / 4);
+  CHECK(shardCapacity(Layout::ec(8, 3)) == kChunkSize / 8);
+  // 64 MiB is 341 rows of 3 cells and one cell more.
+  CHECK(shardCapacity(Layout::ec(3, 2)) == 342 * kCellSize);
+  CHECK(shardCapacity(Layout::replica(3)) == kChunkSize);
+  for (uint8_t k = 1; k <= 16; ++k) {
+    CAPTURE(k);
+    CHECK(shardCapacity(Layout::ec(k, 1)) % kBlockSize == 0);
+    CHECK(shardCapacity(Layout::ec(k, 1)) * k >= kChunkSize);
+  }
+}

@@ -1,4 +1,5 @@
-// fallocate(2) on a real mount (issue 5, thin provisioning): mode 0 reserves, PUNCH_HOLE frees
+// fallocate(2) on a real mount (issue 5, thin provisioning): mode 0 reserves (disk space on the
+// chunk servers, before any write: measured on disks of their own), PUNCH_HOLE frees
 // (whole chunks dropped — a hole to SEEK_HOLE and st_blocks —, whole stripes punched on the
 // chunk servers' shard files, the rest zeroed), ZERO_RANGE zeroes; every byte outside the
 // range stays exact, every byte inside reads zero, also on a mount with cold caches and after
@@ -6,13 +7,21 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
 
 #include "tests/integration/helpers.h"
+#include "tests/integration/loop_disk.h"
 
 using namespace tessera::test;
 
@@ -40,7 +49,243 @@ off_t seekTo(int fd, off_t off, int whence) {
   return r < 0 ? -errno : r;
 }
 
+// Polls `done` every 100 ms until it holds or `timeoutMs` passed.
+bool waitUntil(int timeoutMs, const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // polling, bounded
+  }
+  return true;
+}
+
+// Six chunk servers, each with one small ext4 disk of its own (tests/integration/loop_disk.h),
+// so that what the cluster stores shows in those disks' figures alone.
+struct OwnDisks {
+  std::vector<std::unique_ptr<LoopDisk>> disks;
+  OwnDisks(const TempDir& tmp, uint64_t bytes, Cluster::Options& o) {
+    for (int i = 0; i < o.chunks; ++i) {
+      std::string name = "disk" + std::to_string(i);
+      disks.push_back(std::make_unique<LoopDisk>(tmp / (name + ".img"), tmp / name, bytes));
+      o.chunkData[i] = {disks.back()->dir()};
+    }
+  }
+  uint64_t used() const {
+    uint64_t total = 0;
+    for (auto& d : disks) total += d->usedBytes();
+    return total;
+  }
+};
+
+// Free space as the mount's statfs reports it.
+uint64_t mountFree(const std::string& mnt) {
+  struct statvfs v;
+  REQUIRE(statvfs(mnt.c_str(), &v) == 0);
+  return uint64_t(v.f_bavail) * v.f_frsize;
+}
+
+double mib(uint64_t bytes) { return double(bytes) / double(M); }
+
+// The least FREE figure (MiB) among the chunk servers of `tessera status` (lines "ID ADDRESS
+// STATE SITE/RACK/HOST CAPACITY USED FREE ..."; sizes are a number and a unit), -1 if none.
+double minServerFreeMiB(const std::string& status) {
+  std::istringstream lines(status);
+  std::string line;
+  double least = -1;
+  while (std::getline(lines, line)) {
+    std::istringstream cols(line);
+    std::vector<std::string> t;
+    for (std::string w; cols >> w;) t.push_back(w);
+    if (t.size() < 10 || t[1].find("127.0.0.1:") != 0 || t[2] != "up") continue;
+    double free = std::stod(t[8]);
+    if (t[9] == "GiB") free *= 1024;
+    if (t[9] == "KiB") free /= 1024;
+    if (t[9] == "B") free /= 1024 * 1024;
+    if (least < 0 || free < least) least = free;
+  }
+  return least;
+}
+
 }  // namespace
+
+TEST_CASE(
+    "fallocate: mode 0 takes its space on the chunk servers' disks before any write — 1.5x on "
+    "ec(4,2), 3x on replica(3) — statfs shows it gone, and the range then writes into it") {
+  TESSERA_REQUIRE_FUSE();
+  TempDir tmp("falloc-space");
+  if (std::string why = loopDisksUnavailable(tmp.path()); !why.empty()) {
+    MESSAGE("skipped: " << why);
+    return;
+  }
+  Cluster::Options o;  // ec(4,2) at the root
+  // A loop disk writes through to its image file on the machine's disk: on a busy machine one
+  // synced write of the 1.1 GiB this test stores can wait longer than the default 10 s.
+  o.ioTimeout = "60s";
+  OwnDisks own(tmp, 400 * uint64_t(M), o);
+  Cluster cluster(o);
+  std::string rep = cluster.mnt() + "/rep";
+  REQUIRE(mkdir(rep.c_str(), 0755) == 0);
+  REQUIRE(run({adminBin(), "policy", "set", rep, "replica(3)"}).exitCode == 0);
+  std::mt19937_64 rng(testSeed(256));
+  const off_t kLen = 256 * M;
+  struct Case {
+    std::string dir;
+    double overhead;  // disk bytes per byte of data
+  };
+  for (const Case& c : {Case{cluster.mnt(), 1.5}, Case{rep, 3.0}}) {
+    CAPTURE(c.dir);
+    std::string path = c.dir + "/image";
+    int fd = open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    REQUIRE(fd >= 0);
+    uint64_t usedBefore = own.used(), freeBefore = mountFree(cluster.mnt());
+    REQUIRE(falloc(fd, 0, 0, kLen) == 0);
+    uint64_t usedReserved = own.used();
+    uint64_t grown = usedReserved - usedBefore;
+    uint64_t want = uint64_t(double(kLen) * c.overhead);
+    MESSAGE(c.dir << ": fallocate of " << mib(kLen) << " MiB: the chunk servers' disks use "
+                  << mib(usedBefore) << " -> " << mib(usedReserved) << " MiB (+" << mib(grown)
+                  << ", " << double(grown) / double(kLen) << "x)");
+    // The shard ranges themselves, plus their CRC table entries (1/1024) and file-system
+    // metadata.
+    CHECK(grown >= want);
+    CHECK(grown <= want + want / 50 + 8 * uint64_t(M));
+    // statfs on the mount: the free space the meta leader hears of from the servers'
+    // heartbeats, counted in data bytes of the root's ec(4,2) (4 of every 6 disk bytes).
+    uint64_t freeNow = freeBefore;
+    bool dropped = waitUntil(15'000, [&] {
+      freeNow = mountFree(cluster.mnt());
+      return freeNow + grown * 4 / 6 * 9 / 10 <= freeBefore;
+    });
+    MESSAGE(c.dir << ": statfs free " << mib(freeBefore) << " -> " << mib(freeNow) << " MiB");
+    CHECK(dropped);
+    struct stat st;
+    REQUIRE(fstat(fd, &st) == 0);
+    CHECK(st.st_size == kLen);
+    CHECK(uint64_t(st.st_blocks) * 512 == uint64_t(kLen));
+    CHECK(difference(preadAt(fd, 100 * M + 12345, 8192), std::string(8192, '\0')) == "");
+
+    // Writing the range takes no more room: it lands in what was reserved.
+    std::string model = randomBytes(rng, size_t(kLen));
+    for (off_t at = 0; at < kLen; at += M) pwriteAll(fd, model.substr(size_t(at), M), at);
+    REQUIRE(fsync(fd) == 0);
+    REQUIRE(close(fd) == 0);
+    uint64_t usedWritten = own.used();
+    MESSAGE(c.dir << ": after writing the range: " << mib(usedWritten) << " MiB");
+    CHECK(usedWritten <= usedReserved + want / 100 + 8 * uint64_t(M));
+    ExtraMount cold(cluster, "mnt-cold");
+    CHECK(firstDifference(cold.path + path.substr(cluster.mnt().size()), model) == "");
+  }
+
+  // KEEP_SIZE: reserved past the end, the size stays.
+  std::string path = cluster.mnt() + "/image";
+  int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  uint64_t usedBefore = own.used();
+  REQUIRE(falloc(fd, FALLOC_FL_KEEP_SIZE, kLen, 64 * M) == 0);
+  uint64_t grown = own.used() - usedBefore;
+  MESSAGE("KEEP_SIZE fallocate of 64 MiB past the end of the ec(4,2) file: +" << mib(grown)
+                                                                              << " MiB");
+  CHECK(grown >= 96 * uint64_t(M));
+  CHECK(grown <= 100 * uint64_t(M));
+  struct stat st;
+  REQUIRE(fstat(fd, &st) == 0);
+  CHECK(st.st_size == kLen);
+  REQUIRE(close(fd) == 0);
+}
+
+TEST_CASE(
+    "fallocate: mode 0 that the chunk servers' disks cannot hold fails with ENOSPC, leaves "
+    "nothing taken, and the mount keeps working") {
+  TESSERA_REQUIRE_FUSE();
+  TempDir tmp("falloc-nospace");
+  if (std::string why = loopDisksUnavailable(tmp.path()); !why.empty()) {
+    MESSAGE("skipped: " << why);
+    return;
+  }
+  Cluster::Options o;  // ec(4,2): every chunk has a shard on each of the six servers
+  OwnDisks own(tmp, 48 * uint64_t(M), o);
+  Cluster cluster(o);
+  std::mt19937_64 rng(testSeed(48));
+  std::string before = cluster.mnt() + "/before";
+  std::string model = randomBytes(rng, size_t(M));
+  writeAll(before, model);
+  uint64_t used0 = own.used();
+
+  // 256 MiB of new chunks: 64 MiB on each server, more than its 48 MiB disk holds.
+  std::string big = cluster.mnt() + "/big";
+  int fd = open(big.c_str(), O_RDWR | O_CREAT, 0644);
+  REQUIRE(fd >= 0);
+  CHECK(falloc(fd, 0, 0, 256 * M) == ENOSPC);
+  MESSAGE("disks use " << mib(own.used()) << " MiB as the refused fallocate returns");
+  struct stat st;
+  REQUIRE(fstat(fd, &st) == 0);
+  CHECK(st.st_size == 0);
+  CHECK(st.st_blocks == 0);
+  REQUIRE(close(fd) == 0);
+  // No chunk left behind: `tessera chunks` lists none (a header line only).
+  auto listed = run({adminBin(), "--meta", cluster.meta(), "chunks", big}, 30'000);
+  INFO(listed.output);
+  REQUIRE(listed.exitCode == 0);
+  CHECK(std::count(listed.output.begin(), listed.output.end(), '\n') <= 1);
+  // The shards of the chunks it placed go (the garbage collector removes them): the disks hold
+  // what they held before.
+  uint64_t usedNow = 0;
+  bool freed = waitUntil(30'000, [&] {
+    usedNow = own.used();
+    return usedNow <= used0 + 2 * uint64_t(M);
+  });
+  MESSAGE("disks use " << mib(used0) << " MiB before the refused fallocate, " << mib(usedNow)
+                       << " MiB after");
+  CHECK(freed);
+
+  // A small write to the file written before goes through (its shards' disks take writes).
+  int bf = open(before.c_str(), O_RDWR);
+  REQUIRE(bf >= 0);
+  std::string patch = randomBytes(rng, 4096);
+  pwriteAll(bf, patch, 8192);
+  model.replace(8192, 4096, patch);
+  REQUIRE(fsync(bf) == 0);
+
+  // In a chunk that exists: each server with 8 MiB left cannot take its 16 MiB, and gives back
+  // what it took of them at once (no garbage collection involved here).
+  std::vector<std::string> fillers;
+  for (size_t i = 0; i < own.disks.size(); ++i) {
+    fillers.push_back(own.disks[i]->mountpoint() + "/filler");
+    int ff = open(fillers.back().c_str(), O_CREAT | O_WRONLY, 0644);
+    REQUIRE(ff >= 0);
+    uint64_t room = own.disks[i]->freeBytes();
+    REQUIRE(room > 8 * uint64_t(M));
+    REQUIRE(fallocate(ff, 0, 0, off_t(room - 8 * uint64_t(M))) == 0);
+    close(ff);
+  }
+  uint64_t usedFull = own.used();
+  CHECK(falloc(bf, FALLOC_FL_KEEP_SIZE, 0, 64 * M) == ENOSPC);
+  uint64_t usedAfter = own.used();
+  MESSAGE("disks use " << mib(usedFull) << " MiB before the refused fallocate in an existing "
+                       << "chunk, " << mib(usedAfter) << " MiB after");
+  CHECK(usedAfter <= usedFull + uint64_t(M));
+  REQUIRE(fstat(bf, &st) == 0);
+  CHECK(st.st_size == M);
+  for (auto& f : fillers) REQUIRE(unlink(f.c_str()) == 0);
+  CHECK(difference(preadAt(bf, 0, size_t(M)), model) == "");
+  REQUIRE(close(bf) == 0);
+
+  // The disks that ran out of room take new shards again at the next probe, which reports the
+  // room the fillers gave back (`tessera status` shows the servers' last heartbeats: until
+  // then it may predate the refusal); new files then write and read back.
+  std::string status;
+  bool ok = waitUntil(15'000, [&] {
+    status = cluster.status();
+    return status.find("FULL") == std::string::npos && minServerFreeMiB(status) >= 20;
+  });
+  INFO(status);
+  CHECK(ok);
+  std::string after = randomBytes(rng, size_t(M));
+  writeAll(cluster.mnt() + "/after", after);
+  ExtraMount cold(cluster, "mnt-cold");
+  CHECK(firstDifference(cold.path + "/after", after) == "");
+  CHECK(firstDifference(cold.path + "/before", model) == "");
+}
 
 TEST_CASE(
     "fallocate: mode 0 grows the size, keeps the data and reads zeros — KEEP_SIZE does not "

@@ -81,7 +81,7 @@ inline std::string preadAt(int fd, off_t off, size_t len) {
 // The same, by path.
 inline std::string preadAt(const std::string& path, off_t off, size_t len) {
   int fd = open(path.c_str(), O_RDONLY);
-  REQUIRE_MESSAGE(fd >= 0, path << ": " << strerror(errno));
+  REQUIRE_MESSAGE(fd >= 0, path << ": " << std::string(strerror(errno)));
   std::string out = preadAt(fd, off, len);
   close(fd);
   return out;
@@ -92,22 +92,32 @@ inline void pwriteAll(int fd, const std::string& data, off_t off) {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + off_t(done));
-    REQUIRE_MESSAGE(n > 0, "pwrite: " << strerror(errno));
+    REQUIRE_MESSAGE(n > 0, "pwrite: " << std::string(strerror(errno)));
     done += size_t(n);
   }
 }
 
-// Disk space the chunk servers' files take (shards, CRC tables, logs), in bytes.
+// Disk space the chunk servers' files take (shards, CRC tables, logs), in bytes: under each
+// server's directory and its data directories (Options::chunkData) if they lie elsewhere.
 inline uint64_t chunkServersDiskUsed(Cluster& cluster) {
   uint64_t total = 0;
-  for (int i = 0; i < cluster.chunks(); ++i) {
+  auto add = [&total](const std::string& dir) {
     std::error_code ec;
-    for (auto it = std::filesystem::recursive_directory_iterator(cluster.chunkDir(i), ec);
+    for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
          !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
       struct stat st;
       if (lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
         total += uint64_t(st.st_blocks) * 512;
       }
+    }
+  };
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    std::string own = cluster.chunkDir(i);
+    add(own);
+    auto data = cluster.options().chunkData.find(i);
+    if (data == cluster.options().chunkData.end()) continue;
+    for (const std::string& dir : data->second) {
+      if (dir.rfind(own + "/", 0) != 0) add(dir);
     }
   }
   return total;
