@@ -206,8 +206,8 @@ class Client {
   // fallocate(2) (client/client_fallocate.cc); `mode` takes its FALLOC_FL_* flags:
   //   0, KEEP_SIZE: every chunk of [off, off + len) exists afterwards — placed, its shards
   //     created empty — so data already there stays and the rest reads as zeros; the size
-  //     grows to off + len unless KEEP_SIZE. The shard files stay sparse: the chunk servers'
-  //     disk space is not reserved.
+  //     grows to off + len unless KEEP_SIZE. The chunk servers reserve the disk space the
+  //     range's shards need (reserveRange); kNoSpace if one cannot.
   //   PUNCH_HOLE|KEEP_SIZE: the range reads as zeros, the size stays. Chunks wholly inside it
   //     are dropped (the meta server sends their shards to garbage; SEEK_HOLE finds them);
   //     in the others the whole stripes are freed on the chunk servers and the rest written
