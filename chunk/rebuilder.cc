@@ -60,7 +60,7 @@ Status decodePiece(const Layout& layout, int target, const std::vector<int>& rea
 }
 
 uint64_t maxShardBytes(const Layout& layout) {
-  return layout.isEc() ? kChunkSize / layout.k : kChunkSize;
+  return shardCapacity(layout);
 }
 
 struct Rebuilder::Job {

@@ -103,7 +103,8 @@ uint64_t shardLength(const Layout& layout, uint64_t chunkBytes) {
   if (!layout.isEc()) return (chunkBytes + kBlockSize - 1) / kBlockSize * kBlockSize;
   uint64_t row = kCellSize * layout.k;
   uint64_t rows = (chunkBytes + row - 1) / row;
-  return std::min(rows * kCellSize, kChunkSize / layout.k);
+  // Not kChunkSize / k: ec(3,2)'s last row is partial, and a shard is whole blocks.
+  return std::min(rows * kCellSize, shardCapacity(layout));
 }
 
 Result<ServerId> pickTarget(const ChunkDesc& chunk, int shard, const ServerMap& servers,

@@ -237,4 +237,8 @@ TEST_CASE("rebuilder: a replica is copied — bad arguments are refused") {
   CHECK(s.rebuild(2, chunk, 2, layout, {"", ""}, data.size()).status.code() == Errc::kInvalid);
   CHECK(s.rebuild(2, chunk, 2, layout, {"a:1", "b:2", ""}, 100).status.code() == Errc::kInvalid);
   CHECK(s.rebuild(2, chunk, 5, layout, {"", "", ""}, 4096).status.code() == Errc::kInvalid);
+  // Longer than a shard of the layout holds: ec(3,2) holds 342 cells (its last row partial).
+  Layout ec32 = Layout::ec(3, 2);
+  CHECK(s.rebuild(2, chunk, 0, ec32, {"", "a:1", "b:2", "c:3", "d:4"}, 343 * kCellSize)
+            .status.code() == Errc::kInvalid);
 }

@@ -474,3 +474,24 @@ TEST_CASE("clone: the whole-file clone calls refuse what they must") {
   CHECK(errno == ENOTTY);
   for (int fd : {in, inW, out, outR}) CHECK(close(fd) == 0);
 }
+
+// ec(3,2): a shard holds 342 cells (the chunk's last row is partial), not 64 MiB / 3 bytes —
+// which is not whole blocks, and every chunk server refused the copy of such a shard.
+TEST_CASE("clone: the clone of an ec(3,2) file takes writes (its chunk is copied)") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster;
+  std::string dir = cluster.mnt() + "/ec32";
+  REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  REQUIRE(run({adminBin(), "policy", "set", dir, "ec(3,2)"}).exitCode == 0);
+  std::mt19937_64 rng(testSeed(3232));
+  std::string data = randomBytes(rng, 3 * M), patch = randomBytes(rng, 4096);
+  writeAll(dir + "/src", data);
+  auto r = run({adminBin(), "clone", dir + "/src", dir + "/copy"}, 60'000);
+  INFO(r.output);
+  REQUIRE(r.exitCode == 0);
+  pwriteAt(dir + "/copy", patch, M);
+  std::string want = data;
+  want.replace(M, patch.size(), patch);
+  CHECK(difference(readAll(dir + "/copy"), want) == "");
+  CHECK(difference(readAll(dir + "/src"), data) == "");
+}

@@ -209,6 +209,10 @@ TEST_CASE("repair plan: shard lengths cover the file's data in whole rows") {
   CHECK(shardLength(Layout::ec(4, 2), 10 * kChunkSize) == kChunkSize / 4);
   CHECK(shardLength(Layout::replica(3), 5000) == 8192);
   CHECK(shardLength(Layout::replica(3), kChunkSize + 1) == kChunkSize);
+  // ec(3,2): 342 rows, the last one partial — whole blocks, not kChunkSize / 3.
+  CHECK(shardLength(Layout::ec(3, 2), kChunkSize) == 342 * kCellSize);
+  CHECK(shardLength(Layout::ec(3, 2), 10 * kChunkSize) == 342 * kCellSize);
+  CHECK(shardLength(Layout::ec(3, 2), 341 * 3 * kCellSize) == 341 * kCellSize);
 }
 
 TEST_CASE("repair plan: the target is up, new to the chunk, not excluded, on an unused host") {
