@@ -384,22 +384,13 @@ TEST_CASE("clone: a file written on another mount is cloned at one point in time
     stop = true;
     if (vm.joinable()) vm.join();
   });
-  // Polls `ready` every 20 ms for at most `ms`.
-  auto pollUntil = [](int ms, auto ready) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (!ready()) {
-      if (std::chrono::steady_clock::now() > end) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
-  };
   auto stampOf = [](const std::string& path, off_t at) {
     std::string b = preadAt(path, at, 8);
     uint64_t g = UINT64_MAX;
     if (b.size() == 8) memcpy(&g, b.data(), 8);
     return g;
   };
-  REQUIRE(pollUntil(30'000, [&] { return generation >= 5 || writeErrno != 0; }));
+  REQUIRE(waitUntilMs(30'000, [&] { return generation >= 5 || writeErrno != 0; }));
   for (int i = 0; i < 3; ++i) {
     CAPTURE(i);
     std::string copy = cluster.mnt() + "/clone" + std::to_string(i) + ".img";
@@ -421,7 +412,7 @@ TEST_CASE("clone: a file written on another mount is cloned at one point in time
   }
   // The writer was held back only while each clone waited for its leases.
   uint64_t atEnd = generation;
-  CHECK(pollUntil(30'000, [&] { return generation > atEnd + 3 || writeErrno != 0; }));
+  CHECK(waitUntilMs(30'000, [&] { return generation > atEnd + 3 || writeErrno != 0; }));
   stop = true;
   vm.join();
   CHECK(writeErrno == 0);

@@ -26,14 +26,6 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-bool waitUntil(int timeoutMs, const std::function<bool()>& done) {
-  for (int waited = 0;; waited += 100) {
-    if (done()) return true;
-    if (waited >= timeoutMs) return false;
-    usleep(100'000);
-  }
-}
-
 // `count` files of 200 KB .. 1.5 MB under `prefix`, written through the mount.
 std::map<std::string, std::string> writeFiles(Cluster& c, const std::string& prefix, int count,
                                               std::mt19937_64& rng) {
@@ -90,7 +82,7 @@ TEST_CASE("disks: a chunk server whose disk fills up puts new shards on its othe
     ::close(fd);
   }
   std::string status;
-  bool full = waitUntil(15'000, [&] {
+  bool full = waitUntilMs(15'000, [&] {
     status = c.status();
     return diskLine(status, b.dir()).find("FULL") != std::string::npos;
   });
@@ -108,7 +100,7 @@ TEST_CASE("disks: a chunk server whose disk fills up puts new shards on its othe
 
   // Room again: the disk takes shards again.
   REQUIRE(unlink(filler.c_str()) == 0);
-  bool ok = waitUntil(15'000, [&] {
+  bool ok = waitUntilMs(15'000, [&] {
     status = c.status();
     return diskLine(status, b.dir()).find(" ok ") != std::string::npos;
   });
@@ -143,7 +135,7 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
 
   a.shutdown();
   std::string status;
-  bool failed = waitUntil(15'000, [&] {
+  bool failed = waitUntilMs(15'000, [&] {
     status = c.status();
     return diskLine(status, a.dir()).find("FAILED") != std::string::npos;
   });
@@ -166,7 +158,7 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
 
   // Its last disk dies too: the server takes no new shards, the others take them all.
   b.shutdown();
-  bool none = waitUntil(15'000, [&] {
+  bool none = waitUntilMs(15'000, [&] {
     status = c.status();
     return status.find("takes no new shards") != std::string::npos;
   });

@@ -49,16 +49,6 @@ off_t seekTo(int fd, off_t off, int whence) {
   return r < 0 ? -errno : r;
 }
 
-// Polls `done` every 100 ms until it holds or `timeoutMs` passed.
-bool waitUntil(int timeoutMs, const std::function<bool()>& done) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // polling, bounded
-  }
-  return true;
-}
-
 // Six chunk servers, each with one small ext4 disk of its own (tests/integration/loop_disk.h),
 // so that what the cluster stores shows in those disks' figures alone.
 struct OwnDisks {
@@ -152,7 +142,7 @@ TEST_CASE(
     // statfs on the mount: the free space the meta leader hears of from the servers'
     // heartbeats, counted in data bytes of the root's ec(4,2) (4 of every 6 disk bytes).
     uint64_t freeNow = freeBefore;
-    bool dropped = waitUntil(15'000, [&] {
+    bool dropped = waitUntilMs(15'000, [&] {
       freeNow = mountFree(cluster.mnt());
       return freeNow + grown * 4 / 6 * 9 / 10 <= freeBefore;
     });
@@ -230,7 +220,7 @@ TEST_CASE(
   // The shards of the chunks it placed go (the garbage collector removes them): the disks hold
   // what they held before.
   uint64_t usedNow = 0;
-  bool freed = waitUntil(30'000, [&] {
+  bool freed = waitUntilMs(30'000, [&] {
     usedNow = own.used();
     return usedNow <= used0 + 2 * uint64_t(M);
   });
@@ -274,7 +264,7 @@ TEST_CASE(
   // room the fillers gave back (`tessera status` shows the servers' last heartbeats: until
   // then it may predate the refusal); new files then write and read back.
   std::string status;
-  bool ok = waitUntil(15'000, [&] {
+  bool ok = waitUntilMs(15'000, [&] {
     status = cluster.status();
     return status.find("FULL") == std::string::npos && minServerFreeMiB(status) >= 20;
   });

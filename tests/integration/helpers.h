@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "tests/support/cluster.h"
 
@@ -27,6 +30,16 @@
   } while (0)
 
 namespace tessera::test {
+
+// Polls `done` every 100 ms until it holds or `timeoutMs` passed.
+inline bool waitUntilMs(int timeoutMs, const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // polling, bounded
+  }
+  return true;
+}
 
 // The seed a randomized test uses: $TESSERA_SEED if set, else `pinned`. Printed so a failure
 // replays with TESSERA_SEED=<seed>.
