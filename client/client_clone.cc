@@ -231,48 +231,43 @@ kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId ds
                                       uint64_t dstFirst, uint64_t count, uint64_t size,
                                       bool sizeOfSrc, kj::TimePoint deadline) {
   using MetaClient = proto::MetaService::Client;
-  return meta_
-      .mutate<Attr>("clone",
-                    [=](MetaClient m, MetaLink::Req r) {
-                      auto req = m.cloneRequest();
-                      r.fill(req.initReq());
-                      req.setSession(r.session);  // the session it is sent under
-                      req.setSrc(src.value);
-                      req.setDst(dst.value);
-                      req.setSrcFirst(srcFirst);
-                      req.setDstFirst(dstFirst);
-                      req.setCount(count);
-                      req.setSize(size);
-                      req.setSizeOfSrc(sizeOfSrc);
-                      return req.send().then([](auto r) -> Result<Attr> {
-                        auto st = fromWire(r.getError());
-                        if (!st) return st.error();
-                        return fromWire(r.getAttr());
-                      });
-                    })
-      .then([this, src, srcFirst, dst, dstFirst, count, size, sizeOfSrc,
-             deadline](Result<Attr> a) -> kj::Promise<Status> {
-        auto* f = find(dst);
-        // Even after a failure: it may have been applied (a lost reply); look again.
-        if (f) forgetChunkRange(*f, dstFirst, dstFirst + count);
-        if (!a && a.code() == Errc::kBusy && timer_.now() < deadline) {
-          // Another session writes the range; the meta leader recalled its lease.
-          log::debug("clone of inode ", src.value, " to inode ", dst.value, ": ",
-                     a.error().toString().c_str(), "; asking again");
-          return timer_.afterDelay(100 * kj::MILLISECONDS)
-              .then([this, src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, deadline] {
-                return cloneCall(src, srcFirst, dst, dstFirst, count, size, sizeOfSrc, deadline);
-              });
-        }
-        if (!a) return Status(a.error());
-        if (f) {
-          f->size = std::max(f->size, a->size);
-          f->durableSize = a->size;
-          f->metaDirty = true;
-        }
-        merge(*a);
-        return Status();
-      });
+  auto call = [=, this] {
+    return meta_
+        .mutate<Attr>("clone",
+                      [=](MetaClient m, MetaLink::Req r) {
+                        auto req = m.cloneRequest();
+                        r.fill(req.initReq());
+                        req.setSession(r.session);  // the session it is sent under
+                        req.setSrc(src.value);
+                        req.setDst(dst.value);
+                        req.setSrcFirst(srcFirst);
+                        req.setDstFirst(dstFirst);
+                        req.setCount(count);
+                        req.setSize(size);
+                        req.setSizeOfSrc(sizeOfSrc);
+                        return req.send().then([](auto r) -> Result<Attr> {
+                          auto st = fromWire(r.getError());
+                          if (!st) return st.error();
+                          return fromWire(r.getAttr());
+                        });
+                      })
+        .then([this, dst, dstFirst, count](Result<Attr> a) {
+          // Even after a failure: it may have been applied (a lost reply); look again.
+          if (auto* f = find(dst)) forgetChunkRange(*f, dstFirst, dstFirst + count);
+          return a;
+        });
+  };
+  // Busy: another session writes the range, and the meta leader recalled its lease.
+  return whileBusy<Attr>(call, deadline).then([this, dst](Result<Attr> a) -> Status {
+    if (!a) return a.error();
+    if (auto* f = find(dst)) {
+      f->size = std::max(f->size, a->size);
+      f->durableSize = a->size;
+      f->metaDirty = true;
+    }
+    merge(*a);
+    return Status();
+  });
 }
 
 }  // namespace tessera::client
