@@ -5,6 +5,7 @@
 #include <kj/vector.h>
 
 #include <map>
+#include <set>
 #include <unordered_set>
 
 #include "fs/checksum.h"
@@ -425,7 +426,7 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
   }
   auto addresses = sources;
   return rebuilder_->rebuild(*key, *layout, std::move(sources), p.getLength())
-      .then([this, chunk = key->chunk, addresses = kj::mv(addresses)](
+      .then([this, key = *key, layout = *layout, addresses = kj::mv(addresses)](
                 Result<uint64_t> r) mutable -> kj::Promise<Result<uint64_t>> {
         if (!r || !log_) return kj::mv(r);
         // The rebuilt shard is the stored stripe; the chunk's write log goes with it. A shard
@@ -433,7 +434,7 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
         // keep are a dead writer's, which the next writer applies: this server takes their
         // copies (the one it replaces may have held some), in place of any it kept itself —
         // those belong to the copy it replaced, whose server missed writes or trims.
-        return takeLogRecords(chunk, kj::mv(addresses))
+        return takeLogRecords(key, layout, kj::mv(addresses))
             .then([r = kj::mv(r)](Status s) mutable -> Result<uint64_t> {
               if (!s) return s.error();
               return kj::mv(r);
@@ -446,8 +447,9 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
       });
 }
 
-kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ChunkId chunk,
+kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ShardKey key, Layout layout,
                                                      std::vector<std::string> sources) {
+  ChunkId chunk = key.chunk;
   using Key = std::pair<uint64_t, uint64_t>;
   struct State {
     std::map<Key, ChunkLog::Record> merged;
@@ -494,6 +496,7 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ChunkId chunk,
           });
     }
   };
+  auto addresses = sources;
   kj::Vector<kj::Promise<void>> fetches;
   for (auto& address : sources) {
     if (address.empty()) continue;
@@ -507,16 +510,42 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ChunkId chunk,
         }));
   }
   return kj::joinPromises(fetches.releaseAsArray())
-      .then([this, chunk, &s]() -> kj::Promise<Status> {
+      .then([this, key, layout, addresses = kj::mv(addresses), &s]() mutable
+                -> kj::Promise<Status> {
         // With any source silent a record could be missing here: keep none then, rather than
         // a subset (reads of this shard would miss the rest).
         if (s.answered < s.asked) {
-          return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(chunk.value) +
+          return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(key.chunk.value) +
                                                       ": its write log could be read from " +
                                                       std::to_string(s.answered) + " of " +
                                                       std::to_string(s.asked) + " sources"});
         }
-        return log_->drop(chunk).then([this, &s](Status d) -> kj::Promise<Status> {
+        // The rebuilt data shard's blocks in rows the records touch and none of its own
+        // records covers: decoded again (a dead writer may have left those rows half applied).
+        std::map<uint64_t, Rebuilder::LoggedRow> rows;
+        std::set<uint64_t> covered;
+        for (auto& [k, rec] : s.merged) {
+          for (uint64_t at = rec.offset; at < rec.offset + rec.data.size(); at += kBlockSize) {
+            if (rec.shard == key.shard) {
+              covered.insert(at);
+              continue;
+            }
+            auto& row = rows[at];
+            row.offset = at;
+            row.records.push_back(
+                RowRecord{int(rec.shard), rec.data.begin() + (at - rec.offset)});
+          }
+        }
+        std::vector<Rebuilder::LoggedRow> redo;
+        for (auto& [at, row] : rows) {
+          if (!covered.count(at)) redo.push_back(std::move(row));
+        }
+        return rebuilder_->redecodeLoggedRows(key, layout, kj::mv(addresses), std::move(redo))
+            .then([this, key](Status r) -> kj::Promise<Status> {
+              if (!r) return r;
+              return log_->drop(key.chunk);
+            })
+            .then([this, &s](Status d) -> kj::Promise<Status> {
           if (!d) return d;
           kj::Vector<kj::Promise<Status>> appends;
           for (auto& [key, rec] : s.merged) appends.add(log_->append(kj::mv(rec)));

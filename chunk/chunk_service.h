@@ -54,9 +54,12 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<void> reserve(ReserveContext context) override;
 
  private:
-  // Replaces this server's records of `chunk` with every record the servers at `sources`
-  // ("" skipped) hold of it (after a rebuild here).
-  kj::Promise<Status> takeLogRecords(ChunkId chunk, std::vector<std::string> sources);
+  // After shard `key` was rebuilt here: replaces this server's records of its chunk with every
+  // record the servers at `sources` ("" skipped) hold of it, once the rebuilt shard's blocks
+  // in the rows those records touch are decoded again by agreement of the parity
+  // (Rebuilder::redecodeLoggedRows).
+  kj::Promise<Status> takeLogRecords(ShardKey key, Layout layout,
+                                     std::vector<std::string> sources);
   // What a read `s` of `out` at `offset` of shard `key` answers once the log's unapplied
   // records of those blocks lie over it.
   Status overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,

@@ -227,6 +227,74 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
       });
 }
 
+kj::Promise<Status> Rebuilder::redecodeLoggedRows(ShardKey key, Layout layout,
+                                                  std::vector<std::string> sources,
+                                                  std::vector<LoggedRow> rows) {
+  if (!layout.isEc() || key.shard >= layout.k || rows.empty()) return Status();
+  if (sources.size() != size_t(layout.shards())) {
+    return Status(Error{Errc::kInvalid, std::to_string(sources.size()) + " sources"});
+  }
+  auto job = kj::heap<Job>();
+  job->key = key;
+  job->layout = layout;
+  job->usable.resize(layout.shards());
+  for (int i = 0; i < layout.shards(); ++i) {
+    job->usable[i] = i != key.shard && !sources[i].empty() && Address::parse(sources[i]).ok();
+  }
+  job->sources = std::move(sources);
+  job->code = std::make_unique<ErasureCode>(layout.k, layout.m);
+  auto owned = kj::heap<std::vector<LoggedRow>>(std::move(rows));
+  Job& j = *job;
+  auto& r = *owned;
+  log::info("rebuilt shard ", key.toString().c_str(), ": decoding ", r.size(),
+            " blocks of rows with unapplied write-log records again, by agreement of the parity");
+  return redecodeRow(j, r, 0)
+      .then([this, &j](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return disk_.sync(kj::heapArray<ShardKey>({j.key}));
+      })
+      .attach(kj::mv(job), kj::mv(owned));
+}
+
+kj::Promise<Status> Rebuilder::redecodeRow(Job& job, const std::vector<LoggedRow>& rows,
+                                           size_t next) {
+  if (next == rows.size()) return Status();
+  const LoggedRow& row = rows[next];
+  std::vector<int> asked;
+  auto reads = kj::heapArrayBuilder<kj::Promise<Result<kj::Array<kj::byte>>>>(
+      size_t(job.layout.shards()));
+  for (int i = 0; i < job.layout.shards(); ++i) {
+    if (!job.usable[i]) continue;
+    asked.push_back(i);
+    reads.add(readFrom(job, i, row.offset, kBlockSize));
+  }
+  return kj::joinPromises(reads.finish())
+      .then([this, &job, &rows, next, asked](
+                kj::Array<Result<kj::Array<kj::byte>>> got) -> kj::Promise<Status> {
+        const LoggedRow& row = rows[next];
+        std::vector<const uint8_t*> stored(job.layout.shards(), nullptr);
+        for (size_t i = 0; i < asked.size(); ++i) {
+          if (got[i]) stored[asked[i]] = got[i]->begin();
+        }
+        auto block = kj::heapArray<kj::byte>(kBlockSize);
+        if (auto ok = agreeOnLostBlock(*job.code, job.key.shard, stored, row.records,
+                                       block.begin());
+            !ok) {
+          return Status(Error{Errc::kUnavailable,
+                              "shard " + job.key.toString() + " offset " +
+                                  std::to_string(row.offset) + ": " + ok.error().detail});
+        }
+        auto crcs = kj::heapArray<uint32_t>({crc32c(block.begin(), kBlockSize)});
+        auto data = block.asPtr();
+        return disk_.write(job.key, job.layout, row.offset, data, kj::mv(crcs), false)
+            .attach(kj::mv(block), kj::mv(got))
+            .then([this, &job, &rows, next](Status s) -> kj::Promise<Status> {
+              if (!s) return s;
+              return redecodeRow(job, rows, next + 1);
+            });
+      });
+}
+
 kj::Promise<Result<kj::Array<kj::byte>>> Rebuilder::readFrom(Job& job, int shard, uint64_t offset,
                                                             uint64_t n) {
   using R = Result<kj::Array<kj::byte>>;

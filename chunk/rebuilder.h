@@ -32,6 +32,7 @@
 #include "chunk/disk_set.h"
 #include "fs/chunk_peers.h"
 #include "fs/erasure.h"
+#include "fs/row_agreement.h"
 
 namespace tessera::chunk {
 
@@ -76,12 +77,28 @@ class Rebuilder {
   kj::Promise<Result<uint64_t>> rebuild(ShardKey key, Layout layout,
                                         std::vector<std::string> sources, uint64_t length);
 
+  // After rebuild() of a data shard of an ec chunk whose write log holds a dead writer's
+  // records: the shard's blocks in the rows those records touch were decoded plainly, from
+  // rows the writer may have left half applied (its parity written, its data not: garbage).
+  // Decodes each of `rows` again by agreement of the parity blocks (fs/row_agreement.h), read
+  // from every other shard, and writes and syncs them. `rows`: each block row's shard offset
+  // and its records' blocks, oldest first, none of the target's shard (whose blocks the log
+  // covers). kUnavailable when a row cannot be decoded that way.
+  struct LoggedRow {
+    uint64_t offset;
+    std::vector<RowRecord> records;
+  };
+  kj::Promise<Status> redecodeLoggedRows(ShardKey key, Layout layout,
+                                         std::vector<std::string> sources,
+                                         std::vector<LoggedRow> rows);
+
   const Stats& stats() const { return stats_; }
 
  private:
   struct Job;
   kj::Promise<Status> runPieces(Job& job, uint64_t offset);
   kj::Promise<Status> piece(Job& job, uint64_t offset, uint64_t n);
+  kj::Promise<Status> redecodeRow(Job& job, const std::vector<LoggedRow>& rows, size_t next);
   kj::Promise<Result<kj::Array<kj::byte>>> readFrom(Job& job, int shard, uint64_t offset,
                                                    uint64_t n);
   kj::Promise<void> throttle(uint64_t bytes);

@@ -59,7 +59,9 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
             });
           },
           config_.connectTimeoutMs),
-      data_(servers_, timer, config_.ioTimeoutMs, DataPath::LogConfig{.enabled = config_.ecLog, .applyDelayMs = config_.ecLogApplyDelayMs}) {
+      data_(servers_, timer, config_.ioTimeoutMs, DataPath::LogConfig{.enabled = config_.ecLog,
+                                              .applyDelayMs = config_.ecLogApplyDelayMs,
+                                              .faultExitAfterParity = config_.faultExitAfterParity}) {
   data_.onMissed([this](InodeId inode, const ChunkDesc& chunk, uint32_t shards) {
     return markStale(inode, chunk, shards);
   });
@@ -952,6 +954,20 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
               if (!missed) return Result<ChunkDesc>(missed.error());
               return markStale(inode, ref.chunk, *missed);
             })
+            .then([this, inode, &ref, &logRecords](Result<ChunkDesc> c)
+                      -> kj::Promise<Result<ChunkDesc>> {
+              // Records an earlier holder logged but did not apply: into the stripes first,
+              // before the re-sync below re-encodes rows from their data (a lost data block of
+              // a row those records touch is decoded by agreement of the parity, which a
+              // re-sync would have overwritten).
+              if (!c || logRecords == 0 || !ref.chunk.layout.isEc()) return kj::mv(c);
+              ref.chunk = kj::mv(*c);
+              return data_.recoverLog(ref.chunk).then(
+                  [this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
+                    if (!missed) return Result<ChunkDesc>(missed.error());
+                    return markStale(inode, ref.chunk, *missed);
+                  });
+            })
             .then([this, inode, &ref](Result<ChunkDesc> c) -> kj::Promise<Result<ChunkDesc>> {
               if (!c || !c->resync) return kj::mv(c);
               ref.chunk = kj::mv(*c);
@@ -969,17 +985,6 @@ kj::Promise<Result<Client::Leased>> Client::acquireLease(InodeId inode, uint64_t
                 if (!missed) return kj::Promise<Result<ChunkDesc>>(missed.error());
                 return markStale(inode, ref.chunk, *missed, true);
               });
-            })
-            .then([this, inode, &ref, &logRecords](Result<ChunkDesc> c)
-                      -> kj::Promise<Result<ChunkDesc>> {
-              // Records an earlier holder logged but did not apply: into the stripes first.
-              if (!c || logRecords == 0 || !ref.chunk.layout.isEc()) return kj::mv(c);
-              ref.chunk = kj::mv(*c);
-              return data_.recoverLog(ref.chunk).then(
-                  [this, inode, &ref](Result<uint32_t> missed) -> kj::Promise<Result<ChunkDesc>> {
-                    if (!missed) return Result<ChunkDesc>(missed.error());
-                    return markStale(inode, ref.chunk, *missed);
-                  });
             })
             .then([&ref](Result<ChunkDesc> c) -> Result<Leased> {
               if (!c) return c.error();

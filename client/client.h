@@ -84,6 +84,9 @@ struct ClientConfig {
   // Fault injection for tests: each invalidation from the meta leader is acted on this much
   // later, as over a slow network (0: at once).
   uint64_t faultInvalidationDelayMs = 0;
+  // Fault injection for tests: the process _exits as soon as an apply of the write log has
+  // written its parity, before its data (a writer that dies in the middle of an apply).
+  bool faultExitAfterParity = false;
 };
 
 // What another mount changed, as the meta leader reports it (proto::Watcher): drop cached

@@ -9,6 +9,7 @@
 #include "client/stripe.h"
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/row_agreement.h"
 #include "fs/rpc.h"
 #include "fs/wire.h"
 
@@ -179,15 +180,91 @@ kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> w
           hi = std::max(hi, w.lo + w.dest.size());
         }
         std::vector<int> missingList(missing.begin(), missing.end());
-        if (rowsLocked) return rebuild(c, kj::mv(failed), kj::mv(missingList), raw);
-        // A rebuild decodes rows across shards: keep this client's own writes out of them.
-        return rows_.lock(c.id.value, lo, hi).then(
-            [this, &c, failed = kj::mv(failed), missingList = kj::mv(missingList),
-             raw](RangeLock::Guard guard) mutable {
-              return rebuild(c, kj::mv(failed), kj::mv(missingList), raw).attach(kj::mv(guard));
-            });
+        if (rowsLocked) {
+          return rebuild(c, kj::mv(failed), kj::mv(missingList), raw).then([](Status s) {
+            return notBusy(s);
+          });
+        }
+        return rebuildLocked(c, kj::mv(failed), kj::mv(missingList), raw, lo, hi, 0);
       })
       .attach(kj::mv(chunkCopy));
+}
+
+Status DataPath::notBusy(Status s) {
+  if (!s && s.code() == Errc::kBusy) return Error{Errc::kUnavailable, s.error().detail};
+  return s;
+}
+
+// A rebuild decodes rows across shards: this client's own writes are kept out of them. Rows
+// that an apply is changing under the rebuild (kBusy) are read again a little later, with the
+// rows unlocked meanwhile (the apply may be this client's, waiting for them).
+kj::Promise<Status> DataPath::rebuildLocked(const ChunkDesc& chunk, std::vector<Want> failed,
+                                            std::vector<int> missing, bool raw, uint64_t lo,
+                                            uint64_t hi, int attempt) {
+  return rows_.lock(chunk.id.value, lo, hi)
+      .then([this, &chunk, failed, missing, raw](RangeLock::Guard guard) mutable {
+        return rebuild(chunk, kj::mv(failed), kj::mv(missing), raw).attach(kj::mv(guard));
+      })
+      .then([this, &chunk, failed, missing, raw, lo, hi, attempt](Status s) mutable
+                -> kj::Promise<Status> {
+        if (s || s.code() != Errc::kBusy) return s;
+        if (attempt >= 50) return notBusy(s);  // 5 s
+        log::debug("chunk ", chunk.id.value, ": ", s.error().detail.c_str(), "; reading again");
+        return timer_.afterDelay(100 * kj::MILLISECONDS)
+            .then([this, &chunk, failed = kj::mv(failed), missing = kj::mv(missing), raw, lo, hi,
+                   attempt]() mutable {
+              return rebuildLocked(chunk, kj::mv(failed), kj::mv(missing), raw, lo, hi,
+                                   attempt + 1);
+            });
+      });
+}
+
+Status DataPath::decodeByAgreement(const Layout& l, const std::vector<int>& missing, uint64_t lo,
+                                   std::vector<kj::Array<kj::byte>>& rows,
+                                   const std::map<std::pair<uint64_t, uint64_t>, LogRecord>& recs,
+                                   uint64_t ourEpoch) {
+  auto isMissing = [&missing](int j) {
+    return std::find(missing.begin(), missing.end(), j) != missing.end();
+  };
+  uint64_t hi = lo + rows[0].size();
+  // Per block row the records in it, oldest first.
+  std::map<uint64_t, std::vector<const LogRecord*>> touched;
+  for (auto& [key, r] : recs) {
+    uint64_t a = std::max(lo, r.offset), b = std::min(hi, r.offset + r.data.size());
+    for (uint64_t at = alignDown(a, kBlockSize); at < b; at += kBlockSize) {
+      touched[at].push_back(&r);
+    }
+  }
+  for (auto& [at, inRow] : touched) {
+    bool others = false;
+    for (auto* r : inRow) others = others || r->epoch != ourEpoch;
+    if (!others) continue;
+    // The lost data blocks of the row that no record covers: decoded, not laid over.
+    std::vector<int> lost;
+    for (int j = 0; j < l.k; ++j) {
+      if (!isMissing(j)) continue;
+      bool covered = false;
+      for (auto* r : inRow) covered = covered || r->shard == j;
+      if (!covered) lost.push_back(j);
+    }
+    if (lost.empty()) continue;
+    if (lost.size() > 1) {
+      return Error{Errc::kUnavailable, "two lost data blocks in a row with unapplied log records"};
+    }
+    std::vector<const uint8_t*> stored(l.shards(), nullptr);
+    for (int j = 0; j < l.shards(); ++j) {
+      if (!isMissing(j)) stored[j] = rows[j].begin() + (at - lo);
+    }
+    std::vector<RowRecord> rowRecords;
+    for (auto* r : inRow) {
+      if (r->shard >= l.k || isMissing(r->shard)) continue;
+      rowRecords.push_back(RowRecord{r->shard, r->data.begin() + (at - r->offset)});
+    }
+    auto ok = agreeOnLostBlock(code(l), lost[0], stored, rowRecords,
+                               rows[lost[0]].begin() + (at - lo));
+    if (!ok) return ok;
+  }
+  return Status();
 }
 
 // Reads rows [lo, hi) (the union of the failed Wants) from every shard not known missing, as
@@ -263,9 +340,18 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
         }
         if (raw || !logConfig_.enabled || dataMissing == 0) return copyOut();
         return fetchLog(s.chunk, from, -1, s.lo, s.hi)
-            .then([&s, dataMissing, copyOut](
+            .then([this, &s, dataMissing, copyOut](
                       Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>> recs) -> Status {
               if (!recs) return recs.error();
+              // A row another writer's records touch may be half applied: decode its lost
+              // blocks again, by agreement of the parity blocks (the stripe was read before the
+              // records). Rows only this client's records touch are not: its applies hold the
+              // rows locked, as this rebuild does.
+              if (auto ok = decodeByAgreement(s.chunk.layout, s.missing, s.lo, s.rows, *recs,
+                                              loggingEpoch(s.chunk.id));
+                  !ok) {
+                return ok;
+              }
               for (auto& [key, r] : *recs) {
                 if (!((dataMissing >> r.shard) & 1u)) continue;
                 uint64_t lo = std::max(s.lo, r.offset), hi = std::min(s.hi, r.offset + r.data.size());
@@ -411,7 +497,8 @@ kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t o
 
 kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,
                                                 kj::ArrayPtr<const kj::byte> data, bool sync,
-                                                std::shared_ptr<FreshChunk> fresh) {
+                                                std::shared_ptr<FreshChunk> fresh,
+                                                bool parityFirst) {
   struct State {
     std::shared_ptr<FreshChunk> fresh;
     ChunkDesc chunk;
@@ -462,7 +549,7 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
         }
         return readEc(s.chunk, kj::mv(wants), true, true);
       })
-      .then([this, &s, off, data, sync](Status r) -> kj::Promise<Result<uint32_t>> {
+      .then([this, &s, off, data, sync, parityFirst](Status r) -> kj::Promise<Result<uint32_t>> {
         if (!r) return Result<uint32_t>(r.error());
         const Layout& l = s.chunk.layout;
         const uint64_t L = s.rows.lo, H = s.rows.hi;
@@ -474,27 +561,49 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
         for (int j = 0; j < l.k; ++j) in.push_back(s.bufs[j].begin());
         for (int j = l.k; j < l.shards(); ++j) parity.push_back(s.bufs[j].begin());
         code(l).encode(in.data(), parity.data(), H - L);
-        kj::Vector<kj::Promise<Status>> writes;
-        std::vector<int> shards;
-        auto add = [&](int j, uint64_t lo, kj::ArrayPtr<const kj::byte> bytes) {
-          if (s.chunk.stale(j)) return;  // missed earlier writes: rebuilt whole later
-          writes.add(writeShard(s.chunk, j, lo, bytes, sync));
-          shards.push_back(j);
-        };
-        for (int j = 0; j < l.k; ++j) {
-          const Extent& e = s.extents[j];
-          if (e.empty()) continue;
-          uint64_t lo = alignDown(e.lo, kBlockSize), hi = alignUp(e.hi, kBlockSize);
-          add(j, lo, s.bufs[j].slice(lo - L, hi - L));
-        }
-        for (int j = l.k; j < l.shards(); ++j) add(j, L, s.bufs[j]);
-        if (s.fresh && !s.fresh->shardsCreated) {
-          for (int j = 0; j < l.k; ++j) {
-            if (s.extents[j].empty()) add(j, 0, kj::ArrayPtr<const kj::byte>());
+        // Writes `parity` shards or the data shards; their mask of missed shards.
+        auto writeSome = [this, &s, sync, parityFirst](bool parity) {
+          const Layout& l = s.chunk.layout;
+          const uint64_t L = s.rows.lo;
+          kj::Vector<kj::Promise<Status>> writes;
+          std::vector<int> shards;
+          auto add = [&](int j, uint64_t lo, kj::ArrayPtr<const kj::byte> bytes) {
+            if (s.chunk.stale(j)) return;  // missed earlier writes: rebuilt whole later
+            writes.add(writeShard(s.chunk, j, lo, bytes, sync || (parity && parityFirst)));
+            shards.push_back(j);
+          };
+          if (!parity) {
+            for (int j = 0; j < l.k; ++j) {
+              const Extent& e = s.extents[j];
+              if (e.empty()) continue;
+              uint64_t lo = alignDown(e.lo, kBlockSize), hi = alignUp(e.hi, kBlockSize);
+              add(j, lo, s.bufs[j].slice(lo - L, hi - L));
+            }
+            if (s.fresh && !s.fresh->shardsCreated) {
+              for (int j = 0; j < l.k; ++j) {
+                if (s.extents[j].empty()) add(j, 0, kj::ArrayPtr<const kj::byte>());
+              }
+            }
           }
-        }
-        return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards))
-            .then([&s](Result<uint32_t> r) {
+          if (parity || !parityFirst) {
+            for (int j = l.k; j < l.shards(); ++j) add(j, L, s.bufs[j]);
+          }
+          return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards));
+        };
+        // An apply of log records writes, and syncs, the parity before the data: data never
+        // runs ahead of parity (fs/row_agreement.h).
+        kj::Promise<Result<uint32_t>> written =
+            !parityFirst ? writeSome(false)
+                         : writeSome(true).then(
+                               [&s, writeSome](Result<uint32_t> p) -> kj::Promise<Result<uint32_t>> {
+                                 if (!p) return kj::mv(p);
+                                 s.chunk.staleShards |= *p;
+                                 return writeSome(false).then([p = *p](Result<uint32_t> d) {
+                                   if (!d) return d;
+                                   return Result<uint32_t>(*d | p);
+                                 });
+                               });
+        return written.then([&s](Result<uint32_t> r) {
           // Recorded before the rows are unlocked: the next writer of these rows reads them.
           if (r && s.fresh) {
             for (int j = 0; j < s.chunk.layout.k; ++j) {

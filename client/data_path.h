@@ -61,6 +61,7 @@ struct DataPathLogConfig {
   uint64_t applyDelayMs = 200;      // a chunk's records wait this long for more before applying
   uint64_t applyBytes = 1 << 20;    // ... unless this much is waiting
   uint64_t memoryLimit = 64 << 20;  // logged, unapplied bytes; further small writes wait
+  bool faultExitAfterParity = false;  // testing only: _exit(9) once an apply wrote its parity
 };
 
 class DataPath {
@@ -102,7 +103,9 @@ class DataPath {
   kj::Promise<Status> drainLog(ChunkId chunk);
   // Applies, in order, the records an earlier lease holder left in the chunk's logs (fence
   // counted some), then trims every record older than chunk.epoch. The mask of shards it could
-  // not write or trim.
+  // not write or trim. The blocks of a stale data shard in the rows the records touch, which
+  // that holder may have left half applied, are decoded by agreement (fs/row_agreement.h)
+  // before any row is written; kUnavailable if that cannot be done.
   kj::Promise<Result<uint32_t>> recoverLog(const ChunkDesc& chunk);
   // Forgets what this client logged for the chunk (its lease moved on: the next holder applies
   // the records).
@@ -182,12 +185,19 @@ class DataPath {
                              bool raw = false);
   kj::Promise<Status> rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
                               std::vector<int> missing, bool raw);
+  // rebuild() under the RangeLock of rows [lo, hi), tried again while it answers kBusy.
+  kj::Promise<Status> rebuildLocked(const ChunkDesc& chunk, std::vector<Want> failed,
+                                    std::vector<int> missing, bool raw, uint64_t lo, uint64_t hi,
+                                    int attempt);
+  static Status notBusy(Status s);  // kBusy (parity blocks that do not agree) as kUnavailable
   kj::Promise<Status> readReplica(const ChunkDesc& chunk, uint64_t lo,
                                   kj::ArrayPtr<kj::byte> dest, int attempt);
-  // The read-modify-write of whole rows (no log).
+  // The read-modify-write of whole rows (no log). `parityFirst` (an apply of log records):
+  // the parity shards are written, and synced, before the data shards.
   kj::Promise<Result<uint32_t>> writeEc(const ChunkDesc& chunk, uint64_t off,
                                         kj::ArrayPtr<const kj::byte> data, bool sync,
-                                        std::shared_ptr<FreshChunk> fresh);
+                                        std::shared_ptr<FreshChunk> fresh,
+                                        bool parityFirst = false);
 
   // --- the write log (client/data_path_log.cc) ---
   struct LogRecord {
@@ -198,6 +208,17 @@ class DataPath {
     uint32_t holders = 0;  // shards whose servers have it
   };
   struct LogChunk;
+  // Rows [lo, lo + rows[0].size()) of every shard (`missing` ones rebuilt by a plain decode):
+  // in each block row that log records `recs` of an epoch other than `ourEpoch` (this client's
+  // lease, 0 if none) touch, the one lost data block no record covers decoded again by
+  // agreement of the parity blocks (fs/row_agreement.h). kBusy when they do not agree yet (an
+  // apply may be under way); kUnavailable when they cannot.
+  // The epoch of the lease under which this client logs writes of `chunk`; 0 if it does not.
+  uint64_t loggingEpoch(ChunkId chunk) const;
+  Status decodeByAgreement(const Layout& l, const std::vector<int>& missing, uint64_t lo,
+                           std::vector<kj::Array<kj::byte>>& rows,
+                           const std::map<std::pair<uint64_t, uint64_t>, LogRecord>& recs,
+                           uint64_t ourEpoch);
   // `fresh` (may be null) learns the blocks the records cover, before they are appended: a
   // later direct write must read them, not take them for never-written zeros.
   kj::Promise<Result<uint32_t>> writeLogged(const ChunkDesc& chunk, uint64_t off,
@@ -212,6 +233,10 @@ class DataPath {
   // (client/data_path_apply.cc)
   kj::Promise<Result<uint32_t>> applyRecords(const ChunkDesc& chunk,
                                              std::vector<const LogRecord*> records);
+  // For each block row `records` touch and each stale data shard: its block, as a record (the
+  // newest record of that shard there, else decoded by agreement from the stored row).
+  kj::Promise<Result<std::vector<LogRecord>>> lostBlocksOfRecords(
+      const ChunkDesc& chunk, std::vector<const LogRecord*> records);
   // One batch (at most kMaxTransfer bytes of records): vectored reads and synced writes.
   kj::Promise<Result<uint32_t>> applyBatch(const ChunkDesc& chunk,
                                            std::vector<const LogRecord*> records);

@@ -2,19 +2,24 @@
 //
 // A batch of records becomes, per chunk server, one vectored read (readV) of the stored (raw)
 // data blocks of the rows it touches that no record of the batch covers, and one vectored,
-// synced write (writeV) of the records' data blocks and of those rows' parity, re-encoded. A
-// few round trips per batch whatever its size, where a read-modify-write per record took k + m
-// of them per record, and one fdatasync per server per batch.
+// synced write (writeV) of the records' data blocks and of those rows' parity, re-encoded — the
+// parity servers' first, then, once all of those are on disk, the data servers'. A few round
+// trips per batch whatever its size, where a read-modify-write per record took k + m of them
+// per record, and one fdatasync per server per batch. Parity first means data never runs ahead
+// of parity, in any row, at any instant: what lets a lost data block of a row a crash left half
+// written be decoded (fs/row_agreement.h).
 //
 // Re-encoding the rows from what is stored keeps an apply idempotent (the argument is at the top
 // of data_path_log.cc): applying the same records again reads the blocks it wrote, writes the
 // same bytes and the same parity. A batch that cannot read every data block it needs (a data
 // shard is stale, or its server fails to answer) falls back to one read-modify-write per record
-// (writeEc), whose reads rebuild what they cannot get; nothing was written by then.
+// (writeEc, parity first as well), whose reads rebuild what they cannot get; nothing was written
+// by then.
 #include <kj/debug.h>
 
 #include <algorithm>
 #include <set>
+#include <unistd.h>
 
 #include "client/data_path.h"
 #include "fs/checksum.h"
@@ -171,21 +176,41 @@ kj::Promise<Result<uint32_t>> DataPath::applyBatch(const ChunkDesc& chunk,
                 for (int j = l.k; j < l.shards(); ++j) parity.push_back(s.bufs[j].begin() + pos);
                 code(l).encode(in.data(), parity.data(), e.hi - e.lo);
               }
-              kj::Vector<kj::Promise<Status>> writes;
-              std::vector<int> shards;
-              for (int j = 0; j < l.shards(); ++j) {
-                if (s.chunk.stale(j)) continue;
-                std::vector<Extent> pieces = j < l.k ? runsOf(s.covered[j]) : s.runs;
-                if (pieces.empty()) continue;
-                std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> parts;
-                for (const Extent& e : pieces) {
-                  uint64_t pos = at(e.lo / kBlockSize);
-                  parts.emplace_back(e.lo, s.bufs[j].slice(pos, pos + (e.hi - e.lo)));
+              // Parity first, every parity shard synced, then the data: data never runs ahead
+              // of parity, which is what lets a lost block of a row this leaves half written
+              // be decoded (fs/row_agreement.h).
+              auto writeShards = [this, &s, at](bool parity) {
+                const Layout& l = s.chunk.layout;
+                kj::Vector<kj::Promise<Status>> writes;
+                std::vector<int> shards;
+                for (int j = parity ? l.k : 0; j < (parity ? l.shards() : l.k); ++j) {
+                  if (s.chunk.stale(j)) continue;
+                  std::vector<Extent> pieces = j < l.k ? runsOf(s.covered[j]) : s.runs;
+                  if (pieces.empty()) continue;
+                  std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> parts;
+                  for (const Extent& e : pieces) {
+                    uint64_t pos = at(e.lo / kBlockSize);
+                    parts.emplace_back(e.lo, s.bufs[j].slice(pos, pos + (e.hi - e.lo)));
+                  }
+                  writes.add(writeShardV(s.chunk, j, kj::mv(parts)));
+                  shards.push_back(j);
                 }
-                writes.add(writeShardV(s.chunk, j, kj::mv(parts)));
-                shards.push_back(j);
-              }
-              return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards));
+                return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards));
+              };
+              return writeShards(true).then(
+                  [this, &s, writeShards](Result<uint32_t> parity) -> kj::Promise<Result<uint32_t>> {
+                    if (!parity) return kj::mv(parity);
+                    if (logConfig_.faultExitAfterParity) {
+                      log::warn("chunk ", s.chunk.id.value,
+                                ": exiting after an apply's parity (--fault-exit-after-parity)");
+                      _exit(9);
+                    }
+                    s.chunk.staleShards |= *parity;
+                    return writeShards(false).then([p = *parity](Result<uint32_t> data) {
+                      if (!data) return data;
+                      return Result<uint32_t>(*data | p);
+                    });
+                  });
             });
       })
       .attach(kj::mv(st));
@@ -204,7 +229,7 @@ kj::Promise<Result<uint32_t>> DataPath::applyEach(const ChunkDesc& chunk,
     uint64_t at = chunkOffsetOf(l, r->shard, r->offset);
     // Eagerly: a member of a join runs its continuations only when all are ready, and this
     // one's ends by giving back the rows a later record's write waits for.
-    writes.add(writeEc(c, at, r->data, false, nullptr).eagerlyEvaluate(nullptr));
+    writes.add(writeEc(c, at, r->data, false, nullptr, true).eagerlyEvaluate(nullptr));
     touched |= 1u << r->shard;
   }
   for (int j = l.k; j < l.shards(); ++j) touched |= 1u << j;

@@ -33,10 +33,20 @@
 // log is drained (older records must not land over them); truncate drains first too, and a
 // lease is released only after its chunks' logs are drained.
 //
-// What this does not cover: a second fault while a row is half applied (the client dies in the
-// middle of an apply AND a data shard of that row is lost before the next holder re-applies) —
-// the re-apply then decodes the lost block from a parity that matches neither its old nor its
-// new content. Parity-first ordering with per-row intent records would close it.
+// A second fault while a row is half applied: the client dies in the middle of an apply AND
+// the server of another data shard of that row is lost (one host can run both). That shard's
+// block in the row is in no record, and a plain decode from the half-written row mixes old and
+// new blocks into garbage. So the applier writes and syncs a batch's parity before its data
+// (data never runs ahead of parity), and a reader that rebuilds a lost data shard, and the
+// next holder's recoverLog, decode such a block by agreement of the parity blocks instead
+// (fs/row_agreement.h has the argument): exact with two parity shards readable; with one,
+// a row whose records leave it ambiguous is an error (kUnavailable), never a guess. recoverLog
+// runs before the re-sync, which would otherwise re-encode the half-written rows first.
+//
+// What this does not cover: the chunk server's rebuilder (repair) decodes plainly. A data
+// shard that repair rebuilds while a dead writer's half-applied rows wait for the next writer
+// gets garbage in those rows' blocks; repair waits a grace period (10 minutes by default) that
+// the next writer normally beats.
 #include <kj/debug.h>
 
 #include <algorithm>
@@ -46,6 +56,7 @@
 #include "client/data_path.h"
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/row_agreement.h"
 #include "fs/rpc.h"
 #include "fs/wire.h"
 
@@ -77,6 +88,11 @@ void DataPath::TaskErrors::taskFailed(kj::Exception&& e) {
 }
 
 DataPath::~DataPath() = default;
+
+uint64_t DataPath::loggingEpoch(ChunkId chunk) const {
+  auto it = logs_.find(chunk.value);
+  return it == logs_.end() ? 0 : it->second->chunk.epoch;
+}
 
 DataPath::LogStats DataPath::logStats() const {
   LogStats s = logStats_;
@@ -533,23 +549,150 @@ DataPath::fetchLog(const ChunkDesc& chunk, uint32_t from, int shard, uint64_t lo
       .attach(kj::mv(st));
 }
 
+kj::Promise<Result<std::vector<DataPath::LogRecord>>> DataPath::lostBlocksOfRecords(
+    const ChunkDesc& chunk, std::vector<const LogRecord*> records) {
+  using R = Result<std::vector<LogRecord>>;
+  const Layout& l = chunk.layout;
+  std::vector<int> lost;
+  for (int j = 0; j < l.k; ++j) {
+    if (chunk.stale(j)) lost.push_back(j);
+  }
+  if (lost.empty() || records.empty()) return R(std::vector<LogRecord>());
+  struct State {
+    ChunkDesc chunk;
+    std::vector<const LogRecord*> records;
+    std::vector<int> lost;
+    std::vector<uint64_t> rows;  // shard offsets of the block rows the records touch
+    size_t next = 0;             // the first row of the next group
+    std::vector<LogRecord> out;
+  };
+  auto st = kj::heap<State>();
+  auto& s = *st;
+  s.chunk = chunk;
+  s.records = kj::mv(records);
+  s.lost = kj::mv(lost);
+  std::set<uint64_t> rows;
+  for (auto* r : s.records) {
+    for (uint64_t at = r->offset; at < r->offset + r->data.size(); at += kBlockSize) rows.insert(at);
+  }
+  s.rows.assign(rows.begin(), rows.end());
+  // Groups of rows, one after the other: a vectored read of each readable shard, then the
+  // lost block of each row.
+  struct Loop {
+    static kj::Promise<R> run(DataPath& dp, State& s) {
+      if (s.next == s.rows.size()) return R(kj::mv(s.out));
+      const Layout& l = s.chunk.layout;
+      size_t first = s.next, count = std::min(s.rows.size() - first, kMaxTransfer / kBlockSize);
+      s.next += count;
+      auto bufs = kj::heap<std::vector<kj::Array<kj::byte>>>();
+      kj::Vector<kj::Promise<Status>> reads;
+      std::vector<int> asked;
+      for (int j = 0; j < l.shards(); ++j) {
+        bufs->push_back(kj::heapArray<kj::byte>(count * kBlockSize));
+        if (s.chunk.stale(j)) continue;
+        std::vector<Want> wants;
+        for (size_t i = 0; i < count; ++i) {
+          wants.push_back(Want{j, s.rows[first + i], (*bufs)[j].slice(i * kBlockSize, (i + 1) * kBlockSize)});
+        }
+        reads.add(dp.readShardV(s.chunk, j, kj::mv(wants)));
+        asked.push_back(j);
+      }
+      auto& b = *bufs;
+      return kj::joinPromises(reads.releaseAsArray())
+          .then([&dp, &s, &b, first, count, asked](kj::Array<Status> results) -> kj::Promise<R> {
+            const Layout& l = s.chunk.layout;
+            std::vector<bool> readable(l.shards(), false);
+            for (size_t i = 0; i < results.size(); ++i) {
+              if (results[i]) {
+                readable[asked[i]] = true;
+              } else if (results[i].code() == Errc::kStale) {
+                return R(results[i].error());
+              }
+            }
+            for (size_t i = 0; i < count; ++i) {
+              uint64_t at = s.rows[first + i];
+              std::vector<const uint8_t*> stored(l.shards(), nullptr);
+              for (int j = 0; j < l.shards(); ++j) {
+                if (readable[j]) stored[j] = b[j].begin() + i * kBlockSize;
+              }
+              std::vector<RowRecord> rowRecords;
+              std::vector<const LogRecord*> newest(l.k, nullptr);
+              for (auto* r : s.records) {
+                if (at < r->offset || at >= r->offset + r->data.size()) continue;
+                newest[r->shard] = r;
+                if (!s.chunk.stale(r->shard)) {
+                  rowRecords.push_back(RowRecord{r->shard, r->data.begin() + (at - r->offset)});
+                }
+              }
+              for (int L : s.lost) {
+                LogRecord synthetic;
+                synthetic.shard = L;
+                synthetic.offset = at;
+                synthetic.data = kj::heapArray<kj::byte>(kBlockSize);
+                if (newest[L]) {
+                  // Its newest record's block: what the row ends with, known.
+                  memcpy(synthetic.data.begin(), newest[L]->data.begin() + (at - newest[L]->offset),
+                         kBlockSize);
+                } else if (auto ok = agreeOnLostBlock(dp.code(l), L, stored, rowRecords,
+                                                      synthetic.data.begin());
+                           !ok) {
+                  return R(Error{Errc::kUnavailable,
+                                 "chunk " + std::to_string(s.chunk.id.value) + " shard " +
+                                     std::to_string(L) + " offset " + std::to_string(at) +
+                                     ": a lost block of a row its last writer may have left "
+                                     "half applied: " + ok.error().detail});
+                }
+                s.out.push_back(kj::mv(synthetic));
+              }
+            }
+            return run(dp, s);
+          })
+          .attach(kj::mv(bufs));
+    }
+  };
+  return Loop::run(*this, s).attach(kj::mv(st));
+}
+
 kj::Promise<Result<uint32_t>> DataPath::recoverLog(const ChunkDesc& chunk) {
   uint32_t all = 0;
   for (int j = 0; j < chunk.layout.shards(); ++j) all |= 1u << j;
-  auto desc = kj::heap<ChunkDesc>(chunk);
-  auto& c = *desc;
+  struct State {
+    ChunkDesc chunk;
+    std::map<std::pair<uint64_t, uint64_t>, LogRecord> recs;
+    std::vector<const LogRecord*> older;
+    std::vector<LogRecord> lostBlocks;
+  };
+  auto st = kj::heap<State>();
+  st->chunk = chunk;
+  auto& s = *st;
+  auto& c = s.chunk;
   return fetchLog(c, all, -1, 0, kChunkSize)
-      .then([this, &c, all](Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>> recs)
-                -> kj::Promise<Result<uint32_t>> {
-        if (!recs) return Result<uint32_t>(recs.error());
-        auto owned = kj::heap<std::map<std::pair<uint64_t, uint64_t>, LogRecord>>(kj::mv(*recs));
-        std::vector<const LogRecord*> older;
-        for (auto& [key, r] : *owned) {
-          if (r.epoch < c.epoch && r.shard < c.layout.k) older.push_back(&r);
+      .then([this, &s](Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>> recs)
+                -> kj::Promise<Result<std::vector<LogRecord>>> {
+        if (!recs) return Result<std::vector<LogRecord>>(recs.error());
+        s.recs = kj::mv(*recs);
+        for (auto& [key, r] : s.recs) {
+          if (r.epoch < s.chunk.epoch && r.shard < s.chunk.layout.k) s.older.push_back(&r);
         }
-        log::info("chunk ", c.id.value, ": applying ", older.size(),
-                  " write-log records its last writer left");
-        logStats_.recovered += older.size();
+        // A lost data shard's blocks in the rows the records touch: known before the apply,
+        // which re-encodes those rows (the apply writes them as if records, first).
+        return lostBlocksOfRecords(s.chunk, s.older);
+      })
+      .then([this, &s, &c, all](Result<std::vector<LogRecord>> lostBlocks)
+                -> kj::Promise<Result<uint32_t>> {
+        if (!lostBlocks) return Result<uint32_t>(lostBlocks.error());
+        s.lostBlocks = kj::mv(*lostBlocks);
+        std::vector<const LogRecord*> older;
+        for (auto& r : s.lostBlocks) older.push_back(&r);
+        older.insert(older.end(), s.older.begin(), s.older.end());
+        std::string lostNote =
+            s.lostBlocks.empty() ? ""
+                                 : ", over " + std::to_string(s.lostBlocks.size()) +
+                                       " blocks of lost data shards in their rows, decoded by "
+                                       "agreement of the parity";
+        log::info("chunk ", c.id.value, ": applying ", s.older.size(),
+                  " write-log records its last writer left", lostNote.c_str());
+        logStats_.recovered += s.older.size();
         return applyRecords(c, kj::mv(older))
             .then([this, &c, all](Result<uint32_t> missed) -> kj::Promise<Result<uint32_t>> {
               if (!missed) return kj::mv(missed);
@@ -558,10 +701,9 @@ kj::Promise<Result<uint32_t>> DataPath::recoverLog(const ChunkDesc& chunk) {
                 if (!t) return t;
                 return *t | m;
               });
-            })
-            .attach(kj::mv(owned));
+            });
       })
-      .attach(kj::mv(desc));
+      .attach(kj::mv(st));
 }
 
 kj::Promise<Status> DataPath::drainLog(ChunkId chunk) {

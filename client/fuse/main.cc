@@ -147,6 +147,9 @@ int main(int argc, char** argv) {
       ("fault-invalidation-delay", po::value<std::string>()->default_value("0"),
        "testing only: act on each invalidation from the meta leader this much later, as over "
        "a slow network")
+      ("fault-exit-after-parity", po::bool_switch(),
+       "testing only: exit as soon as an apply of the ec write log has written its parity, "
+       "before its data")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -281,6 +284,7 @@ int main(int argc, char** argv) {
   auto invalidationDelay = parseDurationMs(vm["fault-invalidation-delay"].as<std::string>());
   if (!invalidationDelay) die("--fault-invalidation-delay: " + invalidationDelay.error().detail);
   config.faultInvalidationDelayMs = *invalidationDelay;
+  config.faultExitAfterParity = vm["fault-exit-after-parity"].as<bool>();
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);

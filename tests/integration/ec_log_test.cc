@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <regex>
+#include <sstream>
 
 #include "tests/integration/helpers.h"
 
@@ -97,6 +98,56 @@ uint64_t registeredId(const std::string& dir) {
   return std::stoull(m[1]);
 }
 
+// The index of the chunk server whose shard `shard` of the first chunk of `path` is.
+int serverOfShard(Cluster& cluster, const std::string& path, int shard) {
+  auto placed = run({adminBin(), "--meta", cluster.meta(), "chunks", path});
+  REQUIRE_MESSAGE(placed.exitCode == 0, placed.output);
+  std::smatch m;
+  REQUIRE(std::regex_search(placed.output, m,
+                            std::regex("\n0 +[0-9]+ +[a-z]+\\([0-9,]+\\) +([0-9 ]+)")));
+  std::istringstream servers(m[1].str());
+  uint64_t id = 0;
+  for (int i = 0; i <= shard; ++i) REQUIRE(bool(servers >> id));
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (registeredId(cluster.chunkDir(i)) == id) return i;
+  }
+  FAIL("no chunk server registered as " << id);
+  return -1;
+}
+
+// Waits (bounded: 60 s) until fsck is clean and says a shard was rebuilt (the lost server may
+// be noticed, waited for and rebuilt between two polls).
+void waitRepaired(Cluster& cluster) {
+  bool clean = false;
+  std::string last;
+  std::smatch done;
+  for (int i = 0; i < 600 && !clean; ++i) {
+    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+    last = f.output;
+    clean = f.exitCode == 0 && std::regex_search(last, done, std::regex("([0-9]+) done")) &&
+            std::stoull(done[1]) > 0;
+    if (!clean) usleep(100'000);
+  }
+  INFO(last);
+  REQUIRE(clean);
+}
+
+// Logs 40 small writes into the first cell of every stripe of a 4 MiB file (data shard 0)
+// (`file` on some mount), syncs them, and updates `model`.
+void logSmallWritesToShard0(const std::string& file, std::string& model, std::mt19937_64& rng) {
+  int fd = open(file.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  for (int i = 0; i < 40; ++i) {
+    size_t n = 1 + rng() % 6000;
+    size_t at = (rng() % (model.size() / (256 << 10))) * (256 << 10) + rng() % ((64 << 10) - n);
+    std::string bytes = randomBytes(rng, n);
+    REQUIRE(pwrite(fd, bytes.data(), n, off_t(at)) == ssize_t(n));
+    model.replace(at, n, bytes);
+  }
+  REQUIRE(fdatasync(fd) == 0);
+  close(fd);
+}
+
 }  // namespace
 
 TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebuilds elsewhere") {
@@ -147,20 +198,7 @@ TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebu
   // rebuilds shard 0 elsewhere. The rebuilt copy must carry A's records: reads of shard 0 go
   // to it.
   cluster.stopChunk(victim, SIGKILL);
-  // Done when fsck is clean and says a shard was rebuilt (the lost server may be noticed,
-  // waited for and rebuilt between two polls).
-  bool clean = false;
-  std::string last;
-  std::smatch done;
-  for (int i = 0; i < 600 && !clean; ++i) {  // bounded: 60 s
-    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
-    last = f.output;
-    clean = f.exitCode == 0 && std::regex_search(last, done, std::regex("([0-9]+) done")) &&
-            std::stoull(done[1]) > 0;
-    if (!clean) usleep(100'000);
-  }
-  INFO(last);
-  REQUIRE(clean);
+  waitRepaired(cluster);
   // The rebuilt shard's server took the records (its log says so).
   bool took = false;
   for (int i = 0; i < cluster.chunks(); ++i) {
@@ -187,6 +225,122 @@ TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebu
         std::string::npos);
   ExtraMount d(cluster, "mnt-d");
   CHECK((readAll(d.path + "/image") == model));
+}
+
+// The second fault of DESIGN.md rule 2: a writer dies in the middle of applying its log — the
+// parity of a batch written, its data not — and the server of another data shard of those rows
+// dies too (one host running both). The lost shard's blocks in those rows are in no record, and
+// a plain decode from the half-applied rows would return garbage for them. Readers and the next
+// writer decode them by agreement of the two parity blocks (fs/row_agreement.h) instead.
+TEST_CASE("ec log: a writer killed between an apply's parity and its data, and a data shard lost too, lose no byte") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;  // ec(4,2) on 6 servers
+  o.metaArgs = {"--lease-timeout", "2s", "--session-timeout", "3s"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(6));
+  std::mt19937_64 rng(testSeed(2718));
+  const size_t kSize = 4 << 20;  // one chunk, 16 stripes
+  std::string model = randomBytes(rng, kSize);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+
+  // The servers of data shards 1 and 2: the small writes below touch neither.
+  int shard1 = serverOfShard(cluster, path, 1), shard2 = serverOfShard(cluster, path, 2);
+
+  // A logs small writes into data shard 0, syncs them, and exits as soon as its applier has
+  // written the parity of the first batch (the file stays open: nothing else drains them).
+  {
+    ExtraMount a(cluster, "mnt-a", "", {"--keepalive", "1s", "--fault-exit-after-parity"});
+    int fd = open((a.path + "/image").c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    logSmallWritesToShard0(a.path + "/image", model, rng);  // acknowledged; the apply follows
+    CHECK(a.process.wait(20'000) != -1);
+    close(fd);
+    CHECK(readAll(a.log).find("exiting after an apply's parity") != std::string::npos);
+  }
+
+  // Shard 1's server dies with it.
+  cluster.stopChunk(shard1, SIGKILL);
+  {
+    ExtraMount r(cluster, "mnt-r");
+    std::string got = readAll(r.path + "/image");
+    CHECK_MESSAGE(got == model, difference(got, model));
+  }
+
+  // The next writer takes over once A's lease lapsed: it decodes shard 1's blocks of the
+  // half-applied rows by agreement, applies A's records, then writes.
+  {
+    int fd = open(path.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "D", 1, 4321) == 1);
+    model[4321] = 'D';
+    REQUIRE(fsync(fd) == 0);
+    close(fd);
+  }
+  CHECK(readAll(cluster.dir() + "/mount.log").find("decoded by agreement") != std::string::npos);
+
+  // The stripes alone now hold every write, and agree with their parity: readers that must
+  // decode shards 1 and 2 of every row read the model.
+  cluster.stopChunk(shard2, SIGKILL);
+  ExtraMount d(cluster, "mnt-d");
+  std::string got = readAll(d.path + "/image");
+  CHECK_MESSAGE(got == model, difference(got, model));
+}
+
+// The same half-applied rows, but nobody writes the file again: repair rebuilds the lost data
+// shard elsewhere, and the rows the dead writer's records touch must be decoded by agreement of
+// the parity there too, or the rebuilt shard keeps garbage for good.
+TEST_CASE("ec log: repair rebuilds a data shard of rows a killed writer left half applied") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;  // ec(4,2) on 7 servers: a lost one's shards have somewhere to go
+  o.chunks = 7;
+  o.serverTimeout = "2s";
+  o.metaArgs = {"--lease-timeout", "2s", "--repair-grace", "2s", "--session-timeout", "3s"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(7));
+  std::mt19937_64 rng(testSeed(1618));
+  std::string model = randomBytes(rng, 4 << 20);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+  int shard1 = serverOfShard(cluster, path, 1);
+  {
+    ExtraMount a(cluster, "mnt-a", "", {"--keepalive", "1s", "--fault-exit-after-parity"});
+    int fd = open((a.path + "/image").c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    logSmallWritesToShard0(a.path + "/image", model, rng);
+    CHECK(a.process.wait(20'000) != -1);
+    close(fd);
+    CHECK(readAll(a.log).find("exiting after an apply's parity") != std::string::npos);
+  }
+  cluster.stopChunk(shard1, SIGKILL);
+  waitRepaired(cluster);
+  bool redecoded = false;
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (i == shard1) continue;
+    redecoded = redecoded || readAll(cluster.dir() + "/chunk" + std::to_string(i) + ".log")
+                                     .find("by agreement of the parity") != std::string::npos;
+  }
+  CHECK(redecoded);
+  // Reads of shard 1 now go to the rebuilt copy: no decode.
+  {
+    ExtraMount r(cluster, "mnt-r");
+    std::string got = readAll(r.path + "/image");
+    CHECK_MESSAGE(got == model, difference(got, model));
+  }
+  // The next writer applies the records; the stripes then agree with their parity.
+  {
+    int fd = open(path.c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "R", 1, 1234) == 1);
+    model[1234] = 'R';
+    REQUIRE(fsync(fd) == 0);
+    close(fd);
+  }
+  cluster.stopChunk(serverOfShard(cluster, path, 0), SIGKILL);
+  cluster.stopChunk(serverOfShard(cluster, path, 2), SIGKILL);
+  ExtraMount d(cluster, "mnt-d");
+  std::string got = readAll(d.path + "/image");
+  CHECK_MESSAGE(got == model, difference(got, model));
 }
 
 // A chunk this mount placed itself is "fresh": a direct write takes the blocks the mount never
