@@ -248,8 +248,10 @@ Status DataPath::decodeByAgreement(const Layout& l, const std::vector<int>& miss
       if (!covered) lost.push_back(j);
     }
     if (lost.empty()) continue;
+    // What cannot be told now may be soon: a live writer applies and trims its records within
+    // moments (kBusy: the caller reads again); a dead writer's wait for the next writer.
     if (lost.size() > 1) {
-      return Error{Errc::kUnavailable, "two lost data blocks in a row with unapplied log records"};
+      return Error{Errc::kBusy, "two lost data blocks in a row with unapplied log records"};
     }
     std::vector<const uint8_t*> stored(l.shards(), nullptr);
     for (int j = 0; j < l.shards(); ++j) {
@@ -262,7 +264,7 @@ Status DataPath::decodeByAgreement(const Layout& l, const std::vector<int>& miss
     }
     auto ok = agreeOnLostBlock(code(l), lost[0], stored, rowRecords,
                                rows[lost[0]].begin() + (at - lo));
-    if (!ok) return ok;
+    if (!ok) return Error{Errc::kBusy, ok.error().detail};
   }
   return Status();
 }

@@ -208,13 +208,14 @@ class DataPath {
     uint32_t holders = 0;  // shards whose servers have it
   };
   struct LogChunk;
+  // The epoch of the lease under which this client logs writes of `chunk`; 0 if it does not.
+  uint64_t loggingEpoch(ChunkId chunk) const;
   // Rows [lo, lo + rows[0].size()) of every shard (`missing` ones rebuilt by a plain decode):
   // in each block row that log records `recs` of an epoch other than `ourEpoch` (this client's
   // lease, 0 if none) touch, the one lost data block no record covers decoded again by
-  // agreement of the parity blocks (fs/row_agreement.h). kBusy when they do not agree yet (an
-  // apply may be under way); kUnavailable when they cannot.
-  // The epoch of the lease under which this client logs writes of `chunk`; 0 if it does not.
-  uint64_t loggingEpoch(ChunkId chunk) const;
+  // agreement of the parity blocks (fs/row_agreement.h). kBusy when that cannot be done now
+  // (the parity blocks do not agree yet, or too few are readable): an apply may be under way,
+  // or records waiting to be applied and trimmed.
   Status decodeByAgreement(const Layout& l, const std::vector<int>& missing, uint64_t lo,
                            std::vector<kj::Array<kj::byte>>& rows,
                            const std::map<std::pair<uint64_t, uint64_t>, LogRecord>& recs,
