@@ -71,6 +71,20 @@ struct Rebuilder::Job {
   std::vector<bool> usable;
   std::unique_ptr<ErasureCode> code;
   uint64_t written = 0;
+
+  // Every shard but the target with a parsable address is usable.
+  static kj::Own<Job> make(ShardKey key, Layout layout, std::vector<std::string> sources) {
+    auto job = kj::heap<Job>();
+    job->key = key;
+    job->layout = layout;
+    job->usable.resize(layout.shards());
+    for (int i = 0; i < layout.shards(); ++i) {
+      job->usable[i] = i != key.shard && !sources[i].empty() && Address::parse(sources[i]).ok();
+    }
+    job->sources = std::move(sources);
+    if (layout.isEc()) job->code = std::make_unique<ErasureCode>(layout.k, layout.m);
+    return job;
+  }
 };
 
 Rebuilder::Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config)
@@ -102,16 +116,8 @@ kj::Promise<Result<uint64_t>> Rebuilder::rebuild(ShardKey key, Layout layout,
   if (active_.size() >= config_.maxJobs) {
     return R(Error{Errc::kBusy, std::to_string(active_.size()) + " rebuilds running"});
   }
-  auto job = kj::heap<Job>();
-  job->key = key;
-  job->layout = layout;
+  auto job = Job::make(key, layout, std::move(sources));
   job->length = length;
-  job->usable.resize(layout.shards());
-  for (int i = 0; i < layout.shards(); ++i) {
-    job->usable[i] = i != key.shard && !sources[i].empty() && Address::parse(sources[i]).ok();
-  }
-  job->sources = std::move(sources);
-  if (layout.isEc()) job->code = std::make_unique<ErasureCode>(layout.k, layout.m);
   if (auto picked = pickSources(layout, key.shard, job->usable); !picked) {
     return R(picked.error());
   }
@@ -234,15 +240,7 @@ kj::Promise<Status> Rebuilder::redecodeLoggedRows(ShardKey key, Layout layout,
   if (sources.size() != size_t(layout.shards())) {
     return Status(Error{Errc::kInvalid, std::to_string(sources.size()) + " sources"});
   }
-  auto job = kj::heap<Job>();
-  job->key = key;
-  job->layout = layout;
-  job->usable.resize(layout.shards());
-  for (int i = 0; i < layout.shards(); ++i) {
-    job->usable[i] = i != key.shard && !sources[i].empty() && Address::parse(sources[i]).ok();
-  }
-  job->sources = std::move(sources);
-  job->code = std::make_unique<ErasureCode>(layout.k, layout.m);
+  auto job = Job::make(key, layout, std::move(sources));
   auto owned = kj::heap<std::vector<LoggedRow>>(std::move(rows));
   Job& j = *job;
   auto& r = *owned;

@@ -148,6 +148,46 @@ void logSmallWritesToShard0(const std::string& file, std::string& model, std::mt
   close(fd);
 }
 
+// Mount A logs small writes into data shard 0 of `file` (acknowledged: in the logs) and exits
+// as soon as its applier has written the parity of the first batch, before its data. The file
+// stays open meanwhile: nothing else drains the log.
+void killWriterAfterParity(Cluster& cluster, std::string& model, std::mt19937_64& rng) {
+  ExtraMount a(cluster, "mnt-a", "", {"--keepalive", "1s", "--fault-exit-after-parity"});
+  int fd = open((a.path + "/image").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  logSmallWritesToShard0(a.path + "/image", model, rng);
+  CHECK(a.process.wait(20'000) != -1);
+  close(fd);
+  CHECK(readAll(a.log).find("exiting after an apply's parity") != std::string::npos);
+}
+
+// Whether the log of a chunk server other than `except` has `text`.
+bool chunkLogSays(Cluster& cluster, int except, const std::string& text) {
+  for (int i = 0; i < cluster.chunks(); ++i) {
+    if (i == except) continue;
+    std::string log = readAll(cluster.dir() + "/chunk" + std::to_string(i) + ".log");
+    if (log.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A fresh mount reads /image as `model`.
+void checkFreshMountReads(Cluster& cluster, const std::string& name, const std::string& model) {
+  ExtraMount r(cluster, name);
+  std::string got = readAll(r.path + "/image");
+  CHECK_MESSAGE(got == model, difference(got, model));
+}
+
+// One synced byte through the cluster's mount: it takes the chunk's lease over.
+void writeByte(const std::string& path, size_t at, char c, std::string& model) {
+  int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  REQUIRE(pwrite(fd, &c, 1, off_t(at)) == 1);
+  model[at] = c;
+  REQUIRE(fsync(fd) == 0);
+  close(fd);
+}
+
 }  // namespace
 
 TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebuilds elsewhere") {
@@ -165,16 +205,7 @@ TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebu
   writeAll(path, model);
 
   // The server of data shard 0, whose blocks the small writes below all land in.
-  auto placed = run({adminBin(), "--meta", cluster.meta(), "chunks", path});
-  REQUIRE_MESSAGE(placed.exitCode == 0, placed.output);
-  std::smatch m;
-  REQUIRE(std::regex_search(placed.output, m, std::regex("\n0 +[0-9]+ +ec\\(4,2\\) +([0-9]+) ")));
-  uint64_t shard0 = std::stoull(m[1]);
-  int victim = -1;
-  for (int i = 0; i < cluster.chunks(); ++i) {
-    if (registeredId(cluster.chunkDir(i)) == shard0) victim = i;
-  }
-  REQUIRE(victim >= 0);
+  int victim = serverOfShard(cluster, path, 0);
 
   // A logs small writes into the first cell of every stripe (data shard 0) and dies.
   {
@@ -200,31 +231,14 @@ TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebu
   cluster.stopChunk(victim, SIGKILL);
   waitRepaired(cluster);
   // The rebuilt shard's server took the records (its log says so).
-  bool took = false;
-  for (int i = 0; i < cluster.chunks(); ++i) {
-    if (i == victim) continue;
-    took = took || readAll(cluster.dir() + "/chunk" + std::to_string(i) + ".log")
-                           .find("write-log records of the rebuilt chunk") != std::string::npos;
-  }
-  CHECK(took);
-  {
-    ExtraMount r(cluster, "mnt-r");
-    CHECK((readAll(r.path + "/image") == model));
-  }
+  CHECK(chunkLogSays(cluster, victim, "write-log records of the rebuilt chunk"));
+  checkFreshMountReads(cluster, "mnt-r", model);
 
   // The next writer applies them; then the stripes alone hold every write.
-  {
-    int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    REQUIRE(pwrite(fd, "C", 1, 99) == 1);
-    model[99] = 'C';
-    REQUIRE(fsync(fd) == 0);
-    close(fd);
-  }
+  writeByte(path, 99, 'C', model);
   CHECK(readAll(cluster.dir() + "/mount.log").find("write-log records its last writer left") !=
         std::string::npos);
-  ExtraMount d(cluster, "mnt-d");
-  CHECK((readAll(d.path + "/image") == model));
+  checkFreshMountReads(cluster, "mnt-d", model);
 }
 
 // The second fault of DESIGN.md rule 2: a writer dies in the middle of applying its log — the
@@ -247,44 +261,21 @@ TEST_CASE("ec log: a writer killed between an apply's parity and its data, and a
   // The servers of data shards 1 and 2: the small writes below touch neither.
   int shard1 = serverOfShard(cluster, path, 1), shard2 = serverOfShard(cluster, path, 2);
 
-  // A logs small writes into data shard 0, syncs them, and exits as soon as its applier has
-  // written the parity of the first batch (the file stays open: nothing else drains them).
-  {
-    ExtraMount a(cluster, "mnt-a", "", {"--keepalive", "1s", "--fault-exit-after-parity"});
-    int fd = open((a.path + "/image").c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    logSmallWritesToShard0(a.path + "/image", model, rng);  // acknowledged; the apply follows
-    CHECK(a.process.wait(20'000) != -1);
-    close(fd);
-    CHECK(readAll(a.log).find("exiting after an apply's parity") != std::string::npos);
-  }
-
-  // Shard 1's server dies with it.
+  // A logs small writes into data shard 0 and exits after its first apply's parity; shard
+  // 1's server dies with it.
+  killWriterAfterParity(cluster, model, rng);
   cluster.stopChunk(shard1, SIGKILL);
-  {
-    ExtraMount r(cluster, "mnt-r");
-    std::string got = readAll(r.path + "/image");
-    CHECK_MESSAGE(got == model, difference(got, model));
-  }
+  checkFreshMountReads(cluster, "mnt-r", model);
 
   // The next writer takes over once A's lease lapsed: it decodes shard 1's blocks of the
   // half-applied rows by agreement, applies A's records, then writes.
-  {
-    int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    REQUIRE(pwrite(fd, "D", 1, 4321) == 1);
-    model[4321] = 'D';
-    REQUIRE(fsync(fd) == 0);
-    close(fd);
-  }
+  writeByte(path, 4321, 'D', model);
   CHECK(readAll(cluster.dir() + "/mount.log").find("decoded by agreement") != std::string::npos);
 
   // The stripes alone now hold every write, and agree with their parity: readers that must
   // decode shards 1 and 2 of every row read the model.
   cluster.stopChunk(shard2, SIGKILL);
-  ExtraMount d(cluster, "mnt-d");
-  std::string got = readAll(d.path + "/image");
-  CHECK_MESSAGE(got == model, difference(got, model));
+  checkFreshMountReads(cluster, "mnt-d", model);
 }
 
 // The same half-applied rows, but nobody writes the file again: repair rebuilds the lost data
@@ -303,44 +294,17 @@ TEST_CASE("ec log: repair rebuilds a data shard of rows a killed writer left hal
   std::string path = cluster.mnt() + "/image";
   writeAll(path, model);
   int shard1 = serverOfShard(cluster, path, 1);
-  {
-    ExtraMount a(cluster, "mnt-a", "", {"--keepalive", "1s", "--fault-exit-after-parity"});
-    int fd = open((a.path + "/image").c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    logSmallWritesToShard0(a.path + "/image", model, rng);
-    CHECK(a.process.wait(20'000) != -1);
-    close(fd);
-    CHECK(readAll(a.log).find("exiting after an apply's parity") != std::string::npos);
-  }
+  killWriterAfterParity(cluster, model, rng);
   cluster.stopChunk(shard1, SIGKILL);
   waitRepaired(cluster);
-  bool redecoded = false;
-  for (int i = 0; i < cluster.chunks(); ++i) {
-    if (i == shard1) continue;
-    redecoded = redecoded || readAll(cluster.dir() + "/chunk" + std::to_string(i) + ".log")
-                                     .find("by agreement of the parity") != std::string::npos;
-  }
-  CHECK(redecoded);
+  CHECK(chunkLogSays(cluster, shard1, "by agreement of the parity"));
   // Reads of shard 1 now go to the rebuilt copy: no decode.
-  {
-    ExtraMount r(cluster, "mnt-r");
-    std::string got = readAll(r.path + "/image");
-    CHECK_MESSAGE(got == model, difference(got, model));
-  }
+  checkFreshMountReads(cluster, "mnt-r", model);
   // The next writer applies the records; the stripes then agree with their parity.
-  {
-    int fd = open(path.c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    REQUIRE(pwrite(fd, "R", 1, 1234) == 1);
-    model[1234] = 'R';
-    REQUIRE(fsync(fd) == 0);
-    close(fd);
-  }
+  writeByte(path, 1234, 'R', model);
   cluster.stopChunk(serverOfShard(cluster, path, 0), SIGKILL);
   cluster.stopChunk(serverOfShard(cluster, path, 2), SIGKILL);
-  ExtraMount d(cluster, "mnt-d");
-  std::string got = readAll(d.path + "/image");
-  CHECK_MESSAGE(got == model, difference(got, model));
+  checkFreshMountReads(cluster, "mnt-d", model);
 }
 
 // A chunk this mount placed itself is "fresh": a direct write takes the blocks the mount never
