@@ -118,18 +118,26 @@ int serverOfShard(Cluster& cluster, const std::string& path, int shard) {
 // Waits (bounded: 60 s) until fsck is clean and says a shard was rebuilt (the lost server may
 // be noticed, waited for and rebuilt between two polls).
 void waitRepaired(Cluster& cluster) {
-  bool clean = false;
   std::string last;
-  std::smatch done;
-  for (int i = 0; i < 600 && !clean; ++i) {
+  bool clean = waitUntilMs(60'000, [&] {
     auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
     last = f.output;
-    clean = f.exitCode == 0 && std::regex_search(last, done, std::regex("([0-9]+) done")) &&
-            std::stoull(done[1]) > 0;
-    if (!clean) usleep(100'000);
-  }
+    std::smatch done;
+    return f.exitCode == 0 && std::regex_search(last, done, std::regex("([0-9]+) done")) &&
+           std::stoull(done[1]) > 0;
+  });
   INFO(last);
   REQUIRE(clean);
+}
+
+// ec(4,2) on 7 servers, so that a lost one's shards have somewhere to go, with a dead server,
+// mount and lease noticed within seconds and a 2 s repair grace.
+Cluster::Options repairCluster() {
+  Cluster::Options o;
+  o.chunks = 7;
+  o.serverTimeout = "2s";
+  o.metaArgs = {"--lease-timeout", "2s", "--repair-grace", "2s", "--session-timeout", "3s"};
+  return o;
 }
 
 // Logs 40 small writes into the first cell of every stripe of a 4 MiB file (data shard 0)
@@ -192,11 +200,7 @@ void writeByte(const std::string& path, size_t at, char c, std::string& model) {
 
 TEST_CASE("ec log: a dead writer's records go with a data shard that repair rebuilds elsewhere") {
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options o;  // ec(4,2) on 7 servers: a lost one's shards have somewhere to go
-  o.chunks = 7;
-  o.serverTimeout = "2s";
-  o.metaArgs = {"--lease-timeout", "2s", "--repair-grace", "2s", "--session-timeout", "3s"};
-  Cluster cluster(o);
+  Cluster cluster(repairCluster());
   REQUIRE(cluster.waitChunksUp(7));
   std::mt19937_64 rng(testSeed(4711));
   const size_t kSize = 4 << 20;  // one chunk
@@ -283,11 +287,7 @@ TEST_CASE("ec log: a writer killed between an apply's parity and its data, and a
 // the parity there too, or the rebuilt shard keeps garbage for good.
 TEST_CASE("ec log: repair rebuilds a data shard of rows a killed writer left half applied") {
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options o;  // ec(4,2) on 7 servers: a lost one's shards have somewhere to go
-  o.chunks = 7;
-  o.serverTimeout = "2s";
-  o.metaArgs = {"--lease-timeout", "2s", "--repair-grace", "2s", "--session-timeout", "3s"};
-  Cluster cluster(o);
+  Cluster cluster(repairCluster());
   REQUIRE(cluster.waitChunksUp(7));
   std::mt19937_64 rng(testSeed(1618));
   std::string model = randomBytes(rng, 4 << 20);
