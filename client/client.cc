@@ -1,5 +1,6 @@
 #include "client/client.h"
 #include "client/file_state.h"
+#include "client/replies.h"
 
 #include <time.h>
 
@@ -73,21 +74,6 @@ void Client::TaskErrors::taskFailed(kj::Exception&& e) {
   log::error("client task failed: ", e.getDescription());
 }
 
-namespace {
-
-template <typename Response>
-Result<Attr> attrOf(Response& r) {
-  auto st = fromWire(r.getError());
-  if (!st) return st.error();
-  return fromWire(r.getAttr());
-}
-
-template <typename Response>
-Status statusOf(Response& r) {
-  return fromWire(r.getError());
-}
-
-}  // namespace
 
 kj::Promise<Status> Client::start() {
   meta_.onStaleSession = [this](uint64_t stale) { return renewSession(stale); };

@@ -16,6 +16,7 @@
 // answers busy and we ask again.
 #include "client/client.h"
 #include "client/file_state.h"
+#include "client/replies.h"
 #include "fs/log.h"
 #include "fs/proto/meta.capnp.h"
 #include "fs/wire.h"
@@ -245,11 +246,7 @@ kj::Promise<Status> Client::cloneCall(InodeId src, uint64_t srcFirst, InodeId ds
                         req.setCount(count);
                         req.setSize(size);
                         req.setSizeOfSrc(sizeOfSrc);
-                        return req.send().then([](auto r) -> Result<Attr> {
-                          auto st = fromWire(r.getError());
-                          if (!st) return st.error();
-                          return fromWire(r.getAttr());
-                        });
+                        return req.send().then([](auto r) { return attrOf(r); });
                       })
         .then([this, dst, dstFirst, count](Result<Attr> a) {
           // Even after a failure: it may have been applied (a lost reply); look again.

@@ -28,6 +28,7 @@
 
 #include "client/client.h"
 #include "client/file_state.h"
+#include "client/replies.h"
 #include "fs/log.h"
 #include "fs/proto/meta.capnp.h"
 #include "fs/wire.h"
@@ -344,11 +345,7 @@ kj::Promise<Status> Client::dropBatch(InodeId inode, uint64_t first, uint64_t en
                  req.setInode(inode.value);
                  req.setFirst(first);
                  req.setCount(count);
-                 return req.send().then([](auto r) -> Result<Attr> {
-                   auto st = fromWire(r.getError());
-                   if (!st) return st.error();
-                   return fromWire(r.getAttr());
-                 });
+                 return req.send().then([](auto r) { return attrOf(r); });
                });
          })
       .then([this, inode, first, count, end](Result<Attr> a) -> kj::Promise<Status> {
