@@ -14,11 +14,15 @@
 // "Newest" is the highest (epoch, seq): epochs order lease holders, seq the records of one.
 //
 // On disk: segment files DIR/log.NNNNNNNN of records
-//   magic u32 'TLG2', type u8 (1 append, 2 trim, 3 drop), shard u8, zero u16,
+//   magic u32 'TLG2', type u8 (1 append, 2 trim, 3 drop, 4 pad), shard u8, zero u16,
 //   chunk u64, epoch u64, seq u64, offset u64, length u32 (data bytes), crc u32,
 //   segment u64 (the NNNNNNNN of the file it was written to),
-//   then length / 4096 block CRCs (u32) and the data
-// (little-endian; crc = crc32c of the whole record with the crc field zero). A segment ends at
+//   then length / 4096 block CRCs (u32) and the data; a pad has length 0 and `offset` zero
+//   bytes (under 4096) instead
+// (little-endian; crc = crc32c of the whole record with the crc field zero). Each group commit
+// ends with a pad to the disk's sector size (512 or 4096), so the next starts on a sector, and
+// is written with O_DIRECT where the file system takes it: a commit then writes its records'
+// sectors only, never a page that an earlier commit wrote already. A segment ends at
 // the first record that is not of it: zeros, or the records a reused segment held before
 // (their segment number is older). Dead segments are kept as DIR/spare.NNNNNNNN (up to
 // `spareSegments`) and renamed to the next segment when one starts: writing over blocks a file
@@ -106,6 +110,12 @@ class ChunkLog {
 
  private:
   kj::Promise<Status> flush();
+  // Ends every pending batch with a pad record to a multiple of align_ (loop thread).
+  void padBatches();
+  // Switches the current segment to O_DIRECT where the file system takes it (at open).
+  void useDirectIo();
+  // Writes `bytes` at fileAt_ of the current segment (worker thread).
+  Status writeAt(const std::string& bytes);
   void add(Entry entry);
   void forget(ChunkRecords::iterator it, ChunkRecords& records);
   // Encodes a record into the pending batch, starting a new segment first if it would not fit.
@@ -131,6 +141,8 @@ class ChunkLog {
   };
   std::deque<std::string> spares_;  // dead segments to reuse, oldest first
   uint64_t fileAt_ = 0;             // the worker's write position in the current segment
+  size_t align_ = 512;              // batches end on a multiple of it (loop thread)
+  bool direct_ = false;             // segments are written with O_DIRECT (worker thread)
   std::vector<Batch> pending_;
   std::optional<Error> broken_;
   GroupCommit commits_;

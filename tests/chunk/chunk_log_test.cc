@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <kj/vector.h>
+
 #include <filesystem>
 
 #include "chunk/chunk_log.h"
@@ -99,18 +101,58 @@ TEST_CASE("chunk log: a torn or damaged tail is ignored at open, what came befor
     if (std::filesystem::file_size(e.path()) > 0) seg = e.path();
   }
   REQUIRE(!seg.empty());
+  // Two group commits of one record each, each padded to the same size: the second record
+  // starts half way.
   auto size = std::filesystem::file_size(seg);
-  SUBCASE("torn") { std::filesystem::resize_file(seg, size - 100); }
+  REQUIRE(size % 512 == 0);
+  auto second = size / 2;
+  SUBCASE("torn") { std::filesystem::resize_file(seg, second + 3000); }
   SUBCASE("damaged") {
     int fd = ::open(seg.c_str(), O_WRONLY);
     REQUIRE(fd >= 0);
     char x = 0x5a;
-    REQUIRE(::pwrite(fd, &x, 1, off_t(size - 10)) == 1);
+    REQUIRE(::pwrite(fd, &x, 1, off_t(second + 3000)) == 1);
     ::close(fd);
   }
   auto log = openLog(dir.path());
   CHECK(log->count(ChunkId(5)) == 1);
   CHECK(view(*log, 5, 0, 0, 2) == std::vector<int>{0x11, 0});
+}
+
+TEST_CASE("chunk log: a group commit ends on a sector, so none writes a sector twice") {
+  test::Loop loop;
+  test::TempDir dir{"chunk-log-test"};
+  {
+    auto log = openLog(dir.path());
+    // One 4 KiB record per commit: 56 header + 4 CRC + 4096 data, padded to 9 sectors of 512
+    // (or, on a disk of 4 KiB sectors, 2 of 4096).
+    for (uint64_t i = 1; i <= 5; ++i) {
+      CHECK(loop.wait(log->append(rec(6, 0, 1, i, i * kBlockSize, 1, uint8_t(i)))).ok());
+    }
+    // Five in one commit, then a trim: each commit pads once.
+    kj::Vector<kj::Promise<Status>> five;
+    for (uint64_t i = 6; i <= 10; ++i) five.add(log->append(rec(6, 1, 1, i, 0, 1, uint8_t(i))));
+    for (auto& s : loop.wait(kj::joinPromises(five.releaseAsArray()))) CHECK(s.ok());
+    CHECK(loop.wait(log->trim(ChunkId(6), 1, 3)).ok());
+  }
+  std::string seg;
+  for (auto& e : std::filesystem::directory_iterator(dir.path())) {
+    if (std::filesystem::file_size(e.path()) > 0) seg = e.path();
+  }
+  REQUIRE(!seg.empty());
+  auto size = std::filesystem::file_size(seg);
+  INFO("segment bytes: ", size);
+  // A commit of n records of one block, and its pad record: n * 4156 + 56 bytes, rounded up.
+  auto commits = [](size_t sector) {
+    auto up = [&](size_t n) { return (n + sector - 1) / sector * sector; };
+    return 5 * up(4156 + 56) + up(5 * 4156 + 56) + up(56 + 56);
+  };
+  CHECK((size == commits(512) || size == commits(4096)));
+  // The pads read back as nothing: every record is there.
+  auto log = openLog(dir.path());
+  CHECK(log->count(ChunkId(6)) == 7);
+  CHECK(view(*log, 6, 0, 0, 6) == std::vector<int>{0, 0, 0, 0, 4, 5});
+  CHECK(view(*log, 6, 1, 0, 1) == std::vector<int>{10});
 }
 
 TEST_CASE("chunk log: segments go once nothing in them is live — live records are moved on") {
