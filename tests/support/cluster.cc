@@ -282,7 +282,8 @@ void Cluster::startChunk(int i) {
   chunkPorts_[i] = 0;
   std::vector<std::string> argv = {buildDir() + "/chunk/tessera-chunk", "--meta", meta(),
                                    "--host", "host" + std::to_string(i), "--heartbeat",
-                                   options_.heartbeat, "--port-file", portFile};
+                                   options_.heartbeat, "--port-file", portFile,
+                                   "--log-level", logLevel()};
   auto data = options_.chunkData.find(i);
   for (auto& dataDir : data != options_.chunkData.end() ? data->second
                                                         : std::vector<std::string>{d}) {
