@@ -48,8 +48,7 @@ uint64_t getU64(const char* p) {
 std::string encode(uint64_t segment, Type type, ChunkId chunk, uint8_t shard, uint64_t epoch,
                    uint64_t seq, uint64_t offset, kj::ArrayPtr<const uint32_t> crcs,
                    kj::ArrayPtr<const kj::byte> data) {
-  size_t body = type == kPad ? size_t(offset) : crcs.size() * 4 + data.size();
-  std::string r(kHeader + body, '\0');
+  std::string r(kHeader + bodySize(type, offset, uint32_t(data.size())), '\0');
   putU32(r.data(), kMagic);
   r[4] = char(type);
   r[5] = char(shard);
@@ -427,7 +426,6 @@ void ChunkLog::padBatches() {
       segment = *b.rollTo - 1;
       continue;
     }
-    if (b.bytes.empty()) continue;
     size_t pad = (align_ - (b.bytes.size() + kHeader) % align_) % align_;
     std::string bytes = encode(segment, kPad, ChunkId(0), 0, 0, 0, pad, nullptr, nullptr);
     b.bytes += bytes;

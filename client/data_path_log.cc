@@ -446,7 +446,8 @@ kj::Promise<Result<uint32_t>> DataPath::trimLog(const ChunkDesc& chunk, uint32_t
               },
               [this, server](kj::Exception&& e) -> Status {
                 servers_.failed(server);
-                return errorFromException(e, "trim chunk log on server " + std::to_string(server.value));
+                return errorFromException(
+                    e, "trim chunk log on server " + std::to_string(server.value));
               });
         }));
   }
