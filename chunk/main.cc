@@ -283,6 +283,7 @@ int run(int argc, char** argv) {
                     {.rateBytesPerSec = uint64_t(scrubRate * 1e6) ? uint64_t(scrubRate * 1e6) : 1,
                      .intervalMs = *scrubInterval});
   link.attach(scrubber);
+  link.attach(**chunkLog);
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))

@@ -419,6 +419,11 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
       b.setShards(d.shards);
     }
     req.setNoNewShards(!st.acceptsShards);
+    if (chunkLog_) {
+      auto logged = chunkLog_->stats();
+      req.setLogRecords(logged.records);
+      req.setLogBytes(logged.bytes);
+    }
     auto& lost = disk_.lostShards();
     size_t lostNow = std::min<size_t>(lost.size() - lostSent_, kMaxLostPerHeartbeat);
     auto refs = req.initLost(lostNow);

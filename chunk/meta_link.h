@@ -49,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "chunk/chunk_log.h"
 #include "chunk/disk_set.h"
 #include "chunk/scrubber.h"
 #include "fs/options.h"
@@ -113,6 +114,8 @@ class MetaLink {
   // Heartbeats then carry the scrubber's progress and damage reports, and pass on the meta
   // leader's scrub-now requests. `scrubber` must outlive the link.
   void attach(Scrubber& scrubber) { scrubber_ = &scrubber; }
+  // Heartbeats then say how much the write log holds. `log` must outlive the link.
+  void attach(ChunkLog& log) { chunkLog_ = &log; }
 
   ServerId id() const { return id_; }
   const std::string& clusterId() const { return clusterId_; }
@@ -171,6 +174,7 @@ class MetaLink {
   kj::Promise<void> inventory_ = nullptr;
   kj::TimePoint nextInventory_ = kj::origin<kj::TimePoint>();
   Scrubber* scrubber_ = nullptr;
+  ChunkLog* chunkLog_ = nullptr;
   size_t lostSent_ = 0;  // disk_.lostShards() reported to the current leader
 };
 

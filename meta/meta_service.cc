@@ -617,6 +617,8 @@ void MetaService::fillServerInfo(const ServerState& s, proto::ServerInfo::Builde
     b.setPlacedShards(it == st.shardsOn.end() ? 0 : it->second);
   }
   b.setNoNewShards(s.noNewShards);
+  b.setLogRecords(s.logRecords);
+  b.setLogBytes(s.logBytes);
   if (s.disks) b.setDisks(s.disks->getRoot<proto::ServerInfo>().asReader().getDisks());
   if (s.lastHeartbeat != kj::origin<kj::TimePoint>()) {
     b.setLastHeartbeatMs((timer_.now() - s.lastHeartbeat) / kj::MILLISECONDS);
@@ -793,6 +795,8 @@ kj::Promise<void> MetaService::heartbeat(HeartbeatContext context) {
   s.freeBytes = p.getFreeBytes();
   s.shards = p.getShards();
   s.fsid = p.getFsid();
+  s.logRecords = p.getLogRecords();
+  s.logBytes = p.getLogBytes();
   noteDisks(id, s, p);
   if (p.getRemoved().size() > 0) {
     // Not waited for: a report lost with a leader change is simply made again.

@@ -119,6 +119,7 @@ class MetaService final : public proto::MetaService::Server {
     // Per-disk state from the last heartbeat (proto::DiskInfo), kept as sent.
     mutable kj::Own<capnp::MallocMessageBuilder> disks;  // mutable: capnp reads need a builder
     bool noNewShards = false;  // no disk of it takes new shards: place none there
+    uint64_t logRecords = 0, logBytes = 0;  // its write log, as of the last heartbeat
     // Shards the server lost on failed disks, as it reported them to this leader; the repair
     // service rebuilds them elsewhere.
     std::set<std::pair<uint64_t, uint8_t>> lostShards;

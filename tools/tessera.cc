@@ -210,6 +210,10 @@ void printChunkServers(proto::MetaService::StatusResults::Reader r) {
            human(s.getCapacityBytes()).c_str(), human(s.getUsedBytes()).c_str(),
            human(s.getFreeBytes()).c_str(), (unsigned long)s.getShards(),
            age(s.getLastHeartbeatMs()).c_str());
+    if (s.getLogRecords() > 0) {
+      printf("       write log: %lu records, %s not yet in their stripes\n",
+             (unsigned long)s.getLogRecords(), human(s.getLogBytes()).c_str());
+    }
     printDisks(s);
   }
 }

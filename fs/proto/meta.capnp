@@ -46,6 +46,8 @@ struct ServerInfo {
   damagedShards @14 :UInt64;    # shards on it that the scrubber found damaged
   disks @15 :List(DiskInfo);    # as in the server's last heartbeat
   noNewShards @16 :Bool;        # the server said no disk of it takes new shards
+  logRecords @17 :UInt64;       # write-log records it holds (chunk/chunk_log.h): not yet applied
+  logBytes @18 :UInt64;         # and their data bytes, as in its last heartbeat
 }
 
 # Shard repair on the meta leader (meta/repair.h). Counts of chunks are those of its last whole
@@ -250,10 +252,12 @@ interface MetaService {
   # `disks`: each data directory's state (the totals count only the disks that have not
   # failed). `noNewShards`: no disk takes new shards (each failed or full): place none there.
   # `lost`: shards that were on disks that failed, sent again to each leader the server
-  # registers with (at most 10,000 a heartbeat, the rest in later ones).
+  # registers with (at most 10,000 a heartbeat, the rest in later ones). `logRecords` and
+  # `logBytes`: what the server's write log holds now, for `tessera status`.
   heartbeat @23 (id :UInt64, capacityBytes :UInt64, usedBytes :UInt64, freeBytes :UInt64,
                  shards :UInt64, removed :List(UInt64), fsid :UInt64, scrub :ScrubProgress,
-                 disks :List(DiskInfo), noNewShards :Bool, lost :List(Chunk.ShardRef))
+                 disks :List(DiskInfo), noNewShards :Bool, lost :List(Chunk.ShardRef),
+                 logRecords :UInt64, logBytes :UInt64)
       -> (error :Common.Error, remove :List(UInt64), scrubNow :UInt64);
   # `scrubNow`: if not 0 and not the `scrub.request` the server sent, start a scrub pass now
   # and send this value as `scrub.request` from then on.

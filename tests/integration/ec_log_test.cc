@@ -50,6 +50,10 @@ TEST_CASE("ec log: unapplied small writes are read everywhere, a killed writer's
     close(fd);
   }
   MESSAGE(logged << " small writes logged by A before it was killed");
+  // Their records wait in the chunk servers' logs, and `tessera status` says so.
+  CHECK(waitUntilMs(10'000, [&] {
+    return cluster.status().find("write log: ") != std::string::npos;
+  }));
 
   // With A gone, every reader still sees them — also one that rebuilds whichever shard the
   // stopped server held from the other shards and the records the others keep.
@@ -75,6 +79,9 @@ TEST_CASE("ec log: unapplied small writes are read everywhere, a killed writer's
   }
   std::string log = readAll(cluster.dir() + "/mount.log");
   CHECK(log.find("write-log records its last writer left") != std::string::npos);
+  // Once applied, no server holds any: status no longer lists a write log.
+  REQUIRE(cluster.waitLogsApplied());
+  CHECK(cluster.status().find("write log: ") == std::string::npos);
 
   // The stripes now hold every write: readers that must decode two lost shards of every row
   // from parity read the model.

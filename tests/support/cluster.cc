@@ -1,5 +1,7 @@
 #include "tests/support/cluster.h"
 
+#include <chrono>
+
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -392,6 +394,27 @@ void Cluster::unmount() {
 // Up means: the meta leader lists every running chunk server at the address it listens on now
 // (a restarted server has a new port; until it registers, the leader still shows the old
 // instance as up for the server timeout) and counts `n` up in all.
+bool Cluster::waitLogsApplied(int timeoutMs) {
+  auto start = std::chrono::steady_clock::now();
+  return waitFor(timeoutMs, [&] {
+    int l = leader(1'000);
+    if (l < 0) return false;
+    bool empty = true;
+    // Taken before asking: a heartbeat younger than this, when the leader answers, came after
+    // `start`.
+    uint64_t since = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::steady_clock::now() - start)
+                                  .count());
+    bool answered = metaStatus(metaAddress(l), 2'000, [&](auto& r) {
+      for (auto s : r.getServers()) {
+        if (!s.getUp()) continue;
+        if (s.getLastHeartbeatMs() >= since || s.getLogRecords() > 0) empty = false;
+      }
+    });
+    return answered && empty;
+  });
+}
+
 bool Cluster::waitChunksUp(int n, int timeoutMs) {
   return waitFor(timeoutMs, [&] {
     int l = leader(1'000);

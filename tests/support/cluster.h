@@ -96,6 +96,10 @@ class Cluster {
   // Waits until the meta server reports `n` chunk servers up, every running one at its current
   // address; false after the timeout.
   bool waitChunksUp(int n, int timeoutMs = 20'000);
+  // Waits until every chunk server that is up said, in a heartbeat sent after this call began,
+  // that its write log is empty: every record applied into its stripe and trimmed. False after
+  // the timeout.
+  bool waitLogsApplied(int timeoutMs = 20'000);
   // `tessera status` output.
   std::string status();
   const Options& options() const { return options_; }
