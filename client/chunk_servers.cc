@@ -73,7 +73,7 @@ kj::Promise<void> ChunkServers::connect(ServerId id) {
               e.connection = kj::mv(*conn);
               e.service = e.connection->bootstrap<proto::ChunkService>();
               e.watch = e.connection->onDisconnect()
-                            .then([this, id] { failed(id); }, [this, id](kj::Exception&&) { failed(id); })
+                            .then([this, id] { drop(id); }, [this, id](kj::Exception&&) { drop(id); })
                             .eagerlyEvaluate(nullptr);
             });
       })
@@ -82,7 +82,15 @@ kj::Promise<void> ChunkServers::connect(ServerId id) {
       });
 }
 
-void ChunkServers::failed(ServerId id) {
+void ChunkServers::failed(ServerId id, const kj::Exception& why) {
+  if (servers_[id].service != nullptr) {
+    log::info("chunk server ", id.value, ": dropping its connection after a call failed (",
+              kj::str(why.getType()).cStr(), "): ", why.getDescription().cStr());
+  }
+  drop(id);
+}
+
+void ChunkServers::drop(ServerId id) {
   auto& e = servers_[id];
   if (e.service == nullptr && !e.connection) return;
   e.service = nullptr;

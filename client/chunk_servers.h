@@ -35,9 +35,9 @@ class ChunkServers {
   // last `kRetryAfterMs`.
   kj::Promise<Result<proto::ChunkService::Client>> get(ServerId id);
 
-  // Called after a call to `id` failed in transport: drop the connection and its address so
+  // Called after a call to `id` failed with `why`: drop the connection and its address so
   // the next get() asks the meta server again.
-  void failed(ServerId id);
+  void failed(ServerId id, const kj::Exception& why);
 
   static constexpr uint64_t kRetryAfterMs = 1000;
 
@@ -54,6 +54,8 @@ class ChunkServers {
     kj::Promise<void> watch = nullptr;
   };
   kj::Promise<void> connect(ServerId id);
+  // Forgets the connection to `id` and the address it had (see failed()).
+  void drop(ServerId id);
 
   kj::Network& network_;
   kj::Timer& timer_;

@@ -106,7 +106,7 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
                           return Status();
                         },
                         [this, server](kj::Exception&& e) -> Status {
-                          servers_.failed(server);
+                          servers_.failed(server, e);
                           return errorFromException(e, "read from chunk server");
                         }));
     }
@@ -144,7 +144,7 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
                       return fromWire(r.getError());
                     },
                     [this, server](kj::Exception&& e) -> Status {
-                      servers_.failed(server);
+                      servers_.failed(server, e);
                       return errorFromException(e, "write to chunk server");
                     }));
     }
@@ -742,7 +742,7 @@ kj::Promise<Result<uint32_t>> DataPath::truncate(const ChunkDesc& chunk, uint64_
                       return st;
                     },
                     [this, server](kj::Exception&& e) -> Status {
-                      servers_.failed(server);
+                      servers_.failed(server, e);
                       return errorFromException(e, "truncate shard");
                     });
               }));
@@ -858,7 +858,7 @@ kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk, uint32_t* 
                 return fromWire(r.getError());
               },
               [this, server](kj::Exception&& e) -> Status {
-                servers_.failed(server);
+                servers_.failed(server, e);
                 return errorFromException(e, "fence chunk");
               });
         }));
@@ -890,7 +890,7 @@ kj::Promise<Status> DataPath::sync(ServerId server, const std::vector<ShardKey>&
               return st;
             },
             [this, server](kj::Exception&& e) -> Status {
-              servers_.failed(server);
+              servers_.failed(server, e);
               return errorFromException(e, "sync shards");
             });
       });

@@ -312,7 +312,7 @@ kj::Promise<Status> DataPath::readShardV(const ChunkDesc& chunk, int shard, std:
               return Status();
             },
             [this, server](kj::Exception&& e) -> Status {
-              servers_.failed(server);
+              servers_.failed(server, e);
               return errorFromException(e, "read from chunk server");
             });
   });
@@ -348,7 +348,7 @@ kj::Promise<Status> DataPath::writeShardV(
           return fromWire(r.getError());
         },
         [this, server](kj::Exception&& e) -> Status {
-          servers_.failed(server);
+          servers_.failed(server, e);
           return errorFromException(e, "write to chunk server");
         });
   });

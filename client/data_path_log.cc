@@ -319,7 +319,7 @@ kj::Promise<Status> DataPath::appendTo(const ChunkDesc& chunk, int target, const
           return fromWire(r.getError());
         },
         [this, server](kj::Exception&& e) -> Status {
-          servers_.failed(server);
+          servers_.failed(server, e);
           return errorFromException(e, "append to chunk log");
         });
   });
@@ -445,7 +445,7 @@ kj::Promise<Result<uint32_t>> DataPath::trimLog(const ChunkDesc& chunk, uint32_t
                 return fromWire(r.getError());
               },
               [this, server](kj::Exception&& e) -> Status {
-                servers_.failed(server);
+                servers_.failed(server, e);
                 return errorFromException(
                     e, "trim chunk log on server " + std::to_string(server.value));
               });
@@ -516,7 +516,7 @@ DataPath::fetchLog(const ChunkDesc& chunk, uint32_t from, int shard, uint64_t lo
                   return page(dp, service, server, chunkId, shard, lo, hi, lastKey, out);
                 },
                 [&dp, server](kj::Exception&& e) -> Status {
-                  dp.servers_.failed(server);
+                  dp.servers_.failed(server, e);
                   return errorFromException(e, "fetch chunk log");
                 });
       }

@@ -55,7 +55,7 @@ kj::Promise<Status> DataPath::punchShard(const ChunkDesc& chunk, int shard, Exte
                   return st;
                 },
                 [this, server](kj::Exception&& e) -> Status {
-                  servers_.failed(server);
+                  servers_.failed(server, e);
                   return errorFromException(e, "punch shard");
                 });
       });

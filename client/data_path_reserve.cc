@@ -47,7 +47,7 @@ kj::Promise<Status> DataPath::reserveShard(const ChunkDesc& chunk, int shard, Ex
                     if (e.getType() == kj::Exception::Type::UNIMPLEMENTED) {
                       return Error{Errc::kNotSupported, "reserve: the chunk server is older"};
                     }
-                    servers_.failed(server);
+                    servers_.failed(server, e);
                     return errorFromException(e, "reserve on chunk server");
                   });
       });
