@@ -238,7 +238,13 @@ class DataPath {
   // newest record of that shard there, else decoded by agreement from the stored row).
   kj::Promise<Result<std::vector<LogRecord>>> lostBlocksOfRecords(
       const ChunkDesc& chunk, std::vector<const LogRecord*> records);
-  // One batch (at most kMaxTransfer bytes of records): vectored reads and synced writes.
+  // Sorts a live writer's records by row (shard offset) unless two records of one shard overlap
+  // (those must land in the order given, newer over older): the applier cuts its batches in
+  // this order, so a batch covers a narrow band of rows and each shard's synced write of it
+  // dirties few pages of the shard's CRC table, each of which its fdatasync writes whole. Not
+  // for a dead writer's records, where the blocks of lost data shards come first and must.
+  static void inRowOrder(std::vector<const LogRecord*>& records);
+  // One batch (at most 128 KiB of records): vectored reads and synced writes.
   kj::Promise<Result<uint32_t>> applyBatch(const ChunkDesc& chunk,
                                            std::vector<const LogRecord*> records);
   // One read-modify-write per record, then a sync: reads that fail are rebuilt.

@@ -390,6 +390,7 @@ kj::Promise<Status> DataPath::applyNow(uint64_t id) {
       return Status();
     });
   };
+  inRowOrder(batch);
   return applyRecords(lc->chunk, kj::mv(batch))
       .then(kj::cp(markMissed))  // a copy: then() keeps a reference to an lvalue
       .then([this, lc, holders, last, current](Status r) -> kj::Promise<Result<uint32_t>> {
