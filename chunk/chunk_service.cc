@@ -93,9 +93,8 @@ void answerRead(Results results, const Status& s, capnp::Orphan<capnp::Data> dat
 
 }  // namespace
 
-ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder,
-                                   ChunkLog* log)
-    : disk_(disks), epochs_(epochs), rebuilder_(rebuilder), log_(log) {}
+ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, DiskLogs& logs, Rebuilder* rebuilder)
+    : disk_(disks), logs_(logs), rebuilder_(rebuilder) {}
 
 kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto p = context.getParams();
@@ -106,7 +105,7 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   auto data = p.getData();
   auto crcs = kj::mv(b->crcs);
   // `data` points into the request, which lives until this call's promise is done.
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, layout = *layout, offset = p.getOffset(), data,
              crcs = kj::mv(crcs), sync = p.getSync()](Status admitted) mutable {
         if (!admitted) return kj::Promise<Status>(admitted);
@@ -137,7 +136,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(length);
   auto crcs = kj::heapArray<uint32_t>(length / kBlockSize);
   auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs);
-  bool overlay = log_ && !p.getRaw() && log_->count(key->chunk) > 0;
+  bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
   return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
                        key = *key, offset = p.getOffset()](Status s) mutable {
     if (overlay) s = overlayLog(key, offset, data.get(), crcs, s);
@@ -150,13 +149,13 @@ Status ChunkServiceImpl::overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<
   // Unapplied log records are newer than the stored blocks (checked after the read: a record
   // appended while it ran is newer still). A shard this server does not hold reads as zeros
   // under the records of it.
-  if ((s || s.code() == Errc::kNotFound) && log_->count(key.chunk) > 0) {
+  if ((s || s.code() == Errc::kNotFound) && logs_.count(key.chunk) > 0) {
     if (!s) {
       memset(out.begin(), 0, out.size());
       for (auto& c : crcs) c = zeroBlockCrc();
     }
-    log_->overlay(key.chunk, key.shard, offset, out, crcs);
-    if (!s && !log_->records(key.chunk, key.shard, offset, offset + crcs.size() * kBlockSize).empty()) {
+    logs_.overlay(key.chunk, key.shard, offset, out, crcs);
+    if (!s && !logs_.records(key.chunk, key.shard, offset, offset + crcs.size() * kBlockSize).empty()) {
       s = Status();
     }
   }
@@ -192,7 +191,7 @@ kj::Promise<void> ChunkServiceImpl::readV(ReadVContext context) {
                          crcs.slice(at / kBlockSize, (at + length) / kBlockSize)));
     at += length;
   }
-  bool overlay = log_ && !p.getRaw() && log_->count(key->chunk) > 0;
+  bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
   return kj::joinPromises(reads.releaseAsArray())
       .then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay, key = *key,
              ranges = kj::mv(ranges)](kj::Array<Status> done) mutable {
@@ -244,7 +243,7 @@ kj::Promise<void> ChunkServiceImpl::writeV(WriteVContext context) {
     }
     pieces.push_back(Piece{w.getOffset(), data, kj::mv(crcs)});
   }
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, layout = *layout, pieces = kj::mv(pieces),
              sync = p.getSync()](Status admitted) mutable -> kj::Promise<Status> {
         if (!admitted) return admitted;
@@ -283,7 +282,7 @@ kj::Promise<void> ChunkServiceImpl::truncate(TruncateContext context) {
   auto key = shardKey(p.getChunk(), p.getShard());
   if (!key) return reply(context, key.error());
   if (auto s = checkRange(0, p.getLength()); !s) return reply(context, s);
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, length = p.getLength()](Status admitted) {
         if (!admitted) return kj::Promise<Status>(admitted);
         return disk_.truncate(key, length);
@@ -296,7 +295,7 @@ kj::Promise<void> ChunkServiceImpl::punch(PunchContext context) {
   auto key = shardKey(p.getChunk(), p.getShard());
   if (!key) return reply(context, key.error());
   if (auto s = checkRange(p.getOffset(), p.getLength()); !s) return reply(context, s);
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, offset = p.getOffset(), length = p.getLength()](Status admitted) {
         if (!admitted) return kj::Promise<Status>(admitted);
         return disk_.punch(key, offset, length);
@@ -311,7 +310,7 @@ kj::Promise<void> ChunkServiceImpl::reserve(ReserveContext context) {
   // Whole blocks within 64 MiB here; within what a shard of its layout holds on the disk's
   // worker, which knows the layout from the shard file.
   if (auto s = checkRange(p.getOffset(), p.getLength()); !s) return reply(context, s);
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, offset = p.getOffset(),
              length = p.getLength()](Status admitted) -> kj::Promise<Result<uint64_t>> {
         if (!admitted) return Result<uint64_t>(admitted.error());
@@ -341,7 +340,7 @@ kj::Promise<void> ChunkServiceImpl::copy(CopyContext context) {
   if (!layout) return reply(context, layout.error());
   // Unapplied records are part of the chunk's content that the stored blocks lack: the copy
   // would miss them. The meta service copies only chunks no writer holds (their logs drained).
-  if (log_ && log_->count(from->chunk) > 0) {
+  if (logs_.count(from->chunk) > 0) {
     return reply(context, Status(Error{Errc::kBusy, "chunk " + std::to_string(from->chunk.value) +
                                                         " has unapplied log records"}));
   }
@@ -360,7 +359,7 @@ kj::Promise<void> ChunkServiceImpl::create(CreateContext context) {
   if (!key) return reply(context, key.error());
   auto layout = shardLayout(*key, p.getLayout());
   if (!layout) return reply(context, layout.error());
-  return epochs_.admit(key->chunk, p.getEpoch())
+  return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, layout = *layout](Status admitted) {
         if (!admitted) return kj::Promise<Status>(admitted);
         return disk_.create(key, layout);
@@ -381,10 +380,8 @@ kj::Promise<void> ChunkServiceImpl::remove(RemoveContext context) {
   }
   auto list = chunks.finish();
   kj::Vector<kj::Promise<Status>> drops;
-  if (log_) {
-    for (auto id : list) {
-      if (log_->count(id) > 0) drops.add(log_->drop(id));
-    }
+  for (auto id : list) {
+    if (logs_.count(id) > 0) drops.add(logs_.drop(id));
   }
   return disk_.remove(kj::mv(list))
       .then([drops = drops.releaseAsArray()](Status s) mutable -> kj::Promise<Status> {
@@ -402,10 +399,10 @@ kj::Promise<void> ChunkServiceImpl::fence(FenceContext context) {
   auto p = context.getParams();
   if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
   ChunkId chunk(p.getChunk());
-  return epochs_.raise(chunk, p.getEpoch()).then([this, context, chunk](Status s) mutable {
+  return logs_.raise(chunk, p.getEpoch()).then([this, context, chunk](Status s) mutable {
     auto results = context.getResults();
     setError(results, s);
-    if (s && log_) results.setLogRecords(uint32_t(log_->count(chunk)));
+    if (s) results.setLogRecords(uint32_t(logs_.count(chunk)));
   });
 }
 
@@ -428,7 +425,7 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
   return rebuilder_->rebuild(*key, *layout, std::move(sources), p.getLength())
       .then([this, key = *key, layout = *layout, addresses = kj::mv(addresses)](
                 Result<uint64_t> r) mutable -> kj::Promise<Result<uint64_t>> {
-        if (!r || !log_) return kj::mv(r);
+        if (!r) return kj::mv(r);
         // The rebuilt shard is the stored stripe; the chunk's write log goes with it. A shard
         // is rebuilt only while no writer holds the chunk, so the records the healthy servers
         // keep are a dead writer's, which the next writer applies: this server takes their
@@ -543,12 +540,12 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ShardKey key, Layout layout
         return rebuilder_->redecodeLoggedRows(key, layout, kj::mv(addresses), std::move(redo))
             .then([this, key](Status r) -> kj::Promise<Status> {
               if (!r) return r;
-              return log_->drop(key.chunk);
+              return logs_.drop(key.chunk);
             })
             .then([this, &s](Status d) -> kj::Promise<Status> {
           if (!d) return d;
           kj::Vector<kj::Promise<Status>> appends;
-          for (auto& [key, rec] : s.merged) appends.add(log_->append(kj::mv(rec)));
+          for (auto& [key, rec] : s.merged) appends.add(logs_.append(kj::mv(rec)));
           if (!s.merged.empty()) {
             log::info("took ", s.merged.size(), " write-log records of the rebuilt chunk");
           }
@@ -559,7 +556,6 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ShardKey key, Layout layout
 }
 
 kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
-  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
   auto p = context.getParams();
   if (p.getData().size() == 0) return reply(context, invalid("empty log record"));
   auto b = blocksOf(p);
@@ -573,10 +569,10 @@ kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
   r.offset = p.getOffset();
   r.data = kj::heapArray<kj::byte>(p.getData());
   r.crcs = kj::mv(b->crcs);
-  return epochs_.admit(key->chunk, r.epoch)
+  return logs_.admit(key->chunk, r.epoch)
       .then([this, r = kj::mv(r)](Status admitted) mutable {
         if (!admitted) return kj::Promise<Status>(admitted);
-        return log_->append(kj::mv(r));
+        return logs_.append(kj::mv(r));
       })
       .then([context, key = *key](Status s) mutable {
         if (s.code() == Errc::kCorruption) {
@@ -588,20 +584,18 @@ kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
 }
 
 kj::Promise<void> ChunkServiceImpl::logTrim(LogTrimContext context) {
-  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
   auto p = context.getParams();
   if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
   ChunkId chunk(p.getChunk());
-  return epochs_.admit(chunk, p.getEpoch())
+  return logs_.admit(chunk, p.getEpoch())
       .then([this, chunk, epoch = p.getEpoch(), seq = p.getSeq()](Status admitted) {
         if (!admitted) return kj::Promise<Status>(admitted);
-        return log_->trim(chunk, epoch, seq);
+        return logs_.trim(chunk, epoch, seq);
       })
       .then([context](Status s) mutable { setError(context.getResults(), s); });
 }
 
 kj::Promise<void> ChunkServiceImpl::logFetch(LogFetchContext context) {
-  if (!log_) return reply(context, Status(Error{Errc::kNotSupported, "no chunk log here"}));
   auto p = context.getParams();
   if (p.getChunk() == 0) return reply(context, invalid("chunk id 0"));
   int shard = p.getShard() == 255 ? -1 : int(p.getShard());
@@ -613,7 +607,7 @@ kj::Promise<void> ChunkServiceImpl::logFetch(LogFetchContext context) {
   std::vector<const ChunkLog::Record*> picked;
   bool more = false;
   uint64_t bytes = 0;
-  for (auto* r : log_->records(ChunkId(p.getChunk()), shard, lo, hi)) {
+  for (auto* r : logs_.records(ChunkId(p.getChunk()), shard, lo, hi)) {
     if (std::make_pair(r->epoch, r->seq) <= after) continue;
     if (!picked.empty() && bytes + r->data.size() > maxBytes) {
       more = true;

@@ -7,15 +7,15 @@
 // stores none of its pieces unless every one is well formed and matches its CRCs); every reply
 // carries `error`. Bytes of a block that fails its CRC are never sent. Writes, truncates,
 // punches, reservations and creates carry the writer's lease epoch and are refused (kStale)
-// when `epochs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
-// Reads see the chunk log's unapplied records (chunk/chunk_log.h) unless they ask for raw bytes;
+// when `logs` knows a newer one for the chunk (chunk/epochs.h); fence raises it.
+// Reads see the chunk log's unapplied records (chunk/chunk_log.h, one log per disk:
+// chunk/disk_logs.h) unless they ask for raw bytes;
 // removing a chunk drops the chunk's records, and a shard rebuilt here takes the records the
 // rebuild's sources hold of its chunk in place of its own.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
-#include "chunk/chunk_log.h"
+#include "chunk/disk_logs.h"
 #include "chunk/disk_set.h"
-#include "chunk/epochs.h"
 #include "chunk/rebuilder.h"
 #include "fs/proto/chunk.capnp.h"
 
@@ -29,11 +29,9 @@ constexpr size_t kMaxVectorParts = 4096;  // ranges of a readV, pieces of a writ
 
 class ChunkServiceImpl final : public proto::ChunkService::Server {
  public:
-  // `disk`, `epochs`, `log` and `rebuilder` must outlive the service. With a Rebuilder rebuild
-  // orders are carried out; without one they are answered notSupported. Without a log the
-  // log calls answer notSupported.
-  ChunkServiceImpl(DiskSet& disks, EpochTable& epochs, Rebuilder* rebuilder = nullptr,
-                   ChunkLog* log = nullptr);
+  // `disks`, `logs` and `rebuilder` must outlive the service. With a Rebuilder rebuild
+  // orders are carried out; without one they are answered notSupported.
+  ChunkServiceImpl(DiskSet& disks, DiskLogs& logs, Rebuilder* rebuilder = nullptr);
 
  protected:
   kj::Promise<void> write(WriteContext context) override;
@@ -65,9 +63,8 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   Status overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
                     kj::ArrayPtr<uint32_t> crcs, Status s);
   DiskSet& disk_;
-  EpochTable& epochs_;
+  DiskLogs& logs_;
   Rebuilder* rebuilder_ = nullptr;
-  ChunkLog* log_ = nullptr;
 };
 
 // Largest data of one logFetch reply.

@@ -81,6 +81,13 @@ DiskSet::DiskSet(std::vector<Entry> disks) : disks_(std::move(disks)) {
   }
 }
 
+bool DiskSet::failedAtStart() const {
+  for (auto& e : disks_) {
+    if (!e.disk) return true;
+  }
+  return false;
+}
+
 std::string DiskSet::dirs() const {
   std::string all;
   for (auto& e : disks_) all += (all.empty() ? "" : ",") + e.dir;
@@ -143,7 +150,38 @@ Error DiskSet::onFailedDisk(ShardKey key, size_t i) const {
                               ": " + reasonOf(i)};
 }
 
+Result<size_t> DiskSet::homeOf(ChunkId chunk) {
+  for (unsigned shard = 0; shard < kMaxShards; ++shard) {
+    if (auto at = diskOf(ShardKey{chunk, uint8_t(shard)})) return *at;
+  }
+  if (auto it = homes_.find(chunk.value); it != homes_.end()) return size_t(it->second);
+  auto picked = pick("chunk " + std::to_string(chunk.value));
+  if (picked) homes_[chunk.value] = uint32_t(*picked);
+  return picked;
+}
+
 Result<size_t> DiskSet::place(ShardKey key) {
+  if (auto it = homes_.find(key.chunk.value); it != homes_.end()) {
+    size_t home = it->second;
+    homes_.erase(it);
+    if (stateOf(home) == DiskState::kOk) {
+      index_[key] = uint32_t(home);
+      return home;
+    }
+  }
+  auto picked = pick("shard " + key.toString());
+  if (picked) index_[key] = uint32_t(*picked);
+  return picked;
+}
+
+Result<size_t> DiskSet::pick(const std::string& what) {
+  for (auto& e : disks_) {
+    if (!e.disk) {
+      return Error{Errc::kIo, "no disk takes new " + what + ": data directory " + e.dir +
+                                  " could not be opened at start, and the shards it held are "
+                                  "not known here, so none is created anew"};
+    }
+  }
   std::vector<DiskView> views;
   for (size_t i = 0; i < disks_.size(); ++i) {
     auto& e = disks_[i];
@@ -165,9 +203,8 @@ Result<size_t> DiskSet::place(ShardKey key) {
       why += (why.empty() ? "" : "; ") + disks_[i].dir + " " + stateName(views[i].state);
       if (views[i].state != DiskState::kOk) why += " (" + reasonOf(i) + ")";
     }
-    return Error{picked.code(), "no disk takes new shard " + key.toString() + ": " + why};
+    return Error{picked.code(), "no disk takes new " + what + ": " + why};
   }
-  index_[key] = uint32_t(*picked);
   return picked;
 }
 
@@ -283,6 +320,7 @@ kj::Promise<Status> DiskSet::create(ShardKey key, Layout layout) {
 kj::Promise<Status> DiskSet::remove(kj::Array<ChunkId> chunks) {
   std::vector<std::vector<ChunkId>> perDisk(disks_.size());
   for (ChunkId chunk : chunks) {
+    homes_.erase(chunk.value);
     std::vector<bool> on(disks_.size(), false);
     for (unsigned shard = 0; shard < kMaxShards; ++shard) {
       ShardKey key{chunk, uint8_t(shard)};
@@ -364,7 +402,7 @@ kj::Promise<DiskSet::Stats> DiskSet::stats() {
       r.shards = e.last.shards;
       total.usedBytes += r.usedBytes;
       total.shards += r.shards;
-      if (r.state == DiskState::kOk) total.acceptsShards = true;
+      if (r.state == DiskState::kOk && !failedAtStart()) total.acceptsShards = true;
       // Two directories on one file system share its capacity and free space.
       bool counted = e.last.fsid != 0 && !fsids.insert(e.last.fsid).second;
       if (e.last.fsid == 0) capped = true;

@@ -17,7 +17,10 @@
 // elsewhere. A full disk takes no new shards; writes and reservations on its shards go on
 // and may answer kNoSpace. Each change of a disk's state is logged once. A directory that
 // cannot be opened at start (other than one in use by another server, or named twice) is
-// failed from the start, as long as one other opens; the server serves the others.
+// failed from the start, as long as one other opens; the server serves the others' shards but
+// places no new shard at all (kIo): which shards the dead one held is not known, and a write
+// to one of those must not create it anew, empty but for the write, on another disk. The
+// meta leader finds them missing from the server's inventories and rebuilds them elsewhere.
 //
 // Not thread-safe: owned by the chunk server's main event loop. Promises it returns must be
 // destroyed before it.
@@ -103,11 +106,18 @@ class DiskSet {
 
   // Shards on disks that failed, in the order they were lost; only grows.
   const std::vector<ShardKey>& lostShards() const { return lost_; }
+  // A directory could not be opened at start: no shard is placed (see above).
+  bool failedAtStart() const;
   // The data directories, comma-separated, for messages.
   std::string dirs() const;
   size_t size() const { return disks_.size(); }
   // Which disk holds the shard, if any.
   std::optional<size_t> diskOf(ShardKey key) const;
+  // The disk that keeps the chunk's write-log records and fence here (chunk/disk_logs.h): that
+  // of a shard of it here; else the one a shard of it will be placed on, chosen now (as for a
+  // new shard) and kept for that shard's placement. kNoSpace / kIo as place() when no disk
+  // takes new shards.
+  Result<size_t> homeOf(ChunkId chunk);
   // The file of the shard on its disk (on the first disk if the shard is unknown).
   std::string shardPath(ShardKey key) const;
   DiskState state(size_t disk) const { return disks_[disk].seen; }
@@ -130,8 +140,11 @@ class DiskSet {
   Error onFailedDisk(ShardKey key, size_t i) const;
   // The disk of a known shard, or the Error for one on a failed disk (nullopt: unknown).
   std::optional<size_t> find(ShardKey key) const;
-  // Places a new shard; kNoSpace / kIo when no disk takes it.
+  // Places a new shard (on its chunk's home if homeOf chose one that still takes shards);
+  // kNoSpace / kIo when no disk takes it.
   Result<size_t> place(ShardKey key);
+  // The disk a new shard of `what` goes to (pickDisk over the disks now).
+  Result<size_t> pick(const std::string& what);
   template <typename T>
   kj::Promise<T> observed(size_t i, kj::Promise<T> p) {
     return p.then([this, i](T r) {
@@ -142,6 +155,7 @@ class DiskSet {
 
   std::vector<Entry> disks_;
   std::unordered_map<ShardKey, uint32_t> index_;
+  std::unordered_map<uint64_t, uint32_t> homes_;  // chunk -> disk chosen by homeOf, no shard yet
   std::vector<ShardKey> lost_;
 };
 

@@ -105,14 +105,15 @@ uint64_t EpochTable::get(ChunkId chunk) const {
 
 kj::Promise<Status> EpochTable::admit(ChunkId chunk, uint64_t epoch) {
   uint64_t newest = get(chunk);
-  if (epoch < newest) {
-    return Status(Error{Errc::kStale, "chunk " + std::to_string(chunk.value) +
-                                          " is fenced at lease epoch " + std::to_string(newest) +
-                                          "; this writer's lease (epoch " +
-                                          std::to_string(epoch) + ") moved to another writer"});
-  }
+  if (epoch < newest) return Status(fenced(chunk, newest, epoch));
   if (epoch == newest) return Status();
   return raise(chunk, epoch);
+}
+
+Error EpochTable::fenced(ChunkId chunk, uint64_t newest, uint64_t epoch) {
+  return Error{Errc::kStale, "chunk " + std::to_string(chunk.value) + " is fenced at lease epoch " +
+                                 std::to_string(newest) + "; this writer's lease (epoch " +
+                                 std::to_string(epoch) + ") moved to another writer"};
 }
 
 kj::Promise<Status> EpochTable::raise(ChunkId chunk, uint64_t epoch) {

@@ -33,6 +33,8 @@ class EpochTable {
   ~EpochTable();
 
   uint64_t get(ChunkId chunk) const;
+  // The kStale refusal of a write with `epoch` to a chunk fenced at `newest`.
+  static Error fenced(ChunkId chunk, uint64_t newest, uint64_t epoch);
   // ok if `epoch` may write the chunk: kStale if a newer epoch fenced it. A newer epoch becomes
   // the chunk's own first (durably, before the promise resolves).
   kj::Promise<Status> admit(ChunkId chunk, uint64_t epoch);

@@ -250,16 +250,12 @@ int run(int argc, char** argv) {
                              .reserveBytes = reserveBytes,
                              .reserveFraction = reserveFraction});
   if (!disk) return fail(disk.error().detail);
-  // The first disk keeps the lease epochs (chunk/epochs.h). TODO: survive its loss.
-  auto epochs = EpochTable::open(dataDirs.front() + "/epochs");
-  if (!epochs) return fail(epochs.error().toString());
+  // Each disk keeps the write logs and lease epochs of its own chunks (chunk/disk_logs.h).
+  auto logs = DiskLogs::open(**disk);
+  if (!logs) return fail(logs.error().toString());
   ChunkPeers peers(network, timer, *connectTimeout);
-  // The first disk also keeps the chunk write logs (chunk/chunk_log.h). TODO: survive its loss.
-  auto chunkLog = ChunkLog::open(dataDirs.front() + "/log");
-  if (!chunkLog) return fail(chunkLog.error().toString());
   Rebuilder rebuilder(**disk, peers, timer, {.rateBytesPerSec = repairRate << 20});
-  capnp::Capability::Client service =
-      kj::heap<ChunkServiceImpl>(**disk, **epochs, &rebuilder, chunkLog->get());
+  capnp::Capability::Client service = kj::heap<ChunkServiceImpl>(**disk, **logs, &rebuilder);
   auto server = RpcServer::listen(network, io.waitScope, *listen, service);
   if (!server) return fail(server.error().detail);
   uint16_t port = (*server)->port();
@@ -283,7 +279,7 @@ int run(int argc, char** argv) {
                     {.rateBytesPerSec = uint64_t(scrubRate * 1e6) ? uint64_t(scrubRate * 1e6) : 1,
                      .intervalMs = *scrubInterval});
   link.attach(scrubber);
-  link.attach(**chunkLog);
+  link.attach(**logs);
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)
                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))

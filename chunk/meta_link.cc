@@ -419,8 +419,8 @@ kj::Promise<Status> MetaLink::heartbeat(proto::MetaService::Client client, uint6
       b.setShards(d.shards);
     }
     req.setNoNewShards(!st.acceptsShards);
-    if (chunkLog_) {
-      auto logged = chunkLog_->stats();
+    if (logs_) {
+      auto logged = logs_->stats();
       req.setLogRecords(logged.records);
       req.setLogBytes(logged.bytes);
     }

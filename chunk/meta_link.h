@@ -49,7 +49,7 @@
 #include <string>
 #include <vector>
 
-#include "chunk/chunk_log.h"
+#include "chunk/disk_logs.h"
 #include "chunk/disk_set.h"
 #include "chunk/scrubber.h"
 #include "fs/options.h"
@@ -115,7 +115,7 @@ class MetaLink {
   // leader's scrub-now requests. `scrubber` must outlive the link.
   void attach(Scrubber& scrubber) { scrubber_ = &scrubber; }
   // Heartbeats then say how much the write log holds. `log` must outlive the link.
-  void attach(ChunkLog& log) { chunkLog_ = &log; }
+  void attach(DiskLogs& logs) { logs_ = &logs; }
 
   ServerId id() const { return id_; }
   const std::string& clusterId() const { return clusterId_; }
@@ -174,7 +174,7 @@ class MetaLink {
   kj::Promise<void> inventory_ = nullptr;
   kj::TimePoint nextInventory_ = kj::origin<kj::TimePoint>();
   Scrubber* scrubber_ = nullptr;
-  ChunkLog* chunkLog_ = nullptr;
+  DiskLogs* logs_ = nullptr;
   size_t lostSent_ = 0;  // disk_.lostShards() reported to the current leader
 };
 

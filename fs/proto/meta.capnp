@@ -250,7 +250,8 @@ interface MetaService {
   # `removed` lists chunks whose shards the server deleted since its last heartbeat, as ordered
   # by an earlier reply; `remove` lists chunks whose shards it must delete now.
   # `disks`: each data directory's state (the totals count only the disks that have not
-  # failed). `noNewShards`: no disk takes new shards (each failed or full): place none there.
+  # failed). `noNewShards`: no disk takes new shards (each failed or full, or one could not be
+  # opened at start): place none there.
   # `lost`: shards that were on disks that failed, sent again to each leader the server
   # registers with (at most 10,000 a heartbeat, the rest in later ones). `logRecords` and
   # `logBytes`: what the server's write log holds now, for `tessera status`.

@@ -25,18 +25,13 @@ struct Service {
     REQUIRE(d.ok());
     return kj::mv(*d);
   }();
-  kj::Own<EpochTable> epochs = [this] {
-    auto e = EpochTable::open(dir.path() + "/epochs");
-    REQUIRE(e.ok());
-    return kj::mv(*e);
-  }();
-  kj::TwoWayPipe pipe = loop.io.provider->newTwoWayPipe();
-  kj::Own<ChunkLog> log = [this] {
-    auto l = ChunkLog::open(dir.path() + "/log");
+  kj::Own<DiskLogs> logs = [this] {
+    auto l = DiskLogs::open(*disk);
     REQUIRE(l.ok());
     return kj::mv(*l);
   }();
-  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk, *epochs, nullptr, log.get())};
+  kj::TwoWayPipe pipe = loop.io.provider->newTwoWayPipe();
+  capnp::TwoPartyServer server{kj::heap<ChunkServiceImpl>(*disk, *logs)};
   capnp::TwoPartyClient rpc{*pipe.ends[0]};
   proto::ChunkService::Client client = rpc.bootstrap().castAs<proto::ChunkService>();
 
@@ -315,7 +310,7 @@ TEST_CASE("a write with an epoch older than the chunk's fence is refused — new
   auto withEpoch = [](uint64_t e) { return [e](auto& req) { req.setEpoch(e); }; };
   CHECK(svc.write(5, 0, 0, data, withEpoch(1)).ok());
   CHECK(svc.fence(5, 3).ok());
-  CHECK(svc.epochs->get(ChunkId(5)) == 3);
+  CHECK(svc.logs->epoch(ChunkId(5)) == 3);
   auto stale = svc.write(5, 0, 0, data, withEpoch(2));
   CHECK(stale.code() == Errc::kStale);
   CHECK(svc.write(5, 1, 0, data, withEpoch(1)).code() == Errc::kStale);
@@ -326,7 +321,7 @@ TEST_CASE("a write with an epoch older than the chunk's fence is refused — new
   // Other chunks are not affected; a fence never lowers.
   CHECK(svc.write(6, 0, 0, data, withEpoch(1)).ok());
   CHECK(svc.fence(5, 2).ok());
-  CHECK(svc.epochs->get(ChunkId(5)) == 4);
+  CHECK(svc.logs->epoch(ChunkId(5)) == 4);
   auto req = svc.client.truncateRequest();
   req.setChunk(5);
   req.setShard(0);
@@ -479,7 +474,7 @@ TEST_CASE("chunk service: reserve refuses bad ranges, unknown shards and stale e
   CHECK(code(60, 0, 0, kBlockSize, 4) == Errc::kStale);
   CHECK(code(60, 0, 0, kBlockSize, 5) == Errc::kOk);
   CHECK(code(60, 0, 0, 2 * kBlockSize, 6) == Errc::kOk);
-  CHECK(svc.epochs->get(ChunkId(60)) == 6);
+  CHECK(svc.logs->epoch(ChunkId(60)) == 6);
   CHECK(code(60, 0, 0, kBlockSize, 5) == Errc::kStale);
   // Nothing was taken by the refusals: only the two blocks reserved, and their table block.
   CHECK(svc.diskBytes(60, 0) <= kShardHeaderSize + 2 * kBlockSize + kBlockSize);

@@ -236,15 +236,37 @@ TEST_CASE("disk set: opening several directories") {
     auto s = DiskSet::open({.dirs = {tmp / "a", tmp / "a"}});
     CHECK(s.code() == Errc::kInvalid);
   }
-  SUBCASE("one that cannot be opened is failed from the start; the others serve") {
+  SUBCASE("one that cannot be opened is failed from the start; the others serve their shards, "
+          "and none is created anew") {
+    test::Loop loop;
+    const ShardKey onB = key(3, 1);
+    {
+      auto s = DiskSet::open({.dirs = {tmp / "b"}});
+      REQUIRE(s.ok());
+      auto data = pattern(kBlockSize, 3);
+      REQUIRE(loop.wait((*s)->write(onB, Layout::ec(4, 2), 0, data, crcsOf(data), true)).ok());
+    }
     writeText(tmp / "file", "x");
     auto s = DiskSet::open({.dirs = {tmp / "file", tmp / "b"}});
     REQUIRE(s.ok());
-    test::Loop loop;
+    CHECK((*s)->failedAtStart());
     auto st = loop.wait((*s)->stats());
     CHECK(st.disks[0].state == DiskState::kFailed);
     CHECK(st.disks[1].state == DiskState::kOk);
-    CHECK(st.acceptsShards);
+    // The dead one may have held any shard: a write to one not known here is refused.
+    CHECK_FALSE(st.acceptsShards);
+    auto data = pattern(kBlockSize, 4);
+    Status s2 = loop.wait((*s)->write(key(4, 0), Layout::ec(4, 2), 0, data, crcsOf(data), true));
+    CHECK(s2.code() == Errc::kIo);
+    CHECK(s2.error().detail.find("could not be opened at start") != std::string::npos);
+    CHECK_FALSE((*s)->diskOf(key(4, 0)).has_value());
+    CHECK((*s)->homeOf(ChunkId(4)).code() == Errc::kIo);
+    // The shards of the disk that opened are written and read.
+    REQUIRE(loop.wait((*s)->write(onB, Layout::ec(4, 2), 0, data, crcsOf(data), true)).ok());
+    auto out = kj::heapArray<kj::byte>(kBlockSize);
+    auto crcs = kj::heapArray<uint32_t>(1);
+    REQUIRE(loop.wait((*s)->read(onB, 0, out, crcs)).ok());
+    CHECK(out == data);
   }
   SUBCASE("none opens: the error of the first") {
     writeText(tmp / "file", "x");

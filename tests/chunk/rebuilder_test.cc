@@ -102,7 +102,7 @@ struct Servers {
   kj::Timer& timer = loop.io.provider->getTimer();
   struct One {
     kj::Own<DiskSet> disk;
-    kj::Own<EpochTable> epochs;
+    kj::Own<DiskLogs> logs;
     kj::Own<ChunkPeers> peers;
     kj::Own<Rebuilder> rebuilder;
     kj::Own<RpcServer> server;
@@ -117,16 +117,16 @@ struct Servers {
       auto d = DiskSet::open({.dirs = {dir.path() + "/s" + std::to_string(i)}});
       REQUIRE(d.ok());
       one.disk = kj::mv(*d);
-      auto e = EpochTable::open(dir.path() + "/s" + std::to_string(i) + "/epochs");
-      REQUIRE(e.ok());
-      one.epochs = kj::mv(*e);
+      auto l = DiskLogs::open(*one.disk);
+      REQUIRE(l.ok());
+      one.logs = kj::mv(*l);
       one.peers = kj::heap<ChunkPeers>(network, timer, 5'000);
       one.rebuilder = kj::heap<Rebuilder>(*one.disk, *one.peers, timer,
                                           Rebuilder::Config{.pieceBytes = 256 * 1024});
       auto address = Address::parse("127.0.0.1:0");
       REQUIRE(address.ok());
       auto srv = RpcServer::listen(network, loop.ws, *address,
-                                   kj::heap<ChunkServiceImpl>(*one.disk, *one.epochs,
+                                   kj::heap<ChunkServiceImpl>(*one.disk, *one.logs,
                                                               one.rebuilder.get()));
       REQUIRE(srv.ok());
       one.server = kj::mv(*srv);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -171,4 +172,83 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
   files.insert(more.begin(), more.end());
   checkFiles(c, files);
   CHECK(c.chunkRunning(0));
+}
+
+// The write logs and lease epochs live on each disk with its chunks (chunk/disk_logs.h): a
+// server whose first disk is dead at start — before, it kept every chunk's records and fences
+// there and could not start without it — comes up and serves its other disk. Small writes still
+// in the logs (their mount applies nothing for an hour, and keeps the files open) read back,
+// also with one more server down.
+TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its other disk, and "
+          "logged writes read back") {
+  TESSERA_REQUIRE_FUSE();
+  TempDir tmp("disks-first-dead");
+  std::mt19937_64 rng(testSeed(47));
+  const std::string a = tmp / "a", b = tmp / "b";
+  Cluster::Options o;
+  o.chunks = 7;  // with server 0's first disk gone, ec(4,2) chunks still find six
+  o.chunkData[0] = {a, b};
+  Cluster c(o);
+
+  std::map<std::string, std::string> files;
+  std::vector<int> fds;
+  ExtraMount w(c, "mnt-w", "", {"--ec-log-apply-delay", "1h"});
+  for (int i = 0; i < 6; ++i) {
+    std::string name = "f" + std::to_string(i);
+    std::string& model = files[name];
+    model = randomBytes(rng, 2 << 20);
+    writeAll(w.path + "/" + name, model);  // large writes: straight to the stripes
+    int fd = open((w.path + "/" + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+    for (int k = 0; k < 40; ++k) {
+      size_t n = 1 + rng() % 8000;
+      size_t at = rng() % (model.size() - n);
+      std::string bytes = randomBytes(rng, n);
+      pwriteAll(fd, bytes, off_t(at));
+      model.replace(at, n, bytes);
+    }
+    REQUIRE(fdatasync(fd) == 0);
+  }
+  REQUIRE(stdfs::exists(a + "/log"));
+  REQUIRE(stdfs::exists(b + "/log"));
+
+  c.stopChunk(0, SIGKILL);
+  stdfs::rename(a, a + ".dead");
+  {
+    std::ofstream dead(a);  // a file where the directory was: it cannot be opened
+  }
+  c.startChunk(0);
+  REQUIRE(c.waitChunksUp(7));
+  std::string status;
+  bool seen = waitUntilMs(15'000, [&] {
+    status = c.status();
+    return diskLine(status, a).find("FAILED") != std::string::npos;
+  });
+  INFO(status);
+  REQUIRE(seen);
+  CHECK(diskLine(status, b).find("FAILED") == std::string::npos);
+  // Which shards the dead disk held is not known: the server creates none anew (a write to one
+  // of them would leave it empty but for the write), it only serves what its other disk holds.
+  CHECK(status.find("takes no new shards") != std::string::npos);
+
+  auto readBack = [&](const std::string& name) {
+    ExtraMount r(c, name);
+    for (auto& [file, model] : files) {
+      CAPTURE(name);
+      CAPTURE(file);
+      CHECK(difference(readAll(r.path + "/" + file), model) == "");
+    }
+  };
+  readBack("mnt-r");
+  c.stopChunk(1, SIGKILL);
+  readBack("mnt-r1");
+  c.startChunk(1);
+  REQUIRE(c.waitChunksUp(7));
+  // The writer applies its records (on close), new files go to the other servers, and all read
+  // back.
+  for (int fd : fds) CHECK(close(fd) == 0);
+  files["after"] = randomBytes(rng, 3 << 20);
+  writeAll(c.mnt() + "/after", files["after"]);
+  readBack("mnt-r2");
 }
