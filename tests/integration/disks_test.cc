@@ -252,3 +252,95 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   writeAll(c.mnt() + "/after", files["after"]);
   readBack("mnt-r2");
 }
+
+namespace {
+
+// The lines of `tessera status` about chunk server `id`: its own and the indented ones below it.
+std::string serverBlock(const std::string& status, int id) {
+  std::istringstream lines(status);
+  std::string line, block;
+  bool servers = false, in = false;  // past the "chunk servers:" heading; in the server's lines
+  const std::string head = "  " + std::to_string(id) + " ";
+  while (std::getline(lines, line)) {
+    if (line.rfind("chunk servers:", 0) == 0) servers = true;
+    if (servers && line.rfind(head, 0) == 0) {
+      in = true;
+    } else if (in && line.rfind("       ", 0) != 0) {
+      break;
+    }
+    if (in) block += line + "\n";
+  }
+  return block;
+}
+
+}  // namespace
+
+// A server's first disk dies while it runs (EIO): the write logs and fences of the chunks on its
+// other disk are on that disk, so small writes to them go on through its log. Before, every
+// chunk's log and fences were on the first disk, and every append to the server failed.
+TEST_CASE("disks: when a server's first disk dies, small writes to chunks on its other disk still "
+          "go through its write log") {
+  TESSERA_REQUIRE_FUSE();
+  TempDir tmp("disks-first-eio");
+  if (std::string why = loopDisksUnavailable(tmp.path()); !why.empty()) {
+    MESSAGE("skipped: " << why);
+    return;
+  }
+  std::mt19937_64 rng(testSeed(53));
+  LoopDisk a(tmp / "a.img", tmp / "a", 64 << 20);
+  LoopDisk b(tmp / "b.img", tmp / "b", 64 << 20);
+  Cluster::Options o;
+  o.chunks = 7;
+  o.chunkData[0] = {a.dir(), b.dir()};
+  o.chunkArgs = {"--capacity", "120M"};
+  Cluster c(o);
+
+  a.shutdown();
+  std::string status;
+  bool failed = waitUntilMs(15'000, [&] {
+    status = c.status();
+    return diskLine(status, a.dir()).find("FAILED") != std::string::npos;
+  });
+  INFO(status);
+  REQUIRE(failed);
+
+  // New files (their shards on server 1 go to b), then small writes that their mount keeps in
+  // the logs (it applies nothing for an hour, keeps its leases, and keeps the files open).
+  ExtraMount w(c, "mnt-w", "", {"--ec-log-apply-delay", "1h", "--lease-idle", "0"});
+  std::map<std::string, std::string> files;
+  std::vector<int> fds;
+  for (int i = 0; i < 8; ++i) {
+    std::string name = "g" + std::to_string(i);
+    std::string& model = files[name];
+    model = randomBytes(rng, 1 << 20);
+    writeAll(w.path + "/" + name, model);
+    int fd = open((w.path + "/" + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+    for (int k = 0; k < 20; ++k) {
+      size_t n = 1 + rng() % 8000;
+      size_t at = rng() % (model.size() - n);
+      std::string bytes = randomBytes(rng, n);
+      pwriteAll(fd, bytes, off_t(at));
+      model.replace(at, n, bytes);
+    }
+    REQUIRE(fdatasync(fd) == 0);
+  }
+  CHECK(b.shards() > 0);
+  // Every record reached its data shard's server (a miss is logged, and makes the shard stale).
+  CHECK(readAll(w.log).find("missed shard") == std::string::npos);
+  bool logged = waitUntilMs(10'000, [&] {
+    status = c.status();
+    return serverBlock(status, 1).find("write log: ") != std::string::npos;
+  });
+  INFO(status);
+  CHECK(logged);
+  {
+    ExtraMount r(c, "mnt-r");
+    for (auto& [file, model] : files) {
+      CAPTURE(file);
+      CHECK(difference(readAll(r.path + "/" + file), model) == "");
+    }
+  }
+  for (int fd : fds) CHECK(close(fd) == 0);
+}
