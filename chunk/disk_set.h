@@ -5,8 +5,10 @@
 // built at open from the shard files every disk holds and updated when a write or create places
 // a new shard and when chunks are removed. An operation on a known shard goes to its disk. A
 // shard the index does not know does not exist here: read, truncate, punch, reserve and sync
-// answer kNotFound without touching a disk; write and create place it on the kOk disk with the
-// most free space (pickDisk), or answer kNoSpace when no disk takes new shards. Two disks
+// answer kNotFound without touching a disk; write and create place it on the disk homeOf chose
+// for its chunk (for its write log, before the shard existed) if that still takes shards, else
+// on the kOk disk with the most free space (pickDisk), or answer kNoSpace when no disk takes new
+// shards. Two disks
 // holding one shard at open (a copied directory): the first in --data order keeps it, a
 // warning names the other.
 //

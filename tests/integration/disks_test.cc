@@ -51,6 +51,49 @@ void checkFiles(Cluster& c, const std::map<std::string, std::string>& files) {
   }
 }
 
+// `count` files of `size` bytes written through `mount` (large writes: straight to the
+// stripes), then `writes` small writes into each, fdatasync'ed, through descriptors left open in
+// `fds` (a mount that does not apply its log soon keeps them in the logs).
+void writeThenLog(const std::string& mount, const std::string& prefix, int count, size_t size,
+                  int writes, std::mt19937_64& rng, std::map<std::string, std::string>& files,
+                  std::vector<int>& fds) {
+  for (int i = 0; i < count; ++i) {
+    std::string name = prefix + std::to_string(i);
+    std::string& model = files[name];
+    model = randomBytes(rng, size);
+    writeAll(mount + "/" + name, model);
+    int fd = open((mount + "/" + name).c_str(), O_RDWR);
+    REQUIRE(fd >= 0);
+    fds.push_back(fd);
+    for (int k = 0; k < writes; ++k) {
+      size_t n = 1 + rng() % 8000;
+      size_t at = rng() % (model.size() - n);
+      std::string bytes = randomBytes(rng, n);
+      pwriteAll(fd, bytes, off_t(at));
+      model.replace(at, n, bytes);
+    }
+    REQUIRE(fdatasync(fd) == 0);
+  }
+}
+
+// Every file read back through a fresh mount called `name`.
+void readBack(Cluster& c, const std::string& name, const std::map<std::string, std::string>& files) {
+  ExtraMount r(c, name);
+  for (auto& [file, model] : files) {
+    CAPTURE(name);
+    CAPTURE(file);
+    CHECK(difference(readAll(r.path + "/" + file), model) == "");
+  }
+}
+
+// Waits until `tessera status` lists disk `dir` as FAILED; the last status in `status`.
+bool waitDiskFailed(Cluster& c, const std::string& dir, std::string& status) {
+  return waitUntilMs(15'000, [&] {
+    status = c.status();
+    return diskLine(status, dir).find("FAILED") != std::string::npos;
+  });
+}
+
 }  // namespace
 
 TEST_CASE("disks: a chunk server whose disk fills up puts new shards on its other disk") {
@@ -136,10 +179,7 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
 
   a.shutdown();
   std::string status;
-  bool failed = waitUntilMs(15'000, [&] {
-    status = c.status();
-    return diskLine(status, a.dir()).find("FAILED") != std::string::npos;
-  });
+  bool failed = waitDiskFailed(c, a.dir(), status);
   {
     INFO(status);
     REQUIRE(failed);
@@ -193,23 +233,7 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   std::map<std::string, std::string> files;
   std::vector<int> fds;
   ExtraMount w(c, "mnt-w", "", {"--ec-log-apply-delay", "1h"});
-  for (int i = 0; i < 6; ++i) {
-    std::string name = "f" + std::to_string(i);
-    std::string& model = files[name];
-    model = randomBytes(rng, 2 << 20);
-    writeAll(w.path + "/" + name, model);  // large writes: straight to the stripes
-    int fd = open((w.path + "/" + name).c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    fds.push_back(fd);
-    for (int k = 0; k < 40; ++k) {
-      size_t n = 1 + rng() % 8000;
-      size_t at = rng() % (model.size() - n);
-      std::string bytes = randomBytes(rng, n);
-      pwriteAll(fd, bytes, off_t(at));
-      model.replace(at, n, bytes);
-    }
-    REQUIRE(fdatasync(fd) == 0);
-  }
+  writeThenLog(w.path, "f", 6, 2 << 20, 40, rng, files, fds);
   REQUIRE(stdfs::exists(a + "/log"));
   REQUIRE(stdfs::exists(b + "/log"));
 
@@ -221,10 +245,7 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   c.startChunk(0);
   REQUIRE(c.waitChunksUp(7));
   std::string status;
-  bool seen = waitUntilMs(15'000, [&] {
-    status = c.status();
-    return diskLine(status, a).find("FAILED") != std::string::npos;
-  });
+  bool seen = waitDiskFailed(c, a, status);
   INFO(status);
   REQUIRE(seen);
   CHECK(diskLine(status, b).find("FAILED") == std::string::npos);
@@ -232,17 +253,9 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   // of them would leave it empty but for the write), it only serves what its other disk holds.
   CHECK(status.find("takes no new shards") != std::string::npos);
 
-  auto readBack = [&](const std::string& name) {
-    ExtraMount r(c, name);
-    for (auto& [file, model] : files) {
-      CAPTURE(name);
-      CAPTURE(file);
-      CHECK(difference(readAll(r.path + "/" + file), model) == "");
-    }
-  };
-  readBack("mnt-r");
+  readBack(c, "mnt-r", files);
   c.stopChunk(1, SIGKILL);
-  readBack("mnt-r1");
+  readBack(c, "mnt-r1", files);
   c.startChunk(1);
   REQUIRE(c.waitChunksUp(7));
   // The writer applies its records (on close), new files go to the other servers, and all read
@@ -250,7 +263,7 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   for (int fd : fds) CHECK(close(fd) == 0);
   files["after"] = randomBytes(rng, 3 << 20);
   writeAll(c.mnt() + "/after", files["after"]);
-  readBack("mnt-r2");
+  readBack(c, "mnt-r2", files);
 }
 
 namespace {
@@ -297,10 +310,7 @@ TEST_CASE("disks: when a server's first disk dies, small writes to chunks on its
 
   a.shutdown();
   std::string status;
-  bool failed = waitUntilMs(15'000, [&] {
-    status = c.status();
-    return diskLine(status, a.dir()).find("FAILED") != std::string::npos;
-  });
+  bool failed = waitDiskFailed(c, a.dir(), status);
   INFO(status);
   REQUIRE(failed);
 
@@ -309,23 +319,7 @@ TEST_CASE("disks: when a server's first disk dies, small writes to chunks on its
   ExtraMount w(c, "mnt-w", "", {"--ec-log-apply-delay", "1h", "--lease-idle", "0"});
   std::map<std::string, std::string> files;
   std::vector<int> fds;
-  for (int i = 0; i < 8; ++i) {
-    std::string name = "g" + std::to_string(i);
-    std::string& model = files[name];
-    model = randomBytes(rng, 1 << 20);
-    writeAll(w.path + "/" + name, model);
-    int fd = open((w.path + "/" + name).c_str(), O_RDWR);
-    REQUIRE(fd >= 0);
-    fds.push_back(fd);
-    for (int k = 0; k < 20; ++k) {
-      size_t n = 1 + rng() % 8000;
-      size_t at = rng() % (model.size() - n);
-      std::string bytes = randomBytes(rng, n);
-      pwriteAll(fd, bytes, off_t(at));
-      model.replace(at, n, bytes);
-    }
-    REQUIRE(fdatasync(fd) == 0);
-  }
+  writeThenLog(w.path, "g", 8, 1 << 20, 20, rng, files, fds);
   CHECK(b.shards() > 0);
   // Every record reached its data shard's server (a miss is logged, and makes the shard stale).
   CHECK(readAll(w.log).find("missed shard") == std::string::npos);
@@ -335,12 +329,6 @@ TEST_CASE("disks: when a server's first disk dies, small writes to chunks on its
   });
   INFO(status);
   CHECK(logged);
-  {
-    ExtraMount r(c, "mnt-r");
-    for (auto& [file, model] : files) {
-      CAPTURE(file);
-      CHECK(difference(readAll(r.path + "/" + file), model) == "");
-    }
-  }
+  readBack(c, "mnt-r", files);
   for (int fd : fds) CHECK(close(fd) == 0);
 }
