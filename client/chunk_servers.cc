@@ -82,8 +82,17 @@ kj::Promise<void> ChunkServers::connect(ServerId id) {
       });
 }
 
-void ChunkServers::failed(ServerId id, const kj::Exception& why) {
-  if (servers_[id].service != nullptr) {
+void ChunkServers::failed(ServerId id, proto::ChunkService::Client& used,
+                          const kj::Exception& why) {
+  auto& e = servers_[id];
+  KJ_IF_MAYBE(current, e.service) {
+    // Copies of one service share its hook; a new connection has a new one.
+    if (capnp::ClientHook::from(kj::cp(*current)).get() !=
+        capnp::ClientHook::from(kj::cp(used)).get()) {
+      log::debug("chunk server ", id.value, ": a call on an earlier connection failed (",
+                 kj::str(why.getType()).cStr(), "); keeping the current one");
+      return;
+    }
     log::info("chunk server ", id.value, ": dropping its connection after a call failed (",
               kj::str(why.getType()).cStr(), "): ", why.getDescription().cStr());
   }

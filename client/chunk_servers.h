@@ -35,9 +35,10 @@ class ChunkServers {
   // last `kRetryAfterMs`.
   kj::Promise<Result<proto::ChunkService::Client>> get(ServerId id);
 
-  // Called after a call to `id` failed with `why`: drop the connection and its address so
-  // the next get() asks the meta server again.
-  void failed(ServerId id, const kj::Exception& why);
+  // Called after a call to `id` made on `used` (a service get() returned) failed with `why`:
+  // drop that connection and its address so the next get() asks the meta server again. A late
+  // failure of a call made on an earlier connection leaves the current one alone.
+  void failed(ServerId id, proto::ChunkService::Client& used, const kj::Exception& why);
 
   static constexpr uint64_t kRetryAfterMs = 1000;
 

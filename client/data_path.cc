@@ -105,8 +105,8 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
                           memcpy(piece.begin(), data.begin(), piece.size());
                           return Status();
                         },
-                        [this, server](kj::Exception&& e) -> Status {
-                          servers_.failed(server, e);
+                        [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                          servers_.failed(server, used, e);
                           return errorFromException(e, "read from chunk server");
                         }));
     }
@@ -143,8 +143,8 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
                     .then([](capnp::Response<proto::ChunkService::WriteResults> r) {
                       return fromWire(r.getError());
                     },
-                    [this, server](kj::Exception&& e) -> Status {
-                      servers_.failed(server, e);
+                    [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                      servers_.failed(server, used, e);
                       return errorFromException(e, "write to chunk server");
                     }));
     }
@@ -741,8 +741,8 @@ kj::Promise<Result<uint32_t>> DataPath::truncate(const ChunkDesc& chunk, uint64_
                       if (!st && st.error().code == Errc::kNotFound) return Status();
                       return st;
                     },
-                    [this, server](kj::Exception&& e) -> Status {
-                      servers_.failed(server, e);
+                    [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                      servers_.failed(server, used, e);
                       return errorFromException(e, "truncate shard");
                     });
               }));
@@ -857,8 +857,8 @@ kj::Promise<Result<uint32_t>> DataPath::fence(const ChunkDesc& chunk, uint32_t* 
                 if (logRecords) *logRecords = std::max(*logRecords, r.getLogRecords());
                 return fromWire(r.getError());
               },
-              [this, server](kj::Exception&& e) -> Status {
-                servers_.failed(server, e);
+              [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                servers_.failed(server, used, e);
                 return errorFromException(e, "fence chunk");
               });
         }));
@@ -889,8 +889,8 @@ kj::Promise<Status> DataPath::sync(ServerId server, const std::vector<ShardKey>&
               }
               return st;
             },
-            [this, server](kj::Exception&& e) -> Status {
-              servers_.failed(server, e);
+            [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+              servers_.failed(server, used, e);
               return errorFromException(e, "sync shards");
             });
       });

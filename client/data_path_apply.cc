@@ -333,8 +333,8 @@ kj::Promise<Status> DataPath::readShardV(const ChunkDesc& chunk, int shard, std:
               }
               return Status();
             },
-            [this, server](kj::Exception&& e) -> Status {
-              servers_.failed(server, e);
+            [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+              servers_.failed(server, used, e);
               return errorFromException(e, "read from chunk server");
             });
   });
@@ -369,8 +369,8 @@ kj::Promise<Status> DataPath::writeShardV(
         .then([](capnp::Response<proto::ChunkService::WriteVResults> r) {
           return fromWire(r.getError());
         },
-        [this, server](kj::Exception&& e) -> Status {
-          servers_.failed(server, e);
+        [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+          servers_.failed(server, used, e);
           return errorFromException(e, "write to chunk server");
         });
   });

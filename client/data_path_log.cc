@@ -43,10 +43,13 @@
 // a row whose records leave it ambiguous is an error (kUnavailable), never a guess. recoverLog
 // runs before the re-sync, which would otherwise re-encode the half-written rows first.
 //
-// What this does not cover: the chunk server's rebuilder (repair) decodes plainly. A data
-// shard that repair rebuilds while a dead writer's half-applied rows wait for the next writer
-// gets garbage in those rows' blocks; repair waits a grace period (10 minutes by default) that
-// the next writer normally beats.
+// Repair does the same: the chunk server's rebuilder decodes the blocks of rows that unapplied
+// records touch by agreement too (Rebuilder::redecodeLoggedRows), so a data shard rebuilt while a
+// dead writer's half-applied rows wait for the next writer does not keep garbage there.
+//
+// What this does not cover: a large write goes straight to the stripes, data and parity at
+// once. A writer killed in the middle of one leaves rows whose blocks mix old and new (each
+// block is either), and a data block lost before the re-sync is decoded from that mix.
 #include <kj/debug.h>
 
 #include <algorithm>
@@ -318,8 +321,8 @@ kj::Promise<Status> DataPath::appendTo(const ChunkDesc& chunk, int target, const
         .then([](capnp::Response<proto::ChunkService::LogAppendResults> r) {
           return fromWire(r.getError());
         },
-        [this, server](kj::Exception&& e) -> Status {
-          servers_.failed(server, e);
+        [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+          servers_.failed(server, used, e);
           return errorFromException(e, "append to chunk log");
         });
   });
@@ -445,8 +448,8 @@ kj::Promise<Result<uint32_t>> DataPath::trimLog(const ChunkDesc& chunk, uint32_t
               .then([](capnp::Response<proto::ChunkService::LogTrimResults> r) {
                 return fromWire(r.getError());
               },
-              [this, server](kj::Exception&& e) -> Status {
-                servers_.failed(server, e);
+              [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                servers_.failed(server, used, e);
                 return errorFromException(
                     e, "trim chunk log on server " + std::to_string(server.value));
               });
@@ -516,8 +519,8 @@ DataPath::fetchLog(const ChunkDesc& chunk, uint32_t from, int shard, uint64_t lo
                   }
                   return page(dp, service, server, chunkId, shard, lo, hi, lastKey, out);
                 },
-                [&dp, server](kj::Exception&& e) -> Status {
-                  dp.servers_.failed(server, e);
+                [&dp, server, service](kj::Exception&& e) mutable -> Status {
+                  dp.servers_.failed(server, service, e);
                   return errorFromException(e, "fetch chunk log");
                 });
       }

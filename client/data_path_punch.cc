@@ -54,8 +54,8 @@ kj::Promise<Status> DataPath::punchShard(const ChunkDesc& chunk, int shard, Exte
                   if (!st && st.error().code == Errc::kNotFound) return Status();
                   return st;
                 },
-                [this, server](kj::Exception&& e) -> Status {
-                  servers_.failed(server, e);
+                [this, server, used = *service](kj::Exception&& e) mutable -> Status {
+                  servers_.failed(server, used, e);
                   return errorFromException(e, "punch shard");
                 });
       });

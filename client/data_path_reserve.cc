@@ -42,12 +42,12 @@ kj::Promise<Status> DataPath::reserveShard(const ChunkDesc& chunk, int shard, Ex
             .then([](capnp::Response<proto::ChunkService::ReserveResults> r) {
                     return fromWire(r.getError());
                   },
-                  [this, server](kj::Exception&& e) -> Status {
+                  [this, server, used = *service](kj::Exception&& e) mutable -> Status {
                     // A server from before this call: it is fine, it just cannot reserve.
                     if (e.getType() == kj::Exception::Type::UNIMPLEMENTED) {
                       return Error{Errc::kNotSupported, "reserve: the chunk server is older"};
                     }
-                    servers_.failed(server, e);
+                    servers_.failed(server, used, e);
                     return errorFromException(e, "reserve on chunk server");
                   });
       });
