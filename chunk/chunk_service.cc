@@ -91,6 +91,20 @@ void answerRead(Results results, const Status& s, capnp::Orphan<capnp::Data> dat
   for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
 }
 
+// What a write does when its shard is not here. A value this server does not know (from a
+// newer writer) creates nothing.
+NewShard newShardOf(proto::ShardIntent intent) {
+  switch (intent) {
+    case proto::ShardIntent::LEGACY:
+      return NewShard::kLegacy;
+    case proto::ShardIntent::EXISTING:
+      return NewShard::kRefuse;
+    case proto::ShardIntent::CREATE:
+      return NewShard::kCreate;
+  }
+  return NewShard::kRefuse;
+}
+
 }  // namespace
 
 ChunkServiceImpl::ChunkServiceImpl(DiskSet& disks, DiskLogs& logs, Rebuilder* rebuilder)
@@ -107,9 +121,10 @@ kj::Promise<void> ChunkServiceImpl::write(WriteContext context) {
   // `data` points into the request, which lives until this call's promise is done.
   return logs_.admit(key->chunk, p.getEpoch())
       .then([this, key = *key, layout = *layout, offset = p.getOffset(), data,
-             crcs = kj::mv(crcs), sync = p.getSync()](Status admitted) mutable {
+             crcs = kj::mv(crcs), sync = p.getSync(),
+             ifAbsent = newShardOf(p.getIntent())](Status admitted) mutable {
         if (!admitted) return kj::Promise<Status>(admitted);
-        return disk_.write(key, layout, offset, data, kj::mv(crcs), sync);
+        return disk_.write(key, layout, offset, data, kj::mv(crcs), sync, ifAbsent);
       })
       .then([context, key = *key](Status s) mutable {
         if (s.code() == Errc::kCorruption) {
@@ -244,12 +259,14 @@ kj::Promise<void> ChunkServiceImpl::writeV(WriteVContext context) {
     pieces.push_back(Piece{w.getOffset(), data, kj::mv(crcs)});
   }
   return logs_.admit(key->chunk, p.getEpoch())
-      .then([this, key = *key, layout = *layout, pieces = kj::mv(pieces),
-             sync = p.getSync()](Status admitted) mutable -> kj::Promise<Status> {
+      .then([this, key = *key, layout = *layout, pieces = kj::mv(pieces), sync = p.getSync(),
+             ifAbsent = newShardOf(p.getIntent())](Status admitted) mutable
+                -> kj::Promise<Status> {
         if (!admitted) return admitted;
         kj::Vector<kj::Promise<Status>> writes;
         for (auto& piece : pieces) {
-          writes.add(disk_.write(key, layout, piece.offset, piece.data, kj::mv(piece.crcs), false));
+          writes.add(disk_.write(key, layout, piece.offset, piece.data, kj::mv(piece.crcs), false,
+                                 ifAbsent));
         }
         return joinStatusList(writes.releaseAsArray()).then([this, key, sync](Status s) {
           if (!s || !sync) return kj::Promise<Status>(s);

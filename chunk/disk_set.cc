@@ -175,13 +175,6 @@ Result<size_t> DiskSet::place(ShardKey key) {
 }
 
 Result<size_t> DiskSet::pick(const std::string& what) {
-  for (auto& e : disks_) {
-    if (!e.disk) {
-      return Error{Errc::kIo, "no disk takes new " + what + ": data directory " + e.dir +
-                                  " could not be opened at start, and the shards it held are "
-                                  "not known here, so none is created anew"};
-    }
-  }
   std::vector<DiskView> views;
   for (size_t i = 0; i < disks_.size(); ++i) {
     auto& e = disks_[i];
@@ -210,8 +203,18 @@ Result<size_t> DiskSet::pick(const std::string& what) {
 
 kj::Promise<Status> DiskSet::write(ShardKey key, Layout layout, uint64_t offset,
                                    kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs,
-                                   bool sync) {
+                                   bool sync, NewShard ifAbsent) {
   std::optional<size_t> at = find(key);
+  if (!at && ifAbsent == NewShard::kRefuse) {
+    return Status(Error{Errc::kNotFound, "shard " + key.toString() +
+                                             " is not here, and the write does not create it"});
+  }
+  if (!at && ifAbsent == NewShard::kLegacy && failedAtStart()) {
+    return Status(Error{Errc::kIo, "shard " + key.toString() +
+                                       " is not here, and a data directory that could not be "
+                                       "opened at start may have held it: a writer that does "
+                                       "not say it creates the shard creates none"});
+  }
   if (!at) {
     auto placed = place(key);
     if (!placed) return Status(placed.error());
@@ -402,7 +405,7 @@ kj::Promise<DiskSet::Stats> DiskSet::stats() {
       r.shards = e.last.shards;
       total.usedBytes += r.usedBytes;
       total.shards += r.shards;
-      if (r.state == DiskState::kOk && !failedAtStart()) total.acceptsShards = true;
+      if (r.state == DiskState::kOk) total.acceptsShards = true;
       // Two directories on one file system share its capacity and free space.
       bool counted = e.last.fsid != 0 && !fsids.insert(e.last.fsid).second;
       if (e.last.fsid == 0) capped = true;

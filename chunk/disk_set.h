@@ -5,12 +5,15 @@
 // built at open from the shard files every disk holds and updated when a write or create places
 // a new shard and when chunks are removed. An operation on a known shard goes to its disk. A
 // shard the index does not know does not exist here: read, truncate, punch, reserve and sync
-// answer kNotFound without touching a disk; write and create place it on the disk homeOf chose
-// for its chunk (for its write log, before the shard existed) if that still takes shards, else
-// on the kOk disk with the most free space (pickDisk), or answer kNoSpace when no disk takes new
-// shards. Two disks
-// holding one shard at open (a copied directory): the first in --data order keeps it, a
-// warning names the other.
+// answer kNotFound without touching a disk. A write to such a shard does what its NewShard
+// says: kRefuse answers kNotFound (the writer expected the shard here: it was lost with its
+// disk, perhaps one this server no longer knows of, and must be rebuilt whole, not recreated
+// empty but for the write); kCreate, and create(), place it on the disk homeOf chose for its
+// chunk (for its write log, before the shard existed) if that still takes shards, else on the
+// kOk disk with the most free space (pickDisk), or answer kNoSpace when no disk takes new
+// shards; kLegacy (a writer that does not say) creates as kCreate unless a directory failed
+// at start (below). Two disks holding one shard at open (a copied directory): the first in
+// --data order keeps it, a warning names the other.
 //
 // Health (chunk/disk.h: kOk, kFull, kFailed). A failed disk gets no more I/O. Its shards stay in
 // the index, so operations on them answer kIo "shard X is on failed disk DIR: ..." — a client
@@ -19,10 +22,10 @@
 // elsewhere. A full disk takes no new shards; writes and reservations on its shards go on
 // and may answer kNoSpace. Each change of a disk's state is logged once. A directory that
 // cannot be opened at start (other than one in use by another server, or named twice) is
-// failed from the start, as long as one other opens; the server serves the others' shards but
-// places no new shard at all (kIo): which shards the dead one held is not known, and a write
-// to one of those must not create it anew, empty but for the write, on another disk. The
-// meta leader finds them missing from the server's inventories and rebuilds them elsewhere.
+// failed from the start, as long as one other opens; the server serves the others' shards and
+// creates shards for writes that say kCreate, but not for kLegacy ones (kIo): which shards the
+// dead one held is not known, and such a write may be to one of those. The meta leader finds
+// them missing from the server's inventories and rebuilds them elsewhere.
 //
 // Not thread-safe: owned by the chunk server's main event loop. Promises it returns must be
 // destroyed before it.
@@ -41,6 +44,10 @@ struct DiskView {
   DiskState state = DiskState::kOk;
   uint64_t freeBytes = 0;
 };
+// What a write does when its shard is not here (see Routing above; fs/proto/chunk.capnp
+// ShardIntent).
+enum class NewShard { kLegacy, kRefuse, kCreate };
+
 // The disk that takes a new shard: the kOk one with the most free space (the first of equals).
 // kNoSpace if none is kOk but one is full; kIo if every disk failed.
 Result<size_t> pickDisk(const std::vector<DiskView>& disks);
@@ -79,7 +86,8 @@ class DiskSet {
 
   // As Disk's, routed as above.
   kj::Promise<Status> write(ShardKey key, Layout layout, uint64_t offset,
-                            kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs, bool sync);
+                            kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs, bool sync,
+                            NewShard ifAbsent);
   kj::Promise<Status> read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
                            kj::ArrayPtr<uint32_t> crcs);
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
@@ -108,7 +116,7 @@ class DiskSet {
 
   // Shards on disks that failed, in the order they were lost; only grows.
   const std::vector<ShardKey>& lostShards() const { return lost_; }
-  // A directory could not be opened at start: no shard is placed (see above).
+  // A directory could not be opened at start: kLegacy writes place no shard (see above).
   bool failedAtStart() const;
   // The data directories, comma-separated, for messages.
   std::string dirs() const;

@@ -228,7 +228,8 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
         if (zero) return Status();
         job.written += n;
         auto data = out.asPtr();
-        return disk_.write(job.key, job.layout, offset, data, kj::mv(crcs), false)
+        return disk_.write(job.key, job.layout, offset, data, kj::mv(crcs), false,
+                           NewShard::kCreate)
             .attach(kj::mv(out));
       });
 }
@@ -284,7 +285,8 @@ kj::Promise<Status> Rebuilder::redecodeRow(Job& job, const std::vector<LoggedRow
         }
         auto crcs = kj::heapArray<uint32_t>({crc32c(block.begin(), kBlockSize)});
         auto data = block.asPtr();
-        return disk_.write(job.key, job.layout, row.offset, data, kj::mv(crcs), false)
+        return disk_.write(job.key, job.layout, row.offset, data, kj::mv(crcs), false,
+                           NewShard::kRefuse)
             .attach(kj::mv(block), kj::mv(got))
             .then([this, &job, &rows, next](Status s) -> kj::Promise<Status> {
               if (!s) return s;

@@ -37,7 +37,7 @@ kj::Promise<Status> writeRuns(Copy& c, uint64_t offset, kj::Array<kj::byte> buf,
   auto data = buf.slice(block * kBlockSize, end * kBlockSize);
   c.written += data.size();
   auto write = c.disks.write(c.to, c.layout, offset + block * kBlockSize, data, kj::mv(runCrcs),
-                             false);
+                             false, NewShard::kCreate);
   return write.then([&c, offset, buf = kj::mv(buf), crcs = kj::mv(crcs),
                      end](Status s) mutable -> kj::Promise<Status> {
     if (!s) return s;

@@ -115,14 +115,15 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
 }
 
 kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                         kj::ArrayPtr<const kj::byte> data, bool sync) {
+                                         kj::ArrayPtr<const kj::byte> data, bool sync,
+                                         bool create) {
   KJ_REQUIRE(lo % kBlockSize == 0 && data.size() % kBlockSize == 0, lo, data.size());
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
   uint64_t epoch = chunk.epoch;
   Layout layout = chunk.layout;
-  return servers_.get(server).then([this, server, chunkId, epoch, layout, shard, lo, data, sync](
-                                       Result<proto::ChunkService::Client> service) {
+  return servers_.get(server).then([this, server, chunkId, epoch, layout, shard, lo, data, sync,
+                                    create](Result<proto::ChunkService::Client> service) {
     if (!service) return kj::Promise<Status>(service.error());
     kj::Vector<kj::Promise<Status>> parts;
     // An empty write creates the shard (see FreshChunk): one request, no data.
@@ -136,6 +137,7 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
       req.setOffset(lo + done);
       req.setSync(sync);
       req.setEpoch(epoch);
+      req.setIntent(create ? proto::ShardIntent::CREATE : proto::ShardIntent::EXISTING);
       auto piece = data.slice(done, done + n);
       req.setData(piece);
       setBlockCrcs(req.initCrcs(uint32_t(n / kBlockSize)), piece);
@@ -569,9 +571,11 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
           const uint64_t L = s.rows.lo;
           kj::Vector<kj::Promise<Status>> writes;
           std::vector<int> shards;
+          bool create = s.fresh && !s.fresh->shardsCreated;
           auto add = [&](int j, uint64_t lo, kj::ArrayPtr<const kj::byte> bytes) {
             if (s.chunk.stale(j)) return;  // missed earlier writes: rebuilt whole later
-            writes.add(writeShard(s.chunk, j, lo, bytes, sync || (parity && parityFirst)));
+            writes.add(
+                writeShard(s.chunk, j, lo, bytes, sync || (parity && parityFirst), create));
             shards.push_back(j);
           };
           if (!parity) {
@@ -581,7 +585,7 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
               uint64_t lo = alignDown(e.lo, kBlockSize), hi = alignUp(e.hi, kBlockSize);
               add(j, lo, s.bufs[j].slice(lo - L, hi - L));
             }
-            if (s.fresh && !s.fresh->shardsCreated) {
+            if (create) {
               for (int j = 0; j < l.k; ++j) {
                 if (s.extents[j].empty()) add(j, 0, kj::ArrayPtr<const kj::byte>());
               }
@@ -677,7 +681,8 @@ kj::Promise<Result<uint32_t>> DataPath::writeReplica(const ChunkDesc& chunk, uin
         std::vector<int> shards;
         for (int j = 0; j < s.chunk.layout.shards(); ++j) {
           if (s.chunk.stale(j)) continue;
-          writes.add(writeShard(s.chunk, j, s.lo, s.buf, sync));
+          writes.add(writeShard(s.chunk, j, s.lo, s.buf, sync,
+                                s.fresh && !s.fresh->shardsCreated));
           shards.push_back(j);
         }
         return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards))
@@ -818,13 +823,13 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
           code(l).encode(in.data(), parity.data(), p.bufs[0].size());
           for (int j = l.k; j < l.shards(); ++j) {
             if (chunk.stale(j)) continue;
-            writes.add(writeShard(chunk, j, lo, p.bufs[j], true));
+            writes.add(writeShard(chunk, j, lo, p.bufs[j], true, false));
             shards.push_back(j);
           }
         } else {
           for (int j = 0; j < l.shards(); ++j) {
             if (chunk.stale(j)) continue;
-            writes.add(writeShard(chunk, j, lo, p.bufs[0], true));
+            writes.add(writeShard(chunk, j, lo, p.bufs[0], true, false));
             shards.push_back(j);
           }
         }

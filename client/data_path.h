@@ -173,8 +173,10 @@ class DataPath {
   // `raw`: the stored bytes, without the server's unapplied log records.
   kj::Promise<Status> readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                 kj::ArrayPtr<kj::byte> dest, bool raw = false);
+  // `create`: this is the first write of a chunk this client placed (FreshChunk), which
+  // creates the shard; any other write expects to find it (ShardIntent in chunk.capnp).
   kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                 kj::ArrayPtr<const kj::byte> data, bool sync);
+                                 kj::ArrayPtr<const kj::byte> data, bool sync, bool create);
   kj::Promise<Status> punchShard(const ChunkDesc& chunk, int shard, Extent rows);
   kj::Promise<Status> reserveShard(const ChunkDesc& chunk, int shard, Extent range);
   // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the

@@ -358,6 +358,8 @@ kj::Promise<Status> DataPath::writeShardV(
     toWire(layout, req.initLayout());
     req.setSync(true);
     req.setEpoch(epoch);
+    // Log records are of chunks whose shards exist: a fresh chunk's first write is direct.
+    req.setIntent(proto::ShardIntent::EXISTING);
     auto pieces = req.initPieces(parts.size());
     for (size_t i = 0; i < parts.size(); ++i) {
       auto [offset, data] = parts[i];

@@ -135,7 +135,7 @@ kj::Promise<Result<uint32_t>> DataPath::createShards(const ChunkDesc& chunk) {
   for (int j = 0; j < chunk.layout.shards(); ++j) {
     if (chunk.stale(j)) continue;
     // An empty write creates the shard (see FreshChunk).
-    creates.add(writeShard(chunk, j, 0, kj::ArrayPtr<const kj::byte>(), false));
+    creates.add(writeShard(chunk, j, 0, kj::ArrayPtr<const kj::byte>(), false, true));
     shards.push_back(j);
   }
   return joinShardWrites(chunk, creates.releaseAsArray(), kj::mv(shards));

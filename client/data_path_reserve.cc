@@ -67,7 +67,7 @@ kj::Promise<Result<DataPath::Reserved>> DataPath::reserve(const ChunkDesc& chunk
     if (chunk.stale(j)) continue;  // missed writes: rebuilt whole later, not written meanwhile
     // An empty write creates the shard (see FreshChunk), as createShards does.
     kj::Promise<Status> created =
-        create ? writeShard(chunk, j, 0, kj::ArrayPtr<const kj::byte>(), false)
+        create ? writeShard(chunk, j, 0, kj::ArrayPtr<const kj::byte>(), false, true)
                : kj::Promise<Status>(Status());
     calls.add(created.then([this, chunk, j, range = extents[j]](Status c) -> kj::Promise<Outcome> {
       if (!c) return Outcome{false, c};

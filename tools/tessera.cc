@@ -180,7 +180,7 @@ void printLeaderless(const Survey& s, uint64_t waitedMs) {
 // The disks of a server with several, and any disk that is full or failed.
 void printDisks(proto::ServerInfo::Reader s) {
   auto disks = s.getDisks();
-  if (s.getNoNewShards()) printf("       takes no new shards: every disk failed or full, or one missing since start\n");
+  if (s.getNoNewShards()) printf("       takes no new shards: every disk failed or full\n");
   for (auto d : disks) {
     bool ok = d.getState() == proto::DiskState::OK;
     if (ok && disks.size() < 2) continue;

@@ -16,8 +16,10 @@ interface ChunkService {
   # `epoch`: of the writer's lease on the chunk (DESIGN.md rule 3); a write, truncate or create
   # with an epoch older than the newest this server has seen for the chunk is refused with
   # error stale, and a newer one is made durable here before the write is done.
+  # `intent`: what to do if the shard is not here (ShardIntent).
   write @0 (chunk :UInt64, shard :UInt8, layout :Common.Layout, offset :UInt64, data :Data,
-            crcs :List(UInt32), sync :Bool, epoch :UInt64) -> (error :Common.Error);
+            crcs :List(UInt32), sync :Bool, epoch :UInt64, intent :ShardIntent)
+      -> (error :Common.Error);
   # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
   # exist here; corruption if a stored block fails its CRC. Blocks with an unapplied record in
   # this server's chunk log (logAppend) read as the newest record, unless `raw`: the stored
@@ -74,7 +76,7 @@ interface ChunkService {
   # Stores every piece as `write` would (checked first, all of them: a malformed piece stores
   # nothing), then with `sync` fdatasyncs once.
   writeV @12 (chunk :UInt64, shard :UInt8, layout :Common.Layout, pieces :List(Piece),
-              sync :Bool, epoch :UInt64) -> (error :Common.Error);
+              sync :Bool, epoch :UInt64, intent :ShardIntent) -> (error :Common.Error);
   # Frees shard range [offset, offset + length) (fallocate PUNCH_HOLE on the shard file): it
   # reads as zeros afterwards, with valid CRCs, and is durable (fdatasync) before the reply.
   # Fenced like a write (stale for an older epoch); notFound if the shard is not here.
@@ -100,6 +102,18 @@ interface ChunkService {
   reserve @15 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt64, epoch :UInt64)
       -> (error :Common.Error, bytes :UInt64);
 }
+# What a write does when its shard is not on the server. A shard is created once, by the first
+# write of the chunk's placer (or by repair and copies, on the server itself); any later write
+# finds it, or finds it gone: a shard lost with its disk, even one the server no longer knows
+# of (its directory was left out at start, or could not be opened), is never created anew,
+# holding nothing but that write's blocks and zeros that read as valid.
+enum ShardIntent {
+  legacy @0;    # a writer from before this field: creates it, unless a data directory of the
+                # server could not be opened at start (then the write fails: io)
+  existing @1;  # notFound: the writer marks the shard stale, and repair rebuilds it whole
+  create @2;    # the first write of a chunk the writer placed: creates the shard
+}
+
 struct Range {
   offset @0 :UInt64;
   length @1 :UInt32;

@@ -221,6 +221,25 @@ TEST_CASE("chunk service: a missing shard is notFound until created, then reads 
   CHECK(svc.create(9, 0, Layout::replica(2)).code() == Errc::kInvalid);
 }
 
+TEST_CASE("chunk service: a write that expects its shard finds it or answers notFound, and one that creates it creates it") {
+  Service svc;
+  auto data = pattern(2 * kBlockSize, 5);
+  auto intent = [](proto::ShardIntent i) { return [i](auto& req) { req.setIntent(i); }; };
+  CHECK(svc.write(13, 0, 0, data, intent(proto::ShardIntent::EXISTING)).code() ==
+        Errc::kNotFound);
+  CHECK(svc.read(13, 0, 0, kBlockSize).status.code() == Errc::kNotFound);
+  REQUIRE(svc.write(13, 0, 0, data, intent(proto::ShardIntent::CREATE)).ok());
+  REQUIRE(svc.write(13, 0, 2 * kBlockSize, data, intent(proto::ShardIntent::EXISTING)).ok());
+  auto r = svc.read(13, 0, 0, 4 * kBlockSize);
+  REQUIRE(r.status.ok());
+  CHECK(same(r.data.slice(0, 2 * kBlockSize), data));
+  CHECK(same(r.data.slice(2 * kBlockSize, 4 * kBlockSize), data));
+  // An intent this server does not know (a newer writer's) creates nothing.
+  CHECK(svc.write(14, 0, 0, data, intent(proto::ShardIntent(7))).code() == Errc::kNotFound);
+  // A writer from before intents (legacy) creates, as it always did.
+  CHECK(svc.write(15, 0, 0, data).ok());
+}
+
 TEST_CASE("chunk service: sync and truncate act on existing shards, notFound otherwise") {
   Service svc;
   auto data = pattern(4 * kBlockSize, 2);

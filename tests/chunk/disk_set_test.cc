@@ -51,9 +51,10 @@ struct TwoDisks {
   }
   ~TwoDisks() { log::setMinLevel(log::Level::kInfo); }
 
-  Status write(ShardKey k, size_t blocks = 1, unsigned seed = 1, uint64_t offset = 0) {
+  Status write(ShardKey k, size_t blocks = 1, unsigned seed = 1, uint64_t offset = 0,
+               NewShard ifAbsent = NewShard::kCreate) {
     auto data = pattern(blocks * kBlockSize, seed);
-    return loop.wait(set->write(k, Layout::ec(4, 2), offset, data, crcsOf(data), false));
+    return loop.wait(set->write(k, Layout::ec(4, 2), offset, data, crcsOf(data), false, ifAbsent));
   }
   Result<kj::Array<kj::byte>> read(ShardKey k, size_t blocks = 1) {
     auto out = kj::heapArray<kj::byte>(blocks * kBlockSize);
@@ -83,7 +84,8 @@ TEST_CASE("disk set: a new shard goes to the healthy disk with the most free spa
   }
 }
 
-TEST_CASE("disk set: shards spread over the disks, each read back from its own, after a restart too") {
+TEST_CASE(
+    "disk set: shards spread over the disks, each read back from its own, after a restart too") {
   TwoDisks d;
   d.stats();  // both disks equally free: what is written since the probe decides
   for (uint64_t c = 1; c <= 8; ++c) REQUIRE(d.write(key(c, 0), 4, unsigned(c)).ok());
@@ -121,7 +123,35 @@ TEST_CASE("disk set: shards spread over the disks, each read back from its own, 
   CHECK(d.read(key(99, 0)).code() == Errc::kNotFound);
 }
 
-TEST_CASE("disk set: a disk below its reserve is full: new shards go to the other, its own still grow") {
+// The operator takes a dead disk out of --data and restarts the server: its shards are simply
+// not there. A later write to one of them must not create it anew on the other disk, holding
+// only that write's blocks and zeros that read as valid data.
+TEST_CASE(
+    "disk set: a shard whose disk was left out at restart is not recreated by a write that expects "
+    "it") {
+  TwoDisks d;
+  d.stats();  // both disks equally free: the shards spread over both
+  for (uint64_t c = 1; c <= 8; ++c) REQUIRE(d.write(key(c, 0), 4, unsigned(c)).ok());
+  const size_t lostDisk = *d.set->diskOf(key(1, 0));
+  std::optional<ShardKey> other;
+  for (uint64_t c = 2; c <= 8 && !other; ++c) {
+    if (*d.set->diskOf(key(c, 0)) != lostDisk) other = key(c, 0);
+  }
+  REQUIRE(other.has_value());
+  d.set = nullptr;
+  auto again = DiskSet::open({.dirs = {lostDisk == 0 ? d.b : d.a}});
+  REQUIRE(again.ok());
+  d.set = kj::mv(*again);
+  Status s = d.write(key(1, 0), 1, 9, kBlockSize, NewShard::kRefuse);
+  CHECK(s.code() == Errc::kNotFound);
+  CHECK_FALSE(d.set->diskOf(key(1, 0)).has_value());
+  CHECK(d.read(key(1, 0)).code() == Errc::kNotFound);
+  // The shards of the disk that is still there are written as before.
+  CHECK(d.write(*other, 1, 9, kBlockSize, NewShard::kRefuse).ok());
+}
+
+TEST_CASE(
+    "disk set: a disk below its reserve is full: new shards go to the other, its own still grow") {
   // Each disk reports at most 1 MiB; below 512 KiB free it is full.
   TwoDisks d(/*cap=*/1 << 20, /*reserve=*/512 << 10);
   d.stats();
@@ -152,13 +182,16 @@ TEST_CASE("disk set: when every disk is full a new shard is refused with noSpace
   CHECK(s.error().detail.find("full") != std::string::npos);
 }
 
-TEST_CASE("disk set: a disk whose directory disappears fails, its shards are lost, the other disk serves") {
+TEST_CASE(
+    "disk set: a disk whose directory disappears fails, its shards are lost, the other disk "
+    "serves") {
   TwoDisks d;
   d.stats();
   // Chunk c's shard on disk a, chunk c + 10's on disk b (placement alternates on equal disks).
   for (uint64_t c = 1; c <= 6; ++c) REQUIRE(d.write(key(c, 2), 4, unsigned(c)).ok());
   std::vector<ShardKey> onA, onB;
-  for (uint64_t c = 1; c <= 6; ++c) (*d.set->diskOf(key(c, 2)) == 0 ? onA : onB).push_back(key(c, 2));
+  for (uint64_t c = 1; c <= 6; ++c)
+    (*d.set->diskOf(key(c, 2)) == 0 ? onA : onB).push_back(key(c, 2));
   REQUIRE(!onA.empty());
   REQUIRE(!onB.empty());
 
@@ -236,15 +269,18 @@ TEST_CASE("disk set: opening several directories") {
     auto s = DiskSet::open({.dirs = {tmp / "a", tmp / "a"}});
     CHECK(s.code() == Errc::kInvalid);
   }
-  SUBCASE("one that cannot be opened is failed from the start; the others serve their shards, "
-          "and none is created anew") {
+  SUBCASE(
+      "one that cannot be opened is failed from the start; the others serve their shards, "
+      "and only a write that creates its shard creates one") {
     test::Loop loop;
     const ShardKey onB = key(3, 1);
     {
       auto s = DiskSet::open({.dirs = {tmp / "b"}});
       REQUIRE(s.ok());
       auto data = pattern(kBlockSize, 3);
-      REQUIRE(loop.wait((*s)->write(onB, Layout::ec(4, 2), 0, data, crcsOf(data), true)).ok());
+      REQUIRE(loop.wait((*s)->write(onB, Layout::ec(4, 2), 0, data, crcsOf(data), true,
+                                    NewShard::kCreate))
+                  .ok());
     }
     writeText(tmp / "file", "x");
     auto s = DiskSet::open({.dirs = {tmp / "file", tmp / "b"}});
@@ -253,16 +289,24 @@ TEST_CASE("disk set: opening several directories") {
     auto st = loop.wait((*s)->stats());
     CHECK(st.disks[0].state == DiskState::kFailed);
     CHECK(st.disks[1].state == DiskState::kOk);
-    // The dead one may have held any shard: a write to one not known here is refused.
-    CHECK_FALSE(st.acceptsShards);
+    // The dead one may have held any shard. A write that expects its shard here, and one that
+    // does not say, are refused for a shard not known here; the first write of a new chunk
+    // creates its shard on the disk that opened.
+    CHECK(st.acceptsShards);
     auto data = pattern(kBlockSize, 4);
-    Status s2 = loop.wait((*s)->write(key(4, 0), Layout::ec(4, 2), 0, data, crcsOf(data), true));
-    CHECK(s2.code() == Errc::kIo);
-    CHECK(s2.error().detail.find("could not be opened at start") != std::string::npos);
+    auto write = [&](ShardKey k, NewShard ifAbsent) {
+      return loop.wait((*s)->write(k, Layout::ec(4, 2), 0, data, crcsOf(data), true, ifAbsent));
+    };
+    Status legacy = write(key(4, 0), NewShard::kLegacy);
+    CHECK(legacy.code() == Errc::kIo);
+    CHECK(legacy.error().detail.find("could not be opened at start") != std::string::npos);
+    CHECK(write(key(4, 0), NewShard::kRefuse).code() == Errc::kNotFound);
     CHECK_FALSE((*s)->diskOf(key(4, 0)).has_value());
-    CHECK((*s)->homeOf(ChunkId(4)).code() == Errc::kIo);
+    REQUIRE(write(key(5, 0), NewShard::kCreate).ok());
+    CHECK((*s)->diskOf(key(5, 0)) == std::optional<size_t>(1));
+    CHECK((*s)->homeOf(ChunkId(6)).ok());
     // The shards of the disk that opened are written and read.
-    REQUIRE(loop.wait((*s)->write(onB, Layout::ec(4, 2), 0, data, crcsOf(data), true)).ok());
+    REQUIRE(write(onB, NewShard::kRefuse).ok());
     auto out = kj::heapArray<kj::byte>(kBlockSize);
     auto crcs = kj::heapArray<uint32_t>(1);
     REQUIRE(loop.wait((*s)->read(onB, 0, out, crcs)).ok());

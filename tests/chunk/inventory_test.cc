@@ -34,7 +34,9 @@ TEST_CASE("inventory: a disk lists every shard it holds") {
   auto data = pattern(kBlockSize, 1);
   std::vector<ShardKey> keys = {{ChunkId(1), 0}, {ChunkId(1), 3}, {ChunkId(0x1ff), 2}};
   for (auto key : keys) {
-    REQUIRE(loop.wait((*disk)->write(key, Layout::ec(4, 2), 0, data, crcsOf(data), false)).ok());
+    REQUIRE(loop.wait((*disk)->write(key, Layout::ec(4, 2), 0, data, crcsOf(data), false,
+                                     NewShard::kCreate))
+                .ok());
   }
   auto listed = loop.wait((*disk)->list());
   REQUIRE(listed.ok());

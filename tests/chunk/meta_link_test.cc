@@ -202,7 +202,7 @@ struct Fixture {
   void writeShard(uint64_t chunk, uint8_t shard) {
     auto data = pattern(kBlockSize, unsigned(chunk));
     REQUIRE(loop.wait(disk->write({ChunkId(chunk), shard}, Layout::ec(4, 2), 0, data, crcsOf(data),
-                                  false))
+                                  false, NewShard::kCreate))
                 .ok());
   }
 };

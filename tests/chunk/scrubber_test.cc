@@ -31,7 +31,8 @@ struct Fixture {
 
   void write(ShardKey k, uint64_t offset, size_t len, unsigned seed) {
     auto data = pattern(len, seed);
-    auto s = loop.wait(disk->write(k, Layout::ec(4, 2), offset, data, crcsOf(data), true));
+    auto s = loop.wait(
+        disk->write(k, Layout::ec(4, 2), offset, data, crcsOf(data), true, NewShard::kCreate));
     REQUIRE(s.ok());
   }
 };

@@ -1,7 +1,6 @@
 #include "client/chunk_servers.h"
 
 #include <doctest/doctest.h>
-
 #include <kj/async-io.h>
 
 #include <string>
@@ -24,12 +23,12 @@ struct Setup {
   kj::Timer& timer = io.provider->getTimer();
   kj::Own<RpcServer> a = listen(), b = listen();
   std::string at = address(*a);
-  ChunkServers servers{network, timer,
-                       [this](ServerId) {
-                         return kj::Promise<Result<ChunkServers::Location>>(
-                             ChunkServers::Location{at, true});
-                       },
-                       5'000};
+  ChunkServers servers{
+      network, timer,
+      [this](ServerId) {
+        return kj::Promise<Result<ChunkServers::Location>>(ChunkServers::Location{at, true});
+      },
+      5'000};
 
   kj::Own<RpcServer> listen() {
     auto where = Address::parse("127.0.0.1:0");
@@ -49,7 +48,8 @@ const void* hookOf(proto::ChunkService::Client& c) {
 
 }  // namespace
 
-TEST_CASE("chunk servers: a late failure of a call on an earlier connection keeps the current one") {
+TEST_CASE(
+    "chunk servers: a late failure of a call on an earlier connection keeps the current one") {
   Setup s;
   auto first = s.get();
   REQUIRE(first.ok());

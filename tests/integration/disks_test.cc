@@ -219,6 +219,17 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
 // there and could not start without it — comes up and serves its other disk. Small writes still
 // in the logs (their mount applies nothing for an hour, and keeps the files open) read back,
 // also with one more server down.
+namespace {
+
+// The shard files in data directory `dir`.
+size_t shardFilesIn(const std::string& dir) {
+  size_t n = 0;
+  for (auto& e : stdfs::recursive_directory_iterator(dir + "/shards")) n += e.is_regular_file();
+  return n;
+}
+
+}  // namespace
+
 TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its other disk, and "
           "logged writes read back") {
   TESSERA_REQUIRE_FUSE();
@@ -249,9 +260,10 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   INFO(status);
   REQUIRE(seen);
   CHECK(diskLine(status, b).find("FAILED") == std::string::npos);
-  // Which shards the dead disk held is not known: the server creates none anew (a write to one
-  // of them would leave it empty but for the write), it only serves what its other disk holds.
-  CHECK(status.find("takes no new shards") != std::string::npos);
+  // Which shards the dead disk held is not known. A write that expects one of them here is
+  // refused, never recreates it empty but for the write; new chunks' shards are created on b.
+  CHECK(status.find("takes no new shards") == std::string::npos);
+  const size_t shardsOnB = shardFilesIn(b);
 
   readBack(c, "mnt-r", files);
   c.stopChunk(1, SIGKILL);
@@ -261,8 +273,12 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   // The writer applies its records (on close), new files go to the other servers, and all read
   // back.
   for (int fd : fds) CHECK(close(fd) == 0);
-  files["after"] = randomBytes(rng, 3 << 20);
-  writeAll(c.mnt() + "/after", files["after"]);
+  for (int i = 0; i < 8; ++i) {  // 8 chunks of 6 shards on 7 servers: some land on server 0
+    std::string name = "after" + std::to_string(i);
+    files[name] = randomBytes(rng, 1 << 20);
+    writeAll(c.mnt() + "/" + name, files[name]);
+  }
+  CHECK(shardFilesIn(b) > shardsOnB);
   readBack(c, "mnt-r2", files);
 }
 
