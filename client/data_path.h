@@ -21,6 +21,7 @@
 // the shards it missed, which the caller must have marked stale before it acknowledges.
 // Not thread-safe: lives on the client's event loop.
 #pragma once
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -61,6 +62,11 @@ struct DataPathLogConfig {
   uint64_t applyDelayMs = 200;      // a chunk's records wait this long for more before applying
   uint64_t applyBytes = 1 << 20;    // ... unless this much is waiting
   uint64_t memoryLimit = 64 << 20;  // logged, unapplied bytes; further small writes wait
+  // Background applies (of different chunks) at once; more wait. Each holds its batch's rows
+  // locked and writes and syncs on up to k + m disks. fio 4 KiB random writes at iodepth 16 on
+  // ec(4,2) (tools/bench_ec_log --size 512M --runtime 30, 2026-11-27): unlimited, 2,404 IOPS
+  // and a p99 of 21.4 ms; at most 2, 2,315-2,530 and 13.2-13.6 ms; at most 1, 2,213 and 13.7.
+  unsigned maxApplies = 2;
   bool faultExitAfterParity = false;  // testing only: _exit(9) once an apply wrote its parity
 };
 
@@ -288,6 +294,11 @@ class DataPath {
   uint64_t logBytes_ = 0;
   LogStats logStats_;
   std::vector<kj::Own<kj::PromiseFulfiller<void>>> logRoomWaiters_;
+  // Background applies running, and those waiting for one to finish (maxApplies).
+  unsigned appliesRunning_ = 0;
+  std::deque<kj::Own<kj::PromiseFulfiller<void>>> applyWaiters_;
+  kj::Promise<void> applySlot();
+  void releaseApplySlot();
   struct TaskErrors : kj::TaskSet::ErrorHandler {
     void taskFailed(kj::Exception&& e) override;
   } taskErrors_;

@@ -337,11 +337,13 @@ void DataPath::scheduleApply(uint64_t id) {
   uint64_t delay = lc.bytes >= logConfig_.applyBytes || logBytes_ >= logConfig_.memoryLimit
                        ? 0
                        : logConfig_.applyDelayMs;
-  logTasks_.add(timer_.afterDelay(delay * kj::MILLISECONDS).then([this, id] {
+  logTasks_.add(timer_.afterDelay(delay * kj::MILLISECONDS).then([this] { return applySlot(); })
+                    .then([this, id] {
+    auto slot = kj::defer([this] { releaseApplySlot(); });  // however this ends
     auto it = logs_.find(id);
     if (it == logs_.end()) return kj::Promise<void>(kj::READY_NOW);
     it->second->scheduled = false;
-    return applyNow(id).then([this, id](Status s) -> kj::Promise<void> {
+    return applyNow(id).attach(kj::mv(slot)).then([this, id](Status s) -> kj::Promise<void> {
       if (s) {
         scheduleApply(id);
         return kj::READY_NOW;
@@ -351,6 +353,28 @@ void DataPath::scheduleApply(uint64_t id) {
       return timer_.afterDelay(1 * kj::SECONDS).then([this, id] { scheduleApply(id); });
     });
   }));
+}
+
+kj::Promise<void> DataPath::applySlot() {
+  if (appliesRunning_ < std::max(1u, logConfig_.maxApplies)) {
+    ++appliesRunning_;
+    return kj::READY_NOW;
+  }
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  applyWaiters_.push_back(kj::mv(paf.fulfiller));
+  return kj::mv(paf.promise);
+}
+
+void DataPath::releaseApplySlot() {
+  while (!applyWaiters_.empty()) {
+    auto next = kj::mv(applyWaiters_.front());
+    applyWaiters_.pop_front();
+    if (next->isWaiting()) {
+      next->fulfill();  // the slot passes on
+      return;
+    }
+  }
+  --appliesRunning_;
 }
 
 kj::Promise<Status> DataPath::applyNow(uint64_t id) {
