@@ -27,6 +27,17 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
+// Seven chunk servers, server 0 on loop disks `a` and `b`: with every disk of server 0 gone,
+// ec(4,2) chunks still find six. Placement weighs free space: capped, the others do not dwarf
+// server 0's two small disks.
+Cluster::Options onTwoLoopDisks(const LoopDisk& a, const LoopDisk& b) {
+  Cluster::Options o;
+  o.chunks = 7;
+  o.chunkData[0] = {a.dir(), b.dir()};
+  o.chunkArgs = {"--capacity", "120M"};
+  return o;
+}
+
 // `count` files of 200 KB .. 1.5 MB under `prefix`, written through the mount.
 std::map<std::string, std::string> writeFiles(Cluster& c, const std::string& prefix, int count,
                                               std::mt19937_64& rng) {
@@ -163,13 +174,7 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
   std::mt19937_64 rng(testSeed(43));
   LoopDisk a(tmp / "a.img", tmp / "a", 64 << 20);
   LoopDisk b(tmp / "b.img", tmp / "b", 64 << 20);
-  Cluster::Options o;
-  // Seven servers: with every disk of server 0 gone, ec(4,2) chunks still find six. Placement
-  // weighs free space: capped, the others do not dwarf server 0's two small disks.
-  o.chunks = 7;
-  o.chunkData[0] = {a.dir(), b.dir()};
-  o.chunkArgs = {"--capacity", "120M"};
-  Cluster c(o);
+  Cluster c(onTwoLoopDisks(a, b));
 
   auto files = writeFiles(c, "before", 16, rng);
   INFO("shards on a: " << a.shards() << ", on b: " << b.shards() << "\n" << c.status());
@@ -219,16 +224,6 @@ TEST_CASE("disks: a chunk server whose disk fails with EIO serves its other disk
 // there and could not start without it — comes up and serves its other disk. Small writes still
 // in the logs (their mount applies nothing for an hour, and keeps the files open) read back,
 // also with one more server down.
-namespace {
-
-// The shard files in data directory `dir`.
-size_t shardFilesIn(const std::string& dir) {
-  size_t n = 0;
-  for (auto& e : stdfs::recursive_directory_iterator(dir + "/shards")) n += e.is_regular_file();
-  return n;
-}
-
-}  // namespace
 
 TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its other disk, and "
           "logged writes read back") {
@@ -263,7 +258,7 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
   // Which shards the dead disk held is not known. A write that expects one of them here is
   // refused, never recreates it empty but for the write; new chunks' shards are created on b.
   CHECK(status.find("takes no new shards") == std::string::npos);
-  const size_t shardsOnB = shardFilesIn(b);
+  const int shardsOnB = shardFiles(b);
 
   readBack(c, "mnt-r", files);
   c.stopChunk(1, SIGKILL);
@@ -278,7 +273,7 @@ TEST_CASE("disks: a chunk server whose first disk is dead starts and serves its 
     files[name] = randomBytes(rng, 1 << 20);
     writeAll(c.mnt() + "/" + name, files[name]);
   }
-  CHECK(shardFilesIn(b) > shardsOnB);
+  CHECK(shardFiles(b) > shardsOnB);
   readBack(c, "mnt-r2", files);
 }
 
@@ -318,11 +313,7 @@ TEST_CASE("disks: when a server's first disk dies, small writes to chunks on its
   std::mt19937_64 rng(testSeed(53));
   LoopDisk a(tmp / "a.img", tmp / "a", 64 << 20);
   LoopDisk b(tmp / "b.img", tmp / "b", 64 << 20);
-  Cluster::Options o;
-  o.chunks = 7;
-  o.chunkData[0] = {a.dir(), b.dir()};
-  o.chunkArgs = {"--capacity", "120M"};
-  Cluster c(o);
+  Cluster c(onTwoLoopDisks(a, b));
 
   a.shutdown();
   std::string status;

@@ -29,6 +29,15 @@ constexpr uint32_t kShutdownNoLogFlush = 2;  // EXT4_GOING_FLAGS_NOLOGFLUSH
 // A small ext4 file system in `image`, loop-mounted at `mountpoint` for the life of the object
 // (the loop device goes with the last unmount: mount -o loop sets autoclear). The data
 // directory of the chunk server is dir() inside it.
+// Shard files in chunk-server data directory `dir` (half-created ones not counted).
+inline int shardFiles(const std::string& dir) {
+  int n = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir + "/shards")) {
+    if (e.is_regular_file() && e.path().extension() != ".tmp") ++n;
+  }
+  return n;
+}
+
 class LoopDisk {
  public:
   LoopDisk(const std::string& image, const std::string& mountpoint, uint64_t bytes)
@@ -86,13 +95,7 @@ class LoopDisk {
   }
 
   // Shard files in the data directory.
-  int shards() const {
-    int n = 0;
-    for (auto& e : std::filesystem::recursive_directory_iterator(dir() + "/shards")) {
-      if (e.is_regular_file() && e.path().extension() != ".tmp") ++n;
-    }
-    return n;
-  }
+  int shards() const { return shardFiles(dir()); }
 
  private:
   std::string image_, mountpoint_;
