@@ -62,7 +62,8 @@ Client::Client(kj::Network& network, kj::Timer& timer, ClientConfig config)
           config_.connectTimeoutMs),
       data_(servers_, timer, config_.ioTimeoutMs, DataPath::LogConfig{.enabled = config_.ecLog,
                                               .applyDelayMs = config_.ecLogApplyDelayMs,
-                                              .faultExitAfterParity = config_.faultExitAfterParity}) {
+                                              .faultExitAfterParity = config_.faultExitAfterParity,
+                                              .faultExitAfterData = config_.faultExitAfterData}) {
   data_.onMissed([this](InodeId inode, const ChunkDesc& chunk, uint32_t shards) {
     return markStale(inode, chunk, shards);
   });

@@ -87,6 +87,9 @@ struct ClientConfig {
   // Fault injection for tests: the process _exits as soon as an apply of the write log has
   // written its parity, before its data (a writer that dies in the middle of an apply).
   bool faultExitAfterParity = false;
+  // ... as soon as a write straight to the stripes of an ec chunk has written its data blocks,
+  // before its parity (a writer that dies in the middle of a large write).
+  bool faultExitAfterData = false;
 };
 
 // What another mount changed, as the meta leader reports it (proto::Watcher): drop cached

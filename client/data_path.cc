@@ -5,6 +5,7 @@
 #include <optional>
 #include <cstring>
 #include <set>
+#include <unistd.h>
 
 #include "client/stripe.h"
 #include "fs/checksum.h"
@@ -157,13 +158,13 @@ kj::Promise<Status> DataPath::writeShard(const ChunkDesc& chunk, int shard, uint
 // --- ec reads --------------------------------------------------------------------------------
 
 kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> wants,
-                                     bool rowsLocked, bool raw) {
+                                     bool rowsLocked, bool raw, std::vector<uint64_t>* torn) {
   auto chunkCopy = kj::heap<ChunkDesc>(chunk);
   auto& c = *chunkCopy;
   kj::Vector<kj::Promise<Status>> reads;
   for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest, raw));
   return kj::joinPromises(reads.releaseAsArray())
-      .then([this, &c, wants = kj::mv(wants), rowsLocked, raw](kj::Array<Status> results) mutable
+      .then([this, &c, wants = kj::mv(wants), rowsLocked, raw, torn](kj::Array<Status> results) mutable
             -> kj::Promise<Status> {
         std::vector<Want> failed;
         std::set<int> missing;
@@ -183,10 +184,11 @@ kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> w
         }
         std::vector<int> missingList(missing.begin(), missing.end());
         if (rowsLocked) {
-          return rebuild(c, kj::mv(failed), kj::mv(missingList), raw).then([](Status s) {
+          return rebuild(c, kj::mv(failed), kj::mv(missingList), raw, torn).then([](Status s) {
             return notBusy(s);
           });
         }
+        KJ_REQUIRE(torn == nullptr, "torn rows are reported to callers that hold the rows");
         return rebuildLocked(c, kj::mv(failed), kj::mv(missingList), raw, lo, hi, 0);
       })
       .attach(kj::mv(chunkCopy));
@@ -277,7 +279,8 @@ Status DataPath::decodeByAgreement(const Layout& l, const std::vector<int>& miss
 // with the newest log records of the rebuilt data shards over them, fetched from the servers
 // of the other shards (a record is on m + 1 of them).
 kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
-                                      std::vector<int> missingIn, bool raw) {
+                                      std::vector<int> missingIn, bool raw,
+                                      std::vector<uint64_t>* tornOut) {
   struct State {
     ChunkDesc chunk;
     std::vector<Want> failed;
@@ -285,6 +288,7 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
     uint64_t lo = UINT64_MAX, hi = 0;
     std::vector<kj::Array<kj::byte>> rows;
     std::vector<int> asked;
+    std::vector<uint64_t> torn;  // shard offsets of block rows whose parity disagrees
   };
   auto st = kj::heap<State>();
   st->chunk = chunk;
@@ -324,11 +328,47 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
         }
         std::vector<uint8_t*> ptrs;
         for (auto& r : s.rows) ptrs.push_back(r.begin());
-        return code(l).reconstruct(ptrs.data(), s.missing, s.hi - s.lo);
+        if (auto ok = code(l).reconstruct(ptrs.data(), s.missing, s.hi - s.lo); !ok) return ok;
+        // A lost data block decoded from a row that holds a mix of two writes is garbage: a
+        // large write that died between its data and its parity, or an apply or a large write
+        // of another mount under way. A parity shard beyond the k the decode used tells.
+        auto lost = [&s](int j) {
+          return std::find(s.missing.begin(), s.missing.end(), j) != s.missing.end();
+        };
+        bool dataLost = false;
+        for (int j = 0; j < l.k; ++j) dataLost = dataLost || lost(j);
+        if (dataLost && int(s.missing.size()) < l.m) {  // a shard to spare
+          std::vector<const uint8_t*> shards;
+          for (int j = 0; j < l.shards(); ++j) {
+            shards.push_back(j >= l.k && lost(j) ? nullptr : s.rows[j].begin());
+          }
+          for (uint64_t row : rowsDisagreeingWithParity(code(l), shards, s.hi - s.lo)) {
+            s.torn.push_back(s.lo + row * kBlockSize);
+          }
+        }
+        return Status();
       })
-      .then([this, &ref, raw](Status ok) -> kj::Promise<Status> {
+      .then([this, &ref, raw, tornOut](Status ok) -> kj::Promise<Status> {
         auto& s = ref;
         if (!ok) return ok;
+        // The torn rows but those in `excused`, reported to the caller or failing the read.
+        auto checkTorn = [&s, tornOut](const std::set<uint64_t>& excused) -> Status {
+          std::vector<uint64_t> torn;
+          for (uint64_t at : s.torn) {
+            if (!excused.count(at)) torn.push_back(at);
+          }
+          if (torn.empty()) return Status();
+          if (tornOut) {
+            tornOut->insert(tornOut->end(), torn.begin(), torn.end());
+            return Status();
+          }
+          return Error{Errc::kBusy,
+                       "chunk " + std::to_string(s.chunk.id.value) + ": " +
+                           std::to_string(torn.size()) + " block rows from shard offset " +
+                           std::to_string(torn[0]) +
+                           " disagree with their parity while a data shard is lost (a write "
+                           "to them was interrupted, or is under way)"};
+        };
         auto copyOut = [&s]() {
           for (auto& w : s.failed) {
             memcpy(w.dest.begin(), s.rows[w.shard].begin() + (w.lo - s.lo), w.dest.size());
@@ -342,11 +382,26 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
         for (auto& w : s.failed) {
           if (w.shard < s.chunk.layout.k) dataMissing |= 1u << w.shard;
         }
-        if (raw || !logConfig_.enabled || dataMissing == 0) return copyOut();
+        if (raw || !logConfig_.enabled || dataMissing == 0) {
+          if (auto t = checkTorn({}); !t) return t;
+          return copyOut();
+        }
         return fetchLog(s.chunk, from, -1, s.lo, s.hi)
-            .then([this, &s, dataMissing, copyOut](
+            .then([this, &s, dataMissing, copyOut, checkTorn](
                       Result<std::map<std::pair<uint64_t, uint64_t>, LogRecord>> recs) -> Status {
               if (!recs) return recs.error();
+              // Rows another writer's records touch may be half applied, parity ahead of data:
+              // decodeByAgreement below answers for those.
+              std::set<uint64_t> logged;
+              uint64_t ours = loggingEpoch(s.chunk.id);
+              for (auto& [key, r] : *recs) {
+                if (r.epoch == ours) continue;
+                uint64_t a = std::max(s.lo, r.offset), b = std::min(s.hi, r.offset + r.data.size());
+                for (uint64_t at = alignDown(a, kBlockSize); at < b; at += kBlockSize) {
+                  logged.insert(at);
+                }
+              }
+              if (auto t = checkTorn(logged); !t) return t;
               // A row another writer's records touch may be half applied: decode its lost
               // blocks again, by agreement of the parity blocks (the stripe was read before the
               // records). Rows only this client's records touch are not: its applies hold the
@@ -565,8 +620,10 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
         for (int j = 0; j < l.k; ++j) in.push_back(s.bufs[j].begin());
         for (int j = l.k; j < l.shards(); ++j) parity.push_back(s.bufs[j].begin());
         code(l).encode(in.data(), parity.data(), H - L);
+        // Testing only: a writer that dies between a large write's data and its parity.
+        const bool dieAfterData = logConfig_.faultExitAfterData && !parityFirst;
         // Writes `parity` shards or the data shards; their mask of missed shards.
-        auto writeSome = [this, &s, sync, parityFirst](bool parity) {
+        auto writeSome = [this, &s, sync, parityFirst, dieAfterData](bool parity) {
           const Layout& l = s.chunk.layout;
           const uint64_t L = s.rows.lo;
           kj::Vector<kj::Promise<Status>> writes;
@@ -591,7 +648,7 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
               }
             }
           }
-          if (parity || !parityFirst) {
+          if (parity || (!parityFirst && !dieAfterData)) {
             for (int j = l.k; j < l.shards(); ++j) add(j, L, s.bufs[j]);
           }
           return joinShardWrites(s.chunk, writes.releaseAsArray(), kj::mv(shards));
@@ -609,6 +666,14 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
                                    return Result<uint32_t>(*d | p);
                                  });
                                });
+        if (dieAfterData) {
+          written = written.then([&s](Result<uint32_t> r) -> Result<uint32_t> {
+            log::warn("chunk ", s.chunk.id.value,
+                      ": exiting after a large write's data, before its parity "
+                      "(--fault-exit-after-data)");
+            _exit(9);
+          });
+        }
         return written.then([&s](Result<uint32_t> r) {
           // Recorded before the rows are unlocked: the next writer of these rows reads them.
           if (r && s.fresh) {
@@ -789,6 +854,7 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
   struct Piece {
     std::vector<kj::Array<kj::byte>> bufs;
     RangeLock::Guard guard;
+    std::vector<uint64_t> torn;  // rows left as they are: a lost data block, decoded from a mix
   };
   auto piece = kj::heap<Piece>();
   auto& p = *piece;
@@ -808,9 +874,9 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
           p.bufs.push_back(kj::heapArray<kj::byte>(hi - lo));
           if (j < l.k) wants.push_back(Want{j, lo, p.bufs[j]});
         }
-        return readEc(chunk, kj::mv(wants), true, true);
+        return readEc(chunk, kj::mv(wants), true, true, &p.torn);
       })
-      .then([this, &chunk, &p, lo](Status r) -> kj::Promise<Result<uint32_t>> {
+      .then([this, &chunk, &p, lo, hi](Status r) -> kj::Promise<Result<uint32_t>> {
         if (!r) return Result<uint32_t>(r.error());
         const Layout& l = chunk.layout;
         kj::Vector<kj::Promise<Status>> writes;
@@ -821,10 +887,32 @@ kj::Promise<Result<uint32_t>> DataPath::resyncFrom(const ChunkDesc& chunk, uint6
           for (int j = 0; j < l.k; ++j) in.push_back(p.bufs[j].begin());
           for (int j = l.k; j < l.shards(); ++j) parity.push_back(p.bufs[j].begin());
           code(l).encode(in.data(), parity.data(), p.bufs[0].size());
+          // A row whose lost data block decoded from a mix of old and new blocks (the last
+          // holder died between a large write's data and its parity, and a data shard is lost
+          // too) cannot be made whole: that block's bytes are known nowhere. Its parity is left
+          // as it is, so readers keep finding the mix and answer EIO, never garbage; parity
+          // encoded over the garbage would make it read as valid data.
+          std::sort(p.torn.begin(), p.torn.end());
+          if (!p.torn.empty()) {
+            log::warn("chunk ", chunk.id.value, ": re-sync leaves ", p.torn.size(),
+                      " block rows from shard offset ", p.torn[0],
+                      " as they are: a data shard is lost and they hold an interrupted write's "
+                      "mix; reads of the lost blocks there fail");
+          }
+          std::vector<Extent> runs;
+          uint64_t at = lo;
+          for (uint64_t t : p.torn) {
+            if (t > at) runs.push_back(Extent{at, t});
+            at = t + kBlockSize;
+          }
+          if (at < hi) runs.push_back(Extent{at, hi});
           for (int j = l.k; j < l.shards(); ++j) {
             if (chunk.stale(j)) continue;
-            writes.add(writeShard(chunk, j, lo, p.bufs[j], true, false));
-            shards.push_back(j);
+            for (const Extent& e : runs) {
+              writes.add(writeShard(chunk, j, e.lo, p.bufs[j].slice(e.lo - lo, e.hi - lo), true,
+                                    false));
+              shards.push_back(j);
+            }
           }
         } else {
           for (int j = 0; j < l.shards(); ++j) {

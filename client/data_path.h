@@ -68,6 +68,7 @@ struct DataPathLogConfig {
   // and a p99 of 21.4 ms; at most 2, 2,315-2,530 and 13.2-13.6 ms; at most 1, 2,213 and 13.7.
   unsigned maxApplies = 2;
   bool faultExitAfterParity = false;  // testing only: _exit(9) once an apply wrote its parity
+  bool faultExitAfterData = false;  // testing only: _exit(9) once a large write wrote its data
 };
 
 class DataPath {
@@ -189,10 +190,16 @@ class DataPath {
   // caller already holds the RangeLock over every row involved.
   // `raw`: the stored stripes (what a read-modify-write must encode over), else what a reader
   // sees (unapplied log records over them).
+  // A rebuild that decodes a lost data block checks the rows it decoded against a parity
+  // shard to spare (fs/row_agreement.h): a row whose parity disagrees holds a mix of two writes
+  // and its decoded block is garbage. Such rows fail the read with kBusy (kUnavailable once
+  // the caller stops trying again) — unless `torn` is given: then their shard offsets are
+  // added to it and the read succeeds, with garbage in those rows (the re-sync's way).
   kj::Promise<Status> readEc(const ChunkDesc& chunk, std::vector<Want> wants, bool rowsLocked,
-                             bool raw = false);
+                             bool raw = false, std::vector<uint64_t>* torn = nullptr);
   kj::Promise<Status> rebuild(const ChunkDesc& chunk, std::vector<Want> failed,
-                              std::vector<int> missing, bool raw);
+                              std::vector<int> missing, bool raw,
+                              std::vector<uint64_t>* torn = nullptr);
   // rebuild() under the RangeLock of rows [lo, hi), tried again while it answers kBusy.
   kj::Promise<Status> rebuildLocked(const ChunkDesc& chunk, std::vector<Want> failed,
                                     std::vector<int> missing, bool raw, uint64_t lo, uint64_t hi,

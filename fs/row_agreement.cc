@@ -77,4 +77,27 @@ Status agreeOnLostBlock(ErasureCode& code, int lost, const std::vector<const uin
   return Status();
 }
 
+std::vector<uint64_t> rowsDisagreeingWithParity(ErasureCode& code,
+                                                const std::vector<const uint8_t*>& shards,
+                                                size_t len) {
+  const int k = code.k(), n = code.k() + code.m();
+  KJ_REQUIRE(int(shards.size()) == n && len % kBlockSize == 0, shards.size(), len);
+  for (int j = 0; j < k; ++j) KJ_REQUIRE(shards[j] != nullptr, j);
+  std::vector<uint64_t> rows;
+  std::vector<std::string> bufs(code.m(), std::string(len, '\0'));
+  std::vector<uint8_t*> parity;
+  for (auto& b : bufs) parity.push_back(reinterpret_cast<uint8_t*>(b.data()));
+  code.encode(shards.data(), parity.data(), len);
+  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
+    for (int j = k; j < n; ++j) {
+      if (!shards[j]) continue;
+      if (memcmp(parity[j - k] + row * kBlockSize, shards[j] + row * kBlockSize, kBlockSize) != 0) {
+        rows.push_back(row);
+        break;
+      }
+    }
+  }
+  return rows;
+}
+
 }  // namespace tessera

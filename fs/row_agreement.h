@@ -46,4 +46,19 @@ struct RowRecord {
 Status agreeOnLostBlock(ErasureCode& code, int lost, const std::vector<const uint8_t*>& stored,
                         const std::vector<RowRecord>& records, uint8_t* out);
 
+// The block rows of a decoded stripe range whose parity disagrees with its data: the rows that
+// hold a mix of two writes. `shards` (k + m entries, `len` bytes each, len a multiple of
+// kBlockSize): every data shard complete (lost ones decoded), each parity shard that was read
+// (`read[j]`), nullptr for the others. Returns the indexes of the block rows in [0, len /
+// kBlockSize) where the parity encoded from the data differs from a parity shard that was read.
+//
+// Why it is needed. A decode of a lost data block from a row that an interrupted or concurrent
+// write left half written (some blocks old, some new) yields bytes that neither write ever
+// held. The decode makes the data agree with the k shards it used; only a shard beyond those
+// can tell. So this finds the mix when more than k shards were read, and never when exactly k
+// were (with ec(k,m), one lost data shard and every parity shard readable: m - 1 to spare).
+std::vector<uint64_t> rowsDisagreeingWithParity(ErasureCode& code,
+                                                const std::vector<const uint8_t*>& shards,
+                                                size_t len);
+
 }  // namespace tessera

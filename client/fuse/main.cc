@@ -150,6 +150,9 @@ int main(int argc, char** argv) {
       ("fault-exit-after-parity", po::bool_switch(),
        "testing only: exit as soon as an apply of the ec write log has written its parity, "
        "before its data")
+      ("fault-exit-after-data", po::bool_switch(),
+       "testing only: exit as soon as a write straight to the stripes of an ec chunk has written "
+       "its data, before its parity")
       ("log-level", po::value<std::string>()->default_value("info"), "debug, info, warn, error")
       ("option,o", po::value<std::vector<std::string>>(), "mount options (accepted: allow_other, "
        "default_permissions, rw, suid, dev, exec, noatime, relatime, _netdev)")
@@ -285,6 +288,7 @@ int main(int argc, char** argv) {
   if (!invalidationDelay) die("--fault-invalidation-delay: " + invalidationDelay.error().detail);
   config.faultInvalidationDelayMs = *invalidationDelay;
   config.faultExitAfterParity = vm["fault-exit-after-parity"].as<bool>();
+  config.faultExitAfterData = vm["fault-exit-after-data"].as<bool>();
   config.connectTimeoutMs = std::min<uint64_t>(5000, *metaTimeout);
   client::Client client(io.provider->getNetwork(), io.provider->getTimer(), config);
   auto started = client.start().wait(io.waitScope);
