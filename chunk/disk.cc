@@ -165,6 +165,15 @@ class Disk::Store {
     return s;
   }
 
+  Status markLost(ShardKey key, uint64_t offset, uint64_t length) {
+    auto file = get(key);
+    if (!file) return file.error();
+    uint64_t before = (*file)->allocatedBytes();
+    Status s = (*file)->markLost(offset, length);
+    account(before, (*file)->allocatedBytes());
+    return s;
+  }
+
   Status punch(ShardKey key, uint64_t offset, uint64_t length) {
     auto file = get(key);
     if (!file) return file.error();
@@ -479,6 +488,13 @@ kj::Promise<Status> Disk::punch(ShardKey key, uint64_t offset, uint64_t length) 
   return onWorker([this, key, offset, length]() -> Status {
     if (auto e = refuse()) return *e;
     return note(store_->punch(key, offset, length));
+  });
+}
+
+kj::Promise<Status> Disk::markLost(ShardKey key, uint64_t offset, uint64_t length) {
+  return onWorker([this, key, offset, length]() -> Status {
+    if (auto e = refuse()) return *e;
+    return note(store_->markLost(key, offset, length));
   });
 }
 

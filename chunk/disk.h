@@ -93,6 +93,9 @@ class Disk {
   // Frees a range of the shard (ShardFile::punch), then fdatasync. kNotFound if the shard does
   // not exist.
   kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
+  // Marks a range of the shard lost (ShardFile::markLost). Not synced. kNotFound if the shard
+  // does not exist.
+  kj::Promise<Status> markLost(ShardKey key, uint64_t offset, uint64_t length);
   // Reserves disk space for a range of the shard (ShardFile::reserve), then fdatasync; the
   // disk bytes it took. kNotFound if the shard does not exist; kNoSpace (the disk becomes kFull,
   // as after a write that found no room) when the range does not fit.

@@ -271,38 +271,39 @@ kj::Promise<Status> DiskSet::sync(kj::Array<ShardKey> keys) {
       });
 }
 
-kj::Promise<Status> DiskSet::truncate(ShardKey key, uint64_t length) {
+Result<size_t> DiskSet::diskFor(ShardKey key) {
   std::optional<size_t> at = find(key);
-  if (!at) return Status(Error{Errc::kNotFound, "shard " + key.toString() + " is not here"});
-  size_t i = *at;
-  if (stateOf(i) == DiskState::kFailed) {
-    observe(i);
-    return Status(onFailedDisk(key, i));
+  if (!at) return Error{Errc::kNotFound, "shard " + key.toString() + " is not here"};
+  if (stateOf(*at) == DiskState::kFailed) {
+    observe(*at);
+    return onFailedDisk(key, *at);
   }
-  return observed(i, disks_[i].disk->truncate(key, length));
+  return *at;
+}
+
+kj::Promise<Status> DiskSet::truncate(ShardKey key, uint64_t length) {
+  auto i = diskFor(key);
+  if (!i) return Status(i.error());
+  return observed(*i, disks_[*i].disk->truncate(key, length));
 }
 
 kj::Promise<Status> DiskSet::punch(ShardKey key, uint64_t offset, uint64_t length) {
-  std::optional<size_t> at = find(key);
-  if (!at) return Status(Error{Errc::kNotFound, "shard " + key.toString() + " is not here"});
-  size_t i = *at;
-  if (stateOf(i) == DiskState::kFailed) {
-    observe(i);
-    return Status(onFailedDisk(key, i));
-  }
-  return observed(i, disks_[i].disk->punch(key, offset, length));
+  auto i = diskFor(key);
+  if (!i) return Status(i.error());
+  return observed(*i, disks_[*i].disk->punch(key, offset, length));
+}
+
+kj::Promise<Status> DiskSet::markLost(ShardKey key, uint64_t offset, uint64_t length) {
+  auto i = diskFor(key);
+  if (!i) return Status(i.error());
+  return observed(*i, disks_[*i].disk->markLost(key, offset, length));
 }
 
 kj::Promise<Result<uint64_t>> DiskSet::reserve(ShardKey key, uint64_t offset, uint64_t length) {
   using R = Result<uint64_t>;
-  std::optional<size_t> at = find(key);
-  if (!at) return R(Error{Errc::kNotFound, "shard " + key.toString() + " is not here"});
-  size_t i = *at;
-  if (stateOf(i) == DiskState::kFailed) {
-    observe(i);
-    return R(onFailedDisk(key, i));
-  }
-  return observed(i, disks_[i].disk->reserve(key, offset, length));
+  auto i = diskFor(key);
+  if (!i) return R(i.error());
+  return observed(*i, disks_[*i].disk->reserve(key, offset, length));
 }
 
 kj::Promise<Status> DiskSet::create(ShardKey key, Layout layout) {

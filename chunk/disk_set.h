@@ -93,6 +93,7 @@ class DiskSet {
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
   kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);
+  kj::Promise<Status> markLost(ShardKey key, uint64_t offset, uint64_t length);
   kj::Promise<Result<uint64_t>> reserve(ShardKey key, uint64_t offset, uint64_t length);
   kj::Promise<Status> create(ShardKey key, Layout layout);
   kj::Promise<Status> remove(kj::Array<ChunkId> chunks);
@@ -150,6 +151,8 @@ class DiskSet {
   Error onFailedDisk(ShardKey key, size_t i) const;
   // The disk of a known shard, or the Error for one on a failed disk (nullopt: unknown).
   std::optional<size_t> find(ShardKey key) const;
+  // The disk holding `key`: kNotFound if none does, the failed disk's error if it failed.
+  Result<size_t> diskFor(ShardKey key);
   // Places a new shard (on its chunk's home if homeOf chose one that still takes shards);
   // kNoSpace / kIo when no disk takes it.
   Result<size_t> place(ShardKey key);

@@ -27,7 +27,7 @@ Result<std::vector<int>> pickSources(const Layout& layout, int target,
 
 Status decodePiece(const Layout& layout, int target, const std::vector<int>& read,
                    const std::vector<kj::ArrayPtr<const kj::byte>>& inputs,
-                   kj::ArrayPtr<kj::byte> out, ErasureCode* code) {
+                   kj::ArrayPtr<kj::byte> out, ErasureCode* code, std::vector<uint64_t>* torn) {
   size_t n = out.size();
   for (int i : read) {
     KJ_REQUIRE(i >= 0 && size_t(i) < inputs.size() && inputs[i].size() == n, i);
@@ -56,7 +56,15 @@ Status decodePiece(const Layout& layout, int target, const std::vector<int>& rea
       missing.push_back(i);
     }
   }
-  return code->reconstruct(shards.data(), missing, n);
+  if (auto s = code->reconstruct(shards.data(), missing, n); !s) return s;
+  if (torn && int(read.size()) > layout.k) {
+    std::vector<const uint8_t*> check(shards.begin(), shards.end());
+    for (int i = layout.k; i < layout.shards(); ++i) {
+      if (std::find(read.begin(), read.end(), i) == read.end()) check[i] = nullptr;
+    }
+    *torn = rowsDisagreeingWithParity(*code, check, n);
+  }
+  return Status();
 }
 
 uint64_t maxShardBytes(const Layout& layout) {
@@ -187,6 +195,15 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
   auto picked = pickSources(job.layout, job.key.shard, job.usable);
   if (!picked) return Status(picked.error());
   std::vector<int> read = *picked;
+  // One more source for a data shard, to check its decode with (see the header).
+  if (job.layout.isEc() && job.key.shard < job.layout.k) {
+    for (int i = 0; i < job.layout.shards(); ++i) {
+      if (job.usable[i] && std::find(read.begin(), read.end(), i) == read.end()) {
+        read.push_back(i);
+        break;
+      }
+    }
+  }
   auto reads = kj::heapArrayBuilder<kj::Promise<Result<kj::Array<kj::byte>>>>(read.size());
   for (int i : read) reads.add(readFrom(job, i, offset, n));
   return kj::joinPromises(reads.finish())
@@ -205,7 +222,9 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
         std::vector<kj::ArrayPtr<const kj::byte>> inputs(job.layout.shards());
         for (size_t i = 0; i < read.size(); ++i) inputs[read[i]] = got[i]->asPtr();
         auto out = kj::heapArray<kj::byte>(n);
-        if (auto s = decodePiece(job.layout, job.key.shard, read, inputs, out, job.code.get());
+        std::vector<uint64_t> torn;
+        if (auto s = decodePiece(job.layout, job.key.shard, read, inputs, out, job.code.get(),
+                                 &torn);
             !s) {
           return s;
         }
@@ -225,12 +244,37 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
             }
           }
         }
-        if (zero) return Status();
+        if (zero && torn.empty()) return Status();
         job.written += n;
         auto data = out.asPtr();
         return disk_.write(job.key, job.layout, offset, data, kj::mv(crcs), false,
                            NewShard::kCreate)
-            .attach(kj::mv(out));
+            .attach(kj::mv(out))
+            .then([this, &job, offset, torn = kj::mv(torn)](Status s) mutable
+                      -> kj::Promise<Status> {
+              if (!s || torn.empty()) return s;
+              log::warn("rebuilding shard ", job.key.toString().c_str(), ": ", torn.size(),
+                        " blocks from offset ", offset + torn[0] * kBlockSize,
+                        " decode from rows whose parity disagrees with their data (a write was "
+                        "interrupted there): marked lost, not stored as data");
+              stats_.lostBlocks += torn.size();
+              auto blocks = kj::heap<std::vector<uint64_t>>(kj::mv(torn));
+              auto& b = *blocks;
+              return markLost(job, offset, b, 0).attach(kj::mv(blocks));
+            });
+      });
+}
+
+kj::Promise<Status> Rebuilder::markLost(Job& job, uint64_t offset,
+                                        const std::vector<uint64_t>& blocks, size_t next) {
+  if (next == blocks.size()) return Status();
+  // One call per run of neighbouring blocks.
+  size_t end = next + 1;
+  while (end < blocks.size() && blocks[end] == blocks[end - 1] + 1) ++end;
+  return disk_.markLost(job.key, offset + blocks[next] * kBlockSize, (end - next) * kBlockSize)
+      .then([this, &job, offset, &blocks, end](Status s) -> kj::Promise<Status> {
+        if (!s) return s;
+        return markLost(job, offset, blocks, end);
       });
 }
 

@@ -3,7 +3,13 @@
 //
 // The shard is rebuilt in pieces of rows [off, off + n), n <= 1 MiB: for ec(k,m) the piece is
 // read from k usable sources (ChunkService.read, every block checked against its CRC32C) and
-// the missing shard decoded with ISA-L; a replica is copied from one source. A source that
+// the missing shard decoded with ISA-L; a replica is copied from one source. A data shard is
+// read from one more source when there is one, to check the decode: a row whose parity
+// disagrees with its data holds a mix of two writes (a writer died between a large write's
+// data and its parity, or in the middle of an apply of its write log), and the block decoded
+// from it is bytes nobody wrote. Such blocks are marked lost (ShardFile::markLost: they read
+// as kCorruption until written again), never stored as if they were data; the rows of a dead
+// writer's unapplied log records are then decoded again by agreement (redecodeLoggedRows). A source that
 // fails (unreachable, notFound, corruption, a CRC mismatch, a short reply) is dropped for the
 // rest of the job and the piece is read again from the others; fewer than k usable sources
 // ends the job with kUnavailable. A decoded piece that is all zeros is not written, so holes
@@ -17,7 +23,7 @@
 //
 // Throttled: at most `maxJobs` rebuilds at once (more are refused kBusy; the meta leader
 // retries later), and the pieces of all jobs together at most `rateBytesPerSec` of rebuilt
-// shard data (the reads are k times that for ec).
+// shard data (the reads are k times that for ec, k + 1 for a data shard).
 //
 // Not thread-safe: owned by the chunk server's main event loop. The Disk, peers and timer
 // outlive it.
@@ -44,11 +50,15 @@ Result<std::vector<int>> pickSources(const Layout& layout, int target,
                                      const std::vector<bool>& usable);
 
 // Decodes shard `target` over one range of rows into `out`. `inputs[i]` holds the same rows of
-// shard i (out.size() bytes) for every i in `read` (as pickSources chose), and is ignored for
-// the others. `code` must be ErasureCode(k, m) for ec layouts; unused for replicas.
+// shard i (out.size() bytes) for every i in `read` (as pickSources chose, plus for ec any more
+// shards to check with), and is ignored for the others. `code` must be ErasureCode(k, m) for ec
+// layouts; unused for replicas. With `torn`, an ec decode that read more than k shards puts
+// there the block indexes of `out` whose rows' parity disagrees with their data
+// (fs/row_agreement.h: rowsDisagreeingWithParity), whose decoded bytes are garbage.
 Status decodePiece(const Layout& layout, int target, const std::vector<int>& read,
                    const std::vector<kj::ArrayPtr<const kj::byte>>& inputs,
-                   kj::ArrayPtr<kj::byte> out, ErasureCode* code);
+                   kj::ArrayPtr<kj::byte> out, ErasureCode* code,
+                   std::vector<uint64_t>* torn = nullptr);
 
 // The largest shard a layout can have: 64 MiB / k for ec, 64 MiB for replicas.
 uint64_t maxShardBytes(const Layout& layout);
@@ -63,6 +73,7 @@ class Rebuilder {
   };
   struct Stats {
     uint64_t running = 0, done = 0, failed = 0, bytes = 0;
+    uint64_t lostBlocks = 0;  // marked lost: decoded from a row holding a mix of two writes
   };
 
   Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config);
@@ -98,6 +109,9 @@ class Rebuilder {
   struct Job;
   kj::Promise<Status> runPieces(Job& job, uint64_t offset);
   kj::Promise<Status> piece(Job& job, uint64_t offset, uint64_t n);
+  // Marks blocks[next..] (block indexes from shard offset `offset`, ascending) lost.
+  kj::Promise<Status> markLost(Job& job, uint64_t offset, const std::vector<uint64_t>& blocks,
+                               size_t next);
   kj::Promise<Status> redecodeRow(Job& job, const std::vector<LoggedRow>& rows, size_t next);
   kj::Promise<Result<kj::Array<kj::byte>>> readFrom(Job& job, int shard, uint64_t offset,
                                                    uint64_t n);

@@ -34,6 +34,7 @@ struct Scrubber::PieceResult {
   uint64_t bytes = 0;  // read
   bool end = false;    // the shard's data ends with this piece
   std::vector<uint64_t> bad;
+  uint64_t lost = 0;  // blocks a rebuild marked lost (ShardFile::markLost): known, not rot
   std::string error;
 };
 
@@ -231,11 +232,18 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
           r.error = s.error().toString();
           return r;
         }
-        // Name every bad block, not only the first.
+        // Name every bad block, not only the first. A block marked lost is not rot: a rebuild
+        // would only mark it lost again (its content is known nowhere); the next write of it
+        // replaces it.
         for (uint64_t o = offset; o < offset + len; o += kBlockSize) {
-          if (!file->read(o, buf.slice(0, kBlockSize), crcs.slice(0, 1))) r.bad.push_back(o);
+          if (file->read(o, buf.slice(0, kBlockSize), crcs.slice(0, 1))) continue;
+          if (auto lost = file->isLost(o); lost && *lost) {
+            ++r.lost;
+          } else {
+            r.bad.push_back(o);
+          }
         }
-        if (r.bad.empty()) {
+        if (r.bad.empty() && r.lost == 0) {
           r.kind = PieceResult::kError;
           r.error = s.error().toString() + " (not on re-reading block by block)";
         }
@@ -260,6 +268,11 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
             log::warn("scrub: shard ", key.toString().c_str(), " at ", offset, ": ",
                       r.error.c_str());
             break;
+        }
+        if (r.lost > 0) {
+          log::warn("scrub: shard ", key.toString().c_str(), " has ", r.lost,
+                    " blocks marked lost from ", offset,
+                    " (rebuilt from rows holding a mix of two writes); reads of them fail");
         }
         for (uint64_t o : r.bad) {
           log::warn("scrub: shard ", key.toString().c_str(), " block at ", o,

@@ -138,6 +138,27 @@ Status checkRange(uint64_t offset, uint64_t length) {
   return Status();
 }
 
+namespace {
+
+// What a lost block holds: a text a human looking at the file recognises, repeated.
+const kj::byte* lostBlockBytes() {
+  static const auto block = [] {
+    static kj::byte b[kBlockSize];
+    const char text[] = "tessera: lost block (rebuilt from a row holding a mix of two writes)\n";
+    for (size_t i = 0; i < kBlockSize; ++i) b[i] = kj::byte(text[i % (sizeof(text) - 1)]);
+    return b;
+  }();
+  return block;
+}
+
+// The table entry of a lost block: the inverse of its CRC's, so it never checks.
+uint32_t lostBlockEntry() {
+  static const uint32_t entry = ~crc32c(lostBlockBytes(), kBlockSize) ^ zeroBlockCrc();
+  return entry;
+}
+
+}  // namespace
+
 Status verifyBlocks(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
                     kj::ArrayPtr<const uint32_t> crcs) {
   if (data.size() % kBlockSize != 0 || crcs.size() != data.size() / kBlockSize) {
@@ -259,11 +280,16 @@ Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr
   memset(table.begin() + tgot, 0, table.size() - size_t(tgot));
   for (size_t i = 0; i < crcs.size(); ++i) {
     uint32_t actual = crc32c(out.begin() + i * kBlockSize, kBlockSize);
-    if (actual != (get32(&table[i * 4]) ^ zeroBlockCrc())) {
+    uint32_t entry = get32(&table[i * 4]);
+    if (actual != (entry ^ zeroBlockCrc())) {
       uint64_t at = offset + i * kBlockSize;
-      return fail(Error{Errc::kCorruption, "shard " + key_.toString() + ": block " +
-                                               std::to_string(at / kBlockSize) + " (offset " +
-                                               std::to_string(at) + ") fails its CRC"});
+      bool lost = entry == lostBlockEntry() &&
+                  memcmp(out.begin() + i * kBlockSize, lostBlockBytes(), kBlockSize) == 0;
+      return fail(Error{Errc::kCorruption,
+                        "shard " + key_.toString() + ": block " + std::to_string(at / kBlockSize) +
+                            " (offset " + std::to_string(at) + ")" +
+                            (lost ? " is lost (rebuilt from a row holding a mix of two writes)"
+                                  : " fails its CRC")});
     }
     crcs[i] = actual;
   }
@@ -315,6 +341,39 @@ int zeroRange(int fd, uint64_t offset, uint64_t length) {
 }
 
 }  // namespace
+
+Status ShardFile::markLost(uint64_t offset, uint64_t length) {
+  if (auto s = checkRange(offset, length); !s) return s;
+  if (length == 0) return Status();
+  size_t blocks = length / kBlockSize;
+  auto data = kj::heapArray<kj::byte>(length);
+  auto table = kj::heapArray<kj::byte>(blocks * 4);
+  for (size_t i = 0; i < blocks; ++i) {
+    memcpy(data.begin() + i * kBlockSize, lostBlockBytes(), kBlockSize);
+    put32(&table[i * 4], lostBlockEntry());
+  }
+  // Data first, then the entries, as a write does (see the crash notes above): a crash in
+  // between leaves blocks that fail their CRC, which is what they are meant to do.
+  if (pwriteFull(fd_.get(), data, kDataOffset + offset) != 0) return ioError("mark lost", errno);
+  if (pwriteFull(fd_.get(), table, kCrcTableOffset + offset / kBlockSize * 4) != 0) {
+    return ioError("mark lost CRCs of", errno);
+  }
+  refreshAllocated();
+  return Status();
+}
+
+Result<bool> ShardFile::isLost(uint64_t offset) {
+  if (auto s = checkRange(offset, kBlockSize); !s) return s.error();
+  kj::byte entry[4];
+  auto table = kj::arrayPtr(entry, 4);
+  ssize_t got = preadFull(fd_.get(), table, kCrcTableOffset + offset / kBlockSize * 4);
+  if (got < 0) return ioError("read CRCs of", errno);
+  if (got < 4 || get32(entry) != lostBlockEntry()) return false;
+  auto block = kj::heapArray<kj::byte>(kBlockSize);
+  got = preadFull(fd_.get(), block, kDataOffset + offset);
+  if (got < 0) return ioError("read", errno);
+  return got == ssize_t(kBlockSize) && memcmp(block.begin(), lostBlockBytes(), kBlockSize) == 0;
+}
 
 Status ShardFile::punch(uint64_t offset, uint64_t length) {
   if (auto s = checkRange(offset, length); !s) return s;

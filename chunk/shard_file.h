@@ -21,6 +21,10 @@
 //                       hole (never written: 0) matches an all-zero block.
 //   [69632, ...)        data: shard offset x lives at file offset 69632 + x.
 //
+// A lost block (markLost) holds kLostBlock's bytes with the table entry ~crc32c(those bytes)
+// XOR zeroBlockCrc(): an entry that fails the check on purpose, so a read answers kCorruption
+// like for any damaged block and readers read around it, while isLost() tells it from rot.
+//
 // A shard holds at most kChunkSize (64 MiB) of data. Files stay sparse: an unwritten range
 // takes no disk blocks and reads back as zeros with a valid CRC. Data beyond the end of the file
 // reads as zeros; the table entries there are always zero (truncate clears them).
@@ -127,6 +131,12 @@ class ShardFile {
   // were there is unknown and what was taken stays taken); kNotSupported if the file system
   // cannot reserve. Returns the disk bytes the file took on. Not synced.
   Result<uint64_t> reserve(uint64_t offset, uint64_t length);
+  // Marks [offset, offset + length) (multiples of 4 KiB) lost: blocks whose content is known
+  // nowhere (a rebuild found their row holding a mix of two writes: chunk/rebuilder.h). They
+  // read as kCorruption, "lost", until the next write of each replaces it. Not synced.
+  Status markLost(uint64_t offset, uint64_t length);
+  // Whether the block at `offset` is marked lost (false for a block that reads fine or rotted).
+  Result<bool> isLost(uint64_t offset);
   // fdatasync.
   Status sync();
 

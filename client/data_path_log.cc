@@ -47,9 +47,13 @@
 // records touch by agreement too (Rebuilder::redecodeLoggedRows), so a data shard rebuilt while a
 // dead writer's half-applied rows wait for the next writer does not keep garbage there.
 //
-// What this does not cover: a large write goes straight to the stripes, data and parity at
-// once. A writer killed in the middle of one leaves rows whose blocks mix old and new (each
-// block is either), and a data block lost before the re-sync is decoded from that mix.
+// Large writes go straight to the stripes, data and parity at once, with no record of their
+// bytes. A writer killed in the middle of one leaves rows whose blocks mix old and new (each
+// block is either); a data block of such a row lost before the re-sync cannot be known. So
+// every decode of a lost data block is checked against a parity block to spare
+// (rowsDisagreeingWithParity): readers answer EIO, the re-sync leaves the row, and the
+// rebuilder marks the block lost (chunk/rebuilder.h) — never garbage passed off as data. With
+// no parity block to spare (one left, or two data shards lost) the mix cannot be told.
 #include <kj/debug.h>
 
 #include <algorithm>

@@ -221,6 +221,41 @@ TEST_CASE("rebuilder: a lost ec(4,2) shard is rebuilt on another server, around 
   CHECK(again.status.code() == Errc::kUnavailable);
 }
 
+// A large write died between its data and its parity: row 5 of data shards 0, 2 and 3 is new,
+// its parity old. Shard 1, lost, decodes there to bytes nobody wrote; the spare parity shard
+// tells, and the rebuilt shard holds that block marked lost instead.
+TEST_CASE("rebuilder: a block decoded from a row whose parity disagrees is marked lost, not stored") {
+  Servers s(7);
+  Layout layout = Layout::ec(4, 2);
+  const uint64_t chunk = 43;
+  const size_t len = 256 * 1024;
+  auto shards = encoded(layout, len, 21);
+  for (int i = 0; i < layout.shards(); ++i) s.write(i, chunk, uint8_t(i), layout, 0, shards[i]);
+  for (int i : {0, 2, 3}) {
+    s.write(i, chunk, uint8_t(i), layout, 5 * kBlockSize, pattern(kBlockSize, 100 + i));
+  }
+  std::vector<std::string> sources;
+  for (int i = 0; i < layout.shards(); ++i) sources.push_back(s.servers[i].address);
+  sources[1] = "";
+
+  auto r = s.rebuild(6, chunk, 1, layout, sources, len);
+  REQUIRE(r.status.ok());
+  CHECK(s.servers[6].rebuilder->stats().lostBlocks == 1);
+  ShardKey rebuilt{ChunkId(chunk), 1};
+  auto out = kj::heapArray<kj::byte>(kBlockSize);
+  auto crcs = kj::heapArray<uint32_t>(1);
+  auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, 5 * kBlockSize, out, crcs));
+  CHECK(lost.code() == Errc::kCorruption);
+  CHECK(lost.error().detail.find("is lost") != std::string::npos);
+  // Every other row decodes as it was.
+  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
+    if (row == 5) continue;
+    CAPTURE(row);
+    REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
+    CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);
+  }
+}
+
 TEST_CASE("rebuilder: a replica is copied — bad arguments are refused") {
   Servers s(3);
   Layout layout = Layout::replica(3);

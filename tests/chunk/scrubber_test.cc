@@ -110,6 +110,22 @@ TEST_CASE("scrubber: a requested pass finds every bad block and a bad header, an
   CHECK(scrubber.progress().passes == 1);
 }
 
+TEST_CASE("scrubber: blocks a rebuild marked lost are not reported as rot") {
+  Fixture fx;
+  fx.write(key(5, 1), 0, 64 * 1024, 5);
+  REQUIRE(fx.loop.wait(fx.disk->markLost(key(5, 1), 8192, 8192)).ok());
+  test::flipByte(fx.disk->shardPath(key(5, 1)), kDataOffset + 10 * 4096 + 1);
+
+  Scrubber scrubber(*fx.disk, fx.timer, {.rateBytesPerSec = 1'000'000, .intervalMs = 0});
+  auto running = scrubber.run().eagerlyEvaluate(nullptr);
+  scrubber.request(1);
+  fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 1; });
+  CHECK(scrubber.progress().badBlocks == 1);
+  auto reports = heartbeat(scrubber);
+  REQUIRE(reports.size() == 1);
+  CHECK(reports[0].blocks == std::vector<uint64_t>{10 * 4096});  // the rot, not the lost ones
+}
+
 TEST_CASE("scrubber: reports are sent until acknowledged, again to a new leader, dropped when healed") {
   Fixture fx;
   fx.write(key(9, 0), 0, 64 * 1024, 1);

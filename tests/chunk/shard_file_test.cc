@@ -133,6 +133,41 @@ TEST_CASE("shard file: a flipped byte on disk fails exactly that block, never re
   CHECK(readBack(f, 0, 4 * kBlockSize).status.ok());
 }
 
+TEST_CASE("shard file: a block marked lost reads as corruption, is told from rot, and a write replaces it") {
+  Fixture fx;
+  auto f = fx.create();
+  auto data = pattern(4 * kBlockSize, 5);
+  REQUIRE(f.write(0, data, crcsOf(data)).ok());
+  REQUIRE(f.markLost(kBlockSize, 2 * kBlockSize).ok());
+  test::flipByte(fx.path, kDataOffset + 3 * kBlockSize + 9);
+
+  auto lost = readBack(f, kBlockSize, kBlockSize);
+  CHECK(lost.status.code() == Errc::kCorruption);
+  CHECK(lost.status.error().detail.find("block 1 (offset 4096) is lost") != std::string::npos);
+  CHECK(allZero(lost.data));
+  CHECK(readBack(f, 2 * kBlockSize, kBlockSize).status.code() == Errc::kCorruption);
+  auto rot = readBack(f, 3 * kBlockSize, kBlockSize);
+  CHECK(rot.status.code() == Errc::kCorruption);
+  CHECK(rot.status.error().detail.find("fails its CRC") != std::string::npos);
+  auto head = readBack(f, 0, kBlockSize);
+  REQUIRE(head.status.ok());
+  CHECK(same(head.data, data.slice(0, kBlockSize)));
+
+  CHECK(*f.isLost(kBlockSize));
+  CHECK(*f.isLost(2 * kBlockSize));
+  CHECK(!*f.isLost(0));                // reads fine
+  CHECK(!*f.isLost(3 * kBlockSize));   // rot
+  CHECK(!*f.isLost(100 * kBlockSize)); // never written
+  // Kept across a reopen (it is on disk), and gone once the block is written again.
+  auto again = fx.reopen();
+  CHECK(*again.isLost(kBlockSize));
+  auto fix = data.slice(kBlockSize, 2 * kBlockSize);
+  REQUIRE(again.write(kBlockSize, fix, crcsOf(fix)).ok());
+  CHECK(!*again.isLost(kBlockSize));
+  CHECK(readBack(again, kBlockSize, kBlockSize).status.ok());
+  CHECK(again.markLost(100, kBlockSize).code() == Errc::kInvalid);
+}
+
 TEST_CASE("shard file: a flipped byte in the CRC table is corruption too") {
   Fixture fx;
   auto f = fx.create();

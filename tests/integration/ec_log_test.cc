@@ -499,3 +499,34 @@ TEST_CASE("ec log: a large write torn between data and parity, with a data shard
   CHECK(readAll(cluster.dir() + "/mount.log").find("re-sync leaves") != std::string::npos);
   checkCellsRead(cluster, "mnt-s", torn, 4, 8);
 }
+
+// The same torn rows, and repair rebuilds the lost data shard elsewhere: its blocks there are
+// marked lost (their content is known nowhere), not stored as the garbage they decode to, so
+// reads keep answering EIO for them; a write of those stripes makes them whole again.
+TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, and a rewrite heals them") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster cluster(repairCluster());
+  REQUIRE(cluster.waitChunksUp(7));
+  std::mt19937_64 rng(testSeed(6160));
+  std::string model = randomBytes(rng, 4 << 20);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+  int shard1 = serverOfShard(cluster, path, 1);
+  std::string torn = tearLargeWrite(cluster, path, model, rng);
+  waitRepaired(cluster);
+  CHECK(chunkLogSays(cluster, shard1, "marked lost, not stored as data"));
+  checkCellsRead(cluster, "mnt-r", torn, 4, 8);
+
+  // The next writer re-syncs (shard 1's lost blocks read as damaged: the rows stay), then
+  // writes stripes 4 to 7 whole: every cell reads back.
+  writeByte(path, 100, 'N', torn);
+  const size_t at = 1 << 20, len = 1 << 20;
+  std::string rewrite = randomBytes(rng, len);
+  int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  pwriteAll(fd, rewrite, off_t(at));
+  REQUIRE(fsync(fd) == 0);
+  close(fd);
+  torn.replace(at, len, rewrite);
+  checkCellsRead(cluster, "mnt-s", torn, 0, 0);
+}
