@@ -454,7 +454,8 @@ kj::Promise<void> ChunkServiceImpl::rebuild(RebuildContext context) {
               return kj::mv(r);
             });
       })
-      .then([context](Result<uint64_t> r) mutable {
+      .then([this, context, key = *key](Result<uint64_t> r) mutable {
+        rebuilder_->settleLost(key, r.ok());
         auto results = context.getResults();
         setError(results, r);
         if (r) results.setBytes(*r);
@@ -554,6 +555,7 @@ kj::Promise<Status> ChunkServiceImpl::takeLogRecords(ShardKey key, Layout layout
         for (auto& [at, row] : rows) {
           if (!covered.count(at)) redo.push_back(std::move(row));
         }
+        rebuilder_->coveredByLog(key, covered);
         return rebuilder_->redecodeLoggedRows(key, layout, kj::mv(addresses), std::move(redo))
             .then([this, key](Status r) -> kj::Promise<Status> {
               if (!r) return r;

@@ -130,6 +130,7 @@ kj::Promise<Result<uint64_t>> Rebuilder::rebuild(ShardKey key, Layout layout,
     return R(picked.error());
   }
   active_.insert(id);
+  lost_.erase(id);  // of an earlier attempt that ended without settling
   ++stats_.running;
   Job& j = *job;
   auto chunks = kj::heapArray<ChunkId>({key.chunk});
@@ -257,7 +258,8 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
                         " blocks from offset ", offset + torn[0] * kBlockSize,
                         " decode from rows whose parity disagrees with their data (a write was "
                         "interrupted there): marked lost, not stored as data");
-              stats_.lostBlocks += torn.size();
+              auto& lost = lost_[{job.key.chunk.value, int(job.key.shard)}];
+              for (uint64_t b : torn) lost.insert(offset + b * kBlockSize);
               auto blocks = kj::heap<std::vector<uint64_t>>(kj::mv(torn));
               auto& b = *blocks;
               return markLost(job, offset, b, 0).attach(kj::mv(blocks));
@@ -276,6 +278,25 @@ kj::Promise<Status> Rebuilder::markLost(Job& job, uint64_t offset,
         if (!s) return s;
         return markLost(job, offset, blocks, end);
       });
+}
+
+void Rebuilder::coveredByLog(ShardKey key, const std::set<uint64_t>& offsets) {
+  auto it = lost_.find({key.chunk.value, int(key.shard)});
+  if (it == lost_.end()) return;
+  for (uint64_t at : offsets) it->second.erase(at);
+}
+
+uint64_t Rebuilder::settleLost(ShardKey key, bool succeeded) {
+  auto it = lost_.find({key.chunk.value, int(key.shard)});
+  if (it == lost_.end()) return 0;
+  uint64_t n = it->second.size();
+  lost_.erase(it);
+  if (!succeeded || n == 0) return 0;
+  stats_.lostBlocks += n;
+  log::warn("rebuilt shard ", key.toString().c_str(), ": ", n,
+            " blocks stay marked lost; reads of them fail until they are written again");
+  if (onLostBlocks) onLostBlocks(n);
+  return n;
 }
 
 kj::Promise<Status> Rebuilder::redecodeLoggedRows(ShardKey key, Layout layout,
@@ -334,6 +355,9 @@ kj::Promise<Status> Rebuilder::redecodeRow(Job& job, const std::vector<LoggedRow
             .attach(kj::mv(block), kj::mv(got))
             .then([this, &job, &rows, next](Status s) -> kj::Promise<Status> {
               if (!s) return s;
+              // Decoded by agreement: no longer lost, if the rebuild had marked it so.
+              auto it = lost_.find({job.key.chunk.value, int(job.key.shard)});
+              if (it != lost_.end()) it->second.erase(rows[next].offset);
               return redecodeRow(job, rows, next + 1);
             });
       });

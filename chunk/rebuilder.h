@@ -31,6 +31,8 @@
 #include <kj/async.h>
 #include <kj/timer.h>
 
+#include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -73,7 +75,7 @@ class Rebuilder {
   };
   struct Stats {
     uint64_t running = 0, done = 0, failed = 0, bytes = 0;
-    uint64_t lostBlocks = 0;  // marked lost: decoded from a row holding a mix of two writes
+    uint64_t lostBlocks = 0;  // left marked lost by finished rebuilds (see settleLost)
   };
 
   Rebuilder(DiskSet& disk, ChunkPeers& peers, kj::Timer& timer, Config config);
@@ -103,6 +105,17 @@ class Rebuilder {
                                          std::vector<std::string> sources,
                                          std::vector<LoggedRow> rows);
 
+  // The rebuild of `key` (rebuild(), then redecodeLoggedRows()) is over: the blocks it marked
+  // lost and did not decode again since are counted (stats, onLostBlocks) if it succeeded, and
+  // forgotten either way. Returns how many.
+  uint64_t settleLost(ShardKey key, bool succeeded);
+  // Blocks of the shard being rebuilt whose content is in write-log records it takes: not
+  // lost, whatever the stored block holds (readers get the records; the next writer applies
+  // them over it).
+  void coveredByLog(ShardKey key, const std::set<uint64_t>& offsets);
+  // Told how many blocks a rebuild left marked lost (the chunk server's scrubber counts them).
+  std::function<void(uint64_t blocks)> onLostBlocks;
+
   const Stats& stats() const { return stats_; }
 
  private:
@@ -123,6 +136,8 @@ class Rebuilder {
   Config config_;
   Stats stats_;
   std::set<std::pair<uint64_t, int>> active_;
+  // Per shard being rebuilt: the shard offsets of the blocks marked lost, until settleLost().
+  std::map<std::pair<uint64_t, int>, std::set<uint64_t>> lost_;
   kj::TimePoint next_;  // when the throttle lets the next piece go
 };
 

@@ -126,6 +126,7 @@ kj::Promise<void> Scrubber::pass() {
   }
   progress_.running = true;
   progress_.bytesThisPass = 0;
+  lostThisPass_ = 0;
   progress_.passBytes = 0;
   // Every disk that has not failed, listed on its own worker thread.
   kj::Vector<kj::Promise<std::vector<Listed>>> lists;
@@ -163,6 +164,7 @@ kj::Promise<void> Scrubber::pass() {
         progress_.running = false;
         progress_.passes++;
         progress_.lastPassEndMs = nowMs();
+        progress_.lostBlocks = lostThisPass_;
         nextPass_ = timer_.now() + int64_t(config_.intervalMs) * kj::MILLISECONDS;
         log::info("scrub pass done: ", progress_.bytesThisPass, " bytes, ", damaged_.size(),
                   " damaged shards known");
@@ -269,6 +271,7 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
                       r.error.c_str());
             break;
         }
+        lostThisPass_ += r.lost;
         if (r.lost > 0) {
           log::warn("scrub: shard ", key.toString().c_str(), " has ", r.lost,
                     " blocks marked lost from ", offset,
@@ -334,6 +337,7 @@ Scrubber::Sent Scrubber::fillHeartbeat(proto::ScrubProgress::Builder b) const {
   b.setLastPassEndMs(progress_.lastPassEndMs);
   b.setBadBlocks(progress_.badBlocks);
   b.setRequest(progress_.request);
+  b.setLostBlocks(progress_.lostBlocks);
   Sent sent;
   for (auto& [key, d] : damaged_) {
     if (d.acked) continue;

@@ -66,12 +66,17 @@ class Scrubber {
   void heartbeatAccepted(const Sent& sent);
   // Registered with a (possibly new) meta leader, which may know nothing: send every report again.
   void leaderChanged();
+  // A rebuild here marked `blocks` blocks lost: counted until the next pass counts them all.
+  void noteLost(uint64_t blocks) { progress_.lostBlocks += blocks; }
 
   // --- what the heartbeat reports, also for tests ---
   struct Progress {
     bool running = false;
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;
+    // Blocks marked lost (ShardFile::markLost) that the last finished pass found, plus those
+    // noteLost() was told of since.
+    uint64_t lostBlocks = 0;
   };
   const Progress& progress() const { return progress_; }
   struct KeyLess {
@@ -110,6 +115,7 @@ class Scrubber {
   Progress progress_;
   uint64_t requested_ = 0;  // a request not started yet (0: none)
   bool restart_ = false;    // a request came during a pass: start over
+  uint64_t lostThisPass_ = 0;
   kj::TimePoint nextPass_;
   std::map<ShardKey, Damage, KeyLess> damaged_;
 };

@@ -1208,6 +1208,10 @@ kj::Promise<void> MetaService::fsck(FsckContext context) {
       b.setDetail(bad.health.why);
     }
     fillRepairStatus(results.initRepair());
+    results.setLostBlocks(scrub_.lostBlocks([&servers](ServerId id) {
+      auto it = servers.find(id);
+      return it != servers.end() && it->second.up;
+    }));
   });
 }
 

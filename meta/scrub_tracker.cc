@@ -13,6 +13,7 @@ uint64_t ScrubTracker::onHeartbeat(ServerId server, proto::ScrubProgress::Reader
   p.lastPassEndMs = report.getLastPassEndMs();
   p.badBlocks = report.getBadBlocks();
   p.request = report.getRequest();
+  p.lostBlocks = report.getLostBlocks();
   p.reported = true;
 
   auto damaged = report.getDamaged();
@@ -86,6 +87,15 @@ void ScrubTracker::fillProgress(ServerId server, proto::ServerInfo::Builder b) c
   s.setLastPassEndMs(p.lastPassEndMs);
   s.setBadBlocks(p.badBlocks);
   s.setRequest(p.request);
+  s.setLostBlocks(p.lostBlocks);
+}
+
+uint64_t ScrubTracker::lostBlocks(const std::function<bool(ServerId)>& counted) const {
+  uint64_t n = 0;
+  for (auto& [server, p] : progress_) {
+    if (counted(server)) n += p.lostBlocks;
+  }
+  return n;
 }
 
 void ScrubTracker::fillDamaged(capnp::List<proto::DamagedShard>::Builder list) const {

@@ -50,6 +50,9 @@ class ScrubTracker {
   // Every damaged shard known, ordered by chunk, shard, server.
   void fillDamaged(capnp::List<proto::DamagedShard>::Builder list) const;
   size_t damagedCount() const { return damaged_.size(); }
+  // Blocks marked lost (ScrubProgress.lostBlocks) on the chunk servers `counted` accepts (the
+  // live ones: a dead server's shards are rebuilt elsewhere, lost marks included).
+  uint64_t lostBlocks(const std::function<bool(ServerId)>& counted) const;
 
   // Leadership lost: forget everything.
   void clear();
@@ -59,6 +62,7 @@ class ScrubTracker {
     bool running = false;
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;  // the last request the server acted on
+    uint64_t lostBlocks = 0;
     bool reported = false;
   };
   using Key = std::tuple<uint64_t, int, uint64_t>;  // chunk, shard, server

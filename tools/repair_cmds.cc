@@ -21,6 +21,7 @@ struct FsckReply {
   };
   std::vector<Bad> bad;
   uint64_t running = 0, queued = 0, done = 0, bytes = 0;
+  uint64_t lostBlocks = 0;
 };
 
 std::string mib(uint64_t bytes) {
@@ -89,6 +90,7 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
           out.queued = rep.getQueued();
           out.done = rep.getDone();
           out.bytes = rep.getBytesRebuilt();
+          out.lostBlocks = r.getLostBlocks();
           return out;
         });
   });
@@ -116,8 +118,14 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
     uint64_t bad = r->degraded + r->lost + r->misplaced;
     if (bad > r->bad.size()) printf("(more not listed; --max N)\n");
   }
+  if (r->lostBlocks > 0) {
+    printf("%lu blocks marked lost on the chunk servers: rebuilt from rows that held a mix of two "
+           "writes, their content is known nowhere and reads of them fail until they are written "
+           "again (tessera scrub shows the servers; their logs name the shards)\n",
+           (unsigned long)r->lostBlocks);
+  }
   fflush(stdout);
-  if (r->lost > 0) return 2;
+  if (r->lost > 0 || r->lostBlocks > 0) return 2;
   if (r->degraded > 0 || r->misplaced > 0) return 1;
   return 0;
 }

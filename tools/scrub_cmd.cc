@@ -51,15 +51,16 @@ Result<capnp::Response<proto::MetaService::StatusResults>> leaderStatus(MetaClus
 
 void printProgress(proto::MetaService::StatusResults::Reader r) {
   printf("scrub progress of %u chunk servers:\n", r.getServers().size());
-  printf("  %-4s %-5s %-8s %-24s %7s %-12s %10s %8s\n", "ID", "STATE", "SCRUB", "THIS PASS",
-         "PASSES", "LAST PASS", "BAD BLOCKS", "DAMAGED");
+  printf("  %-4s %-5s %-8s %-24s %7s %-12s %10s %8s %11s\n", "ID", "STATE", "SCRUB",
+         "THIS PASS", "PASSES", "LAST PASS", "BAD BLOCKS", "DAMAGED", "LOST BLOCKS");
   for (auto s : r.getServers()) {
     auto p = s.getScrub();
     std::string pass = human(p.getBytesThisPass()) + " of " + human(p.getPassBytes());
-    printf("  %-4lu %-5s %-8s %-24s %7lu %-12s %10lu %8lu\n", (unsigned long)s.getId(),
+    printf("  %-4lu %-5s %-8s %-24s %7lu %-12s %10lu %8lu %11lu\n", (unsigned long)s.getId(),
            s.getUp() ? "up" : "DOWN", p.getRunning() ? "running" : "idle", pass.c_str(),
            (unsigned long)p.getPasses(), ago(p.getLastPassEndMs()).c_str(),
-           (unsigned long)p.getBadBlocks(), (unsigned long)s.getDamagedShards());
+           (unsigned long)p.getBadBlocks(), (unsigned long)s.getDamagedShards(),
+           (unsigned long)p.getLostBlocks());
   }
 }
 
@@ -108,7 +109,7 @@ int scrubCommand(MetaCluster& cluster, std::vector<std::string> args) {
 }
 
 void printScrubSummary(proto::MetaService::StatusResults::Reader r) {
-  uint64_t running = 0, scrubbed = 0, total = 0, bad = 0, oldest = UINT64_MAX;
+  uint64_t running = 0, scrubbed = 0, total = 0, bad = 0, lost = 0, oldest = UINT64_MAX;
   for (auto s : r.getServers()) {
     auto p = s.getScrub();
     running += p.getRunning();
@@ -117,6 +118,7 @@ void printScrubSummary(proto::MetaService::StatusResults::Reader r) {
       total += p.getPassBytes();
     }
     bad += p.getBadBlocks();
+    if (s.getUp()) lost += p.getLostBlocks();
     oldest = std::min<uint64_t>(oldest, p.getLastPassEndMs());
   }
   printf("scrub   %lu of %u chunk servers scrubbing", (unsigned long)running,
@@ -125,6 +127,11 @@ void printScrubSummary(proto::MetaService::StatusResults::Reader r) {
   printf("; oldest last pass %s; %lu bad blocks found; %u damaged shards%s\n",
          oldest == UINT64_MAX ? "never" : ago(oldest).c_str(), (unsigned long)bad,
          r.getDamaged().size(), r.getDamaged().size() ? " (tessera scrub lists them)" : "");
+  if (lost > 0) {
+    printf("        %lu blocks marked lost (rebuilt from rows holding a mix of two writes; reads of "
+           "them fail until they are written again)\n",
+           (unsigned long)lost);
+  }
 }
 
 int chunksCommand(MetaCluster& cluster, const std::vector<std::string>& args) {

@@ -94,6 +94,10 @@ struct ScrubProgress {
   badBlocks @5 :UInt64;         # bad blocks found since the server started
   request @6 :UInt64;           # the last scrub-now request (heartbeat reply) it acted on
   damaged @7 :List(DamagedShard);  # reports not acknowledged yet (a successful reply acks them)
+  # Blocks marked lost (chunk/shard_file.h markLost: a rebuild found their rows holding a mix of
+  # two writes, so their content is known nowhere; reads of them fail until they are written
+  # again): as many as the last finished pass found, plus those rebuilds marked since.
+  lostBlocks @8 :UInt64;
 }
 
 # One data directory of a chunk server. `full`: takes no new shards (free space below the
@@ -324,9 +328,10 @@ interface MetaService {
   reportDamaged @34 (server :UInt64, shards :List(ShardRef)) -> (error :Common.Error);
   # Every chunk's health now, on the leader: counts, and at most `max` chunks that are not
   # healthy or are misplaced.
+  # `lostBlocks`: blocks marked lost on the chunk servers (ScrubProgress.lostBlocks, summed).
   fsck @35 (max :UInt32) -> (error :Common.Error, healthy :UInt64, degraded :UInt64,
                              lost :UInt64, misplaced :UInt64, bad :List(ChunkReport),
-                             repair :RepairStatus);
+                             repair :RepairStatus, lostBlocks :UInt64);
   # One piece of a chunk server's inventory (chunk/inventory.h): `start` on the first piece of
   # a report, `done` on its last; the leader uses only complete reports.
   reportInventory @36 (server :UInt64, start :Bool, shards :List(ShardRef), done :Bool)

@@ -110,7 +110,7 @@ TEST_CASE("scrubber: a requested pass finds every bad block and a bad header, an
   CHECK(scrubber.progress().passes == 1);
 }
 
-TEST_CASE("scrubber: blocks a rebuild marked lost are not reported as rot") {
+TEST_CASE("scrubber: blocks a rebuild marked lost are counted, not reported as rot") {
   Fixture fx;
   fx.write(key(5, 1), 0, 64 * 1024, 5);
   REQUIRE(fx.loop.wait(fx.disk->markLost(key(5, 1), 8192, 8192)).ok());
@@ -118,12 +118,25 @@ TEST_CASE("scrubber: blocks a rebuild marked lost are not reported as rot") {
 
   Scrubber scrubber(*fx.disk, fx.timer, {.rateBytesPerSec = 1'000'000, .intervalMs = 0});
   auto running = scrubber.run().eagerlyEvaluate(nullptr);
+  scrubber.noteLost(2);  // as the rebuilder tells it
+  CHECK(scrubber.progress().lostBlocks == 2);
   scrubber.request(1);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 1; });
   CHECK(scrubber.progress().badBlocks == 1);
+  CHECK(scrubber.progress().lostBlocks == 2);  // counted by the pass, not added twice
   auto reports = heartbeat(scrubber);
   REQUIRE(reports.size() == 1);
   CHECK(reports[0].blocks == std::vector<uint64_t>{10 * 4096});  // the rot, not the lost ones
+  capnp::MallocMessageBuilder msg;
+  auto b = msg.initRoot<proto::ScrubProgress>();
+  scrubber.fillHeartbeat(b);
+  CHECK(b.getLostBlocks() == 2);
+
+  // A block written again is no longer lost: the next pass counts one.
+  fx.write(key(5, 1), 8192, 4096, 6);
+  scrubber.request(2);
+  fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 2; });
+  CHECK(scrubber.progress().lostBlocks == 1);
 }
 
 TEST_CASE("scrubber: reports are sent until acknowledged, again to a new leader, dropped when healed") {

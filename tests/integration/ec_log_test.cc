@@ -513,7 +513,16 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   writeAll(path, model);
   int shard1 = serverOfShard(cluster, path, 1);
   std::string torn = tearLargeWrite(cluster, path, model, rng);
-  waitRepaired(cluster);
+  // Repaired, and fsck says so, but exits 2: blocks are lost.
+  std::string last;
+  bool reported = waitUntilMs(60'000, [&] {
+    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+    last = f.output;
+    return f.exitCode == 2 && last.find(" 0 degraded, 0 lost") != std::string::npos &&
+           last.find("64 blocks marked lost") != std::string::npos;
+  });
+  INFO(last);
+  REQUIRE(reported);
   CHECK(chunkLogSays(cluster, shard1, "marked lost, not stored as data"));
   checkCellsRead(cluster, "mnt-r", torn, 4, 8);
 
@@ -529,4 +538,15 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   close(fd);
   torn.replace(at, len, rewrite);
   checkCellsRead(cluster, "mnt-s", torn, 0, 0);
+
+  // The next scrub pass finds no lost block any more: fsck is clean.
+  auto asked = run({adminBin(), "--meta", cluster.meta(), "scrub", "--now"}, 30'000);
+  REQUIRE(asked.exitCode == 0);
+  bool clean = waitUntilMs(60'000, [&] {
+    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+    last = f.output;
+    return f.exitCode == 0;
+  });
+  INFO(last);
+  CHECK(clean);
 }

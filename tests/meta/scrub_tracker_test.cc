@@ -85,3 +85,24 @@ TEST_CASE("scrub tracker: a scrub-now request is sent until the server reports a
   CHECK(t.onHeartbeat(ServerId(1), idle.b.asReader()) == 0);
   CHECK(t.onHeartbeat(ServerId(2), idle.b.asReader()) == 1000);
 }
+
+TEST_CASE("scrub tracker: blocks marked lost are the latest count per server, summed over the live ones") {
+  ScrubTracker t;
+  Heartbeat a, b, a2;
+  a.b.setLostBlocks(3);
+  b.b.setLostBlocks(5);
+  t.onHeartbeat(ServerId(1), a.b.asReader());
+  t.onHeartbeat(ServerId(2), b.b.asReader());
+  auto all = [](ServerId) { return true; };
+  CHECK(t.lostBlocks(all) == 8);
+  // A dead server's count is not the cluster's: its shards are rebuilt elsewhere.
+  CHECK(t.lostBlocks([](ServerId id) { return id != ServerId(2); }) == 3);
+  // A later heartbeat replaces the count (a pass found fewer: blocks were written again).
+  a2.b.setLostBlocks(1);
+  t.onHeartbeat(ServerId(1), a2.b.asReader());
+  CHECK(t.lostBlocks(all) == 6);
+  capnp::MallocMessageBuilder msg;
+  auto info = msg.initRoot<proto::ServerInfo>();
+  t.fillProgress(ServerId(1), info);
+  CHECK(info.getScrub().getLostBlocks() == 1);
+}
