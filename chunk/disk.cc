@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -156,45 +157,42 @@ class Disk::Store {
     return result;
   }
 
-  Status truncate(ShardKey key, uint64_t length) {
+  // Runs f on the open shard `key` and keeps the disk's byte count in step with what the call
+  // took or freed; get()'s error (kNotFound, ...) when the shard cannot be opened.
+  template <typename F>
+  auto changeFile(ShardKey key, F f) -> decltype(f(std::declval<ShardFile&>())) {
     auto file = get(key);
     if (!file) return file.error();
     uint64_t before = (*file)->allocatedBytes();
-    Status s = (*file)->truncate(length);
+    auto r = f(**file);
     account(before, (*file)->allocatedBytes());
-    return s;
+    return r;
+  }
+
+  Status truncate(ShardKey key, uint64_t length) {
+    return changeFile(key, [&](ShardFile& f) { return f.truncate(length); });
   }
 
   Status markLost(ShardKey key, uint64_t offset, uint64_t length) {
-    auto file = get(key);
-    if (!file) return file.error();
-    uint64_t before = (*file)->allocatedBytes();
-    Status s = (*file)->markLost(offset, length);
-    account(before, (*file)->allocatedBytes());
-    return s;
+    return changeFile(key, [&](ShardFile& f) { return f.markLost(offset, length); });
   }
 
   Status punch(ShardKey key, uint64_t offset, uint64_t length) {
-    auto file = get(key);
-    if (!file) return file.error();
-    uint64_t before = (*file)->allocatedBytes();
-    Status s = (*file)->punch(offset, length);
-    account(before, (*file)->allocatedBytes());
-    if (!s) return s;
-    return syncFile(key, **file);
+    return changeFile(key, [&](ShardFile& f) -> Status {
+      if (auto s = f.punch(offset, length); !s) return s;
+      return syncFile(key, f);
+    });
   }
 
   Result<uint64_t> reserve(ShardKey key, uint64_t offset, uint64_t length) {
-    auto file = get(key);
-    if (!file) return file.error();
-    uint64_t before = (*file)->allocatedBytes();
-    auto r = (*file)->reserve(offset, length);
-    account(before, (*file)->allocatedBytes());
-    if (!r) return r;
-    // Durable before the reply: a reservation a crash could undo would let a later write
-    // into the range fail for lack of space after all.
-    if (auto s = syncFile(key, **file); !s) return s.error();
-    return r;
+    return changeFile(key, [&](ShardFile& f) -> Result<uint64_t> {
+      auto r = f.reserve(offset, length);
+      if (!r) return r;
+      // Durable before the reply: a reservation a crash could undo would let a later write
+      // into the range fail for lack of space after all.
+      if (auto s = syncFile(key, f); !s) return s.error();
+      return r;
+    });
   }
 
   Status create(ShardKey key, Layout layout) {
