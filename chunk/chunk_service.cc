@@ -150,7 +150,7 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   auto results = context.getResults();
   auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(length);
   auto crcs = kj::heapArray<uint32_t>(length / kBlockSize);
-  auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs);
+  auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs, p.getRaw() && p.getLostAsStored());
   bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
   return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
                        key = *key, offset = p.getOffset()](Status s) mutable {
@@ -201,9 +201,10 @@ kj::Promise<void> ChunkServiceImpl::readV(ReadVContext context) {
   auto crcs = kj::heapArray<uint32_t>(total / kBlockSize);
   kj::Vector<kj::Promise<Status>> reads;
   uint64_t at = 0;
+  bool lostAsStored = p.getRaw() && p.getLostAsStored();
   for (auto [offset, length] : ranges) {
     reads.add(disk_.read(*key, offset, data.get().slice(at, at + length),
-                         crcs.slice(at / kBlockSize, (at + length) / kBlockSize)));
+                         crcs.slice(at / kBlockSize, (at + length) / kBlockSize), lostAsStored));
     at += length;
   }
   bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;

@@ -138,13 +138,13 @@ class Disk::Store {
   }
 
   Status read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-              kj::ArrayPtr<uint32_t> crcs) {
+              kj::ArrayPtr<uint32_t> crcs, bool lostAsStored) {
     auto file = get(key);
     if (!file) {
       memset(out.begin(), 0, out.size());
       return file.error();
     }
-    return (*file)->read(offset, out, crcs);
+    return (*file)->read(offset, out, crcs, lostAsStored);
   }
 
   Status sync(kj::ArrayPtr<const ShardKey> keys) {
@@ -461,10 +461,10 @@ kj::Promise<Status> Disk::write(ShardKey key, Layout layout, uint64_t offset,
 }
 
 kj::Promise<Status> Disk::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                               kj::ArrayPtr<uint32_t> crcs) {
-  return onWorker([this, key, offset, out, crcs]() -> Status {
+                               kj::ArrayPtr<uint32_t> crcs, bool lostAsStored) {
+  return onWorker([this, key, offset, out, crcs, lostAsStored]() -> Status {
     if (auto e = refuse()) return *e;
-    return note(store_->read(key, offset, out, crcs));
+    return note(store_->read(key, offset, out, crcs, lostAsStored));
   });
 }
 

@@ -83,9 +83,9 @@ class Disk {
   kj::Promise<Status> write(ShardKey key, Layout layout, uint64_t offset,
                             kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs, bool sync);
   // Reads out.size() bytes and their CRCs (ShardFile::read). kNotFound if the shard does not
-  // exist; kCorruption naming the first bad block.
+  // exist; kCorruption naming the first bad block (`lostAsStored`: as ShardFile::read's).
   kj::Promise<Status> read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                           kj::ArrayPtr<uint32_t> crcs);
+                           kj::ArrayPtr<uint32_t> crcs, bool lostAsStored = false);
   // fdatasync of each shard; kNotFound if one does not exist (the others are still synced).
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   // kNotFound if the shard does not exist.

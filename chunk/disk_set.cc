@@ -229,7 +229,7 @@ kj::Promise<Status> DiskSet::write(ShardKey key, Layout layout, uint64_t offset,
 }
 
 kj::Promise<Status> DiskSet::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                                  kj::ArrayPtr<uint32_t> crcs) {
+                                  kj::ArrayPtr<uint32_t> crcs, bool lostAsStored) {
   std::optional<size_t> at = find(key);
   if (!at) {
     memset(out.begin(), 0, out.size());
@@ -240,7 +240,7 @@ kj::Promise<Status> DiskSet::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj
     observe(i);
     return Status(onFailedDisk(key, i));
   }
-  return observed(i, disks_[i].disk->read(key, offset, out, crcs));
+  return observed(i, disks_[i].disk->read(key, offset, out, crcs, lostAsStored));
 }
 
 kj::Promise<Status> DiskSet::sync(kj::Array<ShardKey> keys) {

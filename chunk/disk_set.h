@@ -89,7 +89,7 @@ class DiskSet {
                             kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs, bool sync,
                             NewShard ifAbsent);
   kj::Promise<Status> read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                           kj::ArrayPtr<uint32_t> crcs);
+                           kj::ArrayPtr<uint32_t> crcs, bool lostAsStored = false);
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
   kj::Promise<Status> punch(ShardKey key, uint64_t offset, uint64_t length);

@@ -5,6 +5,7 @@
 
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/lost_block.h"
 #include "fs/wire.h"
 
 namespace tessera::chunk {
@@ -63,6 +64,15 @@ Status decodePiece(const Layout& layout, int target, const std::vector<int>& rea
       if (std::find(read.begin(), read.end(), i) == read.end()) check[i] = nullptr;
     }
     *torn = rowsDisagreeingWithParity(*code, check, n);
+  }
+  if (torn && target < layout.k) {
+    // A data block that decodes to the lost pattern was marked lost, and parity was encoded
+    // over it since (fs/lost_block.h): it stays lost, whatever the spare parity says.
+    for (size_t b = 0; b < n / kBlockSize; ++b) {
+      if (isLostBlock(out.begin() + b * kBlockSize)) torn->push_back(b);
+    }
+    std::sort(torn->begin(), torn->end());
+    torn->erase(std::unique(torn->begin(), torn->end()), torn->end());
   }
   return Status();
 }
@@ -257,7 +267,7 @@ kj::Promise<Status> Rebuilder::piece(Job& job, uint64_t offset, uint64_t n) {
               log::warn("rebuilding shard ", job.key.toString().c_str(), ": ", torn.size(),
                         " blocks from offset ", offset + torn[0] * kBlockSize,
                         " decode from rows whose parity disagrees with their data (a write was "
-                        "interrupted there): marked lost, not stored as data");
+                        "interrupted there) or to a lost block: marked lost, not stored as data");
               auto& lost = lost_[{job.key.chunk.value, int(job.key.shard)}];
               for (uint64_t b : torn) lost.insert(offset + b * kBlockSize);
               auto blocks = kj::heap<std::vector<uint64_t>>(kj::mv(torn));

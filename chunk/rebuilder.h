@@ -56,7 +56,8 @@ Result<std::vector<int>> pickSources(const Layout& layout, int target,
 // shards to check with), and is ignored for the others. `code` must be ErasureCode(k, m) for ec
 // layouts; unused for replicas. With `torn`, an ec decode that read more than k shards puts
 // there the block indexes of `out` whose rows' parity disagrees with their data
-// (fs/row_agreement.h: rowsDisagreeingWithParity), whose decoded bytes are garbage.
+// (fs/row_agreement.h: rowsDisagreeingWithParity), whose decoded bytes are garbage, and, for a
+// data shard, those that decode to the lost pattern (fs/lost_block.h); sorted.
 Status decodePiece(const Layout& layout, int target, const std::vector<int>& read,
                    const std::vector<kj::ArrayPtr<const kj::byte>>& inputs,
                    kj::ArrayPtr<kj::byte> out, ErasureCode* code,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fs/checksum.h"
+#include "fs/lost_block.h"
 
 namespace tessera::chunk {
 namespace {
@@ -140,17 +141,6 @@ Status checkRange(uint64_t offset, uint64_t length) {
 
 namespace {
 
-// What a lost block holds: a text a human looking at the file recognises, repeated.
-const kj::byte* lostBlockBytes() {
-  static const auto block = [] {
-    static kj::byte b[kBlockSize];
-    const char text[] = "tessera: lost block (rebuilt from a row holding a mix of two writes)\n";
-    for (size_t i = 0; i < kBlockSize; ++i) b[i] = kj::byte(text[i % (sizeof(text) - 1)]);
-    return b;
-  }();
-  return block;
-}
-
 // The table entry of a lost block: the inverse of its CRC's, so it never checks.
 uint32_t lostBlockEntry() {
   static const uint32_t entry = ~crc32c(lostBlockBytes(), kBlockSize) ^ zeroBlockCrc();
@@ -262,7 +252,8 @@ Status ShardFile::write(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
   return Status();
 }
 
-Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs) {
+Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs,
+                       bool lostAsStored) {
   if (auto s = checkRange(offset, out.size()); !s) return s;
   if (crcs.size() != out.size() / kBlockSize) {
     return Error{Errc::kInvalid, "read: CRC buffer does not match the length"};
@@ -283,8 +274,11 @@ Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr
     uint32_t entry = get32(&table[i * 4]);
     if (actual != (entry ^ zeroBlockCrc())) {
       uint64_t at = offset + i * kBlockSize;
-      bool lost = entry == lostBlockEntry() &&
-                  memcmp(out.begin() + i * kBlockSize, lostBlockBytes(), kBlockSize) == 0;
+      bool lost = entry == lostBlockEntry() && isLostBlock(out.begin() + i * kBlockSize);
+      if (lost && lostAsStored) {
+        crcs[i] = actual;
+        continue;
+      }
       return fail(Error{Errc::kCorruption,
                         "shard " + key_.toString() + ": block " + std::to_string(at / kBlockSize) +
                             " (offset " + std::to_string(at) + ")" +
@@ -372,7 +366,7 @@ Result<bool> ShardFile::isLost(uint64_t offset) {
   auto block = kj::heapArray<kj::byte>(kBlockSize);
   got = preadFull(fd_.get(), block, kDataOffset + offset);
   if (got < 0) return ioError("read", errno);
-  return got == ssize_t(kBlockSize) && memcmp(block.begin(), lostBlockBytes(), kBlockSize) == 0;
+  return got == ssize_t(kBlockSize) && isLostBlock(block.begin());
 }
 
 Status ShardFile::punch(uint64_t offset, uint64_t length) {

@@ -21,7 +21,7 @@
 //                       hole (never written: 0) matches an all-zero block.
 //   [69632, ...)        data: shard offset x lives at file offset 69632 + x.
 //
-// A lost block (markLost) holds kLostBlock's bytes with the table entry ~crc32c(those bytes)
+// A lost block (markLost) holds fs/lost_block.h's pattern with the table entry ~crc32c(those bytes)
 // XOR zeroBlockCrc(): an entry that fails the check on purpose, so a read answers kCorruption
 // like for any damaged block and readers read around it, while isLost() tells it from rot.
 //
@@ -111,8 +111,11 @@ class ShardFile {
                kj::ArrayPtr<const uint32_t> crcs);
   // Reads out.size() bytes at `offset` into `out` and the CRC32C of each block into `crcs`
   // (out.size() / 4096 entries). Every block is checked against its table entry first:
-  // kCorruption names the first bad block, and `out` is zeroed on any error.
-  Status read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs);
+  // kCorruption names the first bad block, and `out` is zeroed on any error. With
+  // `lostAsStored`, a lost block (markLost) reads as the pattern it holds, with that pattern's
+  // CRC, instead of failing: for a writer that encodes parity over the stored bytes.
+  Status read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs,
+              bool lostAsStored = false);
   // Cuts the data to `length` bytes (a multiple of 4 KiB) and clears the CRCs beyond it.
   Status truncate(uint64_t length);
   // Frees [offset, offset + length) (multiples of 4 KiB): the blocks read as zeros afterwards

@@ -10,6 +10,7 @@
 #include "client/stripe.h"
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/lost_block.h"
 #include "fs/row_agreement.h"
 #include "fs/rpc.h"
 #include "fs/wire.h"
@@ -63,7 +64,7 @@ ErasureCode& DataPath::code(const Layout& layout) {
 // --- one shard -------------------------------------------------------------------------------
 
 kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                        kj::ArrayPtr<kj::byte> dest, bool raw) {
+                                        kj::ArrayPtr<kj::byte> dest, bool raw, bool lostAsStored) {
   KJ_REQUIRE(lo % kBlockSize == 0 && dest.size() % kBlockSize == 0, lo, dest.size());
   if (chunk.stale(shard)) {
     return Status(Error{Errc::kUnavailable, "chunk " + std::to_string(chunk.id.value) +
@@ -72,7 +73,7 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
   }
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
-  return servers_.get(server).then([this, server, chunkId, shard, lo, dest, raw](
+  return servers_.get(server).then([this, server, chunkId, shard, lo, dest, raw, lostAsStored](
                                        Result<proto::ChunkService::Client> service) mutable {
     if (!service) return kj::Promise<Status>(service.error());
     kj::Vector<kj::Promise<Status>> parts;
@@ -80,6 +81,7 @@ kj::Promise<Status> DataPath::readShard(const ChunkDesc& chunk, int shard, uint6
       uint64_t n = std::min<uint64_t>(kMaxTransfer, dest.size() - done);
       auto req = service->readRequest();
       req.setRaw(raw);
+      req.setLostAsStored(lostAsStored);
       req.setChunk(chunkId);
       req.setShard(uint8_t(shard));
       req.setOffset(lo + done);
@@ -162,7 +164,9 @@ kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> w
   auto chunkCopy = kj::heap<ChunkDesc>(chunk);
   auto& c = *chunkCopy;
   kj::Vector<kj::Promise<Status>> reads;
-  for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest, raw));
+  // Raw readers encode parity over what they read: a lost block is read as its pattern
+  // (fs/lost_block.h). A rebuild's sources below are not: they decode.
+  for (auto& w : wants) reads.add(readShard(c, w.shard, w.lo, w.dest, raw, raw));
   return kj::joinPromises(reads.releaseAsArray())
       .then([this, &c, wants = kj::mv(wants), rowsLocked, raw, torn](kj::Array<Status> results) mutable
             -> kj::Promise<Status> {
@@ -369,7 +373,23 @@ kj::Promise<Status> DataPath::rebuild(const ChunkDesc& chunk, std::vector<Want> 
                            " disagree with their parity while a data shard is lost (a write "
                            "to them was interrupted, or is under way)"};
         };
-        auto copyOut = [&s]() {
+        auto copyOut = [&s, raw]() -> Status {
+          for (auto& w : s.failed) {
+            if (raw || w.shard >= s.chunk.layout.k) continue;
+            // A data block decoded to the lost pattern was marked lost, and parity was
+            // encoded over it since (fs/lost_block.h): its content is known nowhere.
+            for (uint64_t at = alignDown(w.lo, kBlockSize); at < w.lo + w.dest.size();
+                 at += kBlockSize) {
+              if (at < s.lo || at + kBlockSize > s.hi) continue;
+              if (isLostBlock(s.rows[w.shard].begin() + (at - s.lo))) {
+                return Status(Error{Errc::kUnavailable,
+                                    "chunk " + std::to_string(s.chunk.id.value) + " shard " +
+                                        std::to_string(w.shard) + ": the block at offset " +
+                                        std::to_string(at) +
+                                        " is lost (its content is known nowhere)"});
+              }
+            }
+          }
           for (auto& w : s.failed) {
             memcpy(w.dest.begin(), s.rows[w.shard].begin() + (w.lo - s.lo), w.dest.size());
           }

@@ -177,9 +177,11 @@ class DataPath {
     kj::ArrayPtr<kj::byte> dest;
   };
 
-  // `raw`: the stored bytes, without the server's unapplied log records.
+  // `raw`: the stored bytes, without the server's unapplied log records. `lostAsStored` (with
+  // `raw`): a block marked lost reads as its pattern (fs/lost_block.h), not kCorruption.
   kj::Promise<Status> readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
-                                kj::ArrayPtr<kj::byte> dest, bool raw = false);
+                                kj::ArrayPtr<kj::byte> dest, bool raw = false,
+                                bool lostAsStored = false);
   // `create`: this is the first write of a chunk this client placed (FreshChunk), which
   // creates the shard; any other write expects to find it (ShardIntent in chunk.capnp).
   kj::Promise<Status> writeShard(const ChunkDesc& chunk, int shard, uint64_t lo,
@@ -188,8 +190,9 @@ class DataPath {
   kj::Promise<Status> reserveShard(const ChunkDesc& chunk, int shard, Extent range);
   // Fills every Want of an ec chunk, rebuilding the ones whose shard fails. `rowsLocked`: the
   // caller already holds the RangeLock over every row involved.
-  // `raw`: the stored stripes (what a read-modify-write must encode over), else what a reader
-  // sees (unapplied log records over them).
+  // `raw`: the stored stripes (what a read-modify-write must encode over: a block marked lost
+  // is read as the pattern it holds), else what a reader sees (unapplied log records over
+  // them; a data block that decodes to the lost pattern fails the read, kUnavailable).
   // A rebuild that decodes a lost data block checks the rows it decoded against a parity
   // shard to spare (fs/row_agreement.h): a row whose parity disagrees holds a mix of two writes
   // and its decoded block is garbage. Such rows fail the read with kBusy (kUnavailable once
@@ -265,8 +268,10 @@ class DataPath {
   // One read-modify-write per record, then a sync: reads that fail are rebuilt.
   kj::Promise<Result<uint32_t>> applyEach(const ChunkDesc& chunk,
                                           std::vector<const LogRecord*> records);
-  // Several block-aligned ranges of one shard, stored (raw) bytes, in one round trip.
-  kj::Promise<Status> readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants);
+  // Several block-aligned ranges of one shard, stored (raw) bytes, in one round trip;
+  // `lostAsStored`: a block marked lost reads as its pattern (fs/lost_block.h), not kCorruption.
+  kj::Promise<Status> readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants,
+                                 bool lostAsStored = false);
   // Several (shard offset, blocks) pieces of one shard in one round trip, synced.
   kj::Promise<Status> writeShardV(const ChunkDesc& chunk, int shard,
                                   std::vector<std::pair<uint64_t, kj::ArrayPtr<const kj::byte>>> parts);

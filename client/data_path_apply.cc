@@ -170,7 +170,11 @@ kj::Promise<Result<uint32_t>> DataPath::applyBatch(const ChunkDesc& chunk,
             uint64_t pos = at(e.lo / kBlockSize);
             wants.push_back(Want{j, e.lo, s.bufs[j].slice(pos, pos + (e.hi - e.lo))});
           }
-          reads.add(readShardV(s.chunk, j, kj::mv(wants)));
+          // A block marked lost reads as the pattern it holds: the parity is encoded over it,
+          // which keeps the rest of its row redundant (fs/lost_block.h). Its content is known
+          // nowhere, so no parity could serve it anyway, and refusing it would leave the
+          // records unapplied, the log undrained and the chunk's lease stuck.
+          reads.add(readShardV(s.chunk, j, kj::mv(wants), true));
         }
         return kj::joinPromises(reads.releaseAsArray())
             .then([this, &s, at](kj::Array<Status> results) -> kj::Promise<Result<uint32_t>> {
@@ -295,17 +299,19 @@ kj::Promise<Result<uint32_t>> DataPath::applyEach(const ChunkDesc& chunk,
       .attach(kj::mv(desc));
 }
 
-kj::Promise<Status> DataPath::readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants) {
+kj::Promise<Status> DataPath::readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants,
+                                     bool lostAsStored) {
   ServerId server = chunk.servers[shard];
   uint64_t chunkId = chunk.id.value;
-  return servers_.get(server).then([this, server, chunkId, shard, wants = kj::mv(wants)](
-                                       Result<proto::ChunkService::Client> service) mutable
+  return servers_.get(server).then([this, server, chunkId, shard, wants = kj::mv(wants),
+                                    lostAsStored](Result<proto::ChunkService::Client> service) mutable
                                        -> kj::Promise<Status> {
     if (!service) return Status(service.error());
     auto req = service->readVRequest();
     req.setChunk(chunkId);
     req.setShard(uint8_t(shard));
     req.setRaw(true);
+    req.setLostAsStored(lostAsStored);
     auto ranges = req.initRanges(wants.size());
     uint64_t total = 0;
     for (size_t i = 0; i < wants.size(); ++i) {

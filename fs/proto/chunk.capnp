@@ -23,8 +23,11 @@ interface ChunkService {
   # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
   # exist here; corruption if a stored block fails its CRC. Blocks with an unapplied record in
   # this server's chunk log (logAppend) read as the newest record, unless `raw`: the stored
-  # bytes, which the stripe's parity agrees with.
-  read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32, raw :Bool)
+  # bytes, which the stripe's parity agrees with. With `lostAsStored` (and `raw`), a block marked
+  # lost (fs/lost_block.h) reads as the pattern it holds, with its CRC, instead of failing: for
+  # a writer that encodes parity over the stored bytes.
+  read @1 (chunk :UInt64, shard :UInt8, offset :UInt64, length :UInt32, raw :Bool,
+           lostAsStored :Bool)
       -> (error :Common.Error, data :Data, crcs :List(UInt32));
   # Make every listed shard durable (fdatasync).
   sync @2 (shards :List(ShardRef)) -> (error :Common.Error);
@@ -69,9 +72,9 @@ interface ChunkService {
                 afterEpoch :UInt64, afterSeq :UInt64)
       -> (error :Common.Error, records :List(LogRecord), more :Bool);
   # Several ranges of one shard in one round trip (the write log's applier): `data` holds the
-  # ranges one after another, `crcs` their blocks'. Each range as `read` (`raw` likewise; a
-  # shard absent here is notFound); at most kMaxReadBytes in all.
-  readV @11 (chunk :UInt64, shard :UInt8, ranges :List(Range), raw :Bool)
+  # ranges one after another, `crcs` their blocks'. Each range as `read` (`raw` and
+  # `lostAsStored` likewise; a shard absent here is notFound); at most kMaxReadBytes in all.
+  readV @11 (chunk :UInt64, shard :UInt8, ranges :List(Range), raw :Bool, lostAsStored :Bool)
       -> (error :Common.Error, data :Data, crcs :List(UInt32));
   # Stores every piece as `write` would (checked first, all of them: a malformed piece stores
   # nothing), then with `sync` fdatasyncs once.

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "chunk/chunk_service.h"
+#include "fs/lost_block.h"
 #include "fs/options.h"
 #include "fs/rpc.h"
 #include "fs/wire.h"
@@ -19,18 +20,23 @@ using tessera::test::pattern;
 
 namespace {
 
+// Computes the parity shards of `shards` (k + m of equal size) from its data shards.
+void encodeParity(const Layout& layout, std::vector<kj::Array<kj::byte>>& shards) {
+  ErasureCode code(layout.k, layout.m);
+  std::vector<const uint8_t*> data;
+  std::vector<uint8_t*> parity;
+  for (int i = 0; i < layout.k; ++i) data.push_back(shards[i].begin());
+  for (int i = layout.k; i < layout.shards(); ++i) parity.push_back(shards[i].begin());
+  code.encode(data.data(), parity.data(), shards[0].size());
+}
+
 // The k + m shards of `rows` bytes each of an ec layout, parity computed by ErasureCode.
 std::vector<kj::Array<kj::byte>> encoded(const Layout& layout, size_t rows, unsigned seed) {
   std::vector<kj::Array<kj::byte>> shards;
   for (int i = 0; i < layout.shards(); ++i) {
     shards.push_back(i < layout.k ? pattern(rows, seed + i) : kj::heapArray<kj::byte>(rows));
   }
-  ErasureCode code(layout.k, layout.m);
-  std::vector<const uint8_t*> data;
-  std::vector<uint8_t*> parity;
-  for (int i = 0; i < layout.k; ++i) data.push_back(shards[i].begin());
-  for (int i = layout.k; i < layout.shards(); ++i) parity.push_back(shards[i].begin());
-  code.encode(data.data(), parity.data(), rows);
+  encodeParity(layout, shards);
   return shards;
 }
 
@@ -250,6 +256,39 @@ TEST_CASE("rebuilder: a block decoded from a row whose parity disagrees is marke
   // Every other row decodes as it was.
   for (uint64_t row = 0; row < len / kBlockSize; ++row) {
     if (row == 5) continue;
+    CAPTURE(row);
+    REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
+    CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);
+  }
+}
+
+// A write into a row holding a lost block had its parity encoded over the lost pattern
+// (fs/lost_block.h): row 7 agrees with its parity, and shard 1 decodes there to the pattern.
+// The rebuilt shard marks that block lost again; it never stores the pattern as data.
+TEST_CASE("rebuilder: a block that decodes to the lost pattern is marked lost again") {
+  Servers s(7);
+  Layout layout = Layout::ec(4, 2);
+  const uint64_t chunk = 44;
+  const size_t len = 256 * 1024;
+  auto shards = encoded(layout, len, 31);
+  memcpy(shards[1].begin() + 7 * kBlockSize, lostBlockBytes(), kBlockSize);
+  encodeParity(layout, shards);
+  for (int i = 0; i < layout.shards(); ++i) s.write(i, chunk, uint8_t(i), layout, 0, shards[i]);
+  std::vector<std::string> sources;
+  for (int i = 0; i < layout.shards(); ++i) sources.push_back(s.servers[i].address);
+  sources[1] = "";
+
+  auto r = s.rebuild(6, chunk, 1, layout, sources, len);
+  REQUIRE(r.status.ok());
+  CHECK(s.servers[6].rebuilder->stats().lostBlocks == 1);
+  ShardKey rebuilt{ChunkId(chunk), 1};
+  auto out = kj::heapArray<kj::byte>(kBlockSize);
+  auto crcs = kj::heapArray<uint32_t>(1);
+  auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, 7 * kBlockSize, out, crcs));
+  CHECK(lost.code() == Errc::kCorruption);
+  CHECK(lost.error().detail.find("is lost") != std::string::npos);
+  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
+    if (row == 7) continue;
     CAPTURE(row);
     REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
     CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);

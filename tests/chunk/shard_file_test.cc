@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "fs/checksum.h"
+#include "fs/lost_block.h"
 #include "tests/chunk/chunk_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -158,6 +160,16 @@ TEST_CASE("shard file: a block marked lost reads as corruption, is told from rot
   CHECK(!*f.isLost(0));                // reads fine
   CHECK(!*f.isLost(3 * kBlockSize));   // rot
   CHECK(!*f.isLost(100 * kBlockSize)); // never written
+  // For a writer that encodes parity over the stored bytes, a lost block reads as its pattern,
+  // with that pattern's CRC; rot still fails.
+  auto stored = Read{Status(), kj::heapArray<kj::byte>(2 * kBlockSize),
+                     kj::heapArray<uint32_t>(2)};
+  REQUIRE(f.read(0, stored.data, stored.crcs, true).ok());
+  CHECK(same(stored.data.slice(0, kBlockSize), data.slice(0, kBlockSize)));
+  CHECK(isLostBlock(stored.data.begin() + kBlockSize));
+  CHECK(stored.crcs[1] == crc32c(lostBlockBytes(), kBlockSize));
+  CHECK(f.read(3 * kBlockSize, stored.data.slice(0, kBlockSize), stored.crcs.slice(0, 1), true)
+            .code() == Errc::kCorruption);
   // Kept across a reopen (it is on disk), and gone once the block is written again.
   auto again = fx.reopen();
   CHECK(*again.isLost(kBlockSize));

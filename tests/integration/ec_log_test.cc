@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <regex>
+#include <set>
 #include <sstream>
+#include <variant>
 
 #include "tests/integration/helpers.h"
 
@@ -412,9 +414,9 @@ TEST_CASE("ec log: a live writer's records land in row order, overlapping ones i
 namespace {
 
 // Reads `file` of a fresh mount 64 KiB cell by cell, with O_DIRECT. The cells of data shard 1
-// in stripes [tornLo, tornHi) must fail with EIO; every other cell must read as `model`.
+// in stripes `tornStripes` must fail with EIO; every other cell must read as `model`.
 void checkCellsRead(Cluster& cluster, const std::string& name, const std::string& model,
-                    size_t tornLo, size_t tornHi) {
+                    const std::set<size_t>& tornStripes) {
   const size_t kCell = 64 << 10, kStripe = 4 * kCell;
   ExtraMount r(cluster, name);
   int fd = open((r.path + "/image").c_str(), O_RDONLY | O_DIRECT);
@@ -424,7 +426,7 @@ void checkCellsRead(Cluster& cluster, const std::string& name, const std::string
   int eio = 0;
   for (size_t at = 0; at < model.size(); at += kCell) {
     size_t stripe = at / kStripe, shard = at % kStripe / kCell;
-    bool torn = shard == 1 && stripe >= tornLo && stripe < tornHi;
+    bool torn = shard == 1 && tornStripes.count(stripe) > 0;
     CAPTURE(at);
     ssize_t n = pread(fd, buf, kCell, off_t(at));
     if (torn) {
@@ -439,7 +441,7 @@ void checkCellsRead(Cluster& cluster, const std::string& name, const std::string
   }
   free(buf);
   close(fd);
-  CHECK(eio == int(tornHi - tornLo));
+  CHECK(eio == int(tornStripes.size()));
 }
 
 }  // namespace
@@ -492,12 +494,12 @@ TEST_CASE("ec log: a large write torn between data and parity, with a data shard
   writeAll(path, model);
   std::string torn = tearLargeWrite(cluster, path, model, rng);
   // Data shards 0, 2 and 3 of stripes 4-7 hold the new bytes; shard 1's cells there are EIO.
-  checkCellsRead(cluster, "mnt-r", torn, 4, 8);
+  checkCellsRead(cluster, "mnt-r", torn, {4, 5, 6, 7});
 
   // The next writer takes the lease over and re-syncs the chunk: the torn rows stay as they are.
   writeByte(path, 100, 'N', torn);
   CHECK(readAll(cluster.dir() + "/mount.log").find("re-sync leaves") != std::string::npos);
-  checkCellsRead(cluster, "mnt-s", torn, 4, 8);
+  checkCellsRead(cluster, "mnt-s", torn, {4, 5, 6, 7});
 }
 
 // The same torn rows, and repair rebuilds the lost data shard elsewhere: its blocks there are
@@ -524,7 +526,7 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   INFO(last);
   REQUIRE(reported);
   CHECK(chunkLogSays(cluster, shard1, "marked lost, not stored as data"));
-  checkCellsRead(cluster, "mnt-r", torn, 4, 8);
+  checkCellsRead(cluster, "mnt-r", torn, {4, 5, 6, 7});
 
   // The next writer re-syncs (shard 1's lost blocks read as damaged: the rows stay), then
   // writes stripes 4 to 7 whole: every cell reads back.
@@ -537,7 +539,7 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   REQUIRE(fsync(fd) == 0);
   close(fd);
   torn.replace(at, len, rewrite);
-  checkCellsRead(cluster, "mnt-s", torn, 0, 0);
+  checkCellsRead(cluster, "mnt-s", torn, {});
 
   // The next scrub pass finds no lost block any more: fsck is clean.
   auto asked = run({adminBin(), "--meta", cluster.meta(), "scrub", "--now"}, 30'000);
@@ -549,4 +551,104 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   });
   INFO(last);
   CHECK(clean);
+}
+
+namespace {
+
+// Waits (bounded: 60 s) until fsck says no chunk is degraded or lost and `blocks` blocks are
+// marked lost, and exits 2.
+void waitLostBlocks(Cluster& cluster, int blocks) {
+  std::string last;
+  bool reported = waitUntilMs(60'000, [&] {
+    auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+    last = f.output;
+    return f.exitCode == 2 && last.find(" 0 degraded, 0 lost") != std::string::npos &&
+           last.find(std::to_string(blocks) + " blocks marked lost") != std::string::npos;
+  });
+  INFO(last);
+  REQUIRE(reported);
+}
+
+// Reads `len` bytes at `at` of `file` with O_DIRECT: the bytes, or the errno of a failed read.
+std::variant<std::string, int> readDirect(const std::string& file, size_t at, size_t len) {
+  int fd = open(file.c_str(), O_RDONLY | O_DIRECT);
+  REQUIRE(fd >= 0);
+  void* buf = aligned_alloc(4096, len);
+  REQUIRE(buf != nullptr);
+  ssize_t n = pread(fd, buf, len, off_t(at));
+  int err = errno;
+  std::string got(static_cast<const char*>(buf), n > 0 ? size_t(n) : 0);
+  free(buf);
+  close(fd);
+  if (n < 0) return err;
+  return got;
+}
+
+}  // namespace
+
+// The same torn rows, repaired: data shard 1's blocks there are marked lost. A small write
+// into one of those rows (to data shard 0) is logged and acknowledged; its apply cannot know
+// the lost block, so it encodes the row's parity over the pattern the lost block holds. The
+// write is then in the stripes with full redundancy, the log drains, and other writers go on
+// (before, the apply failed for good: every later writer of the chunk got EIO). A larger
+// write's read-modify-write does the same. A decode of the lost block gives the pattern,
+// which readers and repair treat as lost, never as data.
+TEST_CASE("ec log: writes into rows holding a lost block land with their parity, and the block stays lost") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o = repairCluster();
+  o.chunks = 8;  // room for shard 1 to be rebuilt twice
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(8));
+  std::mt19937_64 rng(testSeed(7170));
+  std::string model = randomBytes(rng, 4 << 20);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+  std::string torn = tearLargeWrite(cluster, path, model, rng);
+  waitLostBlocks(cluster, 64);
+
+  // Block 1 of stripe 5's cell on data shard 0; the lost block of its row is on data shard 1.
+  const size_t kStripe = 256 << 10, kCell = 64 << 10, kBlock = 4096;
+  const size_t at = 5 * kStripe + kBlock, lostAt = at + kCell;
+  std::string small = randomBytes(rng, kBlock);
+  int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  pwriteAll(fd, small, off_t(at));
+  REQUIRE(fsync(fd) == 0);
+  torn.replace(at, small.size(), small);
+  // A write of stripe 5's last two cells and stripe 6's first two goes straight to the stripes:
+  // stripe 5's parity is encoded over its lost block too; stripe 6's is written whole.
+  std::string direct = randomBytes(rng, kStripe);
+  pwriteAll(fd, direct, off_t(5 * kStripe + 2 * kCell));
+  REQUIRE(fsync(fd) == 0);
+  close(fd);
+  torn.replace(5 * kStripe + 2 * kCell, direct.size(), direct);
+  {
+    // Another writer of the chunk takes its lease over: the log drained.
+    ExtraMount w(cluster, "mnt-w");
+    writeByte(w.path + "/image", 100, 'W', torn);
+  }
+  checkCellsRead(cluster, "mnt-r", torn, {4, 5, 7});
+
+  // Shard 1's server is lost again: its block in the row of the small write decodes to the
+  // pattern, which reads as EIO, and repair marks it lost again (the 48 blocks of stripes 4, 5
+  // and 7).
+  cluster.stopChunk(serverOfShard(cluster, path, 1), SIGKILL);
+  {
+    ExtraMount r(cluster, "mnt-t");
+    auto got = readDirect(r.path + "/image", lostAt, kBlock);
+    REQUIRE(std::holds_alternative<int>(got));
+    CHECK(std::get<int>(got) == EIO);
+  }
+  waitLostBlocks(cluster, 48);
+  checkCellsRead(cluster, "mnt-s", torn, {4, 5, 7});
+
+  // The row's parity holds the small write: with shard 0's server lost too, it decodes.
+  cluster.stopChunk(serverOfShard(cluster, path, 0), SIGKILL);
+  ExtraMount r(cluster, "mnt-u");
+  auto got = readDirect(r.path + "/image", at, kBlock);
+  REQUIRE(std::holds_alternative<std::string>(got));
+  CHECK(std::get<std::string>(got) == small);
+  auto lost = readDirect(r.path + "/image", lostAt, kBlock);
+  REQUIRE(std::holds_alternative<int>(lost));
+  CHECK(std::get<int>(lost) == EIO);
 }
