@@ -279,7 +279,9 @@ int run(int argc, char** argv) {
                     {.rateBytesPerSec = uint64_t(scrubRate * 1e6) ? uint64_t(scrubRate * 1e6) : 1,
                      .intervalMs = *scrubInterval});
   link.attach(scrubber);
-  rebuilder.onLostBlocks = [&scrubber](uint64_t blocks) { scrubber.noteLost(blocks); };
+  rebuilder.onLostBlocks = [&scrubber](ShardKey key, uint64_t blocks) {
+    scrubber.noteLost(key, blocks);
+  };
   link.attach(**logs);
 
   auto signals = io.unixEventPort.onSignal(SIGTERM)

@@ -305,7 +305,7 @@ uint64_t Rebuilder::settleLost(ShardKey key, bool succeeded) {
   stats_.lostBlocks += n;
   log::warn("rebuilt shard ", key.toString().c_str(), ": ", n,
             " blocks stay marked lost; reads of them fail until they are written again");
-  if (onLostBlocks) onLostBlocks(n);
+  if (onLostBlocks) onLostBlocks(key, n);
   return n;
 }
 

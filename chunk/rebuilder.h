@@ -115,7 +115,7 @@ class Rebuilder {
   // them over it).
   void coveredByLog(ShardKey key, const std::set<uint64_t>& offsets);
   // Told how many blocks a rebuild left marked lost (the chunk server's scrubber counts them).
-  std::function<void(uint64_t blocks)> onLostBlocks;
+  std::function<void(ShardKey key, uint64_t blocks)> onLostBlocks;
 
   const Stats& stats() const { return stats_; }
 

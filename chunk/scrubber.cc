@@ -126,7 +126,7 @@ kj::Promise<void> Scrubber::pass() {
   }
   progress_.running = true;
   progress_.bytesThisPass = 0;
-  lostThisPass_ = 0;
+  lostThisPass_.clear();
   progress_.passBytes = 0;
   // Every disk that has not failed, listed on its own worker thread.
   kj::Vector<kj::Promise<std::vector<Listed>>> lists;
@@ -164,7 +164,9 @@ kj::Promise<void> Scrubber::pass() {
         progress_.running = false;
         progress_.passes++;
         progress_.lastPassEndMs = nowMs();
-        progress_.lostBlocks = lostThisPass_;
+        progress_.lostShards = lostThisPass_;
+        progress_.lostBlocks = 0;
+        for (auto& [key, n] : lostThisPass_) progress_.lostBlocks += n;
         nextPass_ = timer_.now() + int64_t(config_.intervalMs) * kj::MILLISECONDS;
         log::info("scrub pass done: ", progress_.bytesThisPass, " bytes, ", damaged_.size(),
                   " damaged shards known");
@@ -271,8 +273,8 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
                       r.error.c_str());
             break;
         }
-        lostThisPass_ += r.lost;
         if (r.lost > 0) {
+          lostThisPass_[key] += r.lost;
           log::warn("scrub: shard ", key.toString().c_str(), " has ", r.lost,
                     " blocks marked lost from ", offset,
                     " (rebuilt from rows holding a mix of two writes); reads of them fail");
@@ -329,6 +331,11 @@ void Scrubber::record(ShardKey key, const std::vector<uint64_t>& blocks, bool wh
             "); reporting it to the meta leader");
 }
 
+void Scrubber::noteLost(ShardKey key, uint64_t blocks) {
+  progress_.lostBlocks += blocks;
+  progress_.lostShards[key] += blocks;
+}
+
 Scrubber::Sent Scrubber::fillHeartbeat(proto::ScrubProgress::Builder b) const {
   b.setRunning(progress_.running);
   b.setBytesThisPass(progress_.bytesThisPass);
@@ -338,6 +345,16 @@ Scrubber::Sent Scrubber::fillHeartbeat(proto::ScrubProgress::Builder b) const {
   b.setBadBlocks(progress_.badBlocks);
   b.setRequest(progress_.request);
   b.setLostBlocks(progress_.lostBlocks);
+  auto lost = b.initLostShards(
+      uint32_t(std::min(progress_.lostShards.size(), kMaxLostShards)));
+  uint32_t n = 0;
+  for (auto& [key, blocks] : progress_.lostShards) {
+    if (n == lost.size()) break;
+    lost[n].setChunk(key.chunk.value);
+    lost[n].setShard(key.shard);
+    lost[n].setBlocks(blocks);
+    ++n;
+  }
   Sent sent;
   for (auto& [key, d] : damaged_) {
     if (d.acked) continue;

@@ -45,6 +45,7 @@ class Scrubber {
   // Bounds on one heartbeat (1 MiB of offsets at most): the rest follows in the next ones, and
   // a shard with more bad blocks names its first kMaxBlocksPerReport (it is rebuilt whole).
   static constexpr size_t kMaxReportsPerHeartbeat = 256;
+  static constexpr size_t kMaxLostShards = 1'000;
   static constexpr size_t kMaxBlocksPerReport = 512;
 
   Scrubber(DiskSet& disks, kj::Timer& timer, Config config);
@@ -66,24 +67,27 @@ class Scrubber {
   void heartbeatAccepted(const Sent& sent);
   // Registered with a (possibly new) meta leader, which may know nothing: send every report again.
   void leaderChanged();
-  // A rebuild here marked `blocks` blocks lost: counted until the next pass counts them all.
-  void noteLost(uint64_t blocks) { progress_.lostBlocks += blocks; }
+  // A rebuild here left `blocks` blocks of shard `key` marked lost: counted until the next
+  // pass counts them all.
+  void noteLost(ShardKey key, uint64_t blocks);
 
+  struct KeyLess {
+    bool operator()(const ShardKey& a, const ShardKey& b) const {
+      return a.chunk.value != b.chunk.value ? a.chunk.value < b.chunk.value : a.shard < b.shard;
+    }
+  };
   // --- what the heartbeat reports, also for tests ---
   struct Progress {
     bool running = false;
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;
     // Blocks marked lost (ShardFile::markLost) that the last finished pass found, plus those
-    // noteLost() was told of since.
+    // noteLost() was told of since; and the same per shard (a heartbeat names at most
+    // kMaxLostShards of them, the first by chunk and shard).
     uint64_t lostBlocks = 0;
+    std::map<ShardKey, uint64_t, KeyLess> lostShards;
   };
   const Progress& progress() const { return progress_; }
-  struct KeyLess {
-    bool operator()(const ShardKey& a, const ShardKey& b) const {
-      return a.chunk.value != b.chunk.value ? a.chunk.value < b.chunk.value : a.shard < b.shard;
-    }
-  };
   struct Damage {
     std::set<uint64_t> blocks;  // shard offsets; empty: the whole shard
     uint64_t version = 0;       // bumped when the finding changes
@@ -115,7 +119,7 @@ class Scrubber {
   Progress progress_;
   uint64_t requested_ = 0;  // a request not started yet (0: none)
   bool restart_ = false;    // a request came during a pass: start over
-  uint64_t lostThisPass_ = 0;
+  std::map<ShardKey, uint64_t, KeyLess> lostThisPass_;
   kj::TimePoint nextPass_;
   std::map<ShardKey, Damage, KeyLess> damaged_;
 };

@@ -1189,8 +1189,27 @@ kj::Promise<void> MetaService::fsck(FsckContext context) {
   return readThen(context, [this](FsckContext& context) {
     size_t max = std::min<uint32_t>(context.getParams().getMax(), 10'000);
     auto servers = serverMap();
-    Repair::Report report = repair_ ? repair_->check(servers, max)
-                                    : checkChunks(ns_, servers, {}, config_.repairGraceMs, max);
+    auto up = [&servers](ServerId id) {
+      auto it = servers.find(id);
+      return it != servers.end() && it->second.up;
+    };
+    // Lost blocks count where the chunk map places the shard: a copy elsewhere (a move's
+    // source, an orphan) is not the chunk's.
+    auto lost = scrub_.lostShards(up);
+    LostBlocksFn lostOf = [&lost](const ChunkDesc& c) {
+      std::vector<std::pair<int, uint64_t>> out;
+      auto it = lost.find(c.id.value);
+      if (it == lost.end()) return out;
+      for (auto& l : it->second) {
+        if (size_t(l.shard) < c.servers.size() && c.servers[l.shard] == l.server) {
+          out.emplace_back(l.shard, l.blocks);
+        }
+      }
+      return out;
+    };
+    Repair::Report report =
+        repair_ ? repair_->check(servers, max, lostOf)
+                : checkChunks(ns_, servers, {}, config_.repairGraceMs, max, {}, lostOf);
     auto results = context.getResults();
     okToWire(results.initError());
     results.setHealthy(report.healthy);
@@ -1206,12 +1225,11 @@ kj::Promise<void> MetaService::fsck(FsckContext context) {
       b.setHealth(healthName(bad.health.health));
       b.setMisplaced(bad.health.misplaced);
       b.setDetail(bad.health.why);
+      b.setLostBlocks(bad.lostBlocks);
     }
     fillRepairStatus(results.initRepair());
-    results.setLostBlocks(scrub_.lostBlocks([&servers](ServerId id) {
-      auto it = servers.find(id);
-      return it != servers.end() && it->second.up;
-    }));
+    results.setLostBlocks(scrub_.lostBlocks(up));
+    results.setLostBlockChunks(report.lostBlockChunks);
   });
 }
 

@@ -244,7 +244,8 @@ Repair::RebalanceStats Repair::rebalanceStats() const {
 }
 
 ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSet& damaged,
-                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld) {
+                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld,
+                        const LostBlocksFn& lostBlocks) {
   ChunkReport report;
   InodeId inode;
   uint64_t index = 0;
@@ -259,8 +260,17 @@ ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSe
         case Health::kLost: ++report.lost; break;
       }
       if (h.misplaced) ++report.misplaced;
-      if ((h.health != Health::kHealthy || h.misplaced) && report.bad.size() < max) {
-        report.bad.push_back(ChunkReport::Bad{entry.inode, entry.chunk, std::move(h)});
+      uint64_t lost = 0;
+      if (lostBlocks) {
+        for (auto [shard, blocks] : lostBlocks(entry.chunk)) {
+          lost += blocks;
+          h.why += std::string(h.why.empty() ? "" : "; ") + std::to_string(blocks) +
+                   " blocks marked lost on shard " + std::to_string(shard);
+        }
+      }
+      if (lost > 0) ++report.lostBlockChunks;
+      if ((h.health != Health::kHealthy || h.misplaced || lost > 0) && report.bad.size() < max) {
+        report.bad.push_back(ChunkReport::Bad{entry.inode, entry.chunk, std::move(h), lost});
       }
     }
     if (batch.size() < kBatch) break;
@@ -270,9 +280,11 @@ ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSe
   return report;
 }
 
-Repair::Report Repair::check(const ServerMap& servers, size_t max) {
+Repair::Report Repair::check(const ServerMap& servers, size_t max,
+                             const LostBlocksFn& lostBlocks) {
   return checkChunks(ns_, servers, damaged_, config_.graceMs, max,
-                     [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); });
+                     [this](uint64_t c, int s, ServerId id) { return notHeld(c, s, id); },
+                     lostBlocks);
 }
 
 Repair::Ordered Repair::order(const Namespace::ChunkEntry& entry, const ChunkHealth& health,

@@ -71,14 +71,20 @@ struct ChunkReport {
     InodeId inode;
     ChunkDesc chunk;
     ChunkHealth health;
+    uint64_t lostBlocks = 0;  // marked lost on its shards' current servers
   };
   uint64_t healthy = 0, degraded = 0, lost = 0, misplaced = 0;
+  uint64_t lostBlockChunks = 0;  // chunks with blocks marked lost
   std::vector<Bad> bad;  // at most the `max` asked for
 };
-// Every chunk's health now (a full scan), listing at most `max` chunks that are not healthy or
-// are misplaced.
+// The blocks marked lost of each shard of `chunk` on the server the chunk map places it on:
+// (shard, blocks) pairs (from the scrubbers' reports, meta/scrub_tracker.h).
+using LostBlocksFn = std::function<std::vector<std::pair<int, uint64_t>>(const ChunkDesc& chunk)>;
+// Every chunk's health now (a full scan), listing at most `max` chunks that are not healthy,
+// are misplaced, or hold blocks marked lost (`lostBlocks`, if given, tells which).
 ChunkReport checkChunks(Namespace& ns, const ServerMap& servers, const DamagedSet& damaged,
-                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld = {});
+                        uint64_t graceMs, size_t max, const NotHeldFn& notHeld = {},
+                        const LostBlocksFn& lostBlocks = {});
 
 class Repair {
  public:
@@ -155,7 +161,7 @@ class Repair {
   void stopRebalance();
   RebalanceStats rebalanceStats() const;
   // Every chunk's health now (a full scan, for fsck), listing at most `max` bad chunks.
-  Report check(const ServerMap& servers, size_t max);
+  Report check(const ServerMap& servers, size_t max, const LostBlocksFn& lostBlocks = {});
   Stats stats() const;
 
  private:

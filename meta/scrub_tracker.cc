@@ -14,6 +14,18 @@ uint64_t ScrubTracker::onHeartbeat(ServerId server, proto::ScrubProgress::Reader
   p.badBlocks = report.getBadBlocks();
   p.request = report.getRequest();
   p.lostBlocks = report.getLostBlocks();
+  p.lostShards.clear();
+  for (auto l : report.getLostShards()) {
+    if (p.lostShards.size() == kMaxLostShards) break;
+    if (l.getChunk() == 0 || l.getShard() >= kMaxShardsInLayout || l.getBlocks() == 0 ||
+        l.getBlocks() > kChunkSize / kBlockSize) {
+      log::warn("chunk server ", server.value, " sent a malformed lost shard (chunk ",
+                l.getChunk(), ", shard ", unsigned(l.getShard()), ", ", l.getBlocks(),
+                " blocks); dropped");
+      continue;
+    }
+    p.lostShards.push_back({{l.getChunk(), int(l.getShard())}, l.getBlocks()});
+  }
   p.reported = true;
 
   auto damaged = report.getDamaged();
@@ -88,6 +100,18 @@ void ScrubTracker::fillProgress(ServerId server, proto::ServerInfo::Builder b) c
   s.setBadBlocks(p.badBlocks);
   s.setRequest(p.request);
   s.setLostBlocks(p.lostBlocks);
+}
+
+std::map<uint64_t, std::vector<ScrubTracker::LostOn>> ScrubTracker::lostShards(
+    const std::function<bool(ServerId)>& counted) const {
+  std::map<uint64_t, std::vector<LostOn>> out;
+  for (auto& [server, p] : progress_) {
+    if (!counted(server)) continue;
+    for (auto& [key, blocks] : p.lostShards) {
+      out[key.first].push_back(LostOn{key.second, server, blocks});
+    }
+  }
+  return out;
 }
 
 uint64_t ScrubTracker::lostBlocks(const std::function<bool(ServerId)>& counted) const {

@@ -9,7 +9,8 @@
 //
 // Reports are validated: a chunk id of 0, a shard index past kMaxShardsInLayout, a block offset
 // that is not a multiple of 4 KiB inside a chunk, or more than kMaxReports per heartbeat is
-// dropped (and logged); the rest of the heartbeat still counts.
+// dropped (and logged); the rest of the heartbeat still counts. Lost shards likewise (more
+// blocks than a chunk has, more than kMaxLostShards).
 //
 // Not thread-safe: owned by the meta server's event loop (a member of MetaService).
 #pragma once
@@ -29,6 +30,7 @@ class ScrubTracker {
  public:
   static constexpr unsigned kMaxShardsInLayout = 24;
   static constexpr size_t kMaxReports = 10'000;
+  static constexpr size_t kMaxLostShards = 1'000;
 
   // A heartbeat's scrub part from `server`: keeps its progress, records its damage reports.
   // Returns the scrub-now request to put in the reply (0: none).
@@ -53,6 +55,14 @@ class ScrubTracker {
   // Blocks marked lost (ScrubProgress.lostBlocks) on the chunk servers `counted` accepts (the
   // live ones: a dead server's shards are rebuilt elsewhere, lost marks included).
   uint64_t lostBlocks(const std::function<bool(ServerId)>& counted) const;
+  // The same per shard (ScrubProgress.lostShards): chunk id -> (shard, server, blocks).
+  struct LostOn {
+    int shard;
+    ServerId server;
+    uint64_t blocks;
+  };
+  std::map<uint64_t, std::vector<LostOn>> lostShards(
+      const std::function<bool(ServerId)>& counted) const;
 
   // Leadership lost: forget everything.
   void clear();
@@ -63,6 +73,7 @@ class ScrubTracker {
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;  // the last request the server acted on
     uint64_t lostBlocks = 0;
+    std::vector<std::pair<std::pair<uint64_t, int>, uint64_t>> lostShards;  // (chunk, shard), blocks
     bool reported = false;
   };
   using Key = std::tuple<uint64_t, int, uint64_t>;  // chunk, shard, server

@@ -18,10 +18,11 @@ struct FsckReply {
     uint64_t inode, index, chunk;
     std::string layout, health, detail;
     bool misplaced;
+    uint64_t lostBlocks;
   };
   std::vector<Bad> bad;
   uint64_t running = 0, queued = 0, done = 0, bytes = 0;
-  uint64_t lostBlocks = 0;
+  uint64_t lostBlocks = 0, lostBlockChunks = 0;
 };
 
 std::string mib(uint64_t bytes) {
@@ -83,7 +84,7 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
             out.bad.push_back(FsckReply::Bad{b.getInode(), chunk.getIndex(), chunk.getId(),
                                              layout ? layout->toString() : "?",
                                              b.getHealth().cStr(), b.getDetail().cStr(),
-                                             b.getMisplaced()});
+                                             b.getMisplaced(), b.getLostBlocks()});
           }
           auto rep = r.getRepair();
           out.running = rep.getRunning();
@@ -91,6 +92,7 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
           out.done = rep.getDone();
           out.bytes = rep.getBytesRebuilt();
           out.lostBlocks = r.getLostBlocks();
+          out.lostBlockChunks = r.getLostBlockChunks();
           return out;
         });
   });
@@ -108,21 +110,26 @@ int fsck(MetaCluster& cluster, const std::vector<std::string>& args) {
     printf("%-10s %-8s %-6s %-18s %-11s %s\n", "INODE", "INDEX", "CHUNK", "LAYOUT", "STATE",
            "DETAIL");
     for (auto& b : r->bad) {
-      std::string state = !b.misplaced          ? b.health
-                          : b.health == "healthy" ? std::string("misplaced")
-                                                  : b.health + "+misplaced";
+      // "healthy" only with a qualifier: misplaced, lost-blocks or both.
+      std::string state = b.health == "healthy" ? "" : b.health;
+      for (auto [on, what] : {std::pair{b.misplaced, "misplaced"},
+                              std::pair{b.lostBlocks > 0, "lost-blocks"}}) {
+        if (on) state += (state.empty() ? "" : "+") + std::string(what);
+      }
+      if (state.empty()) state = b.health;
       printf("%-10lu %-8lu %-6lu %-18s %-11s %s\n", (unsigned long)b.inode,
              (unsigned long)b.index, (unsigned long)b.chunk, b.layout.c_str(), state.c_str(),
              b.detail.c_str());
     }
-    uint64_t bad = r->degraded + r->lost + r->misplaced;
-    if (bad > r->bad.size()) printf("(more not listed; --max N)\n");
+    // Chunks can count twice (degraded and misplaced): only a full list can have left some out.
+    uint64_t bad = r->degraded + r->lost + r->misplaced + r->lostBlockChunks;
+    if (r->bad.size() >= max && bad > r->bad.size()) printf("(more not listed; --max N)\n");
   }
   if (r->lostBlocks > 0) {
-    printf("%lu blocks marked lost on the chunk servers: rebuilt from rows that held a mix of two "
-           "writes, their content is known nowhere and reads of them fail until they are written "
-           "again (tessera scrub shows the servers; their logs name the shards)\n",
-           (unsigned long)r->lostBlocks);
+    printf("%lu blocks marked lost on the chunk servers, in %lu chunks (state lost-blocks above): "
+           "rebuilt from rows that held a mix of two writes, their content is known nowhere and "
+           "reads of them fail until they are written again\n",
+           (unsigned long)r->lostBlocks, (unsigned long)r->lostBlockChunks);
   }
   fflush(stdout);
   if (r->lost > 0 || r->lostBlocks > 0) return 2;

@@ -73,6 +73,15 @@ struct ChunkReport {
   health @2 :Text;        # "healthy", "degraded" or "lost"
   misplaced @3 :Bool;
   detail @4 :Text;        # which shards, and why
+  lostBlocks @5 :UInt64;  # blocks marked lost on its shards' current servers (LostShard)
+}
+
+# A shard holding blocks marked lost (chunk/shard_file.h markLost), as its server counts them
+# (ScrubProgress.lostBlocks).
+struct LostShard {
+  chunk @0 :UInt64;
+  shard @1 :UInt8;
+  blocks @2 :UInt64;
 }
 
 # A shard a chunk server's scrubber (chunk/scrubber.h) found damaged: the shard offsets of its
@@ -98,6 +107,8 @@ struct ScrubProgress {
   # two writes, so their content is known nowhere; reads of them fail until they are written
   # again): as many as the last finished pass found, plus those rebuilds marked since.
   lostBlocks @8 :UInt64;
+  # The shards that hold them, by chunk and shard: at most kMaxLostShards (1,000) of them.
+  lostShards @9 :List(LostShard);
 }
 
 # One data directory of a chunk server. `full`: takes no new shards (free space below the
@@ -328,10 +339,12 @@ interface MetaService {
   reportDamaged @34 (server :UInt64, shards :List(ShardRef)) -> (error :Common.Error);
   # Every chunk's health now, on the leader: counts, and at most `max` chunks that are not
   # healthy or are misplaced.
-  # `lostBlocks`: blocks marked lost on the chunk servers (ScrubProgress.lostBlocks, summed).
+  # `lostBlocks`: blocks marked lost on the chunk servers (ScrubProgress.lostBlocks, summed);
+  # `lostBlockChunks`: the chunks with such blocks on their shards' current servers, which
+  # `bad` lists too (ChunkReport.lostBlocks).
   fsck @35 (max :UInt32) -> (error :Common.Error, healthy :UInt64, degraded :UInt64,
                              lost :UInt64, misplaced :UInt64, bad :List(ChunkReport),
-                             repair :RepairStatus, lostBlocks :UInt64);
+                             repair :RepairStatus, lostBlocks :UInt64, lostBlockChunks :UInt64);
   # One piece of a chunk server's inventory (chunk/inventory.h): `start` on the first piece of
   # a report, `done` on its last; the leader uses only complete reports.
   reportInventory @36 (server :UInt64, start :Bool, shards :List(ShardRef), done :Bool)

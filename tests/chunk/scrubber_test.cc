@@ -118,7 +118,7 @@ TEST_CASE("scrubber: blocks a rebuild marked lost are counted, not reported as r
 
   Scrubber scrubber(*fx.disk, fx.timer, {.rateBytesPerSec = 1'000'000, .intervalMs = 0});
   auto running = scrubber.run().eagerlyEvaluate(nullptr);
-  scrubber.noteLost(2);  // as the rebuilder tells it
+  scrubber.noteLost(key(5, 1), 2);  // as the rebuilder tells it
   CHECK(scrubber.progress().lostBlocks == 2);
   scrubber.request(1);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 1; });
@@ -131,12 +131,24 @@ TEST_CASE("scrubber: blocks a rebuild marked lost are counted, not reported as r
   auto b = msg.initRoot<proto::ScrubProgress>();
   scrubber.fillHeartbeat(b);
   CHECK(b.getLostBlocks() == 2);
+  // Named per shard, for fsck.
+  REQUIRE(b.getLostShards().size() == 1);
+  CHECK(b.getLostShards()[0].getChunk() == 5);
+  CHECK(b.getLostShards()[0].getShard() == 1);
+  CHECK(b.getLostShards()[0].getBlocks() == 2);
 
   // A block written again is no longer lost: the next pass counts one.
   fx.write(key(5, 1), 8192, 4096, 6);
   scrubber.request(2);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 2; });
   CHECK(scrubber.progress().lostBlocks == 1);
+  CHECK(scrubber.progress().lostShards.at(key(5, 1)) == 1);
+  // Written whole again: the next pass names no shard.
+  fx.write(key(5, 1), 12288, 4096, 7);
+  scrubber.request(3);
+  fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 3; });
+  CHECK(scrubber.progress().lostBlocks == 0);
+  CHECK(scrubber.progress().lostShards.empty());
 }
 
 TEST_CASE("scrubber: reports are sent until acknowledged, again to a new leader, dropped when healed") {

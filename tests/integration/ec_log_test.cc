@@ -525,6 +525,10 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   });
   INFO(last);
   REQUIRE(reported);
+  // fsck names the chunk and the shard.
+  CHECK(std::regex_search(last, std::regex("\n2 +0 +1 +ec\\(4,2\\) +lost-blocks +64 blocks "
+                                           "marked lost on shard 1\n")));
+  CHECK(last.find("in 1 chunks") != std::string::npos);
   CHECK(chunkLogSays(cluster, shard1, "marked lost, not stored as data"));
   checkCellsRead(cluster, "mnt-r", torn, {4, 5, 6, 7});
 

@@ -106,3 +106,33 @@ TEST_CASE("scrub tracker: blocks marked lost are the latest count per server, su
   t.fillProgress(ServerId(1), info);
   CHECK(info.getScrub().getLostBlocks() == 1);
 }
+
+TEST_CASE("scrub tracker: the shards holding lost blocks are kept per server, malformed ones dropped") {
+  ScrubTracker t;
+  Heartbeat a, b;
+  auto lost = a.b.initLostShards(4);
+  lost[0].setChunk(7), lost[0].setShard(1), lost[0].setBlocks(16);
+  lost[1].setChunk(0), lost[1].setShard(1), lost[1].setBlocks(1);   // no chunk 0
+  lost[2].setChunk(8), lost[2].setShard(200), lost[2].setBlocks(1); // no such shard
+  lost[3].setChunk(9), lost[3].setShard(2), lost[3].setBlocks(kChunkSize / kBlockSize + 1);
+  auto other = b.b.initLostShards(1);
+  other[0].setChunk(7), other[0].setShard(3), other[0].setBlocks(2);
+  t.onHeartbeat(ServerId(1), a.b.asReader());
+  t.onHeartbeat(ServerId(2), b.b.asReader());
+
+  auto all = t.lostShards([](ServerId) { return true; });
+  REQUIRE(all.size() == 1);
+  REQUIRE(all[7].size() == 2);
+  CHECK(all[7][0].shard == 1);
+  CHECK(all[7][0].server == ServerId(1));
+  CHECK(all[7][0].blocks == 16);
+  CHECK(all[7][1].shard == 3);
+  CHECK(all[7][1].server == ServerId(2));
+  // A dead server's are not counted; a later heartbeat replaces a server's list.
+  CHECK(t.lostShards([](ServerId id) { return id != ServerId(2); })[7].size() == 1);
+  Heartbeat healed;
+  t.onHeartbeat(ServerId(1), healed.b.asReader());
+  auto left = t.lostShards([](ServerId) { return true; });
+  REQUIRE(left[7].size() == 1);
+  CHECK(left[7][0].server == ServerId(2));
+}
