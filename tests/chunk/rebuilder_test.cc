@@ -188,6 +188,31 @@ struct Servers {
   }
 };
 
+// Rebuilds data shard 1 of `chunk` (shard i on server i; shard 1's server is gone) on server 6
+// and checks it: block `lostRow` is marked lost, every other block is shards[1]'s.
+void rebuildShard1WithLostRow(Servers& s, uint64_t chunk, const Layout& layout,
+                              const std::vector<kj::Array<kj::byte>>& shards, uint64_t lostRow) {
+  const size_t len = shards[1].size();
+  std::vector<std::string> sources;
+  for (int i = 0; i < layout.shards(); ++i) sources.push_back(s.servers[i].address);
+  sources[1] = "";
+  auto r = s.rebuild(6, chunk, 1, layout, sources, len);
+  REQUIRE(r.status.ok());
+  CHECK(s.servers[6].rebuilder->stats().lostBlocks == 1);
+  ShardKey rebuilt{ChunkId(chunk), 1};
+  auto out = kj::heapArray<kj::byte>(kBlockSize);
+  auto crcs = kj::heapArray<uint32_t>(1);
+  auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, lostRow * kBlockSize, out, crcs));
+  CHECK(lost.code() == Errc::kCorruption);
+  CHECK(lost.error().detail.find("is lost") != std::string::npos);
+  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
+    if (row == lostRow) continue;
+    CAPTURE(row);
+    REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
+    CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("rebuilder: a lost ec(4,2) shard is rebuilt on another server, around a corrupt source") {
@@ -240,26 +265,7 @@ TEST_CASE("rebuilder: a block decoded from a row whose parity disagrees is marke
   for (int i : {0, 2, 3}) {
     s.write(i, chunk, uint8_t(i), layout, 5 * kBlockSize, pattern(kBlockSize, 100 + i));
   }
-  std::vector<std::string> sources;
-  for (int i = 0; i < layout.shards(); ++i) sources.push_back(s.servers[i].address);
-  sources[1] = "";
-
-  auto r = s.rebuild(6, chunk, 1, layout, sources, len);
-  REQUIRE(r.status.ok());
-  CHECK(s.servers[6].rebuilder->stats().lostBlocks == 1);
-  ShardKey rebuilt{ChunkId(chunk), 1};
-  auto out = kj::heapArray<kj::byte>(kBlockSize);
-  auto crcs = kj::heapArray<uint32_t>(1);
-  auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, 5 * kBlockSize, out, crcs));
-  CHECK(lost.code() == Errc::kCorruption);
-  CHECK(lost.error().detail.find("is lost") != std::string::npos);
-  // Every other row decodes as it was.
-  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
-    if (row == 5) continue;
-    CAPTURE(row);
-    REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
-    CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);
-  }
+  rebuildShard1WithLostRow(s, chunk, layout, shards, 5);
 }
 
 // A write into a row holding a lost block had its parity encoded over the lost pattern
@@ -274,25 +280,7 @@ TEST_CASE("rebuilder: a block that decodes to the lost pattern is marked lost ag
   memcpy(shards[1].begin() + 7 * kBlockSize, lostBlockBytes(), kBlockSize);
   encodeParity(layout, shards);
   for (int i = 0; i < layout.shards(); ++i) s.write(i, chunk, uint8_t(i), layout, 0, shards[i]);
-  std::vector<std::string> sources;
-  for (int i = 0; i < layout.shards(); ++i) sources.push_back(s.servers[i].address);
-  sources[1] = "";
-
-  auto r = s.rebuild(6, chunk, 1, layout, sources, len);
-  REQUIRE(r.status.ok());
-  CHECK(s.servers[6].rebuilder->stats().lostBlocks == 1);
-  ShardKey rebuilt{ChunkId(chunk), 1};
-  auto out = kj::heapArray<kj::byte>(kBlockSize);
-  auto crcs = kj::heapArray<uint32_t>(1);
-  auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, 7 * kBlockSize, out, crcs));
-  CHECK(lost.code() == Errc::kCorruption);
-  CHECK(lost.error().detail.find("is lost") != std::string::npos);
-  for (uint64_t row = 0; row < len / kBlockSize; ++row) {
-    if (row == 7) continue;
-    CAPTURE(row);
-    REQUIRE(s.loop.wait(s.servers[6].disk->read(rebuilt, row * kBlockSize, out, crcs)).ok());
-    CHECK(memcmp(out.begin(), shards[1].begin() + row * kBlockSize, kBlockSize) == 0);
-  }
+  rebuildShard1WithLostRow(s, chunk, layout, shards, 7);
 }
 
 TEST_CASE("rebuilder: a replica is copied — bad arguments are refused") {
