@@ -632,6 +632,24 @@ kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t
         if (!r) return Result<uint32_t>(r.error());
         const Layout& l = s.chunk.layout;
         const uint64_t L = s.rows.lo, H = s.rows.hi;
+        // A block this write covers in part keeps the rest of its old bytes, and a lost block
+        // has none (its pattern was read for the parity's sake, fs/lost_block.h): refused,
+        // before anything is written.
+        for (int j = 0; j < l.k; ++j) {
+          const Extent& e = s.extents[j];
+          if (e.empty()) continue;
+          for (uint64_t edge : {e.lo, e.hi}) {
+            if (edge % kBlockSize == 0) continue;
+            uint64_t block = alignDown(edge, kBlockSize);
+            if (isLostBlock(s.bufs[j].begin() + (block - L))) {
+              return Result<uint32_t>(Error{
+                  Errc::kUnavailable, "chunk " + std::to_string(s.chunk.id.value) + " shard " +
+                                          std::to_string(j) + ": the block at offset " +
+                                          std::to_string(block) +
+                                          " is lost: a write of part of it cannot know the rest"});
+            }
+          }
+        }
         forEachRun(l, off, data.size(), [&](uint64_t chunkOff, int shard, uint64_t shardOff, uint64_t n) {
           memcpy(s.bufs[shard].begin() + (shardOff - L), data.begin() + (chunkOff - off), n);
         });

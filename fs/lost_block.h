@@ -7,8 +7,9 @@
 // stored block (client/data_path_apply.cc): a write into that row then keeps the redundancy of
 // every other block in it. A data block decoded from such a row is this pattern, so whoever
 // decodes a data block (a degraded reader, a rebuild) treats the pattern as lost, never as
-// data. A block that a user wrote with exactly these bytes is read as written from its own
-// shard; only a decode of it would be refused.
+// data; and a write of part of a block that holds the pattern is refused (the rest of the
+// block is not known). A block that a user wrote with exactly these bytes is read as written
+// from its own shard; only a decode or a partial overwrite of it would be refused.
 #pragma once
 #include <kj/common.h>
 

@@ -595,8 +595,8 @@ std::variant<std::string, int> readDirect(const std::string& file, size_t at, si
 // the lost block, so it encodes the row's parity over the pattern the lost block holds. The
 // write is then in the stripes with full redundancy, the log drains, and other writers go on
 // (before, the apply failed for good: every later writer of the chunk got EIO). A larger
-// write's read-modify-write does the same. A decode of the lost block gives the pattern,
-// which readers and repair treat as lost, never as data.
+// write's read-modify-write does the same, but refuses to write part of a lost block. A decode
+// of the lost block gives the pattern, which readers and repair treat as lost, never as data.
 TEST_CASE("ec log: writes into rows holding a lost block land with their parity, and the block stays lost") {
   TESSERA_REQUIRE_FUSE();
   Cluster::Options o = repairCluster();
@@ -626,6 +626,18 @@ TEST_CASE("ec log: writes into rows holding a lost block land with their parity,
   REQUIRE(fsync(fd) == 0);
   close(fd);
   torn.replace(5 * kStripe + 2 * kCell, direct.size(), direct);
+  {
+    // A write that covers a lost block in part cannot know the rest of it: EIO, nothing written.
+    int d = open(path.c_str(), O_RDWR | O_DIRECT);
+    REQUIRE(d >= 0);
+    void* buf = aligned_alloc(4096, kStripe);
+    REQUIRE(buf != nullptr);
+    memset(buf, 'P', kStripe);
+    CHECK(pwrite(d, buf, kStripe, off_t(7 * kStripe + kCell + 512)) == -1);
+    CHECK(errno == EIO);
+    free(buf);
+    close(d);
+  }
   {
     // Another writer of the chunk takes its lease over: the log drained.
     ExtraMount w(cluster, "mnt-w");
