@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -62,23 +63,29 @@ std::string slurp(const std::string& path) {
 }
 
 // A port on 127.0.0.1 that nobody listens on now. Meta servers keep theirs across restarts:
-// the other members and the mounts know them by it.
+// the other members and the mounts know them by it. It is picked below the kernel's ephemeral
+// range (ip_local_port_range): a port from that range, once let go, can be taken as the source
+// port of any outgoing connection (a mount's, a chunk server's) before the meta server binds
+// it, or while it is down for a restart — "Address already in use" (seen in CI, 2026-11-27).
 uint16_t freePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    int e = errno;
+  static std::mt19937 rng(std::random_device{}());
+  unsigned low = 32768;
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  range >> low;
+  const unsigned first = 10'000, last = low > first + 1'000 ? low - 1 : 30'000;
+  for (int attempt = 0; attempt < 1'000; ++attempt) {
+    uint16_t port = uint16_t(first + rng() % (last - first + 1));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(std::string("socket: ") + strerror(errno));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    bool free = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     close(fd);
-    throw std::runtime_error(std::string("cannot pick a free port: ") + strerror(e));
+    if (free) return port;
   }
-  close(fd);
-  return ntohs(a.sin_port);
+  throw std::runtime_error("cannot pick a free port below " + std::to_string(last + 1));
 }
 
 // The status RPC of the meta server at `address`, handed to `use` on success; false if it does
