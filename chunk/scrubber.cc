@@ -165,8 +165,6 @@ kj::Promise<void> Scrubber::pass() {
         progress_.passes++;
         progress_.lastPassEndMs = nowMs();
         progress_.lostShards = lostThisPass_;
-        progress_.lostBlocks = 0;
-        for (auto& [key, n] : lostThisPass_) progress_.lostBlocks += n;
         nextPass_ = timer_.now() + int64_t(config_.intervalMs) * kj::MILLISECONDS;
         log::info("scrub pass done: ", progress_.bytesThisPass, " bytes, ", damaged_.size(),
                   " damaged shards known");
@@ -332,7 +330,6 @@ void Scrubber::record(ShardKey key, const std::vector<uint64_t>& blocks, bool wh
 }
 
 void Scrubber::noteLost(ShardKey key, uint64_t blocks) {
-  progress_.lostBlocks += blocks;
   progress_.lostShards[key] += blocks;
 }
 
@@ -344,7 +341,7 @@ Scrubber::Sent Scrubber::fillHeartbeat(proto::ScrubProgress::Builder b) const {
   b.setLastPassEndMs(progress_.lastPassEndMs);
   b.setBadBlocks(progress_.badBlocks);
   b.setRequest(progress_.request);
-  b.setLostBlocks(progress_.lostBlocks);
+  b.setLostBlocks(progress_.lostBlocks());
   auto lost = b.initLostShards(
       uint32_t(std::min(progress_.lostShards.size(), kMaxLostShards)));
   uint32_t n = 0;

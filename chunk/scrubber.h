@@ -81,11 +81,15 @@ class Scrubber {
     bool running = false;
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;
-    // Blocks marked lost (ShardFile::markLost) that the last finished pass found, plus those
-    // noteLost() was told of since; and the same per shard (a heartbeat names at most
-    // kMaxLostShards of them, the first by chunk and shard).
-    uint64_t lostBlocks = 0;
+    // Blocks marked lost (ShardFile::markLost) per shard: what the last finished pass found,
+    // plus what noteLost() was told of since (a heartbeat names at most kMaxLostShards shards,
+    // the first by chunk and shard, and the sum of all).
     std::map<ShardKey, uint64_t, KeyLess> lostShards;
+    uint64_t lostBlocks() const {
+      uint64_t n = 0;
+      for (auto& [key, blocks] : lostShards) n += blocks;
+      return n;
+    }
   };
   const Progress& progress() const { return progress_; }
   struct Damage {

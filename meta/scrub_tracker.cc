@@ -24,7 +24,7 @@ uint64_t ScrubTracker::onHeartbeat(ServerId server, proto::ScrubProgress::Reader
                 " blocks); dropped");
       continue;
     }
-    p.lostShards.push_back({{l.getChunk(), int(l.getShard())}, l.getBlocks()});
+    p.lostShards.push_back({l.getChunk(), int(l.getShard()), l.getBlocks()});
   }
   p.reported = true;
 
@@ -107,9 +107,7 @@ std::map<uint64_t, std::vector<ScrubTracker::LostOn>> ScrubTracker::lostShards(
   std::map<uint64_t, std::vector<LostOn>> out;
   for (auto& [server, p] : progress_) {
     if (!counted(server)) continue;
-    for (auto& [key, blocks] : p.lostShards) {
-      out[key.first].push_back(LostOn{key.second, server, blocks});
-    }
+    for (auto& l : p.lostShards) out[l.chunk].push_back(LostOn{l.shard, server, l.blocks});
   }
   return out;
 }

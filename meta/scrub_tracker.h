@@ -73,7 +73,12 @@ class ScrubTracker {
     uint64_t bytesThisPass = 0, passBytes = 0, passes = 0, lastPassEndMs = 0, badBlocks = 0;
     uint64_t request = 0;  // the last request the server acted on
     uint64_t lostBlocks = 0;
-    std::vector<std::pair<std::pair<uint64_t, int>, uint64_t>> lostShards;  // (chunk, shard), blocks
+    struct Lost {
+      uint64_t chunk;
+      int shard;
+      uint64_t blocks;
+    };
+    std::vector<Lost> lostShards;
     bool reported = false;
   };
   using Key = std::tuple<uint64_t, int, uint64_t>;  // chunk, shard, server

@@ -119,11 +119,11 @@ TEST_CASE("scrubber: blocks a rebuild marked lost are counted, not reported as r
   Scrubber scrubber(*fx.disk, fx.timer, {.rateBytesPerSec = 1'000'000, .intervalMs = 0});
   auto running = scrubber.run().eagerlyEvaluate(nullptr);
   scrubber.noteLost(key(5, 1), 2);  // as the rebuilder tells it
-  CHECK(scrubber.progress().lostBlocks == 2);
+  CHECK(scrubber.progress().lostBlocks() == 2);
   scrubber.request(1);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 1; });
   CHECK(scrubber.progress().badBlocks == 1);
-  CHECK(scrubber.progress().lostBlocks == 2);  // counted by the pass, not added twice
+  CHECK(scrubber.progress().lostBlocks() == 2);  // counted by the pass, not added twice
   auto reports = heartbeat(scrubber);
   REQUIRE(reports.size() == 1);
   CHECK(reports[0].blocks == std::vector<uint64_t>{10 * 4096});  // the rot, not the lost ones
@@ -141,13 +141,13 @@ TEST_CASE("scrubber: blocks a rebuild marked lost are counted, not reported as r
   fx.write(key(5, 1), 8192, 4096, 6);
   scrubber.request(2);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 2; });
-  CHECK(scrubber.progress().lostBlocks == 1);
+  CHECK(scrubber.progress().lostBlocks() == 1);
   CHECK(scrubber.progress().lostShards.at(key(5, 1)) == 1);
   // Written whole again: the next pass names no shard.
   fx.write(key(5, 1), 12288, 4096, 7);
   scrubber.request(3);
   fx.loop.runUntil(fx.timer, [&] { return scrubber.progress().passes == 3; });
-  CHECK(scrubber.progress().lostBlocks == 0);
+  CHECK(scrubber.progress().lostBlocks() == 0);
   CHECK(scrubber.progress().lostShards.empty());
 }
 
