@@ -10,6 +10,7 @@
 
 #include "fs/checksum.h"
 #include "fs/log.h"
+#include "fs/lost_block.h"
 #include "fs/rpc.h"
 #include "fs/wire.h"
 
@@ -84,7 +85,7 @@ void answerRead(Results results, const Status& s, capnp::Orphan<capnp::Data> dat
                 kj::ArrayPtr<const uint32_t> crcs) {
   setError(results, s);
   // The client reads around the block; the operator should still hear of a rotting disk.
-  if (s.code() == Errc::kCorruption) log::warn(s.error().detail.c_str());
+  if (s.code() == Errc::kCorruption || s.code() == Errc::kLost) log::warn(s.error().detail.c_str());
   if (!s) return;
   results.adoptData(kj::mv(data));
   auto list = results.initCrcs(crcs.size());
@@ -150,17 +151,47 @@ kj::Promise<void> ChunkServiceImpl::read(ReadContext context) {
   auto results = context.getResults();
   auto data = capnp::Orphanage::getForMessageContaining(results).newOrphan<capnp::Data>(length);
   auto crcs = kj::heapArray<uint32_t>(length / kBlockSize);
-  auto promise = disk_.read(*key, p.getOffset(), data.get(), crcs, p.getRaw() && p.getLostAsStored());
-  bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
-  return promise.then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay,
-                       key = *key, offset = p.getOffset()](Status s) mutable {
-    if (overlay) s = overlayLog(key, offset, data.get(), crcs, s);
+  auto out = data.get();
+  auto promise = disk_.read(*key, p.getOffset(), out, crcs, p.getRaw() && p.getLostAsStored());
+  if (!p.getRaw() && logs_.count(key->chunk) > 0) {
+    promise = promise.then([this, key = *key, offset = p.getOffset(), out, crcs = crcs.asPtr()](
+                               Status s) { return overlayLog(key, offset, out, crcs, s); });
+  }
+  return promise.then([context, data = kj::mv(data), crcs = kj::mv(crcs)](Status s) mutable {
     answerRead(context.getResults(), s, kj::mv(data), crcs);
   });
 }
 
-Status ChunkServiceImpl::overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                                    kj::ArrayPtr<uint32_t> crcs, Status s) {
+kj::Promise<Status> ChunkServiceImpl::overlayLog(ShardKey key, uint64_t offset,
+                                                 kj::ArrayPtr<kj::byte> out,
+                                                 kj::ArrayPtr<uint32_t> crcs, Status s) {
+  if (s.code() != Errc::kLost || logs_.count(key.chunk) == 0) {
+    return overlayRead(key, offset, out, crcs, s);
+  }
+  // A record may hold a lost block's content (a dead writer's, not applied yet): read the
+  // blocks as stored, and what still holds the lost pattern under the records is lost.
+  return disk_.read(key, offset, out, crcs, true)
+      .then([this, key, offset, out, crcs](Status s) mutable -> Status {
+        if (!s) return s;
+        std::vector<uint64_t> pattern;
+        for (uint64_t at = 0; at < out.size(); at += kBlockSize) {
+          if (isLostBlock(out.begin() + at)) pattern.push_back(offset + at);
+        }
+        s = overlayRead(key, offset, out, crcs, s);
+        for (uint64_t at : pattern) {
+          if (logs_.records(key.chunk, key.shard, at, at + kBlockSize).empty()) {
+            memset(out.begin(), 0, out.size());
+            return Error{Errc::kLost, "shard " + key.toString() + ": block " +
+                                          std::to_string(at / kBlockSize) + " (offset " +
+                                          std::to_string(at) + ") is lost and in no record"};
+          }
+        }
+        return s;
+      });
+}
+
+Status ChunkServiceImpl::overlayRead(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                                     kj::ArrayPtr<uint32_t> crcs, Status s) {
   // Unapplied log records are newer than the stored blocks (checked after the read: a record
   // appended while it ran is newer still). A shard this server does not hold reads as zeros
   // under the records of it.
@@ -202,26 +233,24 @@ kj::Promise<void> ChunkServiceImpl::readV(ReadVContext context) {
   kj::Vector<kj::Promise<Status>> reads;
   uint64_t at = 0;
   bool lostAsStored = p.getRaw() && p.getLostAsStored();
+  bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
   for (auto [offset, length] : ranges) {
-    reads.add(disk_.read(*key, offset, data.get().slice(at, at + length),
-                         crcs.slice(at / kBlockSize, (at + length) / kBlockSize), lostAsStored));
+    auto out = data.get().slice(at, at + length);
+    auto outCrcs = crcs.slice(at / kBlockSize, (at + length) / kBlockSize);
+    auto read = disk_.read(*key, offset, out, outCrcs, lostAsStored);
+    if (overlay) {
+      read = read.then([this, key = *key, offset = offset, out, outCrcs](Status s) {
+        return overlayLog(key, offset, out, outCrcs, s);
+      });
+    }
+    reads.add(kj::mv(read));
     at += length;
   }
-  bool overlay = !p.getRaw() && logs_.count(key->chunk) > 0;
   return kj::joinPromises(reads.releaseAsArray())
-      .then([this, context, data = kj::mv(data), crcs = kj::mv(crcs), overlay, key = *key,
-             ranges = kj::mv(ranges)](kj::Array<Status> done) mutable {
+      .then([context, data = kj::mv(data), crcs = kj::mv(crcs)](kj::Array<Status> done) mutable {
         Status s;
-        uint64_t at = 0;
-        for (size_t i = 0; i < ranges.size(); ++i) {
-          auto [offset, length] = ranges[i];
-          Status r = done[i];
-          if (overlay) {
-            r = overlayLog(key, offset, data.get().slice(at, at + length),
-                           crcs.slice(at / kBlockSize, (at + length) / kBlockSize), r);
-          }
+        for (auto& r : done) {
           if (!r && s) s = r;
-          at += length;
         }
         answerRead(context.getResults(), s, kj::mv(data), crcs);
       });

@@ -59,9 +59,13 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   kj::Promise<Status> takeLogRecords(ShardKey key, Layout layout,
                                      std::vector<std::string> sources);
   // What a read `s` of `out` at `offset` of shard `key` answers once the log's unapplied
-  // records of those blocks lie over it.
-  Status overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
-                    kj::ArrayPtr<uint32_t> crcs, Status s);
+  // records of those blocks lie over it. A read that met a lost block (kLost) is read again
+  // with lost blocks as stored: it succeeds if records cover every one of them, and answers
+  // kLost naming the first they do not.
+  kj::Promise<Status> overlayLog(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                                 kj::ArrayPtr<uint32_t> crcs, Status s);
+  Status overlayRead(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
+                     kj::ArrayPtr<uint32_t> crcs, Status s);
   DiskSet& disk_;
   DiskLogs& logs_;
   Rebuilder* rebuilder_ = nullptr;

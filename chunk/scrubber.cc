@@ -229,7 +229,7 @@ kj::Promise<void> Scrubber::scrubShards(std::vector<Listed> shards, size_t i, ui
         KJ_DEFER(dropCache());
         Status s = file->read(offset, buf, crcs);
         if (s) return r;
-        if (s.code() != Errc::kCorruption && s.code() != Errc::kIo) {
+        if (s.code() != Errc::kCorruption && s.code() != Errc::kLost && s.code() != Errc::kIo) {
           r.kind = PieceResult::kError;
           r.error = s.error().toString();
           return r;

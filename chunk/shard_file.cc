@@ -279,7 +279,7 @@ Status ShardFile::read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr
         crcs[i] = actual;
         continue;
       }
-      return fail(Error{Errc::kCorruption,
+      return fail(Error{lost ? Errc::kLost : Errc::kCorruption,
                         "shard " + key_.toString() + ": block " + std::to_string(at / kBlockSize) +
                             " (offset " + std::to_string(at) + ")" +
                             (lost ? " is lost (rebuilt from a row holding a mix of two writes)"

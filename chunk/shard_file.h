@@ -22,8 +22,10 @@
 //   [69632, ...)        data: shard offset x lives at file offset 69632 + x.
 //
 // A lost block (markLost) holds fs/lost_block.h's pattern with the table entry ~crc32c(those bytes)
-// XOR zeroBlockCrc(): an entry that fails the check on purpose, so a read answers kCorruption
-// like for any damaged block and readers read around it, while isLost() tells it from rot.
+// XOR zeroBlockCrc(): an entry that fails the check on purpose, so a read fails as for any
+// damaged block, but with kLost, not kCorruption: readers know its content is nowhere and do not
+// decode it from the other shards (a decode of its torn row would be garbage). isLost() tells
+// it from rot too.
 //
 // A shard holds at most kChunkSize (64 MiB) of data. Files stay sparse: an unwritten range
 // takes no disk blocks and reads back as zeros with a valid CRC. Data beyond the end of the file
@@ -110,8 +112,9 @@ class ShardFile {
   Status write(uint64_t offset, kj::ArrayPtr<const kj::byte> data,
                kj::ArrayPtr<const uint32_t> crcs);
   // Reads out.size() bytes at `offset` into `out` and the CRC32C of each block into `crcs`
-  // (out.size() / 4096 entries). Every block is checked against its table entry first:
-  // kCorruption names the first bad block, and `out` is zeroed on any error. With
+  // (out.size() / 4096 entries). Every block is checked against its table entry first: the
+  // first bad block is named, kCorruption for rot, kLost for a block marked lost (markLost), and
+  // `out` is zeroed on any error. With
   // `lostAsStored`, a lost block (markLost) reads as the pattern it holds, with that pattern's
   // CRC, instead of failing: for a writer that encodes parity over the stored bytes.
   Status read(uint64_t offset, kj::ArrayPtr<kj::byte> out, kj::ArrayPtr<uint32_t> crcs,
@@ -136,7 +139,7 @@ class ShardFile {
   Result<uint64_t> reserve(uint64_t offset, uint64_t length);
   // Marks [offset, offset + length) (multiples of 4 KiB) lost: blocks whose content is known
   // nowhere (a rebuild found their row holding a mix of two writes: chunk/rebuilder.h). They
-  // read as kCorruption, "lost", until the next write of each replaces it. Not synced.
+  // read as kLost until the next write of each replaces it. Not synced.
   Status markLost(uint64_t offset, uint64_t length);
   // Whether the block at `offset` is marked lost (false for a block that reads fine or rotted).
   Result<bool> isLost(uint64_t offset);

@@ -173,6 +173,10 @@ kj::Promise<Status> DataPath::readEc(const ChunkDesc& chunk, std::vector<Want> w
         std::vector<Want> failed;
         std::set<int> missing;
         for (size_t i = 0; i < wants.size(); ++i) {
+          // The shard's own server says a block is lost and that no record holds it: its
+          // content is known nowhere, and a decode of its row would be garbage (a mix of two
+          // writes) that no parity to spare may be left to catch.
+          if (!raw && results[i].code() == Errc::kLost) return results[i];
           if (!results[i]) {
             log::debug("chunk ", c.id.value, " shard ", wants[i].shard, ": ",
                        results[i].error().toString().c_str(), "; rebuilding");

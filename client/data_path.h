@@ -178,7 +178,7 @@ class DataPath {
   };
 
   // `raw`: the stored bytes, without the server's unapplied log records. `lostAsStored` (with
-  // `raw`): a block marked lost reads as its pattern (fs/lost_block.h), not kCorruption.
+  // `raw`): a block marked lost reads as its pattern (fs/lost_block.h), not kLost.
   kj::Promise<Status> readShard(const ChunkDesc& chunk, int shard, uint64_t lo,
                                 kj::ArrayPtr<kj::byte> dest, bool raw = false,
                                 bool lostAsStored = false);
@@ -192,7 +192,8 @@ class DataPath {
   // caller already holds the RangeLock over every row involved.
   // `raw`: the stored stripes (what a read-modify-write must encode over: a block marked lost
   // is read as the pattern it holds), else what a reader sees (unapplied log records over
-  // them; a data block that decodes to the lost pattern fails the read, kUnavailable).
+  // them; a block its shard's server answers kLost for fails the read with kLost, without a
+  // decode, and a data block that decodes to the lost pattern with kUnavailable).
   // A rebuild that decodes a lost data block checks the rows it decoded against a parity
   // shard to spare (fs/row_agreement.h): a row whose parity disagrees holds a mix of two writes
   // and its decoded block is garbage. Such rows fail the read with kBusy (kUnavailable once
@@ -269,7 +270,7 @@ class DataPath {
   kj::Promise<Result<uint32_t>> applyEach(const ChunkDesc& chunk,
                                           std::vector<const LogRecord*> records);
   // Several block-aligned ranges of one shard, stored (raw) bytes, in one round trip;
-  // `lostAsStored`: a block marked lost reads as its pattern (fs/lost_block.h), not kCorruption.
+  // `lostAsStored`: a block marked lost reads as its pattern (fs/lost_block.h), not kLost.
   kj::Promise<Status> readShardV(const ChunkDesc& chunk, int shard, std::vector<Want> wants,
                                  bool lostAsStored = false);
   // Several (shard offset, blocks) pieces of one shard in one round trip, synced.

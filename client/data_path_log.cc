@@ -52,8 +52,11 @@
 // block is either); a data block of such a row lost before the re-sync cannot be known. So
 // every decode of a lost data block is checked against a parity block to spare
 // (rowsDisagreeingWithParity): readers answer EIO, the re-sync leaves the row, and the
-// rebuilder marks the block lost (chunk/rebuilder.h) — never garbage passed off as data. With
-// no parity block to spare (one left, or two data shards lost) the mix cannot be told.
+// rebuilder marks the block lost (chunk/rebuilder.h) — never garbage passed off as data. From
+// then on the block's own server answers kLost for it (unless a record holds it), and readers
+// fail at once, without a decode: that holds with no parity left to spare too. Before it is
+// marked, with no parity block to spare (one left, or two data shards lost), the mix cannot be
+// told.
 #include <kj/debug.h>
 
 #include <algorithm>

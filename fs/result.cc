@@ -36,6 +36,7 @@ TESSERA_SAME(kWrongCluster, WRONG_CLUSTER);
 TESSERA_SAME(kWouldBlock, WOULD_BLOCK);
 TESSERA_SAME(kInterrupted, INTERRUPTED);
 TESSERA_SAME(kReadOnly, READ_ONLY);
+TESSERA_SAME(kLost, LOST);
 #undef TESSERA_SAME
 
 const char* errcName(Errc code) {
@@ -68,6 +69,7 @@ const char* errcName(Errc code) {
     case Errc::kWouldBlock: return "wouldBlock";
     case Errc::kInterrupted: return "interrupted";
     case Errc::kReadOnly: return "readOnly";
+    case Errc::kLost: return "lost";
   }
   return "unknown";
 }
@@ -99,6 +101,7 @@ int toErrno(Errc code) {
     case Errc::kReadOnly: return EROFS;
     case Errc::kIo:
     case Errc::kCorruption:
+    case Errc::kLost:
     case Errc::kUnavailable:
     case Errc::kNotLeader:
     case Errc::kWrongCluster:

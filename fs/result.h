@@ -42,6 +42,7 @@ enum class Errc : uint16_t {
   kWouldBlock,   // EAGAIN: a conflicting lock is held
   kInterrupted,  // EINTR
   kReadOnly,     // EROFS: a frozen inode (tessera.readonly)
+  kLost,         // EIO: a block whose content is known nowhere (chunk/shard_file.h markLost)
 };
 
 // "notFound", "io", ...: the name used in messages and logs.

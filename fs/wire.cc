@@ -17,7 +17,7 @@ void okToWire(proto::Error::Builder b) { b.setCode(proto::Errc::OK); }
 Status fromWire(proto::Error::Reader r) {
   auto code = static_cast<uint16_t>(r.getCode());
   if (code == 0) return Status();
-  if (code > static_cast<uint16_t>(Errc::kReadOnly)) {
+  if (code > static_cast<uint16_t>(Errc::kLost)) {
     return Error{Errc::kIo, "unknown error code " + std::to_string(code)};
   }
   return Error{static_cast<Errc>(code), std::string(r.getDetail().cStr()),

@@ -21,7 +21,9 @@ interface ChunkService {
             crcs :List(UInt32), sync :Bool, epoch :UInt64, intent :ShardIntent)
       -> (error :Common.Error);
   # Read `length` bytes; beyond the end of the shard reads zeros. notFound if the shard does not
-  # exist here; corruption if a stored block fails its CRC. Blocks with an unapplied record in
+  # exist here; corruption if a stored block fails its CRC; lost if a block is marked lost
+  # (its content is known nowhere) and, unless `raw`, no record of this server's chunk log
+  # holds it. Blocks with an unapplied record in
   # this server's chunk log (logAppend) read as the newest record, unless `raw`: the stored
   # bytes, which the stripe's parity agrees with. With `lostAsStored` (and `raw`), a block marked
   # lost (fs/lost_block.h) reads as the pattern it holds, with its CRC, instead of failing: for

@@ -34,6 +34,7 @@ enum Errc {
   wouldBlock @25;   # EAGAIN: a conflicting lock is held
   interrupted @26;  # EINTR: a blocking wait was interrupted by a signal
   readOnly @27;     # EROFS: the inode is frozen (tessera.readonly), e.g. part of a snapshot
+  lost @28;         # a block whose content is known nowhere (marked lost by a rebuild); EIO
 }
 
 struct Error {

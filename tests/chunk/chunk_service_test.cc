@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "fs/lost_block.h"
 #include "fs/wire.h"
 #include "tests/chunk/chunk_helpers.h"
 #include "tests/support/temp_dir.h"
@@ -104,11 +105,12 @@ struct Service {
     return writeV(chunk, shard, kj::mv(pieces), [](auto&) {});
   }
   Read readV(uint64_t chunk, uint8_t shard, std::vector<std::pair<uint64_t, uint32_t>> ranges,
-             bool raw = false) {
+             bool raw = false, bool lostAsStored = false) {
     auto req = client.readVRequest();
     req.setChunk(chunk);
     req.setShard(shard);
     req.setRaw(raw);
+    req.setLostAsStored(lostAsStored);
     auto list = req.initRanges(ranges.size());
     for (size_t i = 0; i < ranges.size(); ++i) {
       list[i].setOffset(ranges[i].first);
@@ -119,6 +121,23 @@ struct Service {
            kj::heapArray<uint32_t>(reply.getCrcs().size())};
     for (size_t i = 0; i < r.crcs.size(); ++i) r.crcs[i] = reply.getCrcs()[i];
     return r;
+  }
+
+  // Appends one write-log record of `data` at `offset` of the shard (epoch 1).
+  Status logAppend(uint64_t chunk, uint8_t shard, uint64_t offset,
+                   kj::ArrayPtr<const kj::byte> data, uint64_t seq) {
+    auto req = client.logAppendRequest();
+    req.setChunk(chunk);
+    req.setShard(shard);
+    toWire(Layout::ec(4, 2), req.initLayout());
+    req.setOffset(offset);
+    req.setData(data);
+    auto crcs = crcsOf(data);
+    auto list = req.initCrcs(crcs.size());
+    for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+    req.setEpoch(1);
+    req.setSeq(seq);
+    return fromWire(loop.wait(req.send()).getError());
   }
 
   Status create(uint64_t chunk, uint8_t shard, Layout layout = Layout::ec(4, 2)) {
@@ -376,17 +395,8 @@ TEST_CASE("chunk service: readV lays unapplied log records over the stored block
   Service svc;
   auto stored = pattern(2 * kBlockSize, 14), logged = pattern(kBlockSize, 15);
   REQUIRE(svc.writeV(42, 1, {{0, stored}}).ok());
-  auto req = svc.client.logAppendRequest();
-  req.setChunk(42);
-  req.setShard(1);
-  toWire(Layout::ec(4, 2), req.initLayout());
-  req.setOffset(kBlockSize);
-  req.setData(logged);
+  REQUIRE(svc.logAppend(42, 1, kBlockSize, logged, 1).ok());
   auto crcs = crcsOf(logged);
-  req.initCrcs(1).set(0, crcs[0]);
-  req.setEpoch(1);
-  req.setSeq(1);
-  REQUIRE(fromWire(svc.loop.wait(req.send()).getError()).ok());
   auto seen = svc.readV(42, 1, {{kBlockSize, kBlockSize}, {0, kBlockSize}});
   REQUIRE(seen.status.ok());
   CHECK(same(seen.data.slice(0, kBlockSize), logged));
@@ -395,6 +405,43 @@ TEST_CASE("chunk service: readV lays unapplied log records over the stored block
   auto raw = svc.readV(42, 1, {{kBlockSize, kBlockSize}}, true);
   REQUIRE(raw.status.ok());
   CHECK(same(raw.data, stored.slice(kBlockSize, 2 * kBlockSize)));
+}
+
+TEST_CASE("chunk service: a lost block reads as lost unless a log record holds it") {
+  Service svc;
+  ShardKey key{ChunkId(43), 1};
+  auto stored = pattern(4 * kBlockSize, 16), logged = pattern(kBlockSize, 17);
+  REQUIRE(svc.writeV(43, 1, {{0, stored}}).ok());
+  REQUIRE(svc.loop.wait(svc.disk->markLost(key, kBlockSize, 2 * kBlockSize)).ok());
+  // No record: every read that touches a lost block says so, raw ones too.
+  auto plain = svc.read(43, 1, 0, 4 * kBlockSize);
+  CHECK(plain.status.code() == Errc::kLost);
+  CHECK(plain.status.error().detail.find("block 1 (offset 4096) is lost") != std::string::npos);
+  CHECK(svc.readV(43, 1, {{0, kBlockSize}, {2 * kBlockSize, kBlockSize}}).status.code() ==
+        Errc::kLost);
+  CHECK(svc.readV(43, 1, {{kBlockSize, kBlockSize}}, true).status.code() == Errc::kLost);
+  REQUIRE(svc.readV(43, 1, {{0, kBlockSize}, {3 * kBlockSize, kBlockSize}}).status.ok());
+  // A record over one of the two lost blocks: a read of it gets the record, a read that takes
+  // in the other one still fails, naming it.
+  REQUIRE(svc.logAppend(43, 1, kBlockSize, logged, 1).ok());
+  auto covered = svc.read(43, 1, 0, 2 * kBlockSize);
+  REQUIRE(covered.status.ok());
+  CHECK(same(covered.data.slice(0, kBlockSize), stored.slice(0, kBlockSize)));
+  CHECK(same(covered.data.slice(kBlockSize, 2 * kBlockSize), logged));
+  CHECK(covered.crcs[1] == crcsOf(logged)[0]);
+  auto other = svc.read(43, 1, 0, 4 * kBlockSize);
+  CHECK(other.status.code() == Errc::kLost);
+  CHECK(other.status.error().detail.find("block 2 (offset 8192) is lost and in no record") !=
+        std::string::npos);
+  auto v = svc.readV(43, 1, {{3 * kBlockSize, kBlockSize}, {kBlockSize, kBlockSize}});
+  REQUIRE(v.status.ok());
+  CHECK(same(v.data.slice(kBlockSize, 2 * kBlockSize), logged));
+  CHECK(svc.readV(43, 1, {{kBlockSize, 2 * kBlockSize}}).status.code() == Errc::kLost);
+  // Raw, the record is not laid over: the block is lost, or its pattern if asked for as stored.
+  CHECK(svc.readV(43, 1, {{kBlockSize, kBlockSize}}, true).status.code() == Errc::kLost);
+  auto asStored = svc.readV(43, 1, {{kBlockSize, kBlockSize}}, true, true);
+  REQUIRE(asStored.status.ok());
+  CHECK(isLostBlock(asStored.data.begin()));
 }
 
 TEST_CASE("chunk service: malformed or stale vectored requests are refused whole") {

@@ -203,7 +203,7 @@ void rebuildShard1WithLostRow(Servers& s, uint64_t chunk, const Layout& layout,
   auto out = kj::heapArray<kj::byte>(kBlockSize);
   auto crcs = kj::heapArray<uint32_t>(1);
   auto lost = s.loop.wait(s.servers[6].disk->read(rebuilt, lostRow * kBlockSize, out, crcs));
-  CHECK(lost.code() == Errc::kCorruption);
+  CHECK(lost.code() == Errc::kLost);
   CHECK(lost.error().detail.find("is lost") != std::string::npos);
   for (uint64_t row = 0; row < len / kBlockSize; ++row) {
     if (row == lostRow) continue;

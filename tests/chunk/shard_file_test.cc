@@ -135,7 +135,7 @@ TEST_CASE("shard file: a flipped byte on disk fails exactly that block, never re
   CHECK(readBack(f, 0, 4 * kBlockSize).status.ok());
 }
 
-TEST_CASE("shard file: a block marked lost reads as corruption, is told from rot, and a write replaces it") {
+TEST_CASE("shard file: a block marked lost reads as lost, is told from rot, and a write replaces it") {
   Fixture fx;
   auto f = fx.create();
   auto data = pattern(4 * kBlockSize, 5);
@@ -144,10 +144,10 @@ TEST_CASE("shard file: a block marked lost reads as corruption, is told from rot
   test::flipByte(fx.path, kDataOffset + 3 * kBlockSize + 9);
 
   auto lost = readBack(f, kBlockSize, kBlockSize);
-  CHECK(lost.status.code() == Errc::kCorruption);
+  CHECK(lost.status.code() == Errc::kLost);
   CHECK(lost.status.error().detail.find("block 1 (offset 4096) is lost") != std::string::npos);
   CHECK(allZero(lost.data));
-  CHECK(readBack(f, 2 * kBlockSize, kBlockSize).status.code() == Errc::kCorruption);
+  CHECK(readBack(f, 2 * kBlockSize, kBlockSize).status.code() == Errc::kLost);
   auto rot = readBack(f, 3 * kBlockSize, kBlockSize);
   CHECK(rot.status.code() == Errc::kCorruption);
   CHECK(rot.status.error().detail.find("fails its CRC") != std::string::npos);

@@ -531,6 +531,13 @@ TEST_CASE("ec log: repair marks the blocks of a torn large write's rows lost, an
   CHECK(last.find("in 1 chunks") != std::string::npos);
   CHECK(chunkLogSays(cluster, shard1, "marked lost, not stored as data"));
   checkCellsRead(cluster, "mnt-r", torn, {4, 5, 6, 7});
+  // With a parity shard's server down as well, a decode of those blocks would have no parity
+  // to spare to tell the mix: shard 1's server says they are lost, and reads fail all the same.
+  int parity = serverOfShard(cluster, path, 5);
+  cluster.stopChunk(parity, SIGKILL);
+  checkCellsRead(cluster, "mnt-p", torn, {4, 5, 6, 7});
+  cluster.startChunk(parity);
+  REQUIRE(cluster.waitChunksUp(6));
 
   // The next writer re-syncs (shard 1's lost blocks read as damaged: the rows stay), then
   // writes stripes 4 to 7 whole: every cell reads back.
