@@ -30,7 +30,8 @@
 // chunk's records with (epoch, seq) <= its own; a drop removes all of them (the chunk was
 // removed here, or its shard here was rebuilt: its records describe an older copy). Appends,
 // trims and drops are durable (fdatasync, one per batch: group commit) before they resolve.
-// Records live in memory too (bounded: append answers kBusy beyond `memoryLimit` bytes), and
+// Records live in memory too (bounded: append answers kBusy beyond `memoryLimit` bytes,
+// `tessera-chunk --log-memory`; writers wait and ask again, client/data_path_log.cc), and
 // are read back from the segments at start, in order; a record of a segment that fails its CRC
 // ends that segment (a torn group commit, never acknowledged; appends go on in a new segment).
 // Segments become spares or are deleted oldest first once nothing in them is live (trims follow

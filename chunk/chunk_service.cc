@@ -623,10 +623,19 @@ kj::Promise<void> ChunkServiceImpl::logAppend(LogAppendContext context) {
         if (!admitted) return kj::Promise<Status>(admitted);
         return logs_.append(kj::mv(r));
       })
-      .then([context, key = *key](Status s) mutable {
+      .then([this, context, key = *key](Status s) mutable {
         if (s.code() == Errc::kCorruption) {
           log::warn("refused a log record of shard ", key.toString().c_str(), ": ",
                     s.error().detail.c_str());
+        }
+        if (s.code() == Errc::kBusy) {
+          // The writer asks again; the operator hears of it once a second at most.
+          auto now = std::chrono::steady_clock::now();
+          if (now - lastLogFullWarning_ >= std::chrono::seconds(1)) {
+            lastLogFullWarning_ = now;
+            log::warn("refused a log record of shard ", key.toString().c_str(), ": ",
+                      s.error().detail.c_str(), " (writers wait and ask again)");
+          }
         }
         setError(context.getResults(), s);
       });

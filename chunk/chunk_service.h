@@ -14,6 +14,8 @@
 // rebuild's sources hold of its chunk in place of its own.
 // Not thread-safe: owned by the chunk server's main event loop.
 #pragma once
+#include <chrono>
+
 #include "chunk/disk_logs.h"
 #include "chunk/disk_set.h"
 #include "chunk/rebuilder.h"
@@ -69,6 +71,7 @@ class ChunkServiceImpl final : public proto::ChunkService::Server {
   DiskSet& disk_;
   DiskLogs& logs_;
   Rebuilder* rebuilder_ = nullptr;
+  std::chrono::steady_clock::time_point lastLogFullWarning_{};
 };
 
 // Largest data of one logFetch reply.

@@ -59,6 +59,9 @@ po::options_description flags() {
       ("disk-reserve", text("SIZE|PERCENT")->default_value("1%"),
        "a disk with less free space than this (e.g. 64M, or 1% of its capacity) takes no new "
        "shards")
+      ("log-memory", text("SIZE")->default_value("256M"),
+       "unapplied write-log records each disk holds at most (in memory too); appends past "
+       "it are refused until applies make room, and writers ask again")
       ("port-file", text("FILE"), "write the bound port to FILE once listening")
       ("heartbeat", text("DURATION")->default_value("1s"), "heartbeat interval")
       ("connect-timeout", text("DURATION")->default_value("10s"),
@@ -195,6 +198,9 @@ int run(int argc, char** argv) {
     if (!b) return fail("--disk-reserve: " + b.error().detail);
     reserveBytes = *b;
   }
+  auto logMemory = parseSize(get("log-memory"));
+  if (!logMemory) return fail("--log-memory: " + logMemory.error().detail);
+  if (*logMemory < (1u << 20)) return fail("--log-memory must be at least 1M");
   auto heartbeat = parseDurationMs(get("heartbeat"));
   if (!heartbeat) return fail("--heartbeat: " + heartbeat.error().detail);
   if (*heartbeat == 0) return fail("--heartbeat must be more than 0");
@@ -251,7 +257,9 @@ int run(int argc, char** argv) {
                              .reserveFraction = reserveFraction});
   if (!disk) return fail(disk.error().detail);
   // Each disk keeps the write logs and lease epochs of its own chunks (chunk/disk_logs.h).
-  auto logs = DiskLogs::open(**disk);
+  ChunkLog::Config logConfig;
+  logConfig.memoryLimit = *logMemory;
+  auto logs = DiskLogs::open(**disk, logConfig);
   if (!logs) return fail(logs.error().toString());
   ChunkPeers peers(network, timer, *connectTimeout);
   Rebuilder rebuilder(**disk, peers, timer, {.rateBytesPerSec = repairRate << 20});

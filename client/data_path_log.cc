@@ -72,6 +72,12 @@
 
 namespace tessera::client {
 
+namespace {
+// A server whose log is full is asked again every kLogFullRetryMs, kLogFullRetries times (2 s).
+constexpr int kLogFullRetries = 20;
+constexpr uint64_t kLogFullRetryMs = 100;
+}  // namespace
+
 struct DataPath::LogChunk {
   ChunkDesc chunk;  // the newest descriptor seen: epoch, stale shards
   InodeId inode;
@@ -204,7 +210,10 @@ kj::Promise<Result<uint32_t>> DataPath::writeLogged(const ChunkDesc& chunk, uint
           logBytes_ += pend.record.data.size();
           logStats_.appended++;
           logStats_.loggedBytes += pend.record.data.size();
+          // The record lives in `lc`, which forgetLog may drop from logs_ meanwhile (a server
+          // with a full log is asked again seconds later): kept alive until the append is done.
           appends.add(appendRecord(s.chunk, pend.record)
+                          .attach(std::shared_ptr<LogChunk>(logs_[s.chunk.id.value]))
                           .then([this, id = s.chunk.id.value, seq](Result<uint32_t> r) {
                             auto it = logs_.find(id);
                             if (it != logs_.end()) {
@@ -232,7 +241,11 @@ kj::Promise<Result<uint32_t>> DataPath::writeLogged(const ChunkDesc& chunk, uint
 }
 
 // To m + 1 servers of the chunk: the data shard's, the parity shards', then the other data
-// shards' in order, skipping stale ones and replacing any that fails with the next.
+// shards' in order, skipping stale ones and replacing any that fails with the next. A server
+// whose log is full (kBusy) is asked again a little later, for up to kLogFullRetries rounds,
+// before it counts as failed: its room comes back as the records it holds are applied (this
+// client's own, among others), and a record that missed the data shard's server would make that
+// shard stale, for repair to rebuild.
 kj::Promise<Result<uint32_t>> DataPath::appendRecord(const ChunkDesc& chunk, LogRecord& rec) {
   const Layout& l = chunk.layout;
   struct State {
@@ -242,6 +255,8 @@ kj::Promise<Result<uint32_t>> DataPath::appendRecord(const ChunkDesc& chunk, Log
     int ok = 0;
     bool dataOk = false;
     std::optional<Error> last;
+    std::vector<int> full;  // asked again next round: their logs were full
+    int fullRounds = 0;
   };
   auto st = kj::heap<State>();
   st->chunk = chunk;
@@ -260,22 +275,32 @@ kj::Promise<Result<uint32_t>> DataPath::appendRecord(const ChunkDesc& chunk, Log
     static kj::Promise<Status> run(DataPath& dp, State& s, LogRecord& rec, int need) {
       int want = need - s.ok;
       if (want <= 0) return Status();
-      if (s.next >= s.candidates.size()) {
+      std::vector<int> targets = kj::mv(s.full);
+      s.full.clear();
+      bool later = !targets.empty();
+      want -= int(targets.size());
+      while (want-- > 0 && s.next < s.candidates.size()) {
+        targets.push_back(s.candidates[s.next++]);
+      }
+      if (targets.empty()) {
         return Status(Error{Errc::kUnavailable,
                             "chunk " + std::to_string(s.chunk.id.value) + ": log record on " +
                                 std::to_string(s.ok) + " of " + std::to_string(need) +
                                 " servers (" + (s.last ? s.last->toString() : "none left") + ")"});
       }
-      kj::Vector<kj::Promise<Status>> sends;
-      std::vector<int> targets;
-      while (want-- > 0 && s.next < s.candidates.size()) {
-        int j = s.candidates[s.next++];
-        rec.holders |= 1u << j;
-        targets.push_back(j);
-        sends.add(dp.appendTo(s.chunk, j, rec));
-      }
-      return kj::joinPromises(sends.releaseAsArray())
+      kj::Promise<void> ready = kj::READY_NOW;
+      if (later) ready = dp.timer_.afterDelay(kLogFullRetryMs * kj::MILLISECONDS);
+      return ready
+          .then([&dp, &s, &rec, targets] {
+            kj::Vector<kj::Promise<Status>> sends;
+            for (int j : targets) {
+              rec.holders |= 1u << j;
+              sends.add(dp.appendTo(s.chunk, j, rec));
+            }
+            return kj::joinPromises(sends.releaseAsArray());
+          })
           .then([&dp, &s, &rec, need, targets](kj::Array<Status> results) -> kj::Promise<Status> {
+            bool retried = false;
             for (size_t i = 0; i < results.size(); ++i) {
               if (results[i]) {
                 s.ok++;
@@ -285,7 +310,12 @@ kj::Promise<Result<uint32_t>> DataPath::appendRecord(const ChunkDesc& chunk, Log
               const Error& e = results[i].error();
               if (e.code == Errc::kStale || e.code == Errc::kInvalid) return Status(e);
               s.last = e;
+              if (e.code == Errc::kBusy && s.fullRounds < kLogFullRetries) {
+                s.full.push_back(targets[i]);
+                retried = true;
+              }
             }
+            if (retried) ++s.fullRounds;
             return run(dp, s, rec, need);
           });
     }

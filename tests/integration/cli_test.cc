@@ -58,6 +58,12 @@ TEST_CASE("cli: --help works and bad flags are one clear line with exit 1") {
                      "tessera-meta", "policy");
   expectCleanFailure(run({bin("chunk/tessera-chunk"), "--meta", "127.0.0.1:1"}, 10'000),
                      "tessera-chunk", "--data");
+  expectCleanFailure(run({bin("chunk/tessera-chunk"), "--data", tmp.path(), "--meta",
+                          "127.0.0.1:1", "--log-memory", "64K"}, 10'000),
+                     "tessera-chunk", "--log-memory");
+  expectCleanFailure(run({bin("chunk/tessera-chunk"), "--data", tmp.path(), "--meta",
+                          "127.0.0.1:1", "--log-memory", "lots"}, 10'000),
+                     "tessera-chunk", "--log-memory");
   expectCleanFailure(run({bin("tools/tessera"), "policy", "set", tmp.path(), "raid5"}, 10'000),
                      "tessera", "policy");
   expectCleanFailure(run({bin("tools/tessera"), "policy", "get", tmp.path()}, 10'000), "tessera",

@@ -675,3 +675,55 @@ TEST_CASE("ec log: writes into rows holding a lost block land with their parity,
   REQUIRE(std::holds_alternative<int>(lost));
   CHECK(std::get<int>(lost) == EIO);
 }
+
+// Chunk servers whose logs hold little (--log-memory 1M) refuse appends while full. A writer
+// waits and asks such a server again as its applies make room, instead of putting the record on
+// other servers and marking its data shard stale (or failing the write once every server
+// refused): no shard goes stale, no write fails, every byte reads back.
+TEST_CASE("ec log: a chunk server whose log is full makes writers wait, not mark shards stale") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;
+  o.chunkArgs = {"--log-memory", "1M"};
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(6));
+  std::mt19937_64 rng(testSeed(8180));
+  const size_t kStripe = 256 << 10, kLen = 60 << 10, kWrites = 100;
+  std::string model = randomBytes(rng, kWrites * kStripe);
+  std::string path = cluster.mnt() + "/image";
+  writeAll(path, model);
+  {
+    // 60 KiB O_DIRECT writes into data shard 0's cell of one stripe after another: logged, each
+    // record to shard 0's server and both parity servers, whose logs are full after 17 records
+    // (1 MiB) until the mount applies them (1 s after the first). Had all three refused for
+    // good, the record would land on the other data servers and miss shard 0. The rows of one
+    // write are no other write's: the apply of the earlier records never waits for the rows
+    // of a write that waits for room.
+    ExtraMount w(cluster, "mnt-w", "", {"--ec-log-apply-delay", "1s"});
+    int fd = open((w.path + "/image").c_str(), O_RDWR | O_DIRECT);
+    REQUIRE(fd >= 0);
+    void* buf = aligned_alloc(4096, kLen);
+    REQUIRE(buf != nullptr);
+    int failed = 0;
+    for (size_t i = 0; i < kWrites; ++i) {
+      size_t at = i * kStripe + 4096;
+      std::string data = randomBytes(rng, kLen);
+      memcpy(buf, data.data(), kLen);
+      if (pwrite(fd, buf, kLen, off_t(at)) != ssize_t(kLen)) {
+        ++failed;
+        continue;
+      }
+      model.replace(at, kLen, data);
+    }
+    free(buf);
+    CHECK(failed == 0);
+    REQUIRE(fsync(fd) == 0);
+    close(fd);
+    // The servers' logs did fill (else this test saw nothing), and no record missed its shard.
+    CHECK(chunkLogSays(cluster, -1, "chunk log full"));
+    CHECK(readAll(w.log).find("log record missed shard") == std::string::npos);
+  }
+  auto f = run({adminBin(), "--meta", cluster.meta(), "--timeout", "5s", "fsck"}, 30'000);
+  INFO(f.output);
+  CHECK(f.exitCode == 0);
+  checkFreshMountReads(cluster, "mnt-r", model);
+}
