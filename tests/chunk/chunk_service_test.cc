@@ -38,11 +38,11 @@ struct Service {
 
   Service() { server.accept(kj::mv(pipe.ends[1])); }
 
-  // Sends a write; `tweak` may spoil the request before it goes.
-  template <typename Tweak>
-  Status write(uint64_t chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
-               Tweak&& tweak, bool sync = false) {
-    auto req = client.writeRequest();
+  // What a write and a log append both carry: the shard of an ec(4,2) chunk, the offset, the
+  // data and its blocks' CRCs.
+  template <typename Request>
+  static void setBlocks(Request& req, uint64_t chunk, uint8_t shard, uint64_t offset,
+                        kj::ArrayPtr<const kj::byte> data) {
     req.setChunk(chunk);
     req.setShard(shard);
     toWire(Layout::ec(4, 2), req.initLayout());
@@ -51,6 +51,14 @@ struct Service {
     auto crcs = crcsOf(data);
     auto list = req.initCrcs(crcs.size());
     for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+  }
+
+  // Sends a write; `tweak` may spoil the request before it goes.
+  template <typename Tweak>
+  Status write(uint64_t chunk, uint8_t shard, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
+               Tweak&& tweak, bool sync = false) {
+    auto req = client.writeRequest();
+    setBlocks(req, chunk, shard, offset, data);
     req.setSync(sync);
     tweak(req);
     return fromWire(loop.wait(req.send()).getError());
@@ -127,14 +135,7 @@ struct Service {
   Status logAppend(uint64_t chunk, uint8_t shard, uint64_t offset,
                    kj::ArrayPtr<const kj::byte> data, uint64_t seq) {
     auto req = client.logAppendRequest();
-    req.setChunk(chunk);
-    req.setShard(shard);
-    toWire(Layout::ec(4, 2), req.initLayout());
-    req.setOffset(offset);
-    req.setData(data);
-    auto crcs = crcsOf(data);
-    auto list = req.initCrcs(crcs.size());
-    for (size_t i = 0; i < crcs.size(); ++i) list.set(i, crcs[i]);
+    setBlocks(req, chunk, shard, offset, data);
     req.setEpoch(1);
     req.setSeq(seq);
     return fromWire(loop.wait(req.send()).getError());
