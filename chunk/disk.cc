@@ -9,7 +9,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <cstdio>
 #include <utility>
 #include <cstring>
@@ -114,8 +116,9 @@ class Disk::Store {
  public:
   explicit Store(Disk& disk) : disk_(disk) {}
 
+  // Not synced: Disk::write queues the shard for a sync batch.
   Status write(ShardKey key, Layout layout, uint64_t offset, kj::ArrayPtr<const kj::byte> data,
-               kj::ArrayPtr<const uint32_t> crcs, bool sync) {
+               kj::ArrayPtr<const uint32_t> crcs) {
     if (auto s = checkRange(offset, data.size()); !s) return s;
     auto found = get(key);
     ShardFile* file;
@@ -133,7 +136,7 @@ class Disk::Store {
     uint64_t before = file->allocatedBytes();
     Status s = file->write(offset, data, crcs);
     account(before, file->allocatedBytes());
-    if (s && sync) return syncFile(key, *file);
+    unsynced_.insert(key);
     return s;
   }
 
@@ -147,14 +150,10 @@ class Disk::Store {
     return (*file)->read(offset, out, crcs, lostAsStored);
   }
 
-  Status sync(kj::ArrayPtr<const ShardKey> keys) {
-    Status result;
-    for (auto key : keys) {
-      auto file = get(key);
-      Status s = file ? syncFile(key, **file) : Status(file.error());
-      if (!s && result) result = s;
-    }
-    return result;
+  // One shard's fdatasync (and its directory's, after a create).
+  Status sync(ShardKey key) {
+    auto file = get(key);
+    return file ? syncFile(key, **file) : Status(file.error());
   }
 
   // Runs f on the open shard `key` and keeps the disk's byte count in step with what the call
@@ -164,6 +163,7 @@ class Disk::Store {
     auto file = get(key);
     if (!file) return file.error();
     uint64_t before = (*file)->allocatedBytes();
+    unsynced_.insert(key);  // until f syncs it
     auto r = f(**file);
     account(before, (*file)->allocatedBytes());
     return r;
@@ -215,6 +215,8 @@ class Disk::Store {
         std::string path = disk_.shardPath(key);
         uint64_t allocated = 0;
         auto it = cache_.find(key);
+        unsynced_.erase(key);
+        failedWriteBack_.erase(key);
         if (it != cache_.end()) {
           allocated = it->second.file.allocatedBytes();
           cache_.erase(it);
@@ -271,6 +273,14 @@ class Disk::Store {
       for (auto it = cache_.begin(); it != cache_.end(); ++it) {
         if (it->second.lastUse < oldest->second.lastUse) oldest = it;
       }
+      // A file with unsynced writes is synced before it is closed: an fdatasync through a
+      // descriptor opened later would not see a write-back error (Linux reports it to the
+      // descriptors open when it happened), so a failure is kept for the shard's next sync.
+      ShardKey evicted = oldest->first;
+      if (unsynced_.count(evicted) && !syncFile(evicted, oldest->second.file)) {
+        failedWriteBack_.insert(evicted);
+      }
+      unsynced_.erase(evicted);
       cache_.erase(oldest);
     }
     ShardKey key = file.key();
@@ -294,7 +304,13 @@ class Disk::Store {
   // The data of the shard, and its directory entry if a shard was created there since the last
   // sync of that directory.
   Status syncFile(ShardKey key, ShardFile& file) {
+    if (failedWriteBack_.erase(key)) {
+      return Error{Errc::kIo, "sync " + disk_.shardPath(key) +
+                                  ": writing back an earlier write failed when the file was closed"};
+    }
+    disk_.fileSyncs_.fetch_add(1);
     if (auto s = file.sync(); !s) return s;
+    unsynced_.erase(key);
     std::string dir = ShardFile::directoryOf(disk_.shardPath(key));
     auto it = unsyncedDirs_.find(dir);
     if (it == unsyncedDirs_.end()) return Status();
@@ -306,6 +322,8 @@ class Disk::Store {
   Disk& disk_;
   std::unordered_map<ShardKey, Entry> cache_;
   std::unordered_set<std::string> unsyncedDirs_;  // bucket directories with unsynced creates
+  std::unordered_set<ShardKey> unsynced_;         // open shards written since their last sync
+  std::unordered_set<ShardKey> failedWriteBack_;  // closed shards whose sync at close failed
   uint64_t tick_ = 0;
 };
 
@@ -372,6 +390,7 @@ Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
       usedBytes_(usedBytes),
       shards_(shards),
       found_(std::move(found)),
+      syncTasks_(kj::heap<kj::TaskSet>(taskErrors_)),
       store_(kj::heap<Store>(*this)),
       thread_([this] { runWorker(); }) {
   published_.when([](const kj::Maybe<Published>& p) { return p != nullptr; },
@@ -384,7 +403,9 @@ Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
 }
 
 Disk::~Disk() noexcept(false) {
-  // thread_ is destroyed (joined) first of the members, after its loop was told to stop.
+  // A running sync batch is cancelled while the worker still runs (its waiters' promises are
+  // broken); thread_ is destroyed (joined) first of the members, after its loop was told to stop.
+  syncTasks_ = nullptr;
   stop_->fulfill();
 }
 
@@ -454,9 +475,14 @@ void Disk::probe() {
 kj::Promise<Status> Disk::write(ShardKey key, Layout layout, uint64_t offset,
                                 kj::ArrayPtr<const kj::byte> data, kj::Array<uint32_t> crcs,
                                 bool sync) {
-  return onWorker([this, key, layout, offset, data, crcs = kj::mv(crcs), sync]() -> Status {
+  auto written = onWorker([this, key, layout, offset, data, crcs = kj::mv(crcs)]() -> Status {
     if (auto e = refuse()) return *e;
-    return note(store_->write(key, layout, offset, data, crcs, sync));
+    return note(store_->write(key, layout, offset, data, crcs));
+  });
+  if (!sync) return written;
+  return written.then([this, key](Status s) -> kj::Promise<Status> {
+    if (!s) return s;
+    return syncGrouped({key});
   });
 }
 
@@ -469,10 +495,67 @@ kj::Promise<Status> Disk::read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::b
 }
 
 kj::Promise<Status> Disk::sync(kj::Array<ShardKey> keys) {
-  return onWorker([this, keys = kj::mv(keys)]() -> Status {
-    if (auto e = refuse()) return *e;
-    return note(store_->sync(keys));
+  return syncGrouped(std::vector<ShardKey>(keys.begin(), keys.end()));
+}
+
+kj::Promise<Status> Disk::syncGrouped(std::vector<ShardKey> keys) {
+  if (keys.empty()) return Status();
+  auto paf = kj::newPromiseAndFulfiller<Status>();
+  syncWaiting_.push_back(SyncWaiter{std::move(keys), kj::mv(paf.fulfiller)});
+  if (!syncRunning_) startSyncBatch();
+  return kj::mv(paf.promise);
+}
+
+void Disk::startSyncBatch() {
+  syncRunning_ = true;
+  auto batch = std::make_shared<std::vector<SyncWaiter>>(std::move(syncWaiting_));
+  syncWaiting_.clear();
+  std::vector<ShardKey> keys;
+  for (auto& w : *batch) keys.insert(keys.end(), w.keys.begin(), w.keys.end());
+  std::sort(keys.begin(), keys.end(), [](ShardKey a, ShardKey b) {
+    return std::make_pair(a.chunk.value, a.shard) < std::make_pair(b.chunk.value, b.shard);
   });
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  using Outcomes = std::vector<std::pair<ShardKey, Status>>;
+  syncTasks_->add(
+      onWorker([this, keys = std::move(keys)]() {
+        Outcomes outcomes;
+        for (ShardKey key : keys) {
+          if (auto e = refuse()) {
+            outcomes.emplace_back(key, *e);
+          } else {
+            outcomes.emplace_back(key, note(store_->sync(key)));
+          }
+        }
+        return outcomes;
+      })
+          .then(
+              [this, batch](Outcomes outcomes) {
+                for (auto& w : *batch) {
+                  Status s;
+                  for (ShardKey key : w.keys) {
+                    for (auto& [k, o] : outcomes) {
+                      if (k == key && !o && s) s = o;
+                    }
+                  }
+                  w.done->fulfill(kj::mv(s));
+                }
+                syncRunning_ = false;
+                if (!syncWaiting_.empty()) startSyncBatch();
+              },
+              [this, batch](kj::Exception&& e) {
+                // Only when the worker is gone: every waiter, of this batch and after it, fails.
+                Status s = Error{Errc::kIo, "disk " + config_.dir + ": sync: " +
+                                                e.getDescription().cStr()};
+                for (auto& w : *batch) w.done->fulfill(Status(s));
+                for (auto& w : syncWaiting_) w.done->fulfill(Status(s));
+                syncWaiting_.clear();
+                syncRunning_ = false;
+              }));
+}
+
+void Disk::TaskErrors::taskFailed(kj::Exception&& e) {
+  log::warn("disk sync batch: ", e.getDescription().cStr());
 }
 
 kj::Promise<Status> Disk::truncate(ShardKey key, uint64_t length) {

@@ -13,6 +13,12 @@
 // Buffers passed by reference (write's data, read's out) must stay valid until the promise
 // resolves or is destroyed; destroying a promise whose operation is running waits for it.
 //
+// Syncs are grouped (DESIGN.md: not one fsync per 4 KiB). A synced write and sync() queue their
+// shards for the next sync batch and resolve when it ends: a batch starts as soon as none runs,
+// takes every shard queued by then and fdatasyncs each once, so what is queued while a batch
+// runs shares the next. Each caller gets the outcome of its own shards. A write's bytes reach
+// the file in call order as before; its sync may come after operations called later.
+//
 // Health. A Disk is kOk, kFull or kFailed (state()); the worker sets it:
 //   - kFailed when an operation returns kIo (EIO and every errno but ENOSPC/EDQUOT), or when
 //     the probe of stats() finds DIR/shards gone or replaced, or cannot write and fdatasync
@@ -86,8 +92,11 @@ class Disk {
   // exist; kCorruption naming the first bad block (`lostAsStored`: as ShardFile::read's).
   kj::Promise<Status> read(ShardKey key, uint64_t offset, kj::ArrayPtr<kj::byte> out,
                            kj::ArrayPtr<uint32_t> crcs, bool lostAsStored = false);
-  // fdatasync of each shard; kNotFound if one does not exist (the others are still synced).
+  // fdatasync of each shard, in the next sync batch; kNotFound if one does not exist (the others
+  // are still synced).
   kj::Promise<Status> sync(kj::Array<ShardKey> keys);
+  // fdatasyncs of shard files done so far (each shard of a sync batch counts once).
+  uint64_t fileSyncs() const { return fileSyncs_.load(); }
   // kNotFound if the shard does not exist.
   kj::Promise<Status> truncate(ShardKey key, uint64_t length);
   // Frees a range of the shard (ShardFile::punch), then fdatasync. kNotFound if the shard does
@@ -146,6 +155,9 @@ class Disk {
     return executor_->executeAsync(kj::fwd<Func>(func));
   }
   void runWorker();
+  // Queues `keys` for the next sync batch, starting one if none runs (main loop).
+  kj::Promise<Status> syncGrouped(std::vector<ShardKey> keys);
+  void startSyncBatch();
   // On the worker: the error of an operation on a failed disk, or nullopt.
   std::optional<Error> refuse() const;
   // On the worker: takes note of an operation's outcome (kIo fails the disk, kNoSpace fills it).
@@ -164,6 +176,20 @@ class Disk {
   std::vector<ShardKey> found_;
   uint64_t shardsDev_ = 0, shardsIno_ = 0;  // DIR/shards at open
   std::chrono::steady_clock::time_point lastSyncedProbe_{};  // worker thread only
+  std::atomic<uint64_t> fileSyncs_{0};
+
+  // Main loop: syncs asked for since the running batch started, and whether one runs.
+  struct SyncWaiter {
+    std::vector<ShardKey> keys;
+    kj::Own<kj::PromiseFulfiller<Status>> done;
+  };
+  std::vector<SyncWaiter> syncWaiting_;
+  bool syncRunning_ = false;
+  struct TaskErrors : kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&& e) override;
+  };
+  TaskErrors taskErrors_;
+  kj::Own<kj::TaskSet> syncTasks_;  // the running batch; dropped first in the destructor
   kj::Own<Store> store_;  // touched only on the worker thread
 
   struct Published {

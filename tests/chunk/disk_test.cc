@@ -184,3 +184,83 @@ TEST_CASE("disk: small files in the data directory are written atomically and re
   REQUIRE(text.ok());
   CHECK(*text == "id = 3\n");
 }
+
+TEST_CASE("disk: synced writes that arrive together share their fdatasyncs") {
+  test::Loop loop;
+  test::TempDir dir("disk-test");
+  auto disk = openDisk(dir.path());
+
+  // 32 synced writes to 4 shards, all asked for before any finished. The first write's sync
+  // starts a batch of its own shard; the other 31 writes are done on the worker before that
+  // batch, so the next batch holds all 4 shards: 5 fdatasyncs instead of 32.
+  constexpr unsigned kShards = 4, kWrites = 8;
+  kj::Vector<kj::Array<kj::byte>> datas;
+  kj::Vector<kj::Promise<Status>> writes;
+  for (unsigned w = 0; w < kWrites; ++w) {
+    for (unsigned s = 0; s < kShards; ++s) {
+      datas.add(pattern(kBlockSize, s * kWrites + w));
+      auto& data = datas.back();
+      writes.add(disk->write(key(300 + s, 0), Layout::replica(3), w * kBlockSize, data,
+                             crcsOf(data), /*sync=*/true));
+    }
+  }
+  for (auto& s : loop.wait(kj::joinPromises(writes.releaseAsArray()))) CHECK(s.ok());
+  MESSAGE("fdatasyncs for ", kShards * kWrites, " synced writes: ", disk->fileSyncs());
+  CHECK(disk->fileSyncs() == 1 + kShards);
+
+  // Every write reads back.
+  for (unsigned w = 0; w < kWrites; ++w) {
+    for (unsigned s = 0; s < kShards; ++s) {
+      auto out = kj::heapArray<kj::byte>(kBlockSize);
+      auto crcs = kj::heapArray<uint32_t>(1);
+      REQUIRE(loop.wait(disk->read(key(300 + s, 0), w * kBlockSize, out, crcs)).ok());
+      CHECK(out.asPtr() == pattern(kBlockSize, s * kWrites + w).asPtr());
+    }
+  }
+}
+
+TEST_CASE("disk: each caller of a sync batch gets the outcome of its own shards") {
+  test::Loop loop;
+  test::TempDir dir("disk-test");
+  auto disk = openDisk(dir.path());
+  auto a = pattern(kBlockSize, 1), b = pattern(kBlockSize, 2);
+  // The first write's batch runs while the next write and the sync of a shard that does not
+  // exist wait: both go in the second batch.
+  auto first = disk->write(key(400, 0), Layout::replica(3), 0, a, crcsOf(a), true);
+  auto second = disk->write(key(401, 0), Layout::replica(3), 0, b, crcsOf(b), true);
+  auto missing = disk->sync(kj::heapArray<ShardKey>({key(402, 0)}));
+  auto both = disk->sync(kj::heapArray<ShardKey>({key(401, 0), key(403, 0)}));
+  CHECK(loop.wait(kj::mv(first)).ok());
+  CHECK(loop.wait(kj::mv(second)).ok());
+  CHECK(loop.wait(kj::mv(missing)).code() == Errc::kNotFound);
+  CHECK(loop.wait(kj::mv(both)).code() == Errc::kNotFound);
+  CHECK(loop.wait(disk->sync(kj::heapArray<ShardKey>({key(400, 0), key(401, 0)}))).ok());
+  CHECK(loop.wait(disk->sync(kj::heapArray<ShardKey>({}))).ok());
+}
+
+TEST_CASE("disk: a shard file closed to make room is synced first if it holds unsynced writes") {
+  test::Loop loop;
+  test::TempDir dir("disk-test");
+  auto d = Disk::open({.dir = dir.path(), .maxOpenFiles = 2});
+  REQUIRE(d.ok());
+  auto disk = kj::mv(*d);
+  auto data = pattern(kBlockSize, 7);
+  // Synced writes to two shards, then an unsynced one to the first: three open files at most
+  // two. The third shard's open closes the least recently used file, the unsynced one.
+  REQUIRE(loop.wait(disk->write(key(500, 0), Layout::replica(3), 0, data, crcsOf(data), true)).ok());
+  REQUIRE(loop.wait(disk->write(key(501, 0), Layout::replica(3), 0, data, crcsOf(data), true)).ok());
+  REQUIRE(loop.wait(disk->write(key(500, 0), Layout::replica(3), kBlockSize, data, crcsOf(data),
+                                false)).ok());
+  REQUIRE(loop.wait(disk->write(key(501, 0), Layout::replica(3), kBlockSize, data, crcsOf(data),
+                                true)).ok());
+  uint64_t before = disk->fileSyncs();
+  REQUIRE(loop.wait(disk->write(key(502, 0), Layout::replica(3), 0, data, crcsOf(data), false)).ok());
+  CHECK(disk->fileSyncs() == before + 1);  // 500 was closed, and synced before
+  // 501 (synced, now the oldest) is closed without one.
+  REQUIRE(loop.wait(disk->write(key(503, 0), Layout::replica(3), 0, data, crcsOf(data), false)).ok());
+  CHECK(disk->fileSyncs() == before + 1);
+  auto out = kj::heapArray<kj::byte>(kBlockSize);
+  auto crcs = kj::heapArray<uint32_t>(1);
+  REQUIRE(loop.wait(disk->read(key(500, 0), kBlockSize, out, crcs)).ok());
+  CHECK(out.asPtr() == data.asPtr());
+}
