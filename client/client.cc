@@ -1081,12 +1081,16 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                     }
                     uint32_t shards = shardsWritten(desc.layout, chunkOff, piece.size(),
                                                     fresh && !fresh->shardsCreated);
+                    // A synced or logged write is on disk when it succeeds: nothing for the
+                    // next fsync to sync.
+                    bool durable = sync || data_.logs(desc, piece.size(), inode, fresh.get());
                     return data_.write(desc, chunkOff, piece, sync, kj::mv(fresh), inode)
                         .then([this, inode, desc](Result<uint32_t> missed) {
                           return afterShardWrite(inode, desc, kj::mv(missed));
                         })
-                        .then([this, inode, shards](Result<ChunkDesc> written) -> Status {
+                        .then([this, inode, shards, durable](Result<ChunkDesc> written) -> Status {
                           if (!written) return written.error();
+                          if (durable) return Status();
                           if (auto* f = find(inode)) {
                             auto& u = f->unsynced[written->index];
                             u.chunk = *written;
@@ -1103,7 +1107,7 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
   return joinStatus(parts.releaseAsArray());
 }
 
-void Client::startFlush(FileState& f) {
+void Client::startFlush(FileState& f, bool sync) {
   if (f.pending.empty()) return;
   auto data = kj::heapArray<kj::byte>(f.pending.size());
   memcpy(data.begin(), f.pending.data(), data.size());
@@ -1113,9 +1117,9 @@ void Client::startFlush(FileState& f) {
   f.inflightBytes += n;
   // One flush at a time per file, in order: a later write of the same bytes must land last.
   f.flushChain = f.flushChain
-                     .then([this, &f, off, data = kj::mv(data)]() mutable {
+                     .then([this, &f, off, data = kj::mv(data), sync]() mutable {
                        auto ptr = data.asPtr();
-                       return writeThrough(f, off, ptr, false).attach(kj::mv(data));
+                       return writeThrough(f, off, ptr, sync).attach(kj::mv(data));
                      })
                      .then(
                          [&f, n, off](Status s) {
@@ -1135,15 +1139,15 @@ void Client::startFlush(FileState& f) {
                      .eagerlyEvaluate(nullptr);
 }
 
-kj::Promise<Status> Client::drain(FileState& f) {
-  startFlush(f);
+kj::Promise<Status> Client::drain(FileState& f, bool sync) {
+  startFlush(f, sync);
   if (f.inflightBytes == 0) {
     if (f.writeError) return Status(*f.writeError);
     return Status();
   }
   auto paf = kj::newPromiseAndFulfiller<void>();
   f.waiters.push_back(kj::mv(paf.fulfiller));
-  return paf.promise.then([this, &f] { return drain(f); });
+  return paf.promise.then([this, &f, sync] { return drain(f, sync); });
 }
 
 kj::Promise<Status> Client::write(InodeId inode, uint64_t off, kj::Array<kj::byte> data,
@@ -1336,13 +1340,15 @@ kj::Promise<Status> Client::fsync(InodeId inode, bool dataOnly) {
   if (!fp) return dataOnly ? kj::Promise<Status>(Status()) : syncMeta();
   auto& f = *fp;
   f.opens++;
-  // fdatasync needs the metadata only if it is what finds the data again: the size. An
-  // overwrite inside the file leaves mtime for the next close or fsync.
-  auto prepare = dataOnly ? drain(f).then([this, &f](Status drained) -> kj::Promise<Status> {
-    if (!drained || f.size == f.durableSize) return drained;
-    return commit(f);
-  })
-                          : flush(inode);
+  // What is still buffered goes out synced: it needs no sync of its own below. fdatasync needs
+  // the metadata only if it is what finds the data again: the size. An overwrite inside the
+  // file leaves mtime for the next close or fsync.
+  auto prepare =
+      drain(f, true).then([this, &f, inode, dataOnly](Status drained) -> kj::Promise<Status> {
+        if (!dataOnly) return flush(inode);
+        if (!drained || f.size == f.durableSize) return drained;
+        return commit(f);
+      });
   return prepare
       .then([this, &f](Status s) -> kj::Promise<Status> {
         if (!s) return s;

@@ -296,10 +296,11 @@ class Client {
                                                Result<uint32_t> missed);
   kj::Promise<Status> writeThrough(FileState& f, uint64_t off, kj::ArrayPtr<const kj::byte> data,
                                    bool sync);
-  // Starts writing the pending buffer out; the returned promise is for callers that wait.
-  void startFlush(FileState& f);
+  // Starts writing the pending buffer out; with `sync`, each shard syncs what it is sent before
+  // answering (an fsync's own flush: no second round of syncs for it).
+  void startFlush(FileState& f, bool sync = false);
   // Resolves when nothing is pending or in flight for the file; reports a kept failure.
-  kj::Promise<Status> drain(FileState& f);
+  kj::Promise<Status> drain(FileState& f, bool sync = false);
   kj::Promise<Status> readChunks(FileState& f, uint64_t off, kj::ArrayPtr<kj::byte> out);
   kj::Promise<Status> commit(FileState& f);
   // fdatasync of every shard of the chunks written since the last sync.

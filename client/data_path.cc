@@ -559,11 +559,7 @@ kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t o
   if (data.size() == 0) return Result<uint32_t>(0u);
   KJ_REQUIRE(off + data.size() <= kChunkSize, off, data.size());
   if (!chunk.layout.isEc()) return writeReplica(chunk, off, data, sync, kj::mv(fresh));
-  // Small writes go to the log — except the first of a chunk this client placed, which creates
-  // its shards (and has no old content to protect).
-  bool small = data.size() < stripeWidth(chunk.layout);
-  if (small && logConfig_.enabled && inode.value != 0 && chunk.epoch > 0 &&
-      !(fresh && !fresh->shardsCreated)) {
+  if (logs(chunk, data.size(), inode, fresh.get())) {
     return writeLogged(chunk, off, data, inode, kj::mv(fresh));
   }
   // Straight to the stripes, after the log's records of the chunk: they are older.
@@ -576,6 +572,14 @@ kj::Promise<Result<uint32_t>> DataPath::write(const ChunkDesc& chunk, uint64_t o
         });
   }
   return writeEc(chunk, off, data, sync, kj::mv(fresh));
+}
+
+bool DataPath::logs(const ChunkDesc& chunk, uint64_t size, InodeId inode,
+                    const FreshChunk* fresh) const {
+  // Small ec writes — except the first of a chunk this client placed, which creates its shards
+  // (and has no old content to protect).
+  return chunk.layout.isEc() && size < stripeWidth(chunk.layout) && logConfig_.enabled &&
+         inode.value != 0 && chunk.epoch > 0 && !(fresh && !fresh->shardsCreated);
 }
 
 kj::Promise<Result<uint32_t>> DataPath::writeEc(const ChunkDesc& chunk, uint64_t off,

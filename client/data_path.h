@@ -104,6 +104,8 @@ class DataPath {
                                       kj::ArrayPtr<const kj::byte> data, bool sync,
                                       std::shared_ptr<FreshChunk> fresh = nullptr,
                                       InodeId inode = InodeId());
+  // Whether write() sends a write of `size` bytes to the chunk's write log.
+  bool logs(const ChunkDesc& chunk, uint64_t size, InodeId inode, const FreshChunk* fresh) const;
 
   // Applies and trims every record this client logged for the chunk; resolves when none is
   // left, or with the error that stopped an apply (the records then stay on the servers).
