@@ -1090,11 +1090,16 @@ kj::Promise<Status> Client::writeThrough(FileState& f, uint64_t off,
                         })
                         .then([this, inode, shards, durable](Result<ChunkDesc> written) -> Status {
                           if (!written) return written.error();
-                          if (durable) return Status();
                           if (auto* f = find(inode)) {
-                            auto& u = f->unsynced[written->index];
-                            u.chunk = *written;
-                            u.shards |= shards & ~written->staleShards;
+                            // Earlier write-back of the chunk is synced through its newest
+                            // descriptor (lease epoch, stale shards).
+                            auto it = f->unsynced.find(written->index);
+                            if (it != f->unsynced.end()) it->second.chunk = *written;
+                            if (!durable) {
+                              auto& u = f->unsynced[written->index];
+                              u.chunk = *written;
+                              u.shards |= shards & ~written->staleShards;
+                            }
                           }
                           return Status();
                         })
