@@ -9,7 +9,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <cstdio>
@@ -390,7 +389,7 @@ Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
       usedBytes_(usedBytes),
       shards_(shards),
       found_(std::move(found)),
-      syncTasks_(kj::heap<kj::TaskSet>(taskErrors_)),
+      syncs_(kj::heap<GroupCommit>()),
       store_(kj::heap<Store>(*this)),
       thread_([this] { runWorker(); }) {
   published_.when([](const kj::Maybe<Published>& p) { return p != nullptr; },
@@ -403,9 +402,9 @@ Disk::Disk(Config config, int lockFd, uint64_t usedBytes, uint64_t shards,
 }
 
 Disk::~Disk() noexcept(false) {
-  // A running sync batch is cancelled while the worker still runs (its waiters' promises are
+  // A running sync batch is cancelled while the worker still runs (its callers' promises are
   // broken); thread_ is destroyed (joined) first of the members, after its loop was told to stop.
-  syncTasks_ = nullptr;
+  syncs_ = nullptr;
   stop_->fulfill();
 }
 
@@ -500,62 +499,32 @@ kj::Promise<Status> Disk::sync(kj::Array<ShardKey> keys) {
 
 kj::Promise<Status> Disk::syncGrouped(std::vector<ShardKey> keys) {
   if (keys.empty()) return Status();
-  auto paf = kj::newPromiseAndFulfiller<Status>();
-  syncWaiting_.push_back(SyncWaiter{std::move(keys), kj::mv(paf.fulfiller)});
-  if (!syncRunning_) startSyncBatch();
-  return kj::mv(paf.promise);
-}
-
-void Disk::startSyncBatch() {
-  syncRunning_ = true;
-  auto batch = std::make_shared<std::vector<SyncWaiter>>(std::move(syncWaiting_));
-  syncWaiting_.clear();
-  std::vector<ShardKey> keys;
-  for (auto& w : *batch) keys.insert(keys.end(), w.keys.begin(), w.keys.end());
-  std::sort(keys.begin(), keys.end(), [](ShardKey a, ShardKey b) {
-    return std::make_pair(a.chunk.value, a.shard) < std::make_pair(b.chunk.value, b.shard);
-  });
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  using Outcomes = std::vector<std::pair<ShardKey, Status>>;
-  syncTasks_->add(
-      onWorker([this, keys = std::move(keys)]() {
-        Outcomes outcomes;
-        for (ShardKey key : keys) {
-          if (auto e = refuse()) {
-            outcomes.emplace_back(key, *e);
-          } else {
-            outcomes.emplace_back(key, note(store_->sync(key)));
+  if (!syncQueued_) syncQueued_ = std::make_shared<SyncBatch>();
+  auto batch = syncQueued_;
+  for (ShardKey k : keys) batch->keys.emplace(k.chunk.value, k.shard);
+  return syncs_
+      ->flush([this]() -> kj::Promise<Status> {
+        // Everything queued by now; later callers queue for the next batch.
+        auto b = kj::mv(syncQueued_);
+        return onWorker([this, b]() {
+          for (auto [chunk, shard] : b->keys) {
+            ShardKey key{ChunkId(chunk), shard};
+            auto e = refuse();
+            b->outcomes[{chunk, shard}] = e ? Status(*e) : note(store_->sync(key));
           }
-        }
-        return outcomes;
+        }).then([]() { return Status(); },
+                [this](kj::Exception&& e) -> Status {
+                  return Error{Errc::kIo, "disk " + config_.dir + ": sync: " +
+                                              e.getDescription().cStr()};
+                });
       })
-          .then(
-              [this, batch](Outcomes outcomes) {
-                for (auto& w : *batch) {
-                  Status s;
-                  for (ShardKey key : w.keys) {
-                    for (auto& [k, o] : outcomes) {
-                      if (k == key && !o && s) s = o;
-                    }
-                  }
-                  w.done->fulfill(kj::mv(s));
-                }
-                syncRunning_ = false;
-                if (!syncWaiting_.empty()) startSyncBatch();
-              },
-              [this, batch](kj::Exception&& e) {
-                // Only when the worker is gone: every waiter, of this batch and after it, fails.
-                Status s = Error{Errc::kIo, "disk " + config_.dir + ": sync: " +
-                                                e.getDescription().cStr()};
-                for (auto& w : *batch) w.done->fulfill(Status(s));
-                for (auto& w : syncWaiting_) w.done->fulfill(Status(s));
-                syncWaiting_.clear();
-                syncRunning_ = false;
-              }));
-}
-
-void Disk::TaskErrors::taskFailed(kj::Exception&& e) {
-  log::warn("disk sync batch: ", e.getDescription().cStr());
+      .then([batch, keys = std::move(keys)](Status s) -> Status {
+        if (!s) return s;
+        for (ShardKey k : keys) {
+          if (auto& o = batch->outcomes.at({k.chunk.value, k.shard}); !o) return o;
+        }
+        return Status();
+      });
 }
 
 kj::Promise<Status> Disk::truncate(ShardKey key, uint64_t length) {

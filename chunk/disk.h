@@ -39,11 +39,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "chunk/shard_file.h"
+#include "fs/group_commit.h"
 #include "fs/result.h"
 #include "fs/types.h"
 
@@ -155,9 +159,8 @@ class Disk {
     return executor_->executeAsync(kj::fwd<Func>(func));
   }
   void runWorker();
-  // Queues `keys` for the next sync batch, starting one if none runs (main loop).
+  // Queues `keys` for the next sync batch (a group commit, fs/group_commit.h; main loop).
   kj::Promise<Status> syncGrouped(std::vector<ShardKey> keys);
-  void startSyncBatch();
   // On the worker: the error of an operation on a failed disk, or nullopt.
   std::optional<Error> refuse() const;
   // On the worker: takes note of an operation's outcome (kIo fails the disk, kNoSpace fills it).
@@ -178,18 +181,14 @@ class Disk {
   std::chrono::steady_clock::time_point lastSyncedProbe_{};  // worker thread only
   std::atomic<uint64_t> fileSyncs_{0};
 
-  // Main loop: syncs asked for since the running batch started, and whether one runs.
-  struct SyncWaiter {
-    std::vector<ShardKey> keys;
-    kj::Own<kj::PromiseFulfiller<Status>> done;
+  // Main loop: the sync batches, and the shards queued for the next one with each outcome once
+  // it ran (null until a shard is queued after the last batch started).
+  struct SyncBatch {
+    std::set<std::pair<uint64_t, uint8_t>> keys;  // (chunk, shard)
+    std::map<std::pair<uint64_t, uint8_t>, Status> outcomes;
   };
-  std::vector<SyncWaiter> syncWaiting_;
-  bool syncRunning_ = false;
-  struct TaskErrors : kj::TaskSet::ErrorHandler {
-    void taskFailed(kj::Exception&& e) override;
-  };
-  TaskErrors taskErrors_;
-  kj::Own<kj::TaskSet> syncTasks_;  // the running batch; dropped first in the destructor
+  std::shared_ptr<SyncBatch> syncQueued_;
+  kj::Own<GroupCommit> syncs_;  // dropped first in the destructor
   kj::Own<Store> store_;  // touched only on the worker thread
 
   struct Published {
