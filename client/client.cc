@@ -497,6 +497,7 @@ kj::Promise<Result<Attr>> Client::mknod(InodeId parent, std::string name, uint32
 
 kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint32_t mode,
                                          uint32_t uid, uint32_t gid) {
+  uint64_t invalidations = invalidations_;
   return meta_
       .mutate<Attr>("create",
                     [=](MetaClient m, MetaLink::Req r) {
@@ -510,11 +511,14 @@ kj::Promise<Result<Attr>> Client::create(InodeId parent, std::string name, uint3
                       req.setSession(r.session);  // the session it is sent under
                       return req.send().then([](auto r) { return attrOf(r); });
                     })
-      .then([this](Result<Attr> a) -> Result<Attr> {
+      .then([this, invalidations](Result<Attr> a) -> Result<Attr> {
         if (!a) return a;
         auto& f = state(a->inode, a->size);
         f.opens++;
         f.metaDirty = true;
+        // A new file has no capabilities: its first write need not ask (getxattr). Unless
+        // another mount may have set some already, which it would have reported.
+        if (invalidations == invalidations_ && coherent()) f.capability.emplace();
         return a;
       });
 }
@@ -637,6 +641,7 @@ kj::Promise<Result<StatFs>> Client::statfs() {
 
 kj::Promise<Status> Client::setxattr(InodeId inode, std::string name, std::string value,
                                      uint32_t flags) {
+  xattrChanging(inode);
   return meta_
       .mutate<bool>("setxattr",
                     [=](MetaClient m, MetaLink::Req r) {
@@ -652,14 +657,33 @@ kj::Promise<Status> Client::setxattr(InodeId inode, std::string name, std::strin
                         return true;
                       });
                     })
-      .then([](Result<bool> r) -> Status {
+      .then([this, inode](Result<bool> r) -> Status {
+        xattrChanging(inode);
         if (!r) return r.error();
         return Status();
       });
 }
 
+void Client::xattrChanging(InodeId inode) {
+  // Before the change (an answer in flight may predate it) and after (one that came in between
+  // may too).
+  if (auto* f = find(inode)) dropCapability(*f);
+}
+
+// The kernel asks for security.capability before every buffered write and truncate
+// (file_remove_privs: a write drops the file's capabilities), which would cost a meta round
+// trip per write. An open file keeps the answer while this client is coherent: the meta
+// leader reports every setxattr and removexattr of another mount as an invalidation of the
+// inode (dropFileCache drops the answer), and this client's own drop it too (xattrChanging).
+// Other names are rare on any hot path and always asked for.
 kj::Promise<Result<std::string>> Client::getxattr(InodeId inode, std::string name) {
-  return meta_.call<std::string>("getxattr", true, [=](MetaClient m) {
+  static constexpr std::string_view kCapability = "security.capability";
+  FileState* f = name == kCapability ? find(inode) : nullptr;
+  if (f && f->capability && coherent()) {
+    if (*f->capability) return Result<std::string>(**f->capability);
+    return Result<std::string>(Error{Errc::kNoData, "getxattr: " + name});
+  }
+  auto fetched = meta_.call<std::string>("getxattr", true, [=](MetaClient m) {
     auto req = m.getxattrRequest();
     req.setInode(inode.value);
     req.setName(name);
@@ -669,6 +693,18 @@ kj::Promise<Result<std::string>> Client::getxattr(InodeId inode, std::string nam
       auto v = r.getValue();
       return std::string(reinterpret_cast<const char*>(v.begin()), v.size());
     });
+  });
+  if (!f) return fetched;
+  // The open count keeps `f` (and its epoch) while the answer is on its way.
+  f->opens++;
+  return fetched.then([this, f, epoch = f->xattrEpoch](Result<std::string> v) {
+    bool answer = v || v.error().code == Errc::kNoData;
+    if (answer && f->xattrEpoch == epoch && coherent()) {
+      f->capability = v ? std::optional<std::string>(*v) : std::nullopt;
+    }
+    f->opens--;
+    dropIfIdle(f->inode);
+    return v;
   });
 }
 
@@ -687,6 +723,7 @@ kj::Promise<Result<std::vector<std::string>>> Client::listxattr(InodeId inode) {
 }
 
 kj::Promise<Status> Client::removexattr(InodeId inode, std::string name) {
+  xattrChanging(inode);
   return meta_
       .mutate<bool>("removexattr",
                     [=](MetaClient m, MetaLink::Req r) {
@@ -700,7 +737,8 @@ kj::Promise<Status> Client::removexattr(InodeId inode, std::string name) {
                         return true;
                       });
                     })
-      .then([](Result<bool> r) -> Status {
+      .then([this, inode](Result<bool> r) -> Status {
+        xattrChanging(inode);
         if (!r) return r.error();
         return Status();
       });
@@ -1514,6 +1552,7 @@ kj::Promise<Status> Client::flushAll() {
 
 void Client::dropFileCache(FileState& f) {
   f.lookupEpoch++;
+  dropCapability(f);
   f.absent.clear();
   for (auto it = f.chunks.begin(); it != f.chunks.end();) {
     // A chunk this session holds the lease of is written by nobody else.
@@ -1528,11 +1567,17 @@ void Client::dropFileCache(FileState& f) {
   f.sizeStale = true;
 }
 
+void Client::dropCapability(FileState& f) {
+  f.capability.reset();
+  f.xattrEpoch++;
+}
+
 void Client::revalidate(InodeId inode) {
   if (auto* f = find(inode)) dropFileCache(*f);
 }
 
 void Client::invalidated(Invalidation inv) {
+  invalidations_++;
   if (inv.all) {
     for (auto& [inode, f] : files_) dropFileCache(*f);
   } else {

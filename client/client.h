@@ -427,6 +427,10 @@ class Client {
   // The cached chunk map (but what this session holds leases on) and size of the file are no
   // longer to be trusted.
   void dropFileCache(FileState& f);
+  // The file's cached security.capability (getxattr) is no longer to be trusted.
+  void dropCapability(FileState& f);
+  // This client changes an xattr of `inode`: called before and after.
+  void xattrChanging(InodeId inode);
 
   kj::Timer& timer_;
   ClientConfig config_;
@@ -460,6 +464,7 @@ class Client {
   kj::Maybe<proto::Watcher::Client> watcherCap_;
   bool watchInFlight_ = false;
   bool live_ = false;  // a confirmed registration stands (see coherent())
+  uint64_t invalidations_ = 0;  // invalidations acted on so far
   kj::TimePoint confirmedAt_ = kj::origin<kj::TimePoint>();  // when its renewal was sent
   kj::Promise<void> watching_ = nullptr;
   kj::Promise<void> keepalive_ = nullptr;  // last: stops before what it uses goes

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "client/client.h"
@@ -30,6 +31,11 @@ struct Client::FileState {
   // started before must not be cached either (it may miss a chunk just written).
   uint64_t lookupEpoch = 0;
   bool sizeStale = false;  // reported changed: refetch the size before the next read
+  // The file's security.capability as the meta server last answered (nullopt inside: it has
+  // none), kept while this client is coherent (Client::getxattr). Bumping xattrEpoch drops it
+  // and keeps an answer to a lookup that started before from being kept.
+  std::optional<std::optional<std::string>> capability;
+  uint64_t xattrEpoch = 0;
   std::map<uint64_t, kj::ForkedPromise<void>> allocating;
   // Chunks written since the last fsync (by chunk index) and which of their shards: fsync syncs
   // those. Kept after the last close too — a later fsync on a new open must cover them.

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -215,6 +216,68 @@ TEST_CASE("coherence: changes made through one mount are pushed to the other") {
     report("rewrite of a file B read twice",
            timeUntil(kPushWaitS, [&] { return readAll(b.path + "/steady") == w; }));
   }
+  CHECK(c.logProblems().empty());
+}
+
+TEST_CASE("coherence: a write drops file capabilities another mount set while it was open") {
+  // The kernel asks for security.capability before every buffered write, so as to drop it (a
+  // written binary loses its capabilities). A mount keeps the answer for a file it has open
+  // while it is coherent, instead of a meta round trip per write, and drops it when the meta
+  // leader reports a change of the file. Were the report ignored, A would go on writing with
+  // the capability B set left in place, and the wait below would run out.
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options options;
+  options.mount = false;
+  options.chunks = 3;
+  options.policy = "replica(2)";
+  Cluster c(options);
+  ExtraMount a(c, "a", "", kLongCaches);
+  ExtraMount b(c, "b", "", kLongCaches);
+  waitRegistered(a);
+  waitRegistered(b);
+
+  // struct vfs_cap_data, revision 2, little-endian: CAP_NET_BIND_SERVICE (10) permitted and
+  // effective.
+  const uint32_t words[5] = {0x02000001, 1u << 10, 0, 0, 0};
+  const std::string cap(reinterpret_cast<const char*>(words), sizeof words);
+  const char* kName = "security.capability";
+  auto hasCap = [&](const std::string& path) {
+    ssize_t n = getxattr(path.c_str(), kName, nullptr, 0);
+    if (n < 0) REQUIRE_MESSAGE(errno == ENODATA, path << ": " << strerror(errno));
+    return n > 0;
+  };
+
+  int fd = open((a.path + "/bin").c_str(), O_CREAT | O_RDWR, 0755);
+  REQUIRE_MESSAGE(fd >= 0, strerror(errno));
+  REQUIRE(pwrite(fd, "a", 1, 0) == 1);  // A knows the file it created has no capabilities
+  REQUIRE_MESSAGE(setxattr((b.path + "/bin").c_str(), kName, cap.data(), cap.size(), 0) == 0,
+                  strerror(errno));
+  CHECK(hasCap(a.path + "/bin"));
+  int writes = 0;
+  double took = timeUntil(kPushWaitS, [&] {
+    REQUIRE(pwrite(fd, "b", 1, 1) == 1);
+    writes++;
+    return !hasCap(b.path + "/bin");
+  });
+  report("a capability set on B, dropped by a write on A", took);
+  MESSAGE("writes on A until the capability was gone: " << writes);
+
+  // Set through A itself, the next write drops it at once.
+  REQUIRE(setxattr((a.path + "/bin").c_str(), kName, cap.data(), cap.size(), 0) == 0);
+  CHECK(hasCap(b.path + "/bin"));
+  REQUIRE(pwrite(fd, "c", 1, 2) == 1);
+  CHECK_FALSE(hasCap(a.path + "/bin"));
+  CHECK_FALSE(hasCap(b.path + "/bin"));
+
+  // A file opened with the capability in place: the first write drops it.
+  REQUIRE(setxattr((b.path + "/bin").c_str(), kName, cap.data(), cap.size(), 0) == 0);
+  CHECK(close(fd) == 0);
+  fd = open((a.path + "/bin").c_str(), O_WRONLY);
+  REQUIRE(fd >= 0);
+  REQUIRE(pwrite(fd, "d", 1, 3) == 1);
+  CHECK_FALSE(hasCap(b.path + "/bin"));
+  CHECK(close(fd) == 0);
+  CHECK(readAll(b.path + "/bin") == "abcd");
   CHECK(c.logProblems().empty());
 }
 
