@@ -246,6 +246,7 @@ Client::FileState& Client::state(InodeId inode, uint64_t metaSize) {
   if (!f) {
     f = std::make_unique<FileState>();
     f->inode = inode;
+    f->xattrEpoch = ++xattrEpochs_;
     f->size = metaSize;
     f->durableSize = metaSize;
     auto closed = closedUnsynced_.find(inode);
@@ -695,15 +696,13 @@ kj::Promise<Result<std::string>> Client::getxattr(InodeId inode, std::string nam
     });
   });
   if (!f) return fetched;
-  // The open count keeps `f` (and its epoch) while the answer is on its way.
-  f->opens++;
-  return fetched.then([this, f, epoch = f->xattrEpoch](Result<std::string> v) {
+  // Epochs are unique across files: a file state dropped and made again meanwhile has another.
+  return fetched.then([this, inode, epoch = f->xattrEpoch](Result<std::string> v) {
     bool answer = v || v.error().code == Errc::kNoData;
-    if (answer && f->xattrEpoch == epoch && coherent()) {
+    auto* f = find(inode);
+    if (f && answer && f->xattrEpoch == epoch && coherent()) {
       f->capability = v ? std::optional<std::string>(*v) : std::nullopt;
     }
-    f->opens--;
-    dropIfIdle(f->inode);
     return v;
   });
 }
@@ -1569,7 +1568,7 @@ void Client::dropFileCache(FileState& f) {
 
 void Client::dropCapability(FileState& f) {
   f.capability.reset();
-  f.xattrEpoch++;
+  f.xattrEpoch = ++xattrEpochs_;
 }
 
 void Client::revalidate(InodeId inode) {

@@ -465,6 +465,7 @@ class Client {
   bool watchInFlight_ = false;
   bool live_ = false;  // a confirmed registration stands (see coherent())
   uint64_t invalidations_ = 0;  // invalidations acted on so far
+  uint64_t xattrEpochs_ = 0;    // the last FileState::xattrEpoch given out
   kj::TimePoint confirmedAt_ = kj::origin<kj::TimePoint>();  // when its renewal was sent
   kj::Promise<void> watching_ = nullptr;
   kj::Promise<void> keepalive_ = nullptr;  // last: stops before what it uses goes

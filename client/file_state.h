@@ -32,8 +32,9 @@ struct Client::FileState {
   uint64_t lookupEpoch = 0;
   bool sizeStale = false;  // reported changed: refetch the size before the next read
   // The file's security.capability as the meta server last answered (nullopt inside: it has
-  // none), kept while this client is coherent (Client::getxattr). Bumping xattrEpoch drops it
-  // and keeps an answer to a lookup that started before from being kept.
+  // none), kept while this client is coherent (Client::getxattr). A new xattrEpoch (unique
+  // in the client) comes with every drop: an answer to a lookup that started before is not
+  // kept.
   std::optional<std::optional<std::string>> capability;
   uint64_t xattrEpoch = 0;
   std::map<uint64_t, kj::ForkedPromise<void>> allocating;
