@@ -161,6 +161,11 @@ class Client {
   // leader as they come, and {all} when a registration starts afresh (changes may have been
   // missed before it) or the lease ran out. Call once, after start().
   void watch(std::function<void(const Invalidation&)> sink);
+  // For an unmount: gives back every write lease this session holds, each once the writes
+  // under it are done, its chunk's write log is applied and what was written under it is
+  // synced — the next writer then waits for no expiry and re-syncs nothing. Resolves when all
+  // went back or failed (those expire on the meta leader).
+  kj::Promise<void> letGoAll();
   // True while a registration the leader confirmed less than watchLeaseMs ago stands: every
   // change another mount makes is then reported to the sink. Caches may be kept long only then.
   bool coherent() const;

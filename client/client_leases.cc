@@ -180,6 +180,19 @@ kj::Promise<void> Client::releaseLease(InodeId inode, uint64_t index, uint64_t e
       });
 }
 
+kj::Promise<void> Client::letGoAll() {
+  std::vector<LeaseKey> held;
+  for (auto& [key, use] : leases_) {
+    if (use.held) held.push_back(key);
+  }
+  for (auto& [inode, index] : held) letGo(inode, index, "unmount");
+  kj::Vector<kj::Promise<void>> going;
+  for (auto& [key, use] : leases_) {
+    KJ_IF_MAYBE(releasing, use.releasing) { going.add(releasing->addBranch()); }
+  }
+  return kj::joinPromises(going.releaseAsArray());
+}
+
 void Client::releaseIdle() {
   if (config_.leaseIdleMs == 0) return;
   auto now = timer_.now();

@@ -60,6 +60,8 @@ class FuseAdapter {
   kj::Promise<void> run();
   // Unmounts; run() resolves.
   void stop();
+  // Resolves once every request read so far is answered and its work done.
+  kj::Promise<void> settled() { return tasks_.onEmpty(); }
 
   // What another mount changed (Client::watch's sink): the kernel drops it, asynchronously.
   void invalidate(const Invalidation& inv);

@@ -144,6 +144,10 @@ int main(int argc, char** argv) {
        "give a chunk's write lease back (after syncing what was written under it) once it was "
        "not used this long, so that repair, drain and rebalance can move the chunk; 0: keep "
        "leases until the file is closed")
+      ("unmount-wait", po::value<std::string>()->default_value("10s"),
+       "at unmount, how long to wait for the last requests to finish and for the write leases "
+       "to go back, their chunks' write logs applied, before exiting anyway (what is left "
+       "behind then waits for the lease to expire; 0: do not wait)")
       ("fault-invalidation-delay", po::value<std::string>()->default_value("0"),
        "testing only: act on each invalidation from the meta leader this much later, as over "
        "a slow network")
@@ -169,7 +173,8 @@ int main(int argc, char** argv) {
                       a == "--attr-timeout" || a == "--io-timeout" || a == "--meta-timeout" ||
                       a == "--live-attr-timeout" || a == "--watch-lease" ||
                       a == "--keepalive" || a == "--ec-log" || a == "--ec-log-apply-delay" ||
-                      a == "--lease-idle" || a == "--fault-invalidation-delay" ||
+                      a == "--lease-idle" || a == "--unmount-wait" ||
+                      a == "--fault-invalidation-delay" ||
                       a == "--log-level" || a == "-o" || a == "--option" || a == "--config";
     if (takesValue && i + 1 < args.size()) {
       rewritten.push_back(a);
@@ -215,6 +220,8 @@ int main(int argc, char** argv) {
   }
   auto leaseIdle = parseDurationMs(vm["lease-idle"].as<std::string>());
   if (!leaseIdle) die("--lease-idle: " + leaseIdle.error().detail);
+  auto unmountWait = parseDurationMs(vm["unmount-wait"].as<std::string>());
+  if (!unmountWait) die("--unmount-wait: " + unmountWait.error().detail);
   std::string level = vm["log-level"].as<std::string>();
   if (level == "debug") log::setMinLevel(log::Level::kDebug);
   else if (level == "warn") log::setMinLevel(log::Level::kWarn);
@@ -322,8 +329,24 @@ int main(int argc, char** argv) {
                        .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
                        .then([](siginfo_t info) { log::info("signal ", info.si_signo, ": unmounting"); });
   serving.exclusiveJoin(kj::mv(signalled)).wait(io.waitScope);
+  // A clean handover to the next writer of our chunks: the kernel's last requests (the
+  // releases of files closed just before the unmount) finish, buffered data goes out, and every
+  // write lease goes back with its chunk's write log applied. Left behind, a lease holds the
+  // next writer up until it expires and makes it re-sync the whole chunk. The waits are bounded
+  // by --unmount-wait: with the cluster unreachable, waiting longer gains nothing.
+  auto& timer = io.provider->getTimer();
+  auto deadline = timer.now() + *unmountWait * kj::MILLISECONDS;
+  auto bounded = [&](kj::Promise<void> step, const char* what) {
+    step.exclusiveJoin(timer.atTime(deadline).then([what] {
+          log::warn("unmount: gave up waiting for ", what);
+        }))
+        .wait(io.waitScope);
+  };
+  bounded(adapter.settled(), "the requests under way");
+  // Buffered data is written whatever the deadline (each write bounded by its own timeouts).
   auto flushed = client.flushAll().wait(io.waitScope);
   if (!flushed) log::error("flushing at unmount: ", flushed.error().toString().c_str());
+  bounded(client.letGoAll(), "the write leases to go back");
   log::info("unmounted ", mountpoint.c_str());
   return 0;
 }

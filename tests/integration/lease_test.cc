@@ -263,3 +263,55 @@ TEST_CASE("leases: a chunk dropped by a truncate or punch on another mount takes
     }
   }
 }
+
+// An unmount right after the last close: the kernel's release of the file may still be on its
+// way, and the mount may still hold the chunk's write lease and unapplied write-log records.
+// The mount finishes them before it exits, so the next mount to write the chunk finds nothing
+// left behind: it neither waits for the lease to expire nor re-syncs the chunk. Left behind,
+// both show in its log, as they did before (the next write waited out the lease timeout).
+TEST_CASE("leases: a mount unmounted right after a close hands its leases back") {
+  TESSERA_REQUIRE_FUSE();
+  Cluster::Options o;
+  o.policy = "ec(4,2)";
+  o.mount = false;
+  Cluster cluster(o);
+  REQUIRE(cluster.waitChunksUp(6));
+  uint64_t seed = testSeed(77);
+  std::mt19937_64 rng(seed);
+  const size_t kSize = 4 << 20;
+  std::string model = randomBytes(rng, kSize);
+  {
+    ExtraMount a(cluster, "mnt-a");
+    writeAll(a.path + "/image", model);
+    // Small O_DIRECT writes: through the chunk's write log, applied in the background.
+    int fd = open((a.path + "/image").c_str(), O_RDWR | O_DIRECT);
+    REQUIRE(fd >= 0);
+    void* buf = nullptr;
+    REQUIRE(posix_memalign(&buf, 4096, 4096) == 0);
+    for (int i = 0; i < 200; ++i) {
+      size_t off = (rng() % (kSize / 4096)) * 4096;
+      std::string block = randomBytes(rng, 4096);
+      memcpy(buf, block.data(), 4096);
+      REQUIRE(pwrite(fd, buf, 4096, off_t(off)) == 4096);
+      model.replace(off, 4096, block);
+    }
+    free(buf);
+    REQUIRE(close(fd) == 0);
+    auto r = run({"/usr/bin/fusermount3", "-u", a.path}, 10'000);
+    REQUIRE_MESSAGE(r.exitCode == 0, r.output);
+    REQUIRE_MESSAGE(a.process.wait(60'000) == 0, slurpFile(a.log));
+    CHECK(slurpFile(a.log).find("unmount: gave up") == std::string::npos);
+  }
+  ExtraMount b(cluster, "mnt-b");
+  int fd = open((b.path + "/image").c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  std::string block = randomBytes(rng, 4096);
+  pwriteAll(fd, block, 8192);
+  REQUIRE(fsync(fd) == 0);
+  REQUIRE(close(fd) == 0);
+  model.replace(8192, 4096, block);
+  CHECK((readAll(b.path + "/image") == model));
+  std::string log = slurpFile(b.log);
+  CHECK_MESSAGE(log.find("let go uncleanly") == std::string::npos, log);
+  CHECK_MESSAGE(log.find("records its last writer left") == std::string::npos, log);
+}
