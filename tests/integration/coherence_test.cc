@@ -99,6 +99,25 @@ size_t residentPages(const std::string& path, size_t size) {
   return n;
 }
 
+// Options of a cluster with no mount of its own, for two mounts that cache long.
+Cluster::Options unmounted(int metas = 1) {
+  Cluster::Options options;
+  options.metas = metas;
+  options.mount = false;
+  options.chunks = 3;
+  options.policy = "replica(2)";
+  return options;
+}
+
+// Two mounts of `c` (A and B) that cache long, both registered with the meta leader.
+struct TwoMounts {
+  explicit TwoMounts(Cluster& c) : a(c, "a", "", kLongCaches), b(c, "b", "", kLongCaches) {
+    waitRegistered(a);
+    waitRegistered(b);
+  }
+  ExtraMount a, b;
+};
+
 void report(const std::string& what, double seconds) {
   MESSAGE(what << ": seen on the other mount after " << seconds * 1000 << " ms");
   CHECK_MESSAGE(seconds >= 0, what << ": not seen within " << kPushWaitS << " s");
@@ -108,15 +127,10 @@ void report(const std::string& what, double seconds) {
 
 TEST_CASE("coherence: changes made through one mount are pushed to the other") {
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options options;
-  options.mount = false;
-  options.chunks = 3;
-  options.policy = "replica(2)";
-  Cluster c(options);
-  ExtraMount a(c, "a", "", kLongCaches);
-  ExtraMount b(c, "b", "", kLongCaches);
-  waitRegistered(a);
-  waitRegistered(b);
+  Cluster c(unmounted());
+  TwoMounts mounts(c);
+  ExtraMount& a = mounts.a;
+  ExtraMount& b = mounts.b;
   std::mt19937_64 rng(5);
 
   {
@@ -226,15 +240,10 @@ TEST_CASE("coherence: a write drops file capabilities another mount set while it
   // leader reports a change of the file. Were the report ignored, A would go on writing with
   // the capability B set left in place, and the wait below would run out.
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options options;
-  options.mount = false;
-  options.chunks = 3;
-  options.policy = "replica(2)";
-  Cluster c(options);
-  ExtraMount a(c, "a", "", kLongCaches);
-  ExtraMount b(c, "b", "", kLongCaches);
-  waitRegistered(a);
-  waitRegistered(b);
+  Cluster c(unmounted());
+  TwoMounts mounts(c);
+  ExtraMount& a = mounts.a;
+  ExtraMount& b = mounts.b;
 
   // struct vfs_cap_data, revision 2, little-endian: CAP_NET_BIND_SERVICE (10) permitted and
   // effective.
@@ -283,11 +292,7 @@ TEST_CASE("coherence: a write drops file capabilities another mount set while it
 
 TEST_CASE("coherence: a mount cut off from the meta leader drops its caches after its lease") {
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options options;
-  options.mount = false;
-  options.chunks = 3;
-  options.policy = "replica(2)";
-  Cluster c(options);
+  Cluster c(unmounted());
   // B reaches the meta server through a link the test can cut.
   std::string metaAddr = c.metaAddress(0);
   LinkProxy link(uint16_t(std::stoi(metaAddr.substr(metaAddr.rfind(':') + 1))));
@@ -345,16 +350,10 @@ TEST_CASE("coherence: a mount cut off from the meta leader drops its caches afte
 
 TEST_CASE("coherence: after a meta leader failover the mounts register with the new leader") {
   TESSERA_REQUIRE_FUSE();
-  Cluster::Options options;
-  options.metas = 3;
-  options.mount = false;
-  options.chunks = 3;
-  options.policy = "replica(2)";
-  Cluster c(options);
-  ExtraMount a(c, "a", "", kLongCaches);
-  ExtraMount b(c, "b", "", kLongCaches);
-  waitRegistered(a);
-  waitRegistered(b);
+  Cluster c(unmounted(3));
+  TwoMounts mounts(c);
+  ExtraMount& a = mounts.a;
+  ExtraMount& b = mounts.b;
   writeAll(a.path + "/q", "before");
   CHECK(readAll(b.path + "/q") == "before");
   CHECK((statOf(b.path + "/q").st_mode & 07777) == 0644);  // cached on B for 30 s
